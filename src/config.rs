@@ -1,0 +1,442 @@
+//! The TOML configuration: serde structs with a default and a doc comment on every field.
+//!
+//! Unknown keys are refused; parse errors name the file and line. Relative paths are relative to
+//! the working directory of the process.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::errors::ConfigError;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where and how events are stored.
+    pub storage: StorageConfig,
+    /// The object detector shared by all cameras.
+    pub detector: DetectorConfig,
+    /// Motion detection, which gates the object detector.
+    pub motion: MotionConfig,
+    /// How detections become tracks and tracks become events.
+    pub tracker: TrackerConfig,
+    /// The cameras to watch (`[[cameras]]` tables).
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[storage]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// SQLite database file; created with its schema if missing.
+    pub path: PathBuf,
+    /// The writer commits at most this long after the first write of a batch.
+    pub batch_ms: u64,
+    /// The writer commits when a batch reaches this many writes.
+    pub batch_max: usize,
+    /// Events that ended longer ago than this many days are deleted (0 keeps them forever).
+    pub retention_days: u32,
+    /// At most this many events are kept; the oldest go first (0 for no limit).
+    pub max_events: u64,
+    /// Longest side of the event snapshot thumbnails, in pixels.
+    pub snapshot_max_side: u32,
+    /// JPEG quality of the snapshots (1-100).
+    pub snapshot_quality: u8,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("ocellus.db"),
+            batch_ms: 50,
+            batch_max: 512,
+            retention_days: 30,
+            max_events: 1_000_000,
+            snapshot_max_side: 320,
+            snapshot_quality: 80,
+        }
+    }
+}
+
+/// Which detector to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorKind {
+    /// The DNN model when its file exists, otherwise the HOG people detector (with a warning).
+    #[default]
+    Auto,
+    /// The DNN model; a missing model file is an error.
+    Dnn,
+    /// OpenCV's built-in HOG people detector; needs no model file.
+    Hog,
+    /// No object detector: motion only, no events.
+    None,
+}
+
+/// How a model's output tensor is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFamily {
+    /// FastestDet: output [1, 85, H, W] grid, stretched input.
+    #[default]
+    Fastestdet,
+    /// Ultralytics YOLOv8 / YOLO11 export: output [1, 4+C, N], letterboxed input.
+    Yolo,
+    /// YOLOv5 export: output [1, N, 5+C], letterboxed input.
+    Yolov5,
+}
+
+impl ModelFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::Fastestdet => "fastestdet",
+            ModelFamily::Yolo => "yolo",
+            ModelFamily::Yolov5 => "yolov5",
+        }
+    }
+}
+
+/// When the object detector runs on a frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectWhen {
+    /// Every frame (subject to `max_fps`).
+    Always,
+    /// Only while there is motion or a live track (subject to `max_fps`).
+    #[default]
+    Motion,
+}
+
+/// `[detector]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// `auto`, `dnn`, `hog` or `none`.
+    pub kind: DetectorKind,
+    /// Output layout of the model: `fastestdet`, `yolo` or `yolov5`.
+    pub family: ModelFamily,
+    /// The ONNX model file.
+    pub model: PathBuf,
+    /// Class names, one a line, in the model's class order.
+    pub labels: PathBuf,
+    /// Network input width in pixels.
+    pub input_width: u32,
+    /// Network input height in pixels.
+    pub input_height: u32,
+    /// Minimum score for a detection, unless `min_score_per_label` says otherwise.
+    pub min_score: f32,
+    /// Per-label minimum scores, e.g. `{ person = 0.6 }`.
+    pub min_score_per_label: BTreeMap<String, f32>,
+    /// Only these labels are reported; empty means every label of the model.
+    pub labels_allow: Vec<String>,
+    /// Detections smaller than this many square pixels (source frame) are dropped.
+    pub min_box_area: f32,
+    /// Boxes of the same class overlapping more than this IoU are merged by NMS.
+    pub nms_iou: f32,
+    /// `always` or `motion` (only while there is motion or a live track).
+    pub when: DetectWhen,
+    /// Run the detector at most this often per camera (0: no limit). Replay ignores it.
+    pub max_fps: f32,
+    /// Threads OpenCV may use (0: OpenCV's default).
+    pub threads: i32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            kind: DetectorKind::Auto,
+            family: ModelFamily::Fastestdet,
+            model: PathBuf::from("models/fastestdet/FastestDet.onnx"),
+            labels: PathBuf::from("models/fastestdet/coco.names"),
+            input_width: 352,
+            input_height: 352,
+            min_score: 0.4,
+            min_score_per_label: BTreeMap::new(),
+            labels_allow: [
+                "person",
+                "bicycle",
+                "car",
+                "motorcycle",
+                "bus",
+                "truck",
+                "bird",
+                "cat",
+                "dog",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            min_box_area: 300.0,
+            nms_iou: 0.45,
+            when: DetectWhen::Motion,
+            max_fps: 0.0,
+            threads: 0,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// The minimum score for `label`.
+    pub fn min_score_for(&self, label: &str) -> f32 {
+        self.min_score_per_label
+            .get(label)
+            .copied()
+            .unwrap_or(self.min_score)
+    }
+}
+
+/// `[motion]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionConfig {
+    /// Run motion detection at all; when off every frame counts as motion.
+    pub enabled: bool,
+    /// Frames are scaled down to this width before background subtraction.
+    pub width: u32,
+    /// MOG2 history, in frames.
+    pub history: i32,
+    /// MOG2 variance threshold; higher is less sensitive.
+    pub var_threshold: f64,
+    /// Smallest moving blob that counts, in square pixels of the scaled-down frame.
+    pub min_area: f64,
+    /// When more than this fraction of the frame changes at once it is a light change (or the
+    /// camera moved), not motion: the background is relearned and the frame is not motion.
+    pub light_change_fraction: f64,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            width: 320,
+            history: 300,
+            var_threshold: 25.0,
+            min_area: 40.0,
+            light_change_fraction: 0.6,
+        }
+    }
+}
+
+/// `[tracker]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerConfig {
+    /// A detection continues a track when its IoU with the track's predicted box is at least this.
+    pub iou_threshold: f32,
+    /// Detections needed before a track is confirmed and becomes an event.
+    pub min_hits: u32,
+    /// A track becomes an event only once its best score reaches this.
+    pub min_score: f32,
+    /// An event ends when its object has been unseen this long (milliseconds).
+    pub unseen_timeout_ms: i64,
+    /// An unconfirmed track is dropped when unseen this long (milliseconds).
+    pub tentative_timeout_ms: i64,
+    /// At most one `update` message per event per this many milliseconds.
+    pub update_interval_ms: i64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            iou_threshold: 0.2,
+            min_hits: 3,
+            min_score: 0.5,
+            unseen_timeout_ms: 2000,
+            tentative_timeout_ms: 500,
+            update_interval_ms: 1000,
+        }
+    }
+}
+
+/// One `[[cameras]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Short id used in events, logs and URLs: letters, digits, `-` and `_`.
+    pub id: String,
+    /// A video file, a V4L2 device (`/dev/video0`), an `rtsp://` or `http://` URL, or a
+    /// GStreamer pipeline ending in `appsink`.
+    pub source: String,
+    /// Human-readable name for the dashboard; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Set to false to keep the entry but not open the camera.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let unit = |key: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key.into(), format!("{v} is not between 0 and 1")))
+            }
+        };
+        let d = &self.detector;
+        unit("detector.min_score", d.min_score)?;
+        unit("detector.nms_iou", d.nms_iou)?;
+        for (label, v) in &d.min_score_per_label {
+            unit(&format!("detector.min_score_per_label.{label}"), *v)?;
+        }
+        if d.input_width == 0
+            || d.input_height == 0
+            || d.input_width > 4096
+            || d.input_height > 4096
+        {
+            return Err(invalid(
+                "detector.input_width/input_height".into(),
+                "must be between 1 and 4096".into(),
+            ));
+        }
+        unit("tracker.iou_threshold", self.tracker.iou_threshold)?;
+        unit("tracker.min_score", self.tracker.min_score)?;
+        if self.tracker.min_hits == 0 {
+            return Err(invalid(
+                "tracker.min_hits".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.motion.width < 32 {
+            return Err(invalid("motion.width".into(), "must be at least 32".into()));
+        }
+        if !(0.0..=1.0).contains(&self.motion.light_change_fraction) {
+            return Err(invalid(
+                "motion.light_change_fraction".into(),
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.storage.snapshot_quality) {
+            return Err(invalid(
+                "storage.snapshot_quality".into(),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        if self.storage.snapshot_max_side < 16 {
+            return Err(invalid(
+                "storage.snapshot_max_side".into(),
+                "must be at least 16".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = format!("cameras[{i}].id");
+            if !valid_camera_id(&cam.id) {
+                return Err(invalid(
+                    key,
+                    format!("{:?} must be 1-64 letters, digits, '-' or '_'", cam.id),
+                ));
+            }
+            if !seen.insert(cam.id.as_str()) {
+                return Err(invalid(key, format!("{:?} is used twice", cam.id)));
+            }
+            if cam.source.trim().is_empty() {
+                return Err(invalid(format!("cameras[{i}].source"), "is empty".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Camera ids appear in URLs, journal fields and file names, so they are kept plain.
+pub fn valid_camera_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.detector.kind, DetectorKind::Auto);
+        assert_eq!(c.tracker.min_hits, 3);
+        assert!(c.cameras.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let err = parse("[tracker]\nmin_hits = 2\nmin_hitz = 3\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:3:"), "{msg}");
+        assert!(msg.contains("min_hitz"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused_with_its_line() {
+        let err = parse("[storage]\n\n\nbatch_ms = \"fast\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:4:"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn duplicate_camera_ids_are_refused() {
+        let err = parse(
+            "[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\n[[cameras]]\nid = \"a\"\nsource = \"y.avi\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cameras[1].id"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_score_names_the_key() {
+        let err = parse("[detector]\nmin_score = 1.5\n").unwrap_err();
+        assert!(err.to_string().contains("detector.min_score"), "{err}");
+    }
+
+    #[test]
+    fn per_label_score_overrides_the_default() {
+        let c =
+            parse("[detector]\nmin_score = 0.3\nmin_score_per_label = { person = 0.7 }\n").unwrap();
+        assert_eq!(c.detector.min_score_for("person"), 0.7);
+        assert_eq!(c.detector.min_score_for("car"), 0.3);
+    }
+}

@@ -1,0 +1,173 @@
+//! Object detection: the detector interface, the choice of detector from config, and the
+//! label/score/area filtering and NMS every detector's output goes through.
+
+pub mod decode;
+pub mod dnn;
+pub mod hog;
+
+use std::path::Path;
+
+use opencv::core::Mat;
+
+use crate::config::{DetectorConfig, DetectorKind};
+use crate::errors::DetectError;
+use crate::models::Detection;
+
+use decode::RawDetection;
+
+/// Finds objects in a BGR frame. Implementations own their OpenCV state and are driven from one
+/// detect thread, so they need `Send` but not `Sync`.
+pub trait ObjectDetector: Send {
+    /// Detections in source-frame pixels, filtered and NMS'd, best first.
+    fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError>;
+
+    /// A short description for logs and summaries, e.g. `fastestdet FastestDet.onnx 352x352`.
+    fn describe(&self) -> String;
+}
+
+/// Builds the configured detector; `None` when `kind = "none"`. Fails on a missing or broken
+/// model, so that it can be called before anything else is created.
+pub fn build(cfg: &DetectorConfig) -> Result<Option<Box<dyn ObjectDetector>>, DetectError> {
+    if cfg.threads > 0 {
+        opencv::core::set_num_threads(cfg.threads)?;
+    }
+    match cfg.kind {
+        DetectorKind::None => Ok(None),
+        DetectorKind::Hog => Ok(Some(Box::new(hog::HogDetector::new(cfg)?))),
+        DetectorKind::Dnn => Ok(Some(Box::new(dnn::DnnDetector::load(cfg)?))),
+        DetectorKind::Auto => {
+            if cfg.model.exists() {
+                Ok(Some(Box::new(dnn::DnnDetector::load(cfg)?)))
+            } else {
+                tracing::warn!(
+                    model = %cfg.model.display(),
+                    "model file not found; using the HOG people detector (run scripts/setup.sh to fetch the default model)"
+                );
+                Ok(Some(Box::new(hog::HogDetector::new(cfg)?)))
+            }
+        }
+    }
+}
+
+/// Reads a labels file: one label a line, blank lines ignored.
+pub fn read_labels(path: &Path) -> Result<Vec<String>, DetectError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DetectError::Labels {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let labels: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if labels.is_empty() {
+        return Err(DetectError::Labels {
+            path: path.to_owned(),
+            reason: "no labels in it".into(),
+        });
+    }
+    Ok(labels)
+}
+
+/// The filters applied after decoding: label allow-list, per-label minimum score, minimum box
+/// area, then class-wise NMS.
+pub struct PostFilter {
+    labels: Vec<String>,
+    /// Per class id: the minimum score, or `None` when the label is not allowed.
+    min_score: Vec<Option<f32>>,
+    min_area: f32,
+    nms_iou: f32,
+    /// The lowest of all minimum scores, used to skip candidates while decoding.
+    pub floor: f32,
+}
+
+impl PostFilter {
+    pub fn new(cfg: &DetectorConfig, labels: Vec<String>) -> Self {
+        let min_score: Vec<Option<f32>> = labels
+            .iter()
+            .map(|l| {
+                let allowed =
+                    cfg.labels_allow.is_empty() || cfg.labels_allow.iter().any(|a| a == l);
+                allowed.then(|| cfg.min_score_for(l))
+            })
+            .collect();
+        let floor = min_score
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f32::INFINITY, f32::min);
+        Self {
+            labels,
+            min_score,
+            min_area: cfg.min_box_area,
+            nms_iou: cfg.nms_iou,
+            floor: if floor.is_finite() { floor } else { 1.0 },
+        }
+    }
+
+    /// Labels this filter lets through that the model does not know; worth a warning.
+    pub fn unknown_allowed<'a>(&self, cfg: &'a DetectorConfig) -> Vec<&'a str> {
+        cfg.labels_allow
+            .iter()
+            .filter(|a| !self.labels.contains(a))
+            .map(String::as_str)
+            .collect()
+    }
+
+    pub fn apply(&self, raw: Vec<RawDetection>) -> Vec<Detection> {
+        let kept: Vec<RawDetection> = raw
+            .into_iter()
+            .filter(|d| {
+                matches!(self.min_score.get(d.class_id as usize), Some(Some(min)) if d.score >= *min)
+                    && d.bbox.area() >= self.min_area
+            })
+            .collect();
+        decode::nms(kept, self.nms_iou)
+            .into_iter()
+            .map(|d| Detection {
+                class_id: d.class_id,
+                label: self.labels[d.class_id as usize].clone(),
+                score: d.score,
+                bbox: d.bbox,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::BBox;
+
+    fn raw(class_id: u32, score: f32, size: f32) -> RawDetection {
+        RawDetection {
+            class_id,
+            score,
+            bbox: BBox::new(0.0, 0.0, size, size),
+        }
+    }
+
+    #[test]
+    fn filter_applies_allow_list_per_label_score_and_area() {
+        let mut cfg = DetectorConfig {
+            labels_allow: vec!["person".into(), "car".into()],
+            min_score: 0.5,
+            min_box_area: 100.0,
+            ..Default::default()
+        };
+        cfg.min_score_per_label.insert("car".into(), 0.8);
+        let f = PostFilter::new(&cfg, vec!["person".into(), "car".into(), "chair".into()]);
+        assert_eq!(f.floor, 0.5);
+        let out = f.apply(vec![
+            raw(0, 0.6, 20.0),  // person, kept
+            raw(1, 0.7, 20.0),  // car under its own threshold
+            raw(2, 0.99, 20.0), // chair not allowed
+            raw(0, 0.9, 5.0),   // person too small
+            raw(7, 0.9, 20.0),  // class id beyond the labels: ignored, no panic
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].label, "person");
+        assert_eq!(f.unknown_allowed(&cfg), Vec::<&str>::new());
+    }
+}

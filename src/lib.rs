@@ -1,0 +1,17 @@
+//! Ocellus: an edge computer-vision telemetry daemon. Cameras -> motion and object detection ->
+//! tracking -> events in SQLite, pushed live to WebSocket clients.
+//!
+//! The library holds every stage so that tests (and `ocellus replay`) drive the same code the
+//! daemon runs.
+
+pub mod capture;
+pub mod config;
+pub mod db;
+pub mod detect;
+pub mod errors;
+pub mod events;
+pub mod metrics;
+pub mod models;
+pub mod motion;
+pub mod pipeline;
+pub mod tracker;

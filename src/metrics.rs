@@ -1,0 +1,74 @@
+//! Counters shared between the pipeline threads and their readers (summaries, /metrics, stats).
+//!
+//! Plain relaxed atomics: each counter is written by one thread and read as an approximate
+//! snapshot, so no ordering between counters is needed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Per-camera pipeline counters.
+#[derive(Debug, Default)]
+pub struct CameraStats {
+    /// Frames read from the source.
+    pub captured: AtomicU64,
+    /// Frames that went through motion/detection/tracking.
+    pub processed: AtomicU64,
+    /// Frames dropped because the detector was busy (live sources only).
+    pub skipped: AtomicU64,
+    /// Frames the object detector ran on.
+    pub detector_runs: AtomicU64,
+    /// Detector failures on single frames (the frame is skipped, the pipeline goes on).
+    pub detector_errors: AtomicU64,
+    pub events_started: AtomicU64,
+    pub events_ended: AtomicU64,
+    /// Snapshot JPEG encodes.
+    pub snapshot_encodes: AtomicU64,
+    pub decode: StageTime,
+    pub motion: StageTime,
+    pub detect: StageTime,
+    pub track: StageTime,
+}
+
+/// Total time spent in one stage and how often it ran.
+#[derive(Debug, Default)]
+pub struct StageTime {
+    pub total_ns: AtomicU64,
+    pub count: AtomicU64,
+}
+
+impl StageTime {
+    pub fn add(&self, d: Duration) {
+        self.total_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds the time since `start` and returns now, for timing consecutive stages.
+    pub fn since(&self, start: Instant) -> Instant {
+        let now = Instant::now();
+        self.add(now - start);
+        now
+    }
+
+    pub fn total(&self) -> Duration {
+        Duration::from_nanos(self.total_ns.load(Ordering::Relaxed))
+    }
+
+    /// Mean time per run, in milliseconds (0 when it never ran).
+    pub fn mean_ms(&self) -> f64 {
+        let n = self.count.load(Ordering::Relaxed);
+        if n == 0 {
+            0.0
+        } else {
+            self.total_ns.load(Ordering::Relaxed) as f64 / n as f64 / 1e6
+        }
+    }
+}
+
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,199 @@
+//! Plain data that crosses stage boundaries: boxes, detections, events and the messages built from them.
+//!
+//! Everything here is `serde`-serialisable; the live feed broadcasts exactly these structs, and
+//! `ocellus replay --json` prints [`Event`] as one JSON line each.
+
+use serde::{Deserialize, Serialize};
+
+/// An axis-aligned box in the pixel coordinates of the source frame (top-left corner, size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl BBox {
+    pub fn new(x: f32, y: f32, w: f32, h: f32) -> Self {
+        Self { x, y, w, h }
+    }
+
+    /// A box from its centre and size.
+    pub fn from_center(cx: f32, cy: f32, w: f32, h: f32) -> Self {
+        Self::new(cx - w / 2.0, cy - h / 2.0, w, h)
+    }
+
+    pub fn area(&self) -> f32 {
+        self.w.max(0.0) * self.h.max(0.0)
+    }
+
+    pub fn center(&self) -> (f32, f32) {
+        (self.x + self.w / 2.0, self.y + self.h / 2.0)
+    }
+
+    /// Intersection over union; 0 for degenerate boxes.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let x1 = self.x.max(other.x);
+        let y1 = self.y.max(other.y);
+        let x2 = (self.x + self.w).min(other.x + other.w);
+        let y2 = (self.y + self.h).min(other.y + other.h);
+        let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+
+    /// The part of the box inside a `width` x `height` frame.
+    pub fn clamp_to(&self, width: f32, height: f32) -> BBox {
+        let x1 = self.x.clamp(0.0, width);
+        let y1 = self.y.clamp(0.0, height);
+        let x2 = (self.x + self.w).clamp(0.0, width);
+        let y2 = (self.y + self.h).clamp(0.0, height);
+        BBox::new(x1, y1, x2 - x1, y2 - y1)
+    }
+
+    /// The same box with every coordinate rounded to 0.1 px, so that serialised output is stable
+    /// and readable.
+    pub fn rounded(&self) -> BBox {
+        let r = |v: f32| (v * 10.0).round() / 10.0;
+        BBox::new(r(self.x), r(self.y), r(self.w), r(self.h))
+    }
+}
+
+/// One object found in one frame by a detector, after filtering and NMS.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub class_id: u32,
+    pub label: String,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+}
+
+/// A tracked object that became an event: something worth telling a person about.
+///
+/// Times are milliseconds: since the Unix epoch for live cameras, since the start of the clip in
+/// replay (so that replays are deterministic).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Database id; allocated by the pipeline when the event starts, unique within one database.
+    pub id: i64,
+    pub camera: String,
+    pub label: String,
+    /// The tracker's id for the object; unique per camera pipeline run, not across restarts.
+    pub track_id: u64,
+    /// When the object was first seen (not when it was confirmed).
+    pub start_ms: i64,
+    /// When the object was last seen; `None` while the event is ongoing.
+    pub end_ms: Option<i64>,
+    /// Highest detector score seen for the object.
+    pub top_score: f32,
+    /// The box at the moment of `top_score`.
+    #[serde(rename = "box")]
+    pub best_box: BBox,
+    /// When `top_score` was seen.
+    pub best_ms: i64,
+    /// Frames in which the object was detected.
+    pub hits: u32,
+}
+
+impl Event {
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.end_ms.map(|end| end - self.start_ms)
+    }
+}
+
+/// What happened to an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The track was confirmed; the event exists (and is in the database) from now on.
+    Start,
+    /// A better view of the object (higher score); rate-limited per event.
+    Update,
+    /// The object has been unseen for the configured time, or the source ended.
+    End,
+}
+
+/// An event message as broadcast to clients and handed to the database writer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventMsg {
+    pub kind: EventKind,
+    pub event: Event,
+}
+
+/// One tracked box in one processed frame, for overlays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackedBox {
+    pub track_id: u64,
+    pub label: String,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+    /// Whether the track is confirmed (has an event); unconfirmed boxes are candidates.
+    pub confirmed: bool,
+    /// The event id once confirmed.
+    pub event_id: Option<i64>,
+}
+
+/// The result of processing one frame: the boxes of the tracks matched in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectionsMsg {
+    pub camera: String,
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub width: u32,
+    pub height: u32,
+    /// Whether the object detector ran on this frame (the motion gate may skip it).
+    pub detector_ran: bool,
+    pub motion: bool,
+    pub tracks: Vec<TrackedBox>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_of_identical_boxes_is_one_and_of_disjoint_boxes_zero() {
+        let a = BBox::new(10.0, 10.0, 20.0, 20.0);
+        assert!((a.iou(&a) - 1.0).abs() < 1e-6);
+        assert_eq!(a.iou(&BBox::new(100.0, 100.0, 5.0, 5.0)), 0.0);
+    }
+
+    #[test]
+    fn iou_of_half_overlapping_boxes_is_one_third() {
+        let a = BBox::new(0.0, 0.0, 10.0, 10.0);
+        let b = BBox::new(5.0, 0.0, 10.0, 10.0);
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn clamp_keeps_only_the_part_inside_the_frame() {
+        let b = BBox::new(-10.0, 90.0, 30.0, 30.0).clamp_to(100.0, 100.0);
+        assert_eq!(b, BBox::new(0.0, 90.0, 20.0, 10.0));
+    }
+
+    #[test]
+    fn event_serialises_box_under_the_name_box() {
+        let e = Event {
+            id: 1,
+            camera: "c".into(),
+            label: "person".into(),
+            track_id: 2,
+            start_ms: 0,
+            end_ms: Some(100),
+            top_score: 0.5,
+            best_box: BBox::new(1.0, 2.0, 3.0, 4.0),
+            best_ms: 50,
+            hits: 3,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["box"]["w"], 3.0);
+        assert_eq!(v["end_ms"], 100);
+    }
+}

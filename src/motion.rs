@@ -1,0 +1,201 @@
+//! Motion detection: MOG2 background subtraction on a downscaled grey frame, blobs above a minimum
+//! area, and a guard that treats a change of most of the frame as light, not motion.
+
+use opencv::core::{self, Mat, Point, Ptr, Size, Vector};
+use opencv::imgproc;
+use opencv::prelude::*;
+use opencv::video::{self, BackgroundSubtractorMOG2};
+
+use crate::config::MotionConfig;
+use crate::models::BBox;
+
+/// What the motion detector saw in one frame.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MotionResult {
+    /// At least one moving blob above the minimum area, and no light change.
+    pub motion: bool,
+    /// Most of the frame changed at once: a light change or a moved camera; the background is
+    /// being relearned.
+    pub light_change: bool,
+    /// Fraction of the (downscaled) frame marked foreground.
+    pub foreground: f64,
+    /// Moving blobs in source-frame pixels.
+    pub regions: Vec<BBox>,
+}
+
+pub struct MotionDetector {
+    cfg: MotionConfig,
+    mog: Ptr<BackgroundSubtractorMOG2>,
+    /// After a light change the model learns fast for a few frames.
+    relearn_frames: u32,
+    small: Mat,
+    grey: Mat,
+    blurred: Mat,
+    mask: Mat,
+    cleaned: Mat,
+    kernel: Mat,
+    contours: Vector<Vector<Point>>,
+}
+
+impl MotionDetector {
+    pub fn new(cfg: &MotionConfig) -> opencv::Result<Self> {
+        // Shadows are not motion we care about and would only inflate blobs.
+        let mog = video::create_background_subtractor_mog2(cfg.history, cfg.var_threshold, false)?;
+        let kernel = imgproc::get_structuring_element(
+            imgproc::MORPH_ELLIPSE,
+            Size::new(3, 3),
+            Point::new(-1, -1),
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            mog,
+            relearn_frames: 0,
+            small: Mat::default(),
+            grey: Mat::default(),
+            blurred: Mat::default(),
+            mask: Mat::default(),
+            cleaned: Mat::default(),
+            kernel,
+            contours: Vector::new(),
+        })
+    }
+
+    pub fn process(&mut self, frame: &Mat) -> opencv::Result<MotionResult> {
+        let (w, h) = (frame.cols(), frame.rows());
+        if w <= 0 || h <= 0 {
+            return Ok(MotionResult::default());
+        }
+        let small_w = (self.cfg.width as i32).min(w);
+        let scale = small_w as f64 / w as f64;
+        let small_h = ((h as f64 * scale).round() as i32).max(1);
+        imgproc::resize(
+            frame,
+            &mut self.small,
+            Size::new(small_w, small_h),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
+        if self.small.channels() == 1 {
+            self.small.copy_to(&mut self.grey)?;
+        } else {
+            imgproc::cvt_color_def(&self.small, &mut self.grey, imgproc::COLOR_BGR2GRAY)?;
+        }
+        imgproc::gaussian_blur_def(&self.grey, &mut self.blurred, Size::new(5, 5), 0.0)?;
+        let rate = if self.relearn_frames > 0 {
+            self.relearn_frames -= 1;
+            0.5
+        } else {
+            -1.0 // MOG2's own rate from its history
+        };
+        BackgroundSubtractorMOG2Trait::apply(&mut self.mog, &self.blurred, &mut self.mask, rate)?;
+
+        let total = (small_w * small_h) as f64;
+        let foreground = core::count_non_zero(&self.mask)? as f64 / total;
+        if foreground > self.cfg.light_change_fraction {
+            self.relearn_frames = 5;
+            return Ok(MotionResult {
+                motion: false,
+                light_change: true,
+                foreground,
+                regions: Vec::new(),
+            });
+        }
+
+        imgproc::morphology_ex_def(
+            &self.mask,
+            &mut self.cleaned,
+            imgproc::MORPH_OPEN,
+            &self.kernel,
+        )?;
+        imgproc::dilate_def(&self.cleaned, &mut self.mask, &self.kernel)?;
+        self.contours.clear();
+        imgproc::find_contours_def(
+            &self.mask,
+            &mut self.contours,
+            imgproc::RETR_EXTERNAL,
+            imgproc::CHAIN_APPROX_SIMPLE,
+        )?;
+        let mut regions = Vec::new();
+        for c in self.contours.iter() {
+            if imgproc::contour_area_def(&c)? < self.cfg.min_area {
+                continue;
+            }
+            let r = imgproc::bounding_rect(&c)?;
+            regions.push(BBox::new(
+                (r.x as f64 / scale) as f32,
+                (r.y as f64 / scale) as f32,
+                (r.width as f64 / scale) as f32,
+                (r.height as f64 / scale) as f32,
+            ));
+        }
+        Ok(MotionResult {
+            motion: !regions.is_empty(),
+            light_change: false,
+            foreground,
+            regions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::{Rect, Scalar, CV_8UC3};
+
+    fn frame(level: f64) -> Mat {
+        Mat::new_rows_cols_with_default(240, 320, CV_8UC3, Scalar::all(level)).unwrap()
+    }
+
+    fn with_square(level: f64, x: i32) -> Mat {
+        let mut f = frame(level);
+        imgproc::rectangle(
+            &mut f,
+            Rect::new(x, 100, 40, 40),
+            Scalar::all(255.0),
+            -1,
+            imgproc::LINE_8,
+            0,
+        )
+        .unwrap();
+        f
+    }
+
+    fn detector() -> MotionDetector {
+        MotionDetector::new(&MotionConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn static_scene_has_no_motion_and_a_moving_square_has() {
+        let mut m = detector();
+        for _ in 0..30 {
+            m.process(&frame(60.0)).unwrap();
+        }
+        assert!(!m.process(&frame(60.0)).unwrap().motion);
+        let r = m.process(&with_square(60.0, 100)).unwrap();
+        assert!(r.motion);
+        // The blob is reported in source pixels around the square.
+        let b = r.regions[0];
+        assert!(
+            b.x > 80.0 && b.x < 110.0 && b.w > 30.0 && b.w < 60.0,
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn sudden_global_brightness_change_is_light_not_motion() {
+        let mut m = detector();
+        for _ in 0..30 {
+            m.process(&frame(60.0)).unwrap();
+        }
+        let r = m.process(&frame(200.0)).unwrap();
+        assert!(r.light_change);
+        assert!(!r.motion);
+        // The model relearns: a few frames later the new level is background.
+        for _ in 0..10 {
+            m.process(&frame(200.0)).unwrap();
+        }
+        let r = m.process(&frame(200.0)).unwrap();
+        assert!(!r.motion && !r.light_change, "{r:?}");
+    }
+}
