@@ -241,8 +241,8 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
             iou_threshold: 0.2,
-            min_hits: 3,
-            min_score: 0.5,
+            min_hits: 5,
+            min_score: 0.6,
             unseen_timeout_ms: 2000,
             tentative_timeout_ms: 500,
             update_interval_ms: 1000,
@@ -397,7 +397,7 @@ mod tests {
     fn empty_config_is_all_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.detector.kind, DetectorKind::Auto);
-        assert_eq!(c.tracker.min_hits, 3);
+        assert_eq!(c.tracker.min_hits, 5);
         assert!(c.cameras.is_empty());
     }
 

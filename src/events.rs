@@ -52,6 +52,14 @@ pub struct SnapshotOptions {
     pub quality: u8,
 }
 
+/// A scaled-down frame, shared by every track whose best moment it is, and the box to draw on
+/// it (drawn only when encoding, so that one resize serves all tracks of a frame).
+struct Thumb {
+    image: Arc<Mat>,
+    scale: f64,
+    bbox: crate::models::BBox,
+}
+
 struct OpenEvent {
     event: Event,
     last_update_ms: i64,
@@ -67,7 +75,7 @@ pub struct EventBuilder {
     open: HashMap<u64, OpenEvent>,
     /// Best-moment thumbnail per live track, confirmed or not (a track's best moment may come
     /// before it is confirmed).
-    thumbs: HashMap<u64, Mat>,
+    thumbs: HashMap<u64, Thumb>,
     jpeg_buf: Vector<u8>,
 }
 
@@ -109,6 +117,7 @@ impl EventBuilder {
         ts_ms: i64,
     ) -> opencv::Result<EventOutput> {
         let mut out = EventOutput::default();
+        let mut frame_thumb: Option<(Arc<Mat>, f64)> = None;
         for change in changes {
             match change {
                 TrackChange::Improved(tid) => {
@@ -116,8 +125,19 @@ impl EventBuilder {
                         continue;
                     };
                     if let Some(frame) = frame {
-                        let thumb = self.thumbnail(frame, track)?;
-                        self.thumbs.insert(tid, thumb);
+                        if frame_thumb.is_none() {
+                            frame_thumb = Some(self.scale_down(frame)?);
+                        }
+                        if let Some((image, scale)) = &frame_thumb {
+                            self.thumbs.insert(
+                                tid,
+                                Thumb {
+                                    image: image.clone(),
+                                    scale: *scale,
+                                    bbox: track.best_box,
+                                },
+                            );
+                        }
                     }
                     if let Some(open) = self.open.get_mut(&tid) {
                         fill_from_track(&mut open.event, track);
@@ -192,8 +212,8 @@ impl EventBuilder {
         Ok(out)
     }
 
-    /// The frame scaled so its longest side is at most `max_side`, with the track's box drawn.
-    fn thumbnail(&self, frame: &Mat, track: &Track) -> opencv::Result<Mat> {
+    /// The frame scaled so its longest side is at most `max_side`, and the scale used.
+    fn scale_down(&self, frame: &Mat) -> opencv::Result<(Arc<Mat>, f64)> {
         let (w, h) = (frame.cols().max(1), frame.rows().max(1));
         let scale = (self.snap.max_side as f64 / w.max(h) as f64).min(1.0);
         let size = Size::new(
@@ -202,36 +222,38 @@ impl EventBuilder {
         );
         let mut thumb = Mat::default();
         imgproc::resize(frame, &mut thumb, size, 0.0, 0.0, imgproc::INTER_AREA)?;
-        let b = track.best_box;
+        Ok((Arc::new(thumb), scale))
+    }
+
+    /// Encodes the track's best-moment thumbnail with its box drawn.
+    fn encode(&mut self, tid: u64, event_id: i64) -> opencv::Result<Option<Snapshot>> {
+        let Some(thumb) = self.thumbs.get(&tid) else {
+            return Ok(None);
+        };
+        let mut image = thumb.image.try_clone()?;
+        let (b, s) = (thumb.bbox, thumb.scale);
         let rect = Rect::new(
-            (b.x as f64 * scale) as i32,
-            (b.y as f64 * scale) as i32,
-            ((b.w as f64 * scale) as i32).max(1),
-            ((b.h as f64 * scale) as i32).max(1),
+            (b.x as f64 * s) as i32,
+            (b.y as f64 * s) as i32,
+            ((b.w as f64 * s) as i32).max(1),
+            ((b.h as f64 * s) as i32).max(1),
         );
         imgproc::rectangle(
-            &mut thumb,
+            &mut image,
             rect,
             Scalar::new(0.0, 220.0, 0.0, 0.0),
             2,
             imgproc::LINE_8,
             0,
         )?;
-        Ok(thumb)
-    }
-
-    fn encode(&mut self, tid: u64, event_id: i64) -> opencv::Result<Option<Snapshot>> {
-        let Some(thumb) = self.thumbs.get(&tid) else {
-            return Ok(None);
-        };
         let params =
             Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, self.snap.quality as i32]);
-        imgcodecs::imencode(".jpg", thumb, &mut self.jpeg_buf, &params)?;
+        imgcodecs::imencode(".jpg", &image, &mut self.jpeg_buf, &params)?;
         Ok(Some(Snapshot {
             event_id,
             jpeg: Bytes::copy_from_slice(self.jpeg_buf.as_slice()),
-            width: thumb.cols() as u32,
-            height: thumb.rows() as u32,
+            width: image.cols() as u32,
+            height: image.rows() as u32,
         }))
     }
 }

@@ -1,1 +1,257 @@
-fn main() {}
+//! The `ocellus` command: parses arguments, sets up logging and hands over to the library.
+//!
+//! Exit codes: 0 success; 1 the run completed but its result is wrong (an `--expect` mismatch, a
+//! truncated video); 2 it could not run (bad config, video, model or database).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use ocellus::config::{Config, DetectorKind, ModelFamily};
+use ocellus::errors::chain;
+use ocellus::expect::Expectation;
+use ocellus::models::{EventKind, EventMsg};
+use ocellus::replay::{self, ReplayOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "ocellus",
+    version,
+    about = "Edge computer-vision telemetry daemon"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline on a recorded video, every frame, on the video's own clock, and report
+    /// the events it finds.
+    Replay(ReplayArgs),
+    /// Check a config file and print the settings it results in.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The video file.
+    video: PathBuf,
+    /// Config file (defaults apply without one).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Keep the events in this SQLite database (default: a temporary one).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Pace frames at the video's fps instead of as fast as possible.
+    #[arg(long)]
+    realtime: bool,
+    /// Compare the events with this file and exit 1 with a diff when they differ.
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+    /// Start/end tolerance for --expect when the file sets none, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    tolerance_ms: i64,
+    /// Print each finished event as one JSON line on stdout, and nothing else there.
+    #[arg(long)]
+    json: bool,
+    /// Detector: auto (the model if present, else HOG), dnn, hog or none.
+    #[arg(long, value_enum)]
+    detector: Option<DetectorKind>,
+    /// ONNX model file (implies --detector dnn).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output layout of the model.
+    #[arg(long, value_enum)]
+    family: Option<ModelFamily>,
+    /// Labels file of the model, one label a line.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Network input size, WIDTHxHEIGHT (e.g. 640x640).
+    #[arg(long, value_parser = parse_size)]
+    input_size: Option<(u32, u32)>,
+    /// Camera id recorded in the events.
+    #[arg(long, default_value = "replay")]
+    camera: String,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=4096).contains(n))
+            .ok_or_else(|| format!("{v:?} is not a size between 1 and 4096"))
+    };
+    Ok((n(w)?, n(h)?))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Replay(args) => replay_cmd(args),
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(cfg) => {
+                println!("{file:?}: ok; {} camera(s)", cfg.cameras.len());
+                println!("{cfg:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+/// Logs go to stderr; `OCELLUS_LOG` (or `RUST_LOG`) sets the filter, warnings by default so that
+/// a replay's own output stays readable.
+fn init_logging() {
+    let filter = std::env::var("OCELLUS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    // OpenCV's own warnings (FFmpeg probing a non-video, say) would interleave with ours; its
+    // failures reach us as errors anyway.
+    let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_ERROR);
+}
+
+fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("error: {}", chain(e));
+    ExitCode::from(2)
+}
+
+fn replay_cmd(args: ReplayArgs) -> ExitCode {
+    let mut cfg = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        },
+        None => Config::default(),
+    };
+    if let Some(model) = &args.model {
+        cfg.detector.model = model.clone();
+        cfg.detector.kind = DetectorKind::Dnn;
+    }
+    if let Some(kind) = args.detector {
+        cfg.detector.kind = kind;
+    }
+    if let Some(family) = args.family {
+        cfg.detector.family = family;
+    }
+    if let Some(labels) = &args.labels {
+        cfg.detector.labels = labels.clone();
+    }
+    if let Some((w, h)) = args.input_size {
+        (cfg.detector.input_width, cfg.detector.input_height) = (w, h);
+    }
+    if !ocellus::config::valid_camera_id(&args.camera) {
+        eprintln!(
+            "error: --camera {:?} must be 1-64 letters, digits, '-' or '_'",
+            args.camera
+        );
+        return ExitCode::from(2);
+    }
+    // Read the expectations first: a typo there should not cost a whole replay.
+    let expectation = match &args.expect {
+        Some(path) => match Expectation::load(path) {
+            Ok(e) => Some(e),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+
+    let json = args.json;
+    let on_event = move |msg: &EventMsg| {
+        if msg.kind != EventKind::End {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let e = &msg.event;
+        let line = if json {
+            serde_json::to_string(e).unwrap_or_default()
+        } else {
+            format!(
+                "event {:>4}  {:<10} {:>8.1}s - {:>7.1}s  score {:.2}  track {:<4} box {:.0},{:.0} {:.0}x{:.0}",
+                e.id,
+                e.label,
+                e.start_ms as f64 / 1000.0,
+                e.end_ms.unwrap_or(e.start_ms) as f64 / 1000.0,
+                e.top_score,
+                e.track_id,
+                e.best_box.x,
+                e.best_box.y,
+                e.best_box.w,
+                e.best_box.h
+            )
+        };
+        // A closed pipe (`| head`) is not worth a panic.
+        let _ = writeln!(out, "{line}");
+    };
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut on_progress = |done: u64, total: Option<u64>| {
+        if let Some(bar) = &bar {
+            bar.set_length(total.unwrap_or(done).max(done));
+            bar.set_position(done);
+        }
+    };
+    let opts = ReplayOptions {
+        video: args.video.clone(),
+        db: args.db.clone(),
+        realtime: args.realtime,
+        camera: args.camera.clone(),
+    };
+    let result = replay::run(&cfg, &opts, on_event, &mut on_progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    eprintln!("{}", report.summary(&args.video));
+    if let Some(db) = &args.db {
+        eprintln!("database {}", display(db));
+    }
+    let mut code = ExitCode::SUCCESS;
+    if let Some(err) = &report.truncated {
+        eprintln!("error: {err}");
+        code = ExitCode::from(1);
+    }
+    if let Some(exp) = expectation {
+        match exp.compare(&report.events, args.tolerance_ms) {
+            Ok(msg) => eprintln!("{msg}"),
+            Err(diff) => {
+                eprint!("{diff}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    code
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -203,8 +203,9 @@ impl Tracker {
         }
     }
 
-    /// Greedy assignment by IoU between predicted track boxes and detections of the same class,
-    /// best pairs first. Returns, per detection, the index of its track.
+    /// Greedy assignment between predicted track boxes and detections of the same class: by IoU,
+    /// best pairs first, then by centre distance for the rest. Returns, per detection, the index
+    /// of its track.
     fn assign(&self, ts_ms: i64, dets: &[Detection]) -> Vec<Option<usize>> {
         let predicted: Vec<BBox> = self.tracks.iter().map(|t| t.predict(ts_ms)).collect();
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
@@ -224,6 +225,36 @@ impl Tracker {
         let mut track_used = vec![false; self.tracks.len()];
         let mut out = vec![None; dets.len()];
         for (_, ti, di) in pairs {
+            if !track_used[ti] && out[di].is_none() {
+                track_used[ti] = true;
+                out[di] = Some(ti);
+            }
+        }
+        // Second pass for what IoU left: small boxes jitter enough between frames that they
+        // barely overlap, so a detection of similar size whose centre is within half the
+        // track's height of the prediction continues it.
+        let mut near: Vec<(f32, usize, usize)> = Vec::new();
+        for (ti, t) in self.tracks.iter().enumerate() {
+            if track_used[ti] {
+                continue;
+            }
+            let p = predicted[ti];
+            let (px, py) = p.center();
+            let reach = 0.5 * p.h.max(p.w);
+            for (di, d) in dets.iter().enumerate() {
+                if out[di].is_some() || t.class_id != d.class_id {
+                    continue;
+                }
+                let (dx, dy) = d.bbox.center();
+                let dist = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
+                let ratio = d.bbox.area() / p.area().max(1.0);
+                if dist <= reach && (0.5..=2.0).contains(&ratio) {
+                    near.push((dist, ti, di));
+                }
+            }
+        }
+        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, ti, di) in near {
             if !track_used[ti] && out[di].is_none() {
                 track_used[ti] = true;
                 out[di] = Some(ti);

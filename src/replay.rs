@@ -1,0 +1,242 @@
+//! `ocellus replay`: runs the live pipeline's stages on a recorded video, every frame, on the
+//! video's own clock, so the same input and config always give the same events.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::ReplayReader;
+use crate::config::Config;
+use crate::db::{self, WriterOptions, WriterStats};
+use crate::detect;
+use crate::errors::{CaptureError, DbError, DetectError};
+use crate::events::EventIds;
+use crate::metrics::{get, CameraStats};
+use crate::models::{Event, EventKind, EventMsg};
+use crate::pipeline::{Pipeline, Sink};
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("OpenCV: {0}")]
+    OpenCv(#[from] opencv::Error),
+    #[error("a pipeline thread panicked")]
+    Panicked,
+}
+
+pub struct ReplayOptions {
+    pub video: PathBuf,
+    /// Where to store events; `None` uses a temporary database removed afterwards.
+    pub db: Option<PathBuf>,
+    /// Pace frames at the file's fps instead of as fast as possible.
+    pub realtime: bool,
+    /// Camera id recorded in the events.
+    pub camera: String,
+}
+
+/// What a replay did.
+pub struct ReplayReport {
+    pub frames: u64,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub elapsed: Duration,
+    /// Finished events in the order they ended.
+    pub events: Vec<Event>,
+    pub detector: String,
+    pub stats: Arc<CameraStats>,
+    pub writer: Arc<WriterStats>,
+    /// Set when the file decoded fewer frames than its header announced.
+    pub truncated: Option<CaptureError>,
+}
+
+/// Collects finished events and passes every message to a callback.
+struct ReplaySink<F> {
+    finished: Arc<Mutex<Vec<Event>>>,
+    on_event: F,
+}
+
+impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
+    fn event(&mut self, msg: &EventMsg) {
+        if msg.kind == EventKind::End {
+            self.finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(msg.event.clone());
+        }
+        (self.on_event)(msg);
+    }
+}
+
+/// Everything that can fail because of the inputs (video, model) is checked before the database
+/// is created, so a bad input leaves no half-made database behind.
+pub fn run(
+    cfg: &Config,
+    opts: &ReplayOptions,
+    on_event: impl FnMut(&EventMsg) + Send + 'static,
+    on_progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<ReplayReport, ReplayError> {
+    let reader = ReplayReader::open(&opts.video)?;
+    let detector = detect::build(&cfg.detector)?;
+    let detector_name = detector
+        .as_ref()
+        .map(|d| d.describe())
+        .unwrap_or_else(|| "none (motion only)".into());
+
+    let temp_dir;
+    let db_path: PathBuf = match &opts.db {
+        Some(p) => p.clone(),
+        None => {
+            temp_dir = tempfile::tempdir()?;
+            temp_dir.path().join("replay.db")
+        }
+    };
+    let conn = db::open(&db_path)?;
+    let ids = EventIds::after(db::max_event_id(&conn)?);
+    let writer_stats = Arc::new(WriterStats::default());
+    let (db_handle, writer) = db::spawn_writer(
+        conn,
+        db_path.clone(),
+        WriterOptions {
+            batch: Duration::from_millis(cfg.storage.batch_ms),
+            batch_max: cfg.storage.batch_max,
+            // Clip-relative times are not ages; only the count limit applies.
+            retention_ms: None,
+            max_events: cfg.storage.max_events,
+        },
+        writer_stats.clone(),
+    )?;
+
+    let stats = Arc::new(CameraStats::default());
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let sink = ReplaySink {
+        finished: finished.clone(),
+        on_event,
+    };
+    let mut pipeline = Pipeline::new(
+        &opts.camera,
+        cfg,
+        detector,
+        ids,
+        Some(db_handle.clone()),
+        Box::new(sink),
+        stats.clone(),
+        true,
+    )?;
+
+    let (width, height, fps, announced) = (
+        reader.width,
+        reader.height,
+        reader.fps,
+        reader.announced_frames,
+    );
+    let name = reader.name().to_string();
+    let cancel = CancellationToken::new();
+    // Capacity 2: capture decodes the next frame while detection works on this one; replay
+    // blocks instead of dropping.
+    let (tx, rx) = crossbeam_channel::bounded(2);
+    let started = Instant::now();
+    let capture = {
+        let (stats, cancel, realtime) = (stats.clone(), cancel.clone(), opts.realtime);
+        std::thread::Builder::new()
+            .name(format!("cam-{}", opts.camera))
+            .spawn(move || reader.run(tx, realtime, &cancel, &stats))?
+    };
+    let detect = {
+        let cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name(format!("detect-{}", opts.camera))
+            .spawn(move || pipeline.run(rx, &cancel))?
+    };
+    while !detect.is_finished() {
+        on_progress(get(&stats.processed), announced);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let detect_result = detect.join();
+    let capture_result = capture.join();
+    let flushed = db_handle.flush();
+    drop(db_handle);
+    let writer_result = writer.join();
+    let elapsed = started.elapsed();
+    if detect_result.is_err() || writer_result.is_err() {
+        return Err(ReplayError::Panicked);
+    }
+    let frames = capture_result.map_err(|_| ReplayError::Panicked)??;
+    flushed?;
+    on_progress(get(&stats.processed), announced);
+
+    let events = std::mem::take(&mut *finished.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(ReplayReport {
+        frames,
+        width,
+        height,
+        fps,
+        elapsed,
+        events,
+        detector: detector_name,
+        stats,
+        writer: writer_stats,
+        truncated: ReplayReader::check_complete(&name, frames, announced).err(),
+    })
+}
+
+impl ReplayReport {
+    /// The human summary printed at the end of a replay.
+    pub fn summary(&self, video: &Path) -> String {
+        let s = &self.stats;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut per_label = std::collections::BTreeMap::<&str, usize>::new();
+        for e in &self.events {
+            *per_label.entry(e.label.as_str()).or_default() += 1;
+        }
+        let labels = if per_label.is_empty() {
+            "none".to_string()
+        } else {
+            per_label
+                .iter()
+                .map(|(l, n)| format!("{l} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let commits = get(&self.writer.commits);
+        format!(
+            "replay   {} ({}x{} @ {:.1} fps)\n\
+             frames   {} in {:.2} s = {:.1} fps processed\n\
+             detector {} (ran on {} frames)\n\
+             per frame: decode {:.2} ms, motion {:.2} ms, detect {:.2} ms, track+events {:.2} ms; \
+             store {:.2} ms per commit ({} commits)\n\
+             events   {} ({})",
+            video.display(),
+            self.width,
+            self.height,
+            self.fps,
+            self.frames,
+            secs,
+            get(&s.processed) as f64 / secs,
+            self.detector,
+            get(&s.detector_runs),
+            s.decode.mean_ms(),
+            s.motion.mean_ms(),
+            s.detect.mean_ms(),
+            s.track.mean_ms(),
+            if commits == 0 {
+                0.0
+            } else {
+                get(&self.writer.commit_ns) as f64 / commits as f64 / 1e6
+            },
+            commits,
+            self.events.len(),
+            labels
+        )
+    }
+}

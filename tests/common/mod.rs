@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests: where the assets are, running the binary, and
+//! building short clips with OpenCV's own writer.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use opencv::core::{Mat, Size};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture, VideoWriter};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A setup asset; panics with what to do when it is missing (a missing asset is a broken
+/// checkout, not a reason to skip).
+pub fn asset(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
+
+pub fn vtest() -> PathBuf {
+    asset("media/vtest.avi")
+}
+
+pub fn fastestdet() -> PathBuf {
+    asset("models/fastestdet/FastestDet.onnx")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+/// Runs `ocellus` with `args` from the repository root (where the default model paths point).
+pub fn ocellus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ocellus"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("OCELLUS_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ocellus")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Parses `--json` output: one event per line.
+pub fn events(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// Reads frames `from..to` of a video.
+pub fn read_frames(path: &Path, from: usize, to: usize) -> Vec<Mat> {
+    let mut cap = VideoCapture::from_file(path.to_str().unwrap(), videoio::CAP_FFMPEG).unwrap();
+    let mut out = Vec::new();
+    for i in 0..to {
+        let mut m = Mat::default();
+        assert!(cap.read(&mut m).unwrap(), "frame {i} of {}", path.display());
+        if i >= from {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Writes frames as an MJPEG AVI (OpenCV's built-in writer, no codec packages needed).
+pub fn write_clip(path: &Path, frames: &[Mat], fps: f64) {
+    let size = Size::new(frames[0].cols(), frames[0].rows());
+    let fourcc = VideoWriter::fourcc('M', 'J', 'P', 'G').unwrap();
+    let mut w = VideoWriter::new(path.to_str().unwrap(), fourcc, fps, size, true).unwrap();
+    assert!(w.is_opened().unwrap(), "cannot write {}", path.display());
+    for f in frames {
+        w.write(f).unwrap();
+    }
+    w.release().unwrap();
+}

@@ -1,0 +1,152 @@
+//! Detectors on real models and real frames: the planted-box fixtures for the `yolo` and
+//! `yolov5` decoders, FastestDet and HOG on the street clip, and broken model files.
+
+mod common;
+
+use opencv::core::{Mat, Scalar, CV_8UC3};
+use opencv::prelude::*;
+
+use ocellus::config::{DetectorConfig, DetectorKind, ModelFamily};
+use ocellus::detect::{self, dnn::DnnDetector, ObjectDetector};
+use ocellus::errors::DetectError;
+use ocellus::models::{BBox, Detection};
+
+fn planted_config(family: ModelFamily, model: &str) -> DetectorConfig {
+    DetectorConfig {
+        kind: DetectorKind::Dnn,
+        family,
+        model: common::fixture(model),
+        labels: common::fixture("planted.names"),
+        input_width: 320,
+        input_height: 320,
+        min_score: 0.25,
+        labels_allow: Vec::new(),
+        min_box_area: 0.0,
+        ..Default::default()
+    }
+}
+
+fn blank(w: i32, h: i32) -> Mat {
+    Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(90.0)).unwrap()
+}
+
+fn assert_box(d: &Detection, label: &str, b: BBox) {
+    assert_eq!(d.label, label);
+    let close = |a: f32, b: f32| (a - b).abs() <= 1.0;
+    assert!(
+        close(d.bbox.x, b.x)
+            && close(d.bbox.y, b.y)
+            && close(d.bbox.w, b.w)
+            && close(d.bbox.h, b.h),
+        "{label}: got {:?}, want {b:?}",
+        d.bbox
+    );
+}
+
+/// The planted boxes (see tests/fixtures/make_fixtures.py) after undoing the letterbox of a
+/// 640x480 frame into 320x320: scale 0.5, 40 px of padding above.
+fn check_planted(family: ModelFamily, model: &str) {
+    let mut det = DnnDetector::load(&planted_config(family, model)).unwrap();
+    let found = det.detect(&blank(640, 480)).unwrap();
+    assert_eq!(
+        found.len(),
+        2,
+        "duplicate removed by NMS, dog under threshold: {found:?}"
+    );
+    assert_box(&found[0], "person", BBox::new(160.0, 120.0, 80.0, 160.0));
+    assert_box(&found[1], "car", BBox::new(440.0, 290.0, 120.0, 60.0));
+    assert!((found[0].score - 0.9).abs() < 1e-4, "{}", found[0].score);
+}
+
+#[test]
+fn yolo_fixture_boxes_come_out_at_source_pixels_after_letterbox() {
+    check_planted(ModelFamily::Yolo, "yolo_planted.onnx");
+}
+
+#[test]
+fn yolov5_fixture_boxes_come_out_at_source_pixels_after_letterbox() {
+    check_planted(ModelFamily::Yolov5, "yolov5_planted.onnx");
+}
+
+#[test]
+fn model_of_another_family_is_refused_at_load() {
+    // A yolo export declared as yolov5 has the wrong shape for that decoder.
+    let err = DnnDetector::load(&planted_config(
+        ModelFamily::Fastestdet,
+        "yolo_planted.onnx",
+    ))
+    .err()
+    .expect("wrong family must fail");
+    assert!(matches!(err, DetectError::OutputShape { .. }), "{err}");
+}
+
+#[test]
+fn corrupt_model_file_is_a_load_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.onnx");
+    let mut bytes = std::fs::read(common::fastestdet()).unwrap();
+    bytes.truncate(bytes.len() / 3);
+    std::fs::write(&bad, &bytes).unwrap();
+    let cfg = DetectorConfig {
+        kind: DetectorKind::Dnn,
+        model: bad,
+        labels: common::asset("models/fastestdet/coco.names"),
+        ..Default::default()
+    };
+    let err = DnnDetector::load(&cfg)
+        .err()
+        .expect("truncated model must fail");
+    assert!(matches!(err, DetectError::ModelLoad { .. }), "{err}");
+}
+
+#[test]
+fn auto_falls_back_to_hog_without_a_model_and_dnn_refuses() {
+    let cfg = DetectorConfig {
+        model: "/nonexistent/model.onnx".into(),
+        ..Default::default()
+    };
+    let auto = detect::build(&cfg).unwrap().unwrap();
+    assert!(auto.describe().starts_with("hog"), "{}", auto.describe());
+    let strict = DetectorConfig {
+        kind: DetectorKind::Dnn,
+        ..cfg
+    };
+    assert!(matches!(
+        detect::build(&strict).err(),
+        Some(DetectError::ModelMissing(_))
+    ));
+}
+
+#[test]
+fn fastestdet_finds_people_on_the_street_clip() {
+    let frame = &common::read_frames(&common::vtest(), 100, 101)[0];
+    let cfg = DetectorConfig {
+        kind: DetectorKind::Dnn,
+        model: common::fastestdet(),
+        labels: common::asset("models/fastestdet/coco.names"),
+        ..Default::default()
+    };
+    let mut det = DnnDetector::load(&cfg).unwrap();
+    let found = det.detect(frame).unwrap();
+    let people = found.iter().filter(|d| d.label == "person").count();
+    assert!(people >= 3, "{found:?}");
+    for d in &found {
+        assert!(d.bbox.x >= 0.0 && d.bbox.x + d.bbox.w <= 768.0 && d.bbox.y + d.bbox.h <= 576.0);
+    }
+}
+
+#[test]
+fn hog_finds_people_on_the_street_clip() {
+    let frame = &common::read_frames(&common::vtest(), 100, 101)[0];
+    let cfg = DetectorConfig {
+        kind: DetectorKind::Hog,
+        min_score: 0.3,
+        ..Default::default()
+    };
+    let mut det = detect::build(&cfg).unwrap().unwrap();
+    let found = det.detect(frame).unwrap();
+    assert!(
+        !found.is_empty() && found.iter().all(|d| d.label == "person"),
+        "{found:?}"
+    );
+}
