@@ -129,7 +129,8 @@ pub struct DetectorConfig {
     pub min_score: f32,
     /// Per-label minimum scores, e.g. `{ person = 0.6 }`.
     pub min_score_per_label: BTreeMap<String, f32>,
-    /// Only these labels are reported; empty means every label of the model.
+    /// Only these labels are reported; empty means every label of the model. The default lists
+    /// people, vehicles and animals (under both COCO spellings where they differ).
     pub labels_allow: Vec<String>,
     /// Detections smaller than this many square pixels (source frame) are dropped.
     pub min_box_area: f32,
@@ -159,6 +160,7 @@ impl Default for DetectorConfig {
                 "bicycle",
                 "car",
                 "motorcycle",
+                "motorbike", // the Darknet name, used by FastestDet's labels
                 "bus",
                 "truck",
                 "bird",
@@ -391,6 +393,24 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn example_config_loads_and_matches_the_defaults_it_claims() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/ocellus.example.toml"));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.cameras.len(), 2);
+        assert_eq!(c.cameras[0].id, "street");
+        assert!(!c.cameras[1].enabled);
+        assert_eq!(c.detector.min_score_for("person"), 0.45);
+        // Everything else in the file is the default, so the file documents them truthfully.
+        let d = Config::default();
+        assert_eq!(c.detector.labels_allow, d.detector.labels_allow);
+        assert_eq!(c.tracker.min_hits, d.tracker.min_hits);
+        assert_eq!(c.tracker.unseen_timeout_ms, d.tracker.unseen_timeout_ms);
+        assert_eq!(c.motion.var_threshold, d.motion.var_threshold);
+        assert_eq!(c.storage.batch_max, d.storage.batch_max);
+        assert_eq!(c.detector.model, d.detector.model);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 mod common;
 
 use opencv::core::{Mat, Scalar, CV_8UC3};
-use opencv::prelude::*;
 
 use ocellus::config::{DetectorConfig, DetectorKind, ModelFamily};
 use ocellus::detect::{self, dnn::DnnDetector, ObjectDetector};

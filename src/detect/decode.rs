@@ -56,7 +56,7 @@ impl InputMapping {
     }
 
     /// Maps a box given by its centre and size in network pixels to source pixels.
-    fn to_source(&self, cx: f32, cy: f32, w: f32, h: f32) -> BBox {
+    fn box_to_source(&self, cx: f32, cy: f32, w: f32, h: f32) -> BBox {
         BBox::from_center(
             (cx - self.pad_x) / self.scale_x,
             (cy - self.pad_y) / self.scale_y,
@@ -203,7 +203,7 @@ fn decode_yolo(
         out.push(RawDetection {
             class_id: class as u32,
             score,
-            bbox: map.to_source(at(0, i), at(1, i), at(2, i), at(3, i)),
+            bbox: map.box_to_source(at(0, i), at(1, i), at(2, i), at(3, i)),
         });
     }
     Ok(out)
@@ -238,7 +238,7 @@ fn decode_yolov5(
         out.push(RawDetection {
             class_id: class as u32,
             score,
-            bbox: map.to_source(row[0], row[1], row[2], row[3]),
+            bbox: map.box_to_source(row[0], row[1], row[2], row[3]),
         });
     }
     Ok(out)

@@ -59,7 +59,9 @@ impl DnnDetector {
         let out_names = net.get_unconnected_out_layers_names().map_err(load_err)?;
         let filter = PostFilter::new(cfg, labels.clone());
         let unknown = filter.unknown_allowed(cfg);
-        if !unknown.is_empty() {
+        // The default list names labels of several model families; only a list the user wrote
+        // is worth checking against this model.
+        if !unknown.is_empty() && cfg.labels_allow != DetectorConfig::default().labels_allow {
             tracing::warn!(labels = ?unknown, "detector.labels_allow names labels the model does not have");
         }
         let mut det = Self {

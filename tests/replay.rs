@@ -1,0 +1,377 @@
+//! `ocellus replay` end to end: the real binary on real video with the real model.
+
+mod common;
+
+use std::path::Path;
+
+use common::{events, ocellus, stderr, stdout};
+use opencv::core::{Mat, Rect, Scalar, CV_8UC3};
+use opencv::prelude::*;
+
+use ocellus::config::{DetectorConfig, DetectorKind, TrackerConfig};
+use ocellus::detect::{dnn::DnnDetector, ObjectDetector};
+
+/// vtest.avi: 795 frames at 10 fps.
+const CLIP_MS: i64 = 79_400;
+
+#[test]
+fn street_clip_gives_person_events_and_two_runs_print_identical_events() {
+    let video = common::vtest();
+    let first = ocellus(&["replay", video.to_str().unwrap(), "--json"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let evs = events(&first);
+    let people: Vec<_> = evs.iter().filter(|e| e["label"] == "person").collect();
+    // About 60 to 80 different people cross the street in the clip; fragmentation or a dead
+    // detector would leave this band.
+    assert!(
+        (20..=200).contains(&people.len()),
+        "{} person events",
+        people.len()
+    );
+    let tracker = TrackerConfig::default();
+    // min_hits detections at 10 fps span at least (min_hits - 1) frames.
+    let min_span = (tracker.min_hits as i64 - 1) * 100;
+    for e in &evs {
+        let (start, end) = (
+            e["start_ms"].as_i64().unwrap(),
+            e["end_ms"].as_i64().unwrap(),
+        );
+        assert!(start >= 0 && end <= CLIP_MS, "{e}");
+        assert!(
+            end - start >= min_span,
+            "shorter than the confirmation: {e}"
+        );
+        assert!(
+            e["top_score"].as_f64().unwrap() >= tracker.min_score as f64,
+            "{e}"
+        );
+    }
+    assert!(
+        stderr(&first).contains("frames   795 in"),
+        "{}",
+        stderr(&first)
+    );
+
+    let second = ocellus(&["replay", video.to_str().unwrap(), "--json"]);
+    assert!(second.status.success());
+    assert_eq!(
+        stdout(&first),
+        stdout(&second),
+        "replay is not deterministic"
+    );
+}
+
+/// The first `n` frames of vtest.avi as a short MJPEG clip.
+fn short_clip(dir: &Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("short.avi");
+    common::write_clip(&path, &common::read_frames(&common::vtest(), 0, n), 10.0);
+    path
+}
+
+#[test]
+fn expect_passes_on_a_recorded_run_and_fails_with_a_diff_on_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = short_clip(dir.path(), 150);
+    let clip = clip.to_str().unwrap();
+    let run = ocellus(&["replay", clip, "--json"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let recorded = stdout(&run);
+    assert!(
+        events(&run).len() >= 2,
+        "need events to compare: {recorded}"
+    );
+
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, &recorded).unwrap();
+    let ok = ocellus(&["replay", clip, "--expect", good.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stderr(&ok).contains("expectation met"), "{}", stderr(&ok));
+
+    // Move the first event 20 s later and ask for one more car than there is.
+    let mut evs = events(&run);
+    let start = evs[0]["start_ms"].as_i64().unwrap();
+    evs[0]["start_ms"] = (start + 20_000).into();
+    evs[0]["end_ms"] = (start + 21_000).into();
+    let cars = evs.iter().filter(|e| e["label"] == "car").count();
+    let wrong = serde_json::json!({
+        "tolerance_ms": 500,
+        "events": evs,
+        "counts": { "car": cars + 1 },
+    });
+    let wrong_path = dir.path().join("wrong.json");
+    std::fs::write(&wrong_path, wrong.to_string()).unwrap();
+    let bad = ocellus(&["replay", clip, "--expect", wrong_path.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    let diff = stderr(&bad);
+    assert!(
+        diff.contains("1 missing, 1 unexpected, 1 wrong counts"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains(&format!("expected {} events, found {cars}", cars + 1)),
+        "{diff}"
+    );
+}
+
+/// Two real people, cut out of the street clip, walk through each other on a plain background.
+#[test]
+fn two_people_crossing_end_as_exactly_two_tracks() {
+    let mut det = DnnDetector::load(&DetectorConfig {
+        kind: DetectorKind::Dnn,
+        model: common::fastestdet(),
+        labels: common::asset("models/fastestdet/coco.names"),
+        ..Default::default()
+    })
+    .unwrap();
+    // Two confident, reasonably large people with nobody else inside their crop, from the
+    // first frame (of a few) that has them.
+    let margin = 4.0;
+    let frames_seen = common::read_frames(&common::vtest(), 0, 400);
+    let (frame, people) = frames_seen
+        .iter()
+        .step_by(25)
+        .find_map(|frame| {
+            let all = det.detect(frame).unwrap();
+            let mut isolated: Vec<_> = all
+                .iter()
+                .filter(|d| d.label == "person" && d.bbox.h >= 70.0 && d.score >= 0.75)
+                .filter(|d| {
+                    let padded = ocellus::models::BBox::new(
+                        d.bbox.x - margin,
+                        d.bbox.y - margin,
+                        d.bbox.w + 2.0 * margin,
+                        d.bbox.h + 2.0 * margin,
+                    );
+                    all.iter()
+                        .all(|o| std::ptr::eq(o, *d) || o.bbox.iou(&padded) == 0.0)
+                })
+                .cloned()
+                .collect();
+            isolated.sort_by(|a, b| b.score.total_cmp(&a.score));
+            (isolated.len() >= 2).then_some((frame, isolated))
+        })
+        .expect("a frame with two isolated people");
+    let crop = |i: usize| {
+        let b = people[i].bbox;
+        let m = margin as i32;
+        let r = Rect::new(
+            b.x as i32 - m,
+            b.y as i32 - m,
+            b.w as i32 + 2 * m,
+            b.h as i32 + 2 * m,
+        );
+        let r = r & Rect::new(0, 0, frame.cols(), frame.rows());
+        (Mat::roi(frame, r).unwrap().try_clone().unwrap(), r)
+    };
+    let (a, ra) = crop(0);
+    let (b, rb) = crop(1);
+
+    let (w, h, n) = (640, 360, 70);
+    let mut frames = Vec::new();
+    for i in 0..n {
+        let mut f =
+            Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::new(120.0, 125.0, 118.0, 0.0))
+                .unwrap();
+        let t = i as f64 / (n - 1) as f64;
+        let ax = (40.0 + t * (w - 80 - ra.width) as f64) as i32;
+        let bx = (w - 40 - rb.width) - (t * (w - 80 - rb.width) as f64) as i32;
+        let mut paste = |img: &Mat, r: Rect, x: i32, y: i32| {
+            let mut dst = Mat::roi_mut(&mut f, Rect::new(x, y, r.width, r.height)).unwrap();
+            img.copy_to(&mut dst).unwrap();
+        };
+        paste(&a, ra, ax, 120);
+        // B walks in front: pasted last, it hides A where they overlap.
+        paste(&b, rb, bx, 130);
+        frames.push(f);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("crossing.avi");
+    common::write_clip(&clip, &frames, 10.0);
+
+    let run = ocellus(&["replay", clip.to_str().unwrap(), "--json"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let evs = events(&run);
+    let people: Vec<_> = evs.iter().filter(|e| e["label"] == "person").collect();
+    assert_eq!(people.len(), 2, "{}", stdout(&run));
+    let tracks: std::collections::BTreeSet<_> =
+        people.iter().map(|e| e["track_id"].as_u64()).collect();
+    assert_eq!(tracks.len(), 2);
+    // Both are followed from start to end: a swap or a break would end one early.
+    for e in people {
+        assert!(e["start_ms"].as_i64().unwrap() <= 1000, "{e}");
+        assert!(e["end_ms"].as_i64().unwrap() >= 6000, "{e}");
+    }
+}
+
+/// Runs a replay that must fail; checks the one-line error, the exit code, that nothing
+/// panicked, and that no database was left behind.
+fn assert_clean_failure(args: &[&str], expect_in_message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    let mut full: Vec<&str> = vec!["replay"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--db", db.to_str().unwrap(), "--json"]);
+    let out = ocellus(&full);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expect_in_message),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).is_empty(),
+        "nothing on stdout: {}",
+        stdout(&out)
+    );
+    assert!(!db.exists(), "{args:?} left a database behind");
+}
+
+#[test]
+fn missing_video_is_a_clear_error() {
+    assert_clean_failure(&["/nonexistent/clip.avi"], "does not exist");
+}
+
+#[test]
+fn file_that_is_not_a_video_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("notes.avi");
+    std::fs::write(&fake, "these are not frames\n".repeat(100)).unwrap();
+    assert_clean_failure(&[fake.to_str().unwrap()], "not a video");
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let video = common::vtest();
+    assert_clean_failure(
+        &[
+            video.to_str().unwrap(),
+            "--model",
+            "/nonexistent/model.onnx",
+        ],
+        "does not exist",
+    );
+}
+
+#[test]
+fn corrupt_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("garbage.onnx");
+    std::fs::write(&bad, b"\x08\x07garbage, not protobuf").unwrap();
+    let video = common::vtest();
+    assert_clean_failure(
+        &[video.to_str().unwrap(), "--model", bad.to_str().unwrap()],
+        "cannot load model",
+    );
+}
+
+#[test]
+fn config_with_unknown_key_or_wrong_type_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = common::vtest();
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(
+        &unknown,
+        "[tracker]\nmin_hits = 4\n\n[detector]\nthreshold = 0.5\n",
+    )
+    .unwrap();
+    assert_clean_failure(
+        &[
+            video.to_str().unwrap(),
+            "--config",
+            unknown.to_str().unwrap(),
+        ],
+        "unknown.toml:5: unknown field `threshold`",
+    );
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(&wrong, "[storage]\nbatch_ms = \"soon\"\n").unwrap();
+    assert_clean_failure(
+        &[video.to_str().unwrap(), "--config", wrong.to_str().unwrap()],
+        "wrong.toml:2:",
+    );
+}
+
+#[test]
+fn truncated_video_keeps_what_it_decoded_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.avi");
+    let bytes = std::fs::read(common::vtest()).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 4]).unwrap();
+    let db = dir.path().join("cut.db");
+    let out = ocellus(&[
+        "replay",
+        cut.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("video ends early") && !err.contains("panicked"),
+        "{err}"
+    );
+    // The events of the part that decoded are stored, and the database is sound for the next run.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored as usize, events(&out).len());
+    let again = ocellus(&[
+        "replay",
+        cut.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    let ids: Vec<i64> = events(&again)
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ids.iter().all(|&id| id > stored),
+        "a second run continues the ids: {ids:?}"
+    );
+}
+
+#[test]
+fn replay_db_holds_every_printed_event_with_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = short_clip(dir.path(), 120);
+    let db = dir.path().join("r.db");
+    let out = ocellus(&[
+        "replay",
+        clip.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = events(&out);
+    assert!(!printed.is_empty());
+    let conn = ocellus::db::open_reader(&db).unwrap();
+    for e in &printed {
+        let stored = ocellus::db::get_event(&conn, e["id"].as_i64().unwrap())
+            .unwrap()
+            .unwrap();
+        let printed: ocellus::models::Event = serde_json::from_value(e.clone()).unwrap();
+        assert_eq!(stored, printed);
+        let jpeg = ocellus::db::get_snapshot(&conn, stored.id)
+            .unwrap()
+            .expect("snapshot");
+        let img = image::load_from_memory(&jpeg).unwrap();
+        assert!(
+            img.width().max(img.height()) <= 320 && img.width() > 100,
+            "{}x{}",
+            img.width(),
+            img.height()
+        );
+    }
+}
