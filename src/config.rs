@@ -14,6 +14,8 @@ use crate::errors::ConfigError;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The HTTP/WebSocket server.
+    pub server: ServerConfig,
     /// Where and how events are stored.
     pub storage: StorageConfig,
     /// The object detector shared by all cameras.
@@ -24,6 +26,49 @@ pub struct Config {
     pub tracker: TrackerConfig,
     /// The cameras to watch (`[[cameras]]` tables).
     pub cameras: Vec<CameraConfig>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port for the dashboard, the API and `/ws`.
+    pub listen: String,
+    /// When set, `/ws` and `/api` need it: `Authorization: Bearer TOKEN` or `?token=TOKEN`.
+    pub token: Option<String>,
+    /// Origins (`http://host:port`) allowed to open `/ws` besides the daemon's own.
+    pub allowed_origins: Vec<String>,
+    /// WebSocket clients served at once; more are refused with 503.
+    pub max_clients: usize,
+    /// Largest message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Idle clients are pinged this often (seconds) and dropped after two missed answers.
+    pub ping_interval_s: u64,
+    /// A client whose socket accepts nothing for this long (seconds) is dropped.
+    pub send_timeout_s: u64,
+    /// Most events one query may return.
+    pub query_max_limit: u32,
+    /// Queries a client may make per second (WebSocket and REST alike, per connection).
+    pub queries_per_second: u32,
+    /// JPEG quality of live frames (1-100).
+    pub stream_quality: u8,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            token: None,
+            allowed_origins: Vec::new(),
+            max_clients: 64,
+            max_message_bytes: 64 * 1024,
+            ping_interval_s: 20,
+            send_timeout_s: 10,
+            query_max_limit: 500,
+            queries_per_second: 20,
+            stream_quality: 75,
+        }
+    }
 }
 
 /// `[storage]`
@@ -358,6 +403,30 @@ impl Config {
                 "must be at least 16".into(),
             ));
         }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "server.listen".into(),
+                format!("{:?} is not an address:port", self.server.listen),
+            ));
+        }
+        if !(1..=100).contains(&self.server.stream_quality) {
+            return Err(invalid(
+                "server.stream_quality".into(),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        if self.server.token.as_deref().is_some_and(|t| t.len() < 8) {
+            return Err(invalid(
+                "server.token".into(),
+                "must be at least 8 characters".into(),
+            ));
+        }
+        if self.server.max_clients == 0 || self.server.max_message_bytes < 256 {
+            return Err(invalid(
+                "server.max_clients/max_message_bytes".into(),
+                "max_clients must be at least 1 and max_message_bytes at least 256".into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = format!("cameras[{i}].id");
@@ -397,7 +466,10 @@ mod tests {
 
     #[test]
     fn example_config_loads_and_matches_the_defaults_it_claims() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/ocellus.example.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/ocellus.example.toml"
+        ));
         let c = Config::load(path).unwrap();
         assert_eq!(c.cameras.len(), 2);
         assert_eq!(c.cameras[0].id, "street");

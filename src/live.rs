@@ -1,0 +1,342 @@
+//! Live capture: a camera thread that keeps its source open (reopening with capped exponential
+//! backoff), publishes its state, and hands frames to detection through a one-frame slot where
+//! the newest frame wins.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use opencv::core::{Mat, Vector};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture};
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::{Frame, Source};
+use crate::db::now_ms;
+use crate::metrics::{inc, CameraStats};
+use crate::protocol::CameraInfo;
+
+/// Holds at most one frame. Capture puts (replacing an unread frame, which counts as skipped);
+/// detection takes. This is what keeps live latency low: a busy detector never sees a backlog.
+#[derive(Default)]
+pub struct FrameSlot {
+    frame: Mutex<Option<Frame>>,
+    ready: Condvar,
+}
+
+impl FrameSlot {
+    /// Stores `frame`; returns true when it replaced one that was never taken.
+    pub fn put(&self, frame: Frame) -> bool {
+        let mut slot = self.frame.lock().unwrap_or_else(|p| p.into_inner());
+        let replaced = slot.replace(frame).is_some();
+        self.ready.notify_one();
+        replaced
+    }
+
+    /// Waits up to `timeout` for a frame.
+    pub fn take(&self, timeout: Duration) -> Option<Frame> {
+        let slot = self.frame.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut slot, _) = self
+            .ready
+            .wait_timeout_while(slot, timeout, |f| f.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        slot.take()
+    }
+}
+
+/// Connection state of a source, as shown in stats, the API and the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceStatus {
+    Connecting,
+    Connected,
+    Retrying,
+    Stopped,
+}
+
+impl SourceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceStatus::Connecting => "connecting",
+            SourceStatus::Connected => "connected",
+            SourceStatus::Retrying => "retrying",
+            SourceStatus::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct StateInner {
+    status: SourceStatus,
+    last_error: Option<String>,
+    since_ms: i64,
+    width: u32,
+    height: u32,
+    retries: u64,
+}
+
+/// A camera's source state, written by its capture thread, read by anyone.
+pub struct SourceState {
+    pub id: String,
+    pub name: String,
+    inner: Mutex<StateInner>,
+}
+
+impl SourceState {
+    pub fn new(id: &str, name: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            name: name.to_string(),
+            inner: Mutex::new(StateInner {
+                status: SourceStatus::Connecting,
+                last_error: None,
+                since_ms: now_ms(),
+                width: 0,
+                height: 0,
+                retries: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, status: SourceStatus, error: Option<String>) {
+        let mut s = self.lock();
+        if s.status != status {
+            s.since_ms = now_ms();
+        }
+        s.status = status;
+        if status == SourceStatus::Retrying {
+            s.retries += 1;
+        }
+        if error.is_some() {
+            s.last_error = error;
+        }
+    }
+
+    pub fn status(&self) -> SourceStatus {
+        self.lock().status
+    }
+
+    /// How many times the source failed and was retried.
+    pub fn retries(&self) -> u64 {
+        self.lock().retries
+    }
+
+    pub fn info(&self) -> CameraInfo {
+        let s = self.lock();
+        CameraInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            state: s.status.as_str().to_string(),
+            last_error: s.last_error.clone(),
+            since_ms: s.since_ms,
+            width: s.width,
+            height: s.height,
+        }
+    }
+}
+
+/// Reopen delays: 0.5 s doubling to 30 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6)).min(30_000))
+}
+
+/// Sleeps `d`, waking early when cancelled. Returns false when cancelled.
+fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
+    let end = Instant::now() + d;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    !cancel.is_cancelled()
+}
+
+fn open_live(source: &Source) -> Result<VideoCapture, String> {
+    match source {
+        // Network streams get timeouts so a dead camera cannot hang the thread for minutes.
+        Source::Url(url) => {
+            let params = Vector::from_slice(&[
+                videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
+                5000,
+                videoio::CAP_PROP_READ_TIMEOUT_MSEC,
+                5000,
+            ]);
+            let cap = VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &params)
+                .map_err(|e| e.message)?;
+            if cap.is_opened().map_err(|e| e.message)? {
+                Ok(cap)
+            } else {
+                Err(format!(
+                    "cannot open {}: unreachable, refused, or not a stream",
+                    source.display_name()
+                ))
+            }
+        }
+        _ => source.open().map_err(|e| e.to_string()),
+    }
+}
+
+/// The capture thread's body: runs until `cancel`. Files loop forever, paced at their fps;
+/// other sources are read as fast as they deliver. Frames are stamped with the wall clock.
+pub fn run_capture(
+    source: Source,
+    slot: Arc<FrameSlot>,
+    state: Arc<SourceState>,
+    stats: Arc<CameraStats>,
+    cancel: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    let mut seq = 0u64;
+    let name = source.display_name();
+    while !cancel.is_cancelled() {
+        state.set(SourceStatus::Connecting, None);
+        let mut cap = match open_live(&source) {
+            Ok(cap) => cap,
+            Err(e) => {
+                tracing::warn!(camera = %state.id, source = %name, error = %e, retry_in_ms = backoff(attempt).as_millis() as u64, "camera unavailable");
+                state.set(SourceStatus::Retrying, Some(e));
+                if !sleep_unless_cancelled(backoff(attempt), &cancel) {
+                    break;
+                }
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
+        let file_fps = match source {
+            Source::File(_) => cap
+                .get(videoio::CAP_PROP_FPS)
+                .ok()
+                .filter(|f| *f > 0.0 && f.is_finite()),
+            _ => None,
+        };
+        let pace = file_fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
+        let mut next_due = Instant::now();
+        let mut frames_this_open = 0u64;
+        let error = loop {
+            if cancel.is_cancelled() {
+                break None;
+            }
+            let t0 = Instant::now();
+            let mut mat = Mat::default();
+            let ok = cap.read(&mut mat).unwrap_or(false) && !mat.empty();
+            if !ok {
+                if file_fps.is_some() && frames_this_open > 0 {
+                    // End of a file source: loop it.
+                    if cap.set(videoio::CAP_PROP_POS_FRAMES, 0.0).unwrap_or(false) {
+                        frames_this_open = 0;
+                        continue;
+                    }
+                }
+                break Some(if frames_this_open == 0 {
+                    "opened, but no frame could be read".to_string()
+                } else {
+                    "stream ended or stopped delivering frames".to_string()
+                });
+            }
+            stats.decode.add(t0.elapsed());
+            if frames_this_open == 0 {
+                attempt = 0;
+                {
+                    let mut s = state.lock();
+                    s.width = mat.cols() as u32;
+                    s.height = mat.rows() as u32;
+                }
+                if state.status() != SourceStatus::Connected {
+                    tracing::info!(camera = %state.id, source = %name, width = mat.cols(), height = mat.rows(), "camera connected");
+                }
+                state.set(SourceStatus::Connected, None);
+            }
+            frames_this_open += 1;
+            inc(&stats.captured);
+            if slot.put(Frame {
+                seq,
+                ts_ms: now_ms(),
+                mat,
+            }) {
+                inc(&stats.skipped);
+            }
+            seq += 1;
+            if let Some(pace) = pace {
+                next_due += pace;
+                let now = Instant::now();
+                if next_due > now {
+                    if !sleep_unless_cancelled(next_due - now, &cancel) {
+                        break None;
+                    }
+                } else if now - next_due > Duration::from_secs(1) {
+                    // Far behind (the machine was suspended, say): do not race to catch up.
+                    next_due = now;
+                }
+            }
+        };
+        let Some(error) = error else { break };
+        tracing::warn!(camera = %state.id, source = %name, error = %error, "camera lost; reconnecting");
+        state.set(SourceStatus::Retrying, Some(error));
+        if !sleep_unless_cancelled(backoff(attempt), &cancel) {
+            break;
+        }
+        attempt = attempt.saturating_add(1);
+    }
+    state.set(SourceStatus::Stopped, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(1), Duration::from_millis(1000));
+        assert_eq!(backoff(5), Duration::from_millis(16000));
+        assert_eq!(backoff(6), Duration::from_millis(30000));
+        assert_eq!(backoff(60), Duration::from_millis(30000));
+    }
+
+    #[test]
+    fn slot_keeps_only_the_newest_frame_and_counts_replacements() {
+        let slot = FrameSlot::default();
+        let frame = |seq| Frame {
+            seq,
+            ts_ms: 0,
+            mat: Mat::default(),
+        };
+        assert!(!slot.put(frame(1)));
+        assert!(slot.put(frame(2)));
+        assert_eq!(slot.take(Duration::ZERO).map(|f| f.seq), Some(2));
+        assert!(slot.take(Duration::from_millis(1)).is_none());
+    }
+
+    #[test]
+    fn unreachable_source_is_retried_with_its_error_visible() {
+        let state = Arc::new(SourceState::new("gone", "Gone"));
+        let cancel = CancellationToken::new();
+        let handle = {
+            let (state, cancel) = (state.clone(), cancel.clone());
+            std::thread::spawn(move || {
+                run_capture(
+                    Source::parse("/nonexistent/clip.avi"),
+                    Arc::new(FrameSlot::default()),
+                    state,
+                    Arc::new(CameraStats::default()),
+                    cancel,
+                )
+            })
+        };
+        // The first attempt fails at once; wait for the state to say so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.retries() == 0 {
+            assert!(Instant::now() < deadline, "never retried");
+            std::thread::yield_now();
+        }
+        let info = state.info();
+        assert_eq!(info.state, "retrying");
+        assert!(info.last_error.unwrap().contains("does not exist"));
+        cancel.cancel();
+        handle.join().unwrap();
+        assert_eq!(state.status(), SourceStatus::Stopped);
+    }
+}
