@@ -146,6 +146,48 @@ pub fn open_reader(path: &Path) -> Result<Connection, DbError> {
     Ok(conn)
 }
 
+/// Read-only connections for the async side: queries run on tokio's blocking pool, never on a
+/// worker, and at most `max_busy` at once.
+pub struct ReadPool {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Connection>>,
+    busy: tokio::sync::Semaphore,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path, max_busy: usize) -> Self {
+        Self {
+            path: path.to_owned(),
+            idle: std::sync::Mutex::new(Vec::new()),
+            busy: tokio::sync::Semaphore::new(max_busy),
+        }
+    }
+
+    /// Runs `f` with a read-only connection on the blocking pool.
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let _permit = self.busy.acquire().await.map_err(|_| DbError::WriterGone)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                Some(c) => c,
+                None => open_reader(&pool.path)?,
+            };
+            let result = f(&conn);
+            pool.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|_| DbError::WriterGone)?
+    }
+}
+
 /// The highest event id in the database, so that a new run continues after it.
 pub fn max_event_id(conn: &Connection) -> Result<i64, DbError> {
     Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)

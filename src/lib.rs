@@ -6,11 +6,13 @@
 
 pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod detect;
 pub mod errors;
 pub mod events;
 pub mod expect;
+pub mod hub;
 pub mod live;
 pub mod metrics;
 pub mod models;
@@ -18,4 +20,6 @@ pub mod motion;
 pub mod pipeline;
 pub mod protocol;
 pub mod replay;
+pub mod server;
 pub mod tracker;
+pub mod ws;

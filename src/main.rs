@@ -11,10 +11,12 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ocellus::config::{Config, DetectorKind, ModelFamily};
+use ocellus::daemon::Daemon;
 use ocellus::errors::chain;
 use ocellus::expect::Expectation;
 use ocellus::models::{EventKind, EventMsg};
 use ocellus::replay::{self, ReplayOptions};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -32,11 +34,26 @@ enum Command {
     /// Run the pipeline on a recorded video, every frame, on the video's own clock, and report
     /// the events it finds.
     Replay(ReplayArgs),
+    /// Run the daemon: every configured camera, the dashboard, the API and /ws on one port.
+    Run(RunArgs),
     /// Check a config file and print the settings it results in.
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Listen address, overriding server.listen (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Database file, overriding storage.path.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -97,9 +114,13 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    });
     match cli.command {
         Command::Replay(args) => replay_cmd(args),
+        Command::Run(args) => run_cmd(args),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
                 println!("{file:?}: ok; {} camera(s)", cfg.cameras.len());
@@ -111,12 +132,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `OCELLUS_LOG` (or `RUST_LOG`) sets the filter, warnings by default so that
-/// a replay's own output stays readable.
-fn init_logging() {
+/// Logs go to stderr; `OCELLUS_LOG` (or `RUST_LOG`) sets the filter. The default is `info` for
+/// the daemon and `warn` for commands, so that a replay's own output stays readable.
+fn init_logging(default: &str) {
     let filter = std::env::var("OCELLUS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn".into());
+        .unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -130,6 +151,79 @@ fn init_logging() {
 fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     eprintln!("error: {}", chain(e));
     ExitCode::from(2)
+}
+
+fn run_cmd(args: RunArgs) -> ExitCode {
+    let mut cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Some(listen) = args.listen {
+        cfg.server.listen = listen;
+    }
+    if let Some(db) = args.db {
+        cfg.storage.path = db;
+    }
+    let addr: std::net::SocketAddr = match cfg.server.listen.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!(
+                "error: listen address {:?} is not address:port",
+                cfg.server.listen
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ocellus-rt")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let daemon = match Daemon::start(&cfg) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(address = %local, "listening");
+        println!("ocellus listening on http://{local}/");
+        let stop = CancellationToken::new();
+        tokio::spawn(watch_signals(stop.clone()));
+        match daemon.run(listener, stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        }
+    })
+}
+
+/// The first SIGTERM or SIGINT starts a clean stop; a second one exits at once.
+async fn watch_signals(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    stop.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    eprintln!("second signal: exiting now");
+    std::process::exit(130);
 }
 
 fn replay_cmd(args: ReplayArgs) -> ExitCode {

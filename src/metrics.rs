@@ -23,10 +23,15 @@ pub struct CameraStats {
     pub events_ended: AtomicU64,
     /// Snapshot JPEG encodes.
     pub snapshot_encodes: AtomicU64,
+    /// Live-stream JPEG encodes (one per frame and stream width being watched).
+    pub stream_encodes: AtomicU64,
+    /// Frames not encoded for the live stream because the encoder was still busy.
+    pub stream_skipped: AtomicU64,
     pub decode: StageTime,
     pub motion: StageTime,
     pub detect: StageTime,
     pub track: StageTime,
+    pub encode: StageTime,
 }
 
 /// Total time spent in one stage and how often it ran.

@@ -1,0 +1,321 @@
+//! `ocellus run`: starts storage, one capture + detect + encode thread trio per camera, the
+//! stats task and the server, and stops them in an order that loses nothing.
+//!
+//! Shutdown order: stop capture and detection (which ends open events and broadcasts their
+//! ends), flush the database, then close client connections with 1001 and stop the server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use thiserror::Error;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::Source;
+use crate::config::Config;
+use crate::db::{self, DbHandle, ReadPool, WriterOptions, WriterStats};
+use crate::detect;
+use crate::errors::{DbError, DetectError};
+use crate::events::EventIds;
+use crate::hub::{self, CameraHub, LiveSink};
+use crate::live::{self, FrameSlot, SourceState};
+use crate::metrics::{get, CameraStats};
+use crate::pipeline::Pipeline;
+use crate::server::{AppState, ServerMetrics};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("camera {camera}: {source}")]
+    Detector {
+        camera: String,
+        #[source]
+        source: DetectError,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("OpenCV: {0}")]
+    OpenCv(#[from] opencv::Error),
+}
+
+struct CameraThreads {
+    id: String,
+    capture: JoinHandle<()>,
+    detect: JoinHandle<()>,
+    encoder: JoinHandle<()>,
+}
+
+/// A started daemon: storage open, pipelines running, not yet serving.
+pub struct Daemon {
+    pub state: Arc<AppState>,
+    cameras: Vec<CameraThreads>,
+    db: DbHandle,
+    writer: JoinHandle<()>,
+    pipelines_stop: CancellationToken,
+    db_path: PathBuf,
+}
+
+impl Daemon {
+    /// Opens the database, loads a detector per camera and starts the camera threads. Fails
+    /// before starting anything on a bad database or model.
+    pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
+        let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
+        // Load every detector before anything is created: a broken model stops the start.
+        let mut detectors = Vec::new();
+        for cam in &enabled {
+            let d = detect::build(&cfg.detector).map_err(|source| DaemonError::Detector {
+                camera: cam.id.clone(),
+                source,
+            })?;
+            detectors.push(d);
+        }
+        let db_path = cfg.storage.path.clone();
+        let conn = db::open(&db_path)?;
+        let ids = EventIds::after(db::max_event_id(&conn)?);
+        let writer_stats = Arc::new(WriterStats::default());
+        let (db, writer) = db::spawn_writer(
+            conn,
+            db_path.clone(),
+            WriterOptions {
+                batch: Duration::from_millis(cfg.storage.batch_ms),
+                batch_max: cfg.storage.batch_max,
+                retention_ms: (cfg.storage.retention_days > 0)
+                    .then(|| cfg.storage.retention_days as i64 * 86_400_000),
+                max_events: cfg.storage.max_events,
+            },
+            writer_stats.clone(),
+        )?;
+
+        let (events_tx, _) = broadcast::channel::<Utf8Bytes>(hub::MESSAGE_CAPACITY);
+        let pipelines_stop = CancellationToken::new();
+        let mut hubs = Vec::new();
+        let mut threads = Vec::new();
+        for (cam, detector) in enabled.into_iter().zip(detectors) {
+            let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
+            let state = Arc::new(SourceState::new(&cam.id, &name));
+            let stats = Arc::new(CameraStats::default());
+            let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone()));
+            let slot = Arc::new(FrameSlot::default());
+            let capture = {
+                let (source, slot, state, stats, stop) = (
+                    Source::parse(&cam.source),
+                    slot.clone(),
+                    state.clone(),
+                    stats.clone(),
+                    pipelines_stop.clone(),
+                );
+                std::thread::Builder::new()
+                    .name(format!("cam-{}", cam.id))
+                    .spawn(move || live::run_capture(source, slot, state, stats, stop))?
+            };
+            let (encoder, encoder_join) =
+                hub::spawn_encoder(hub.clone(), cfg.server.stream_quality)?;
+            let sink = LiveSink {
+                hub: hub.clone(),
+                events: events_tx.clone(),
+            };
+            let mut pipeline = Pipeline::new(
+                &cam.id,
+                cfg,
+                detector,
+                ids.clone(),
+                Some(db.clone()),
+                Box::new(sink),
+                stats.clone(),
+                false,
+            )?;
+            let detect = {
+                let stop = pipelines_stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("detect-{}", cam.id))
+                    .spawn(move || {
+                        while !stop.is_cancelled() {
+                            if let Some(frame) = slot.take(Duration::from_millis(100)) {
+                                pipeline.process(&frame);
+                                encoder.offer(frame);
+                            }
+                        }
+                        pipeline.finish();
+                        // `encoder` drops here, which ends the encoder thread.
+                    })?
+            };
+            tracing::info!(camera = %cam.id, source = %Source::parse(&cam.source).display_name(), "camera started");
+            hubs.push(hub);
+            threads.push(CameraThreads {
+                id: cam.id.clone(),
+                capture,
+                detect,
+                encoder: encoder_join,
+            });
+        }
+        if hubs.is_empty() {
+            tracing::warn!(
+                "no enabled cameras in the config; serving the API and stored events only"
+            );
+        }
+
+        let state = Arc::new(AppState {
+            client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
+            cfg: cfg.server.clone(),
+            cameras: hubs,
+            events: events_tx,
+            stats: broadcast::channel(16).0,
+            readers: Arc::new(ReadPool::new(&db_path, 4)),
+            writer: writer_stats,
+            metrics: ServerMetrics::default(),
+            started: Instant::now(),
+            latest_stats: std::sync::Mutex::new(serde_json::Value::Null),
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Daemon {
+            state,
+            cameras: threads,
+            db,
+            writer,
+            pipelines_stop,
+            db_path,
+        })
+    }
+
+    /// Serves on `listener` until `stop` fires, then shuts down in order. `on_ready` is called
+    /// once the listener is serving (for systemd's READY=1).
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let state = self.state.clone();
+        let stats_task = tokio::spawn(stats_loop(state.clone()));
+        let server = tokio::spawn(crate::server::serve(listener, state.clone()));
+        stop.cancelled().await;
+        tracing::info!("stopping: ending capture and open events");
+
+        self.pipelines_stop.cancel();
+        let cameras = self.cameras;
+        let db = self.db;
+        tokio::task::spawn_blocking(move || {
+            for c in cameras {
+                for (what, h) in [
+                    ("capture", c.capture),
+                    ("detect", c.detect),
+                    ("encoder", c.encoder),
+                ] {
+                    if h.join().is_err() {
+                        tracing::error!(camera = %c.id, thread = what, "thread panicked");
+                    }
+                }
+            }
+            if let Err(e) = db.flush() {
+                tracing::error!(error = %e, "final database flush failed");
+            }
+            drop(db);
+        })
+        .await
+        .ok();
+        tracing::info!(db = %self.db_path.display(), "events flushed; closing client connections");
+
+        state.shutdown.cancel();
+        stats_task.abort();
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!("clients did not close within 5 s"),
+        }
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .ok();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Per-camera counters at one moment, for rates.
+struct Sample {
+    at: Instant,
+    counts: Vec<(u64, u64, u64)>,
+}
+
+fn sample(state: &AppState) -> Sample {
+    Sample {
+        at: Instant::now(),
+        counts: state
+            .cameras
+            .iter()
+            .map(|c| {
+                (
+                    get(&c.stats.captured),
+                    get(&c.stats.processed),
+                    get(&c.stats.skipped),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The stats message: daemon-wide and per-camera counters, with rates since `prev`.
+fn stats_json(state: &AppState, prev: Option<&Sample>, now: &Sample) -> serde_json::Value {
+    let dt = prev.map(|p| (now.at - p.at).as_secs_f64()).unwrap_or(0.0);
+    let cameras: Vec<_> = state
+        .cameras
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let info = c.state.info();
+            let (cap, proc, skip) = now.counts[i];
+            let rate = |f: fn(&(u64, u64, u64)) -> u64| match prev {
+                Some(p) if dt > 0.0 => {
+                    (f(&now.counts[i]).saturating_sub(f(&p.counts[i]))) as f64 / dt
+                }
+                _ => 0.0,
+            };
+            serde_json::json!({
+                "id": c.id,
+                "name": info.name,
+                "state": info.state,
+                "last_error": info.last_error,
+                "since_ms": info.since_ms,
+                "width": info.width,
+                "height": info.height,
+                "captured": cap,
+                "processed": proc,
+                "skipped": skip,
+                "captured_fps": (rate(|t| t.0) * 10.0).round() / 10.0,
+                "processed_fps": (rate(|t| t.1) * 10.0).round() / 10.0,
+                "detect_ms": (c.stats.detect.mean_ms() * 100.0).round() / 100.0,
+                "events_started": get(&c.stats.events_started),
+                "stream_encodes": get(&c.stats.stream_encodes),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "type": "stats",
+        "uptime_s": state.started.elapsed().as_secs(),
+        "clients": get(&state.metrics.clients),
+        "cameras": cameras,
+        "db": {
+            "commits": get(&state.writer.commits),
+            "rows": get(&state.writer.rows),
+            "errors": get(&state.writer.errors),
+        },
+    })
+}
+
+async fn stats_loop(state: Arc<AppState>) {
+    let mut prev = sample(&state);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = sample(&state);
+        let json = stats_json(&state, Some(&prev), &now);
+        *state.latest_stats.lock().unwrap_or_else(|p| p.into_inner()) = json.clone();
+        let _ = state.stats.send(Utf8Bytes::from(json.to_string()));
+        prev = now;
+    }
+}

@@ -1,0 +1,572 @@
+//! The HTTP side of the daemon on one port: REST API, `/healthz`, `/metrics`, the `/ws` upgrade
+//! (with token, Origin and client-count checks), and the shared state every handler reads.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::db::{self, EventQuery, ReadPool, WriterStats};
+use crate::hub::CameraHub;
+use crate::metrics::get as load;
+use crate::protocol::CameraInfo;
+
+/// Counters of the server side.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    pub clients: AtomicU64,
+    pub clients_total: AtomicU64,
+    pub clients_refused: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Live frames clients missed because they fell behind.
+    pub frames_dropped: AtomicU64,
+    /// Other messages (events, detections, stats) clients missed.
+    pub messages_dropped: AtomicU64,
+    pub clients_dropped_slow: AtomicU64,
+    pub client_errors: AtomicU64,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub cfg: ServerConfig,
+    pub cameras: Vec<Arc<CameraHub>>,
+    pub events: broadcast::Sender<Utf8Bytes>,
+    pub stats: broadcast::Sender<Utf8Bytes>,
+    pub readers: Arc<ReadPool>,
+    pub writer: Arc<WriterStats>,
+    pub metrics: ServerMetrics,
+    pub client_slots: Arc<Semaphore>,
+    pub started: Instant,
+    /// The latest stats message, refreshed every second by the stats task.
+    pub latest_stats: std::sync::Mutex<serde_json::Value>,
+    /// Fires when the server should close its connections (after the pipelines have stopped).
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn camera(&self, id: &str) -> Option<&Arc<CameraHub>> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+
+    pub fn camera_infos(&self) -> Vec<CameraInfo> {
+        self.cameras.iter().map(|c| c.state.info()).collect()
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let guarded = Router::new()
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/api/events", get(list_events))
+        .route("/api/events/{id}", get(get_event))
+        .route("/api/events/{id}/snapshot.jpg", get(get_snapshot))
+        .route("/api/cameras", get(cameras))
+        .route("/api/stats", get(stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(guarded)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `state.shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// An API error: a status and a JSON body `{"error": code, "message": ...}`.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(serde_json::json!({ "error": self.1, "message": self.2 })),
+        )
+            .into_response()
+    }
+}
+
+impl From<crate::errors::DbError> for ApiError {
+    fn from(e: crate::errors::DbError) -> Self {
+        tracing::error!(error = %e, "database query failed");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string())
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token from `Authorization: Bearer ...` or `?token=...` (browsers cannot set headers on
+/// WebSockets).
+fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            return Some(t.trim().to_string());
+        }
+    }
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(want) = &state.cfg.token {
+        let got = presented_token(req.headers(), req.uri().query());
+        if !got.is_some_and(|g| same_secret(g.as_bytes(), want.as_bytes())) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a token is required: Authorization: Bearer TOKEN, or ?token=TOKEN".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether a browser page from `origin` may open `/ws`: the daemon's own page (same host and
+/// port as the request), or one of `allowed_origins`. Clients that send no Origin (not browsers)
+/// are allowed; the token is their gate.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Checks done before a WebSocket upgrade: Origin, shutdown, client limit. On success the
+/// permit holds the client's slot for as long as it is connected.
+pub fn check_upgrade(
+    state: &AppState,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    if !origin_allowed(headers, &state.cfg.allowed_origins) {
+        tracing::warn!(%addr, origin = ?headers.get(header::ORIGIN), "refused /ws from a foreign origin");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "this origin may not open /ws".into(),
+        ));
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is stopping".into(),
+        ));
+    }
+    state.client_slots.clone().try_acquire_owned().map_err(|_| {
+        state
+            .metrics
+            .clients_refused
+            .fetch_add(1, Ordering::Relaxed);
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_clients",
+            format!("at most {} clients", state.cfg.max_clients),
+        )
+    })
+}
+
+/// One page of events and the cursor for the next.
+#[derive(Serialize)]
+struct EventPage {
+    events: Vec<crate::models::Event>,
+    next_before_id: Option<i64>,
+}
+
+/// Runs an event query with the configured cap; shared by REST and WebSocket.
+pub async fn query_events(
+    state: &AppState,
+    q: EventQuery,
+) -> Result<(Vec<crate::models::Event>, Option<i64>), crate::errors::DbError> {
+    let max = state.cfg.query_max_limit;
+    let limit = q.limit.unwrap_or(100).min(max) as usize;
+    let events = state
+        .readers
+        .run(move |conn| db::query_events(conn, &q, max))
+        .await?;
+    let next = (events.len() == limit && limit > 0)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    Ok((events, next))
+}
+
+async fn list_events(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let (events, next_before_id) = query_events(&state, q).await?;
+    Ok(Json(EventPage {
+        events,
+        next_before_id,
+    })
+    .into_response())
+}
+
+async fn get_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    match state.readers.run(move |c| db::get_event(c, id)).await? {
+        Some(e) => Ok(Json(e).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no event {id}"),
+        )),
+    }
+}
+
+async fn get_snapshot(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    match state.readers.run(move |c| db::get_snapshot(c, id)).await? {
+        Some(jpeg) => Ok((
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "max-age=60"),
+            ],
+            jpeg,
+        )
+            .into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no snapshot for event {id}"),
+        )),
+    }
+}
+
+async fn cameras(State(state): State<Arc<AppState>>) -> Json<Vec<CameraInfo>> {
+    Json(state.camera_infos())
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(
+        state
+            .latest_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    )
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let cameras: BTreeMap<String, String> = state
+        .cameras
+        .iter()
+        .map(|c| (c.id.clone(), c.state.status().as_str().to_string()))
+        .collect();
+    let status = if state.shutdown.is_cancelled() {
+        "stopping"
+    } else {
+        "ok"
+    };
+    let code = if state.shutdown.is_cancelled() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        Json(serde_json::json!({
+            "status": status,
+            "uptime_s": state.started.elapsed().as_secs(),
+            "cameras": cameras,
+            "db_errors": load(&state.writer.errors),
+        })),
+    )
+        .into_response()
+}
+
+/// Prometheus text exposition.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(_addr): ConnectInfo<SocketAddr>,
+) -> Response {
+    let mut out = String::with_capacity(4096);
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let per_cam = |f: &dyn Fn(&CameraHub) -> f64| -> Vec<(String, f64)> {
+        state
+            .cameras
+            .iter()
+            .map(|c| (format!("{{camera=\"{}\"}}", c.id), f(c)))
+            .collect()
+    };
+    family(
+        "ocellus_frames_captured_total",
+        "counter",
+        "Frames read from the source.",
+        per_cam(&|c| load(&c.stats.captured) as f64),
+    );
+    family(
+        "ocellus_frames_processed_total",
+        "counter",
+        "Frames through motion, detection and tracking.",
+        per_cam(&|c| load(&c.stats.processed) as f64),
+    );
+    family(
+        "ocellus_frames_skipped_total",
+        "counter",
+        "Frames dropped because detection was busy (newest frame wins).",
+        per_cam(&|c| load(&c.stats.skipped) as f64),
+    );
+    family(
+        "ocellus_detector_runs_total",
+        "counter",
+        "Frames the object detector ran on.",
+        per_cam(&|c| load(&c.stats.detector_runs) as f64),
+    );
+    family(
+        "ocellus_events_started_total",
+        "counter",
+        "Events started.",
+        per_cam(&|c| load(&c.stats.events_started) as f64),
+    );
+    family(
+        "ocellus_jpeg_encodes_total",
+        "counter",
+        "Live-stream JPEG encodes (one per frame and watched width).",
+        per_cam(&|c| load(&c.stats.stream_encodes) as f64),
+    );
+    family(
+        "ocellus_stream_frames_skipped_total",
+        "counter",
+        "Frames not encoded because the encoder was busy.",
+        per_cam(&|c| load(&c.stats.stream_skipped) as f64),
+    );
+    family(
+        "ocellus_camera_up",
+        "gauge",
+        "1 when the camera's source is connected.",
+        per_cam(&|c| (c.state.status() == crate::live::SourceStatus::Connected) as u8 as f64),
+    );
+    let mut stages = Vec::new();
+    let mut runs = Vec::new();
+    for c in &state.cameras {
+        for (stage, t) in [
+            ("decode", &c.stats.decode),
+            ("motion", &c.stats.motion),
+            ("detect", &c.stats.detect),
+            ("track", &c.stats.track),
+            ("encode", &c.stats.encode),
+        ] {
+            let labels = format!("{{camera=\"{}\",stage=\"{stage}\"}}", c.id);
+            stages.push((labels.clone(), t.total().as_secs_f64()));
+            runs.push((labels, load(&t.count) as f64));
+        }
+    }
+    family(
+        "ocellus_stage_seconds_total",
+        "counter",
+        "Time spent per pipeline stage.",
+        stages,
+    );
+    family(
+        "ocellus_stage_runs_total",
+        "counter",
+        "Runs per pipeline stage.",
+        runs,
+    );
+    let m = &state.metrics;
+    let one = |v: &AtomicU64| vec![(String::new(), load(v) as f64)];
+    family(
+        "ocellus_ws_clients",
+        "gauge",
+        "WebSocket clients connected.",
+        one(&m.clients),
+    );
+    family(
+        "ocellus_ws_clients_total",
+        "counter",
+        "WebSocket clients accepted.",
+        one(&m.clients_total),
+    );
+    family(
+        "ocellus_ws_clients_refused_total",
+        "counter",
+        "WebSocket clients refused (limit).",
+        one(&m.clients_refused),
+    );
+    family(
+        "ocellus_ws_clients_dropped_slow_total",
+        "counter",
+        "Clients dropped because their socket stayed blocked.",
+        one(&m.clients_dropped_slow),
+    );
+    family(
+        "ocellus_ws_messages_sent_total",
+        "counter",
+        "Messages sent to clients.",
+        one(&m.messages_sent),
+    );
+    family(
+        "ocellus_ws_bytes_sent_total",
+        "counter",
+        "Payload bytes sent to clients.",
+        one(&m.bytes_sent),
+    );
+    family(
+        "ocellus_ws_frames_dropped_total",
+        "counter",
+        "Live frames clients missed by falling behind.",
+        one(&m.frames_dropped),
+    );
+    family(
+        "ocellus_ws_messages_dropped_total",
+        "counter",
+        "Other messages clients missed by falling behind.",
+        one(&m.messages_dropped),
+    );
+    family(
+        "ocellus_ws_client_errors_total",
+        "counter",
+        "Malformed or refused client messages.",
+        one(&m.client_errors),
+    );
+    family(
+        "ocellus_db_commits_total",
+        "counter",
+        "Database transactions committed.",
+        one(&state.writer.commits),
+    );
+    family(
+        "ocellus_db_rows_total",
+        "counter",
+        "Rows written.",
+        one(&state.writer.rows),
+    );
+    family(
+        "ocellus_db_errors_total",
+        "counter",
+        "Failed commits (retried).",
+        one(&state.writer.errors),
+    );
+    family(
+        "ocellus_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        vec![(String::new(), state.started.elapsed().as_secs_f64())],
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origin_must_match_the_host_or_the_allow_list() {
+        assert!(origin_allowed(&headers(&[("host", "box:8080")]), &[]));
+        assert!(origin_allowed(
+            &headers(&[("host", "box:8080"), ("origin", "http://box:8080")]),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "box:8080"), ("origin", "http://evil.example")]),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(&[("host", "box:8080"), ("origin", "https://ops.example")]),
+            &["https://ops.example/".to_string()]
+        ));
+    }
+
+    #[test]
+    fn token_comes_from_bearer_header_or_query() {
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Bearer abc")]), None).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&HeaderMap::new(), Some("x=1&token=a%2Bb")).as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(presented_token(&HeaderMap::new(), Some("x=1")), None);
+        assert!(same_secret(b"secret-token", b"secret-token"));
+        assert!(!same_secret(b"secret-token", b"secret-tokex"));
+        assert!(!same_secret(b"short", b"longer"));
+    }
+}

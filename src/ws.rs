@@ -1,0 +1,403 @@
+//! One WebSocket client: its subscriptions, requests, heartbeats and back-pressure.
+//!
+//! Each client is one task that `select!`s on its socket, its subscriptions, a ping timer and the
+//! shutdown token. A client that falls behind a broadcast channel is told how much it missed
+//! (`lagged`) and carries on from the newest message; a client whose socket accepts nothing for
+//! `send_timeout_s` is dropped. Neither slows the pipeline or other clients.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, Stream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamMap;
+
+use crate::protocol::{
+    parse_request, stream_width, Request, ServerMsg, Topic, PROTOCOL_VERSION, STREAM_WIDTHS,
+};
+use crate::server::{check_upgrade, AppState};
+
+/// What a subscription yields.
+enum Item {
+    Text(Utf8Bytes),
+    Frame(Bytes),
+    Lagged(u64),
+}
+
+type Sub = Pin<Box<dyn Stream<Item = Item> + Send>>;
+
+fn text_stream(rx: tokio::sync::broadcast::Receiver<Utf8Bytes>) -> Sub {
+    Box::pin(BroadcastStream::new(rx).map(|r| match r {
+        Ok(t) => Item::Text(t),
+        Err(BroadcastStreamRecvError::Lagged(n)) => Item::Lagged(n),
+    }))
+}
+
+fn frame_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Sub {
+    Box::pin(BroadcastStream::new(rx).map(|r| match r {
+        Ok(b) => Item::Frame(b),
+        Err(BroadcastStreamRecvError::Lagged(n)) => Item::Lagged(n),
+    }))
+}
+
+/// Most messages forwarded in one go before flushing the socket.
+const BATCH: usize = 32;
+
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let permit = match check_upgrade(&state, &headers, addr) {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let max = state.cfg.max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(move |e| tracing::debug!(%addr, error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            let m = &state.metrics;
+            m.clients.fetch_add(1, Ordering::Relaxed);
+            m.clients_total.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%addr, "client connected");
+            Client::new(state.clone(), addr).run(socket).await;
+            state.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(%addr, "client gone");
+            drop(permit);
+        })
+}
+
+/// Allows `rate` requests per second with bursts of `rate`.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: rate.max(1) as f64,
+            tokens: rate.max(1) as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Client {
+    state: Arc<AppState>,
+    addr: SocketAddr,
+    subs: StreamMap<String, Sub>,
+    /// Per frames subscription: minimum interval between frames (ms) and the last sent timestamp.
+    frame_pacing: HashMap<String, (i64, Option<i64>)>,
+    queries: TokenBucket,
+    out: Vec<Message>,
+}
+
+enum Flow {
+    Continue,
+    Close(Option<CloseFrame>),
+}
+
+impl Client {
+    fn new(state: Arc<AppState>, addr: SocketAddr) -> Self {
+        let qps = state.cfg.queries_per_second;
+        Self {
+            state,
+            addr,
+            subs: StreamMap::new(),
+            frame_pacing: HashMap::new(),
+            queries: TokenBucket::new(qps),
+            out: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut tx, mut rx) = socket.split();
+        let cameras = self.state.camera_infos();
+        let server = format!("ocellus {}", env!("CARGO_PKG_VERSION"));
+        self.push(ServerMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            server: &server,
+            cameras: &cameras,
+            stream_widths: &STREAM_WIDTHS,
+        });
+        let ping_every = Duration::from_secs(self.state.cfg.ping_interval_s.max(1));
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = Instant::now();
+        let shutdown = self.state.shutdown.clone();
+
+        let close = loop {
+            if !self.flush(&mut tx).await {
+                break None;
+            }
+            let flow = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.drain_ready();
+                    Flow::Close(Some(CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() }))
+                }
+                incoming = rx.next() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        None => break None,
+                        Some(Ok(msg)) => self.on_message(msg).await,
+                        Some(Err(e)) => Flow::Close(Some(read_error_close(&e))),
+                    }
+                }
+                Some((key, item)) = self.subs.next(), if !self.subs.is_empty() => {
+                    self.forward(&key, item);
+                    self.drain_ready();
+                    Flow::Continue
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > ping_every * 2 + Duration::from_secs(1) {
+                        tracing::info!(addr = %self.addr, "client stopped answering pings; dropping it");
+                        break None;
+                    }
+                    self.out.push(Message::Ping(Bytes::new()));
+                    Flow::Continue
+                }
+            };
+            if let Flow::Close(frame) = flow {
+                break frame;
+            }
+        };
+        if let Some(frame) = close {
+            self.out.push(Message::Close(Some(frame)));
+            let _ = self.flush(&mut tx).await;
+        }
+    }
+
+    /// Sends what is queued: `feed` each message and flush once. Returns false when the client
+    /// is gone or too slow.
+    async fn flush(&mut self, tx: &mut SplitSink<WebSocket, Message>) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let metrics = &self.state.metrics;
+        let mut bytes = 0u64;
+        let n = self.out.len() as u64;
+        let timeout = Duration::from_secs(self.state.cfg.send_timeout_s.max(1));
+        let msgs = std::mem::take(&mut self.out);
+        let send = async {
+            for m in msgs {
+                bytes += match &m {
+                    Message::Text(t) => t.len() as u64,
+                    Message::Binary(b) => b.len() as u64,
+                    _ => 0,
+                };
+                tx.feed(m).await?;
+            }
+            tx.flush().await
+        };
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(())) => {
+                metrics.messages_sent.fetch_add(n, Ordering::Relaxed);
+                metrics.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                true
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                metrics.clients_dropped_slow.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(addr = %self.addr, "client socket blocked past the send timeout; dropping it");
+                false
+            }
+        }
+    }
+
+    fn push(&mut self, msg: ServerMsg<'_>) {
+        self.out.push(Message::Text(Utf8Bytes::from(msg.to_json())));
+    }
+
+    /// Takes whatever the subscriptions have ready now, up to a batch.
+    fn drain_ready(&mut self) {
+        for _ in 0..BATCH {
+            match self.subs.next().now_or_never() {
+                Some(Some((key, item))) => self.forward(&key, item),
+                _ => break,
+            }
+        }
+    }
+
+    fn forward(&mut self, key: &str, item: Item) {
+        match item {
+            Item::Text(t) => self.out.push(Message::Text(t)),
+            Item::Frame(b) => {
+                if let Some((min_ms, last)) = self.frame_pacing.get_mut(key) {
+                    let ts = crate::protocol::parse_frame_header(&b)
+                        .map(|h| h.ts_ms)
+                        .unwrap_or(0);
+                    // 10% slack so a 5 fps limit on a 10 fps camera gives 5 fps, not 3.3.
+                    if matches!(last, Some(prev) if ts - *prev < *min_ms * 9 / 10) {
+                        return;
+                    }
+                    *last = Some(ts);
+                }
+                self.out.push(Message::Binary(b));
+            }
+            Item::Lagged(n) => {
+                let m = &self.state.metrics;
+                if key.starts_with("frames:") {
+                    m.frames_dropped.fetch_add(n, Ordering::Relaxed);
+                } else {
+                    m.messages_dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                self.push(ServerMsg::Lagged {
+                    topic: key,
+                    missed: n,
+                });
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Flow {
+        match msg {
+            Message::Text(text) => self.on_text(&text).await,
+            Message::Binary(_) => {
+                self.error(
+                    None,
+                    "binary_not_accepted",
+                    "clients send JSON text messages only",
+                );
+                Flow::Continue
+            }
+            // Pongs only prove the client is alive; tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+            Message::Close(_) => Flow::Close(None),
+        }
+    }
+
+    fn error(&mut self, id: Option<&serde_json::Value>, code: &str, message: &str) {
+        self.state
+            .metrics
+            .client_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.push(ServerMsg::Error { id, code, message });
+    }
+
+    fn reply(&mut self, id: Option<&serde_json::Value>, op: &str) {
+        self.push(ServerMsg::Reply {
+            id,
+            op,
+            events: None,
+            next_before_id: None,
+        });
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let env = match parse_request(text) {
+            Ok(env) => env,
+            Err(e) => {
+                self.error(e.id.as_ref(), e.code, &e.message);
+                return Flow::Continue;
+            }
+        };
+        let id = env.id.as_ref();
+        match env.request {
+            Request::Ping => self.reply(id, "ping"),
+            Request::Subscribe(topic) => match self.subscribe(&topic) {
+                Ok(()) => self.reply(id, "subscribe"),
+                Err(msg) => self.error(id, "unknown_camera", &msg),
+            },
+            Request::Unsubscribe(topic) => {
+                let key = topic.key();
+                self.subs.remove(&key);
+                self.frame_pacing.remove(&key);
+                self.reply(id, "unsubscribe");
+            }
+            Request::Query(q) => {
+                if !self.queries.take() {
+                    self.error(id, "rate_limited", "too many queries; slow down");
+                    return Flow::Continue;
+                }
+                match crate::server::query_events(&self.state, q).await {
+                    Ok((events, next)) => self.push(ServerMsg::Reply {
+                        id,
+                        op: "query",
+                        events: Some(&events),
+                        next_before_id: next,
+                    }),
+                    Err(e) => self.error(id, "db_error", &e.to_string()),
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn subscribe(&mut self, topic: &Topic) -> Result<(), String> {
+        let key = topic.key();
+        let state = self.state.clone();
+        let hub = |camera: &str| {
+            state
+                .camera(camera)
+                .cloned()
+                .ok_or_else(|| format!("no camera {camera:?}"))
+        };
+        let sub = match topic {
+            Topic::Events => text_stream(state.events.subscribe()),
+            Topic::Stats => text_stream(state.stats.subscribe()),
+            Topic::Detections { camera } => text_stream(hub(camera)?.detections.subscribe()),
+            Topic::Frames {
+                camera,
+                max_fps,
+                width,
+            } => {
+                let rx = hub(camera)?.frames_for(stream_width(*width)).subscribe();
+                let min_ms = match max_fps {
+                    Some(f) if *f > 0.0 => (1000.0 / f.min(1000.0)) as i64,
+                    _ => 0,
+                };
+                self.frame_pacing.insert(key.clone(), (min_ms, None));
+                frame_stream(rx)
+            }
+        };
+        // Subscribing again replaces the old subscription (a new width or fps, say).
+        self.subs.insert(key, sub);
+        Ok(())
+    }
+}
+
+/// The close frame for a read error: oversize messages get 1009, invalid UTF-8 1007.
+fn read_error_close(e: &axum::Error) -> CloseFrame {
+    let text = e.to_string();
+    let (code, reason) =
+        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+            (close_code::SIZE, "message too big")
+        } else if text.contains("UTF-8") || text.contains("utf-8") {
+            (close_code::INVALID, "invalid UTF-8")
+        } else {
+            (close_code::PROTOCOL, "protocol error")
+        };
+    tracing::debug!(error = %text, code, "closing a client after a read error");
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
+}
