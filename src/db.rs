@@ -125,7 +125,7 @@ pub fn migrate(conn: &Connection, path: &Path, target: i64) -> Result<(), DbErro
         tx.pragma_update(None, "user_version", from + 1)
             .map_err(fail)?;
         tx.commit().map_err(fail)?;
-        if from > 0 {
+        if found > 0 {
             tracing::info!(path = %path.display(), from, to = from + 1, "upgraded database schema");
         }
     }

@@ -2,6 +2,8 @@
 //! building short clips with OpenCV's own writer.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,228 @@
+//! Starting the real `ocellus run` for a test, and talking to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A running daemon; killed when dropped.
+pub struct DaemonProc {
+    pub child: Child,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+impl DaemonProc {
+    /// Starts `ocellus run` with `extra` TOML appended to a config that listens on a free
+    /// loopback port and stores into a fresh database. `cameras` is TOML for `[[cameras]]`.
+    pub fn start(extra: &str, cameras: &str) -> DaemonProc {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("events.db");
+        let cfg = dir.path().join("ocellus.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{extra}\n[storage]\npath = {:?}\n{cameras}\n",
+                db.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        Self::start_with(cfg, dir, db)
+    }
+
+    pub fn start_with(cfg: PathBuf, dir: tempfile::TempDir, db: PathBuf) -> DaemonProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ocellus"))
+            .args([
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .current_dir(super::root())
+            .env("OCELLUS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("ocellus listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        DaemonProc {
+            child,
+            addr,
+            dir,
+            db,
+        }
+    }
+
+    /// The street clip, looping at its own 10 fps.
+    pub fn street(extra: &str) -> DaemonProc {
+        let video = super::vtest();
+        Self::start(
+            extra,
+            &format!(
+                "[[cameras]]\nid = \"street\"\nsource = {:?}\n",
+                video.to_str().unwrap()
+            ),
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe_kill(self.pid(), sig);
+    }
+
+    /// Resident memory of the daemon in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let body = http_get(url, &[]).await;
+    assert_eq!(body.0, 200, "{url}: {}", String::from_utf8_lossy(&body.1));
+    serde_json::from_slice(&body.1).unwrap()
+}
+
+/// A minimal HTTP/1.1 GET over a TCP socket: (status, body). Enough for our own server.
+pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = buf[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+/// Prometheus text -> the value of one sample (name with labels as written).
+pub async fn metric(d: &DaemonProc, sample: &str) -> f64 {
+    let (_, body) = http_get(&d.url("/metrics"), &[]).await;
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{sample} not in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+pub async fn connect(d: &DaemonProc) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", d.addr))
+        .await
+        .unwrap();
+    ws
+}
+
+pub async fn send(ws: &mut Ws, v: serde_json::Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next text message, parsed; binary frames are skipped. Panics after `limit`.
+pub async fn next_json(ws: &mut Ws, limit: Duration) -> serde_json::Value {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        let msg = tokio::time::timeout_at(end, ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("socket closed")
+            .expect("socket error");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// The next text message whose `type` is `ty`.
+pub async fn next_of_type(ws: &mut Ws, ty: &str, limit: Duration) -> serde_json::Value {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        let v = next_json(ws, left).await;
+        if v["type"] == ty {
+            return v;
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! `ocellus run` end to end: the real daemon on a free port, real WebSocket clients, real
+//! signals, and a real HTTP camera that goes away and comes back.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::daemon::{self as d, connect, metric, next_json, next_of_type, send, DaemonProc};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use ocellus::protocol::parse_frame_header;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_gets_event_json_and_decodable_frames_of_the_announced_size() {
+    let dmn = DaemonProc::street("");
+    let mut ws = connect(&dmn).await;
+    let hello = next_json(&mut ws, LONG).await;
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["cameras"][0]["id"], "street");
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": 1, "topic": "events"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": 2, "topic": "frames", "camera": "street"}),
+    )
+    .await;
+
+    let (mut frames, mut events, mut replies) = (0, 0, 0);
+    let mut last_seq = None;
+    let deadline = tokio::time::Instant::now() + LONG;
+    while frames < 10 || events < 1 {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out")
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Binary(b) => {
+                let h = parse_frame_header(&b).expect("frame header");
+                assert_eq!(h.camera, "street");
+                let img = image::load_from_memory(&b[h.jpeg_offset..]).expect("JPEG decodes");
+                assert_eq!(
+                    (img.width(), img.height()),
+                    (h.width as u32, h.height as u32)
+                );
+                assert_eq!((h.width, h.height), (768, 576));
+                assert!(last_seq.is_none_or(|s| h.seq > s), "seq increases");
+                last_seq = Some(h.seq);
+                frames += 1;
+            }
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                match v["type"].as_str().unwrap() {
+                    "reply" => replies += 1,
+                    "event" => {
+                        assert!(["start", "update", "end"].contains(&v["kind"].as_str().unwrap()));
+                        assert_eq!(v["event"]["camera"], "street");
+                        events += 1;
+                    }
+                    other => panic!("unexpected {other}: {v}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(replies, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_client_is_dropped_while_a_healthy_one_gets_its_frames() {
+    let dmn = DaemonProc::street("[server]\nsend_timeout_s = 2\n");
+    let mut healthy = connect(&dmn).await;
+    let mut stalled = connect(&dmn).await;
+    for ws in [&mut healthy, &mut stalled] {
+        next_of_type(ws, "hello", LONG).await;
+        send(
+            ws,
+            json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
+        )
+        .await;
+    }
+    // From here on `stalled` is never read again: its socket buffers fill up.
+    next_of_type(&mut healthy, "reply", LONG).await;
+    let rss_start = dmn.rss_kib();
+    let mut seqs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, healthy.next()).await else {
+            break;
+        };
+        if let Message::Binary(b) = msg {
+            seqs.push(parse_frame_header(&b).unwrap().seq);
+        }
+    }
+    let rss_end = dmn.rss_kib();
+    let span = seqs.last().unwrap() - seqs.first().unwrap() + 1;
+    let share = seqs.len() as f64 / span as f64;
+    assert!(seqs.len() > 150, "healthy client got {} frames", seqs.len());
+    assert!(
+        share >= 0.9,
+        "healthy client got {:.0}% of the frames in its span",
+        share * 100.0
+    );
+    let dropped = metric(&dmn, "ocellus_ws_clients_dropped_slow_total").await;
+    let lagged = metric(&dmn, "ocellus_ws_frames_dropped_total").await;
+    assert!(
+        dropped >= 1.0 || lagged > 0.0,
+        "stalled client neither dropped nor lagged"
+    );
+    assert!(
+        dropped >= 1.0,
+        "a client blocked past send_timeout_s must be dropped"
+    );
+    // 25 s of 768x576 frames is ~12 MB; none of it may pile up for the stalled client.
+    assert!(
+        rss_end < rss_start + 30 * 1024,
+        "RSS grew from {rss_start} to {rss_end} KiB"
+    );
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_clients_on_one_camera_cost_one_encode_per_frame() {
+    let dmn = DaemonProc::street("");
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut ws = connect(&dmn).await;
+        next_of_type(&mut ws, "hello", LONG).await;
+        send(
+            &mut ws,
+            json!({"op": "subscribe", "topic": "frames", "camera": "street", "width": 640}),
+        )
+        .await;
+        next_of_type(&mut ws, "reply", LONG).await;
+        clients.push(ws);
+    }
+    let mut counts = [0u64; 5];
+    for round in 0..40 {
+        for (i, ws) in clients.iter_mut().enumerate() {
+            loop {
+                let msg = tokio::time::timeout(LONG, ws.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                if let Message::Binary(b) = msg {
+                    let h = parse_frame_header(&b).unwrap();
+                    assert_eq!(h.width, 640, "round {round}");
+                    counts[i] += 1;
+                    break;
+                }
+            }
+        }
+    }
+    let encodes = metric(&dmn, "ocellus_jpeg_encodes_total{camera=\"street\"}").await as u64;
+    let most = *counts.iter().max().unwrap();
+    // Every encode reached every client (no client lagged at 10 fps), a frame or two may be in
+    // flight; five clients encoding separately would make this 5x.
+    assert!(
+        encodes >= most && encodes <= most + 3,
+        "encodes {encodes}, frames per client {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_query_rest_and_database_agree() {
+    let dmn = DaemonProc::street("");
+    let mut ws = connect(&dmn).await;
+    next_of_type(&mut ws, "hello", LONG).await;
+    send(&mut ws, json!({"op": "subscribe", "topic": "events"})).await;
+    // Wait until a few events have ended, so the stored rows are final.
+    let mut ended = 0;
+    while ended < 3 {
+        let v = next_of_type(&mut ws, "event", LONG).await;
+        if v["kind"] == "end" {
+            ended += 1;
+        }
+    }
+    send(&mut ws, json!({"op": "unsubscribe", "topic": "events"})).await;
+    send(
+        &mut ws,
+        json!({"op": "query", "id": "q", "label": "person", "limit": 50}),
+    )
+    .await;
+    let reply = loop {
+        let v = next_of_type(&mut ws, "reply", LONG).await;
+        if v["op"] == "query" {
+            break v;
+        }
+    };
+    assert_eq!(reply["id"], "q");
+    let ws_events = reply["events"].as_array().unwrap().clone();
+    assert!(!ws_events.is_empty());
+    let rest = d::get_json(&dmn.url("/api/events?label=person&limit=50")).await;
+    // Events may have been added or updated between the two calls; compare the ended ones,
+    // which no longer change.
+    let ended_only = |v: &Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        v.iter()
+            .filter(|e| !e["end_ms"].is_null())
+            .cloned()
+            .collect()
+    };
+    let ws_ended = ended_only(&ws_events);
+    let rest_ended: Vec<_> = ended_only(rest["events"].as_array().unwrap())
+        .into_iter()
+        .filter(|e| ws_ended.iter().any(|w| w["id"] == e["id"]))
+        .collect();
+    assert_eq!(ws_ended, rest_ended);
+    let conn = ocellus::db::open_reader(&dmn.db).unwrap();
+    for e in &ws_ended {
+        let stored = ocellus::db::get_event(&conn, e["id"].as_i64().unwrap())
+            .unwrap()
+            .unwrap();
+        let from_ws: ocellus::models::Event = serde_json::from_value(e.clone()).unwrap();
+        assert_eq!(stored, from_ws);
+    }
+    let one = d::get_json(&dmn.url(&format!("/api/events/{}", ws_ended[0]["id"]))).await;
+    assert_eq!(one, ws_ended[0]);
+    let (status, jpeg) = d::http_get(
+        &dmn.url(&format!("/api/events/{}/snapshot.jpg", ws_ended[0]["id"])),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(image::load_from_memory(&jpeg).is_ok());
+    assert_eq!(
+        d::http_get(&dmn.url("/api/events/999999"), &[]).await.0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_clients_gets_errors_or_a_clean_close_and_the_server_stays_up() {
+    let dmn = DaemonProc::street("[server]\nmax_message_bytes = 4096\n");
+    let mut ws = connect(&dmn).await;
+    next_of_type(&mut ws, "hello", LONG).await;
+    let cases = [
+        ("{not json", "bad_json"),
+        (r#"{"op":"launch","id":9}"#, "unknown_op"),
+        (r#"{"op":"query","limit":"many"}"#, "bad_request"),
+        (r#"{"op":"subscribe","topic":"frames"}"#, "bad_request"),
+        (
+            r#"{"op":"subscribe","topic":"frames","camera":"nope"}"#,
+            "unknown_camera",
+        ),
+    ];
+    for (text, code) in cases {
+        ws.send(Message::Text(text.into())).await.unwrap();
+        let v = next_of_type(&mut ws, "error", LONG).await;
+        assert_eq!(v["code"], code, "{text}: {v}");
+    }
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_of_type(&mut ws, "error", LONG).await["code"],
+        "binary_not_accepted"
+    );
+    // Still answering on the same connection.
+    send(&mut ws, json!({"op": "ping", "id": 5})).await;
+    let pong = next_of_type(&mut ws, "reply", LONG).await;
+    assert_eq!(
+        (pong["op"].as_str(), pong["id"].as_i64()),
+        (Some("ping"), Some(5))
+    );
+
+    // An oversize message closes that connection with 1009 ...
+    ws.send(Message::Text("x".repeat(10_000).into()))
+        .await
+        .unwrap();
+    let close = loop {
+        match tokio::time::timeout(LONG, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.unwrap().code, CloseCode::Size);
+    // ... and the server goes on serving everybody else.
+    let mut again = connect(&dmn).await;
+    assert_eq!(next_json(&mut again, LONG).await["type"], "hello");
+    assert_eq!(d::get_json(&dmn.url("/healthz")).await["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_origin_are_enforced() {
+    let dmn = DaemonProc::street("[server]\ntoken = \"s3cret-token\"\n");
+    let (status, _) = d::http_get(&dmn.url("/api/events"), &[]).await;
+    assert_eq!(status, 401);
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", dmn.addr))
+            .await
+            .is_err()
+    );
+    let (status, _) = d::http_get(
+        &dmn.url("/api/events"),
+        &[("Authorization", "Bearer s3cret-token")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = d::http_get(&dmn.url("/api/cameras?token=s3cret-token"), &[]).await;
+    assert_eq!(status, 200);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token=s3cret-token", dmn.addr))
+            .await
+            .unwrap();
+    assert_eq!(next_json(&mut ws, LONG).await["type"], "hello");
+    // /healthz and /metrics stay open for probes.
+    assert_eq!(d::http_get(&dmn.url("/healthz"), &[]).await.0, 200);
+
+    // A page from another site may not open the socket, even with the token.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/ws?token=s3cret-token", dmn.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("foreign origin was not refused: {other:?}"),
+    }
+    let mut same = format!("ws://{}/ws?token=s3cret-token", dmn.addr)
+        .into_client_request()
+        .unwrap();
+    same.headers_mut()
+        .insert("Origin", format!("http://{}", dmn.addr).parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(same).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
+    let mut dmn = DaemonProc::street("");
+    let mut ws = connect(&dmn).await;
+    next_of_type(&mut ws, "hello", LONG).await;
+    send(&mut ws, json!({"op": "subscribe", "topic": "events"})).await;
+    let mut started = BTreeSet::new();
+    while started.len() < 3 {
+        let v = next_of_type(&mut ws, "event", LONG).await;
+        if v["kind"] == "start" {
+            started.insert(v["event"]["id"].as_i64().unwrap());
+        }
+    }
+    dmn.signal(15);
+    // Everything up to the close: ends of the open events, then 1001.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("no close")
+        {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "event" && v["kind"] == "start" {
+                    started.insert(v["event"]["id"].as_i64().unwrap());
+                }
+            }
+            Some(Ok(Message::Close(f))) => break f,
+            Some(Ok(_)) => {}
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.unwrap().code, CloseCode::Away);
+    let status = dmn
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit within 10 s");
+    assert!(status.success(), "{status:?}");
+    let conn = rusqlite::Connection::open(&dmn.db).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    for id in started {
+        let end: Option<i64> = conn
+            .query_row("SELECT end_ms FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap_or_else(|e| panic!("event {id} a client saw start is not stored: {e}"));
+        assert!(end.is_some(), "event {id} has no end time");
+    }
+}
+
+/// A tiny MJPEG-over-HTTP camera (multipart/x-mixed-replace, as cheap IP cameras serve),
+/// streaming frames of the street clip at 10 fps until it is stopped.
+struct MjpegCamera {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MjpegCamera {
+    async fn start(addr: &str, jpegs: std::sync::Arc<Vec<Vec<u8>>>) -> MjpegCamera {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let jpegs = jpegs.clone();
+                conns.spawn(async move {
+                    let mut req = [0u8; 2048];
+                    let _ = sock.read(&mut req).await;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\nCache-Control: no-cache\r\n\r\n";
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut tick = tokio::time::interval(Duration::from_millis(100));
+                    for jpeg in jpegs.iter().cycle() {
+                        tick.tick().await;
+                        let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
+                        if sock.write_all(part.as_bytes()).await.is_err()
+                            || sock.write_all(jpeg).await.is_err()
+                            || sock.write_all(b"\r\n").await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        MjpegCamera { addr, task }
+    }
+
+    /// Stops accepting and cuts every open stream (dropping the task drops its JoinSet).
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn camera_state(dmn: &DaemonProc) -> (String, Option<String>) {
+    let cams = d::get_json(&dmn.url("/api/cameras")).await;
+    (
+        cams[0]["state"].as_str().unwrap().to_string(),
+        cams[0]["last_error"].as_str().map(String::from),
+    )
+}
+
+/// Polls the camera state until `want` (an observable condition, not a timed guess).
+async fn wait_state(dmn: &DaemonProc, want: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let (state, err) = camera_state(dmn).await;
+        if state == want {
+            return err;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "camera never became {want}; it is {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_camera_that_goes_away_is_retried_and_resumes_when_back() {
+    use opencv::core::Vector;
+    let jpegs: Vec<Vec<u8>> = common::read_frames(&common::vtest(), 0, 20)
+        .iter()
+        .map(|m| {
+            let mut buf = Vector::<u8>::new();
+            opencv::imgcodecs::imencode(".jpg", m, &mut buf, &Vector::new()).unwrap();
+            buf.as_slice().to_vec()
+        })
+        .collect();
+    let jpegs = std::sync::Arc::new(jpegs);
+    let cam = MjpegCamera::start("127.0.0.1:0", jpegs.clone()).await;
+    let addr = cam.addr;
+    let dmn = DaemonProc::start(
+        "",
+        &format!("[[cameras]]\nid = \"ipcam\"\nsource = \"http://{addr}/stream.mjpg\"\n"),
+    );
+    wait_state(&dmn, "connected").await;
+    let before = metric(&dmn, "ocellus_frames_captured_total{camera=\"ipcam\"}").await;
+    assert!(before > 0.0);
+
+    cam.stop();
+    let error = wait_state(&dmn, "retrying").await;
+    assert!(error.is_some(), "the state carries the last error");
+    assert_eq!(
+        metric(&dmn, "ocellus_camera_up{camera=\"ipcam\"}").await,
+        0.0
+    );
+    // The daemon itself is fine meanwhile.
+    assert_eq!(d::get_json(&dmn.url("/healthz")).await["status"], "ok");
+
+    let back = MjpegCamera::start(&addr.to_string(), jpegs).await;
+    wait_state(&dmn, "connected").await;
+    let mut ws = connect(&dmn).await;
+    next_of_type(&mut ws, "hello", LONG).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "topic": "frames", "camera": "ipcam"}),
+    )
+    .await;
+    let mut frames = 0;
+    while frames < 5 {
+        if let Message::Binary(b) = tokio::time::timeout(LONG, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            assert_eq!(parse_frame_header(&b).unwrap().camera, "ipcam");
+            frames += 1;
+        }
+    }
+    let after = metric(&dmn, "ocellus_frames_captured_total{camera=\"ipcam\"}").await;
+    assert!(after > before);
+    back.stop();
+}
