@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The demo: replays the sample street clip through the whole pipeline (FastestDet on every frame)
-# and prints the events it finds. Installs what it needs first.
+# The demo: runs the daemon on the sample street clip (looping at its own 10 fps, FastestDet on
+# every frame with motion) and serves the API and live feed on http://127.0.0.1:8080/.
+# Installs what it needs first. Stop it with Ctrl-C.
+#   scripts/demo.sh --listen 0.0.0.0:8080     (extra arguments go to `ocellus run`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked
-exec target/release/ocellus replay media/vtest.avi --db ocellus-demo.db "$@"
+echo "demo: open http://127.0.0.1:8080/ (API: /api/events, /api/stats, /metrics; feed: /ws)"
+exec target/release/ocellus run --config config/demo.toml "$@"

@@ -486,6 +486,13 @@ mod tests {
     }
 
     #[test]
+    fn demo_config_loads() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.cameras[0].source, "media/vtest.avi");
+    }
+
+    #[test]
     fn empty_config_is_all_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.detector.kind, DetectorKind::Auto);

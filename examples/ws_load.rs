@@ -1,0 +1,131 @@
+//! Load generator for the live feed: N WebSocket clients subscribe to one camera's frames (and to
+//! events) and report delivered fps per client, capture-to-client latency from the timestamp in
+//! each frame header, and the daemon's CPU use over the run.
+//!
+//! cargo run --release --example ws_load -- ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID]
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        eprintln!("usage: ws_load ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID]");
+        std::process::exit(2);
+    }
+    let (addr, camera) = (args[1].clone(), args[2].clone());
+    let clients: usize = args[3].parse().unwrap();
+    let secs: u64 = args[4].parse().unwrap();
+    let width: u32 = args.get(5).map(|w| w.parse().unwrap()).unwrap_or(0);
+    let pid: Option<u32> = args.get(6).map(|p| p.parse().unwrap());
+
+    let mut tasks = Vec::new();
+    let start_gate = std::sync::Arc::new(tokio::sync::Barrier::new(clients + 1));
+    for _ in 0..clients {
+        let (addr, camera, gate) = (addr.clone(), camera.clone(), start_gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+            let sub = serde_json::json!({"op": "subscribe", "topic": "frames", "camera": camera, "width": width});
+            ws.send(Message::Text(sub.to_string().into())).await.unwrap();
+            ws.send(Message::Text(r#"{"op":"subscribe","topic":"events"}"#.into())).await.unwrap();
+            gate.wait().await;
+            let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+            let (mut frames, mut bytes, mut lagged) = (0u64, 0u64, 0u64);
+            let mut lat = Vec::new();
+            let (mut first_seq, mut last_seq) = (None, 0u64);
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(end, ws.next()).await {
+                match msg {
+                    Message::Binary(b) => {
+                        let h = ocellus::protocol::parse_frame_header(&b).unwrap();
+                        lat.push((now_ms() - h.ts_ms) as f64);
+                        first_seq.get_or_insert(h.seq);
+                        last_seq = h.seq;
+                        frames += 1;
+                        bytes += b.len() as u64;
+                    }
+                    Message::Text(t) if t.contains("\"lagged\"") => lagged += 1,
+                    _ => {}
+                }
+            }
+            let span = first_seq.map(|f| last_seq - f + 1).unwrap_or(0);
+            (frames, bytes, lagged, span, lat)
+        }));
+    }
+    start_gate.wait().await;
+    let t0 = Instant::now();
+    let cpu0 = pid.and_then(cpu_ticks);
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = match (pid.and_then(cpu_ticks), cpu0) {
+        (Some(b), Some(a)) => Some((b - a) as f64 / 100.0 / elapsed * 100.0),
+        _ => None,
+    };
+    let mut all_lat: Vec<f64> = results.iter().flat_map(|r| r.4.iter().copied()).collect();
+    all_lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        all_lat
+            .get(((all_lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let fps: Vec<f64> = results.iter().map(|r| r.0 as f64 / elapsed).collect();
+    let share: Vec<f64> = results
+        .iter()
+        .map(|r| {
+            if r.3 == 0 {
+                0.0
+            } else {
+                r.0 as f64 / r.3 as f64
+            }
+        })
+        .collect();
+    let frame_kib = results.iter().map(|r| r.1).sum::<u64>() as f64
+        / results.iter().map(|r| r.0).sum::<u64>().max(1) as f64
+        / 1024.0;
+    println!(
+        "clients {clients}  width {}  {:.1}s  fps/client mean {:.2} min {:.2}  delivered share min {:.1}%  frame {:.0} KiB  latency p50 {:.0} ms p99 {:.0} ms  lagged msgs {}  daemon cpu {}  rss {}",
+        if width == 0 { "full".to_string() } else { width.to_string() },
+        elapsed,
+        fps.iter().sum::<f64>() / fps.len() as f64,
+        fps.iter().copied().fold(f64::INFINITY, f64::min),
+        share.iter().copied().fold(f64::INFINITY, f64::min) * 100.0,
+        frame_kib,
+        pct(0.5),
+        pct(0.99),
+        results.iter().map(|r| r.2).sum::<u64>(),
+        cpu.map(|c| format!("{c:.0}%")).unwrap_or("-".into()),
+        pid.and_then(rss_kib).map(|r| format!("{} MiB", r / 1024)).unwrap_or("-".into()),
+    );
+}
