@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh            packages + assets
 #   scripts/setup.sh --assets   assets only (no apt)
+#   OCELLUS_SETUP_TESTS=1 scripts/setup.sh   also what the tests need (Chromium, chromedriver)
 #
 # Assets come from ../shared when it is there (the team's machines), otherwise from upstream;
 # either way their sha256 is checked.
@@ -13,10 +14,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates)
+# The dashboard's browser test drives Debian's headless Chromium.
+test_packages=(chromium chromium-driver)
 
 install_packages() {
     local missing=()
-    for p in "${packages[@]}"; do
+    local wanted=("${packages[@]}")
+    [ "${OCELLUS_SETUP_TESTS:-0}" = 1 ] && wanted+=("${test_packages[@]}")
+    for p in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0

@@ -3,7 +3,7 @@
 # needs (scripts/setup.sh), checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+OCELLUS_SETUP_TESTS=1 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked

@@ -1,6 +1,6 @@
 //! Turns tracker changes into event messages (start / update / end) and keeps each event's
-//! best-moment snapshot: a thumbnail of the frame with the box drawn, JPEG-encoded when the event
-//! starts and again when it ends if a better moment came along.
+//! best-moment snapshot: the region around the object with its box drawn, JPEG-encoded when the
+//! event starts and again when it ends if a better moment came along.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -52,11 +52,10 @@ pub struct SnapshotOptions {
     pub quality: u8,
 }
 
-/// A scaled-down frame, shared by every track whose best moment it is, and the box to draw on
-/// it (drawn only when encoding, so that one resize serves all tracks of a frame).
+/// The region of a frame around a track's best box, copied when the box was seen, and where the
+/// box lies in it (drawn only when encoding).
 struct Thumb {
-    image: Arc<Mat>,
-    scale: f64,
+    image: Mat,
     bbox: crate::models::BBox,
 }
 
@@ -117,7 +116,6 @@ impl EventBuilder {
         ts_ms: i64,
     ) -> opencv::Result<EventOutput> {
         let mut out = EventOutput::default();
-        let mut frame_thumb: Option<(Arc<Mat>, f64)> = None;
         for change in changes {
             match change {
                 TrackChange::Improved(tid) => {
@@ -125,19 +123,8 @@ impl EventBuilder {
                         continue;
                     };
                     if let Some(frame) = frame {
-                        if frame_thumb.is_none() {
-                            frame_thumb = Some(self.scale_down(frame)?);
-                        }
-                        if let Some((image, scale)) = &frame_thumb {
-                            self.thumbs.insert(
-                                tid,
-                                Thumb {
-                                    image: image.clone(),
-                                    scale: *scale,
-                                    bbox: track.best_box,
-                                },
-                            );
-                        }
+                        let thumb = crop_around(frame, track.best_box)?;
+                        self.thumbs.insert(tid, thumb);
                     }
                     if let Some(open) = self.open.get_mut(&tid) {
                         fill_from_track(&mut open.event, track);
@@ -212,31 +199,31 @@ impl EventBuilder {
         Ok(out)
     }
 
-    /// The frame scaled so its longest side is at most `max_side`, and the scale used.
-    fn scale_down(&self, frame: &Mat) -> opencv::Result<(Arc<Mat>, f64)> {
-        let (w, h) = (frame.cols().max(1), frame.rows().max(1));
-        let scale = (self.snap.max_side as f64 / w.max(h) as f64).min(1.0);
-        let size = Size::new(
-            ((w as f64 * scale).round() as i32).max(1),
-            ((h as f64 * scale).round() as i32).max(1),
-        );
-        let mut thumb = Mat::default();
-        imgproc::resize(frame, &mut thumb, size, 0.0, 0.0, imgproc::INTER_AREA)?;
-        Ok((Arc::new(thumb), scale))
-    }
-
-    /// Encodes the track's best-moment thumbnail with its box drawn.
+    /// Encodes the track's best-moment crop, scaled to `max_side`, with its box drawn.
     fn encode(&mut self, tid: u64, event_id: i64) -> opencv::Result<Option<Snapshot>> {
         let Some(thumb) = self.thumbs.get(&tid) else {
             return Ok(None);
         };
-        let mut image = thumb.image.try_clone()?;
-        let (b, s) = (thumb.bbox, thumb.scale);
+        let (w, h) = (thumb.image.cols().max(1), thumb.image.rows().max(1));
+        let scale = (self.snap.max_side as f64 / w.max(h) as f64).min(1.0);
+        let mut image = Mat::default();
+        imgproc::resize(
+            &thumb.image,
+            &mut image,
+            Size::new(
+                ((w as f64 * scale).round() as i32).max(1),
+                ((h as f64 * scale).round() as i32).max(1),
+            ),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
+        let b = thumb.bbox;
         let rect = Rect::new(
-            (b.x as f64 * s) as i32,
-            (b.y as f64 * s) as i32,
-            ((b.w as f64 * s) as i32).max(1),
-            ((b.h as f64 * s) as i32).max(1),
+            (b.x as f64 * scale) as i32,
+            (b.y as f64 * scale) as i32,
+            ((b.w as f64 * scale) as i32).max(1),
+            ((b.h as f64 * scale) as i32).max(1),
         );
         imgproc::rectangle(
             &mut image,
@@ -256,6 +243,31 @@ impl EventBuilder {
             height: image.rows() as u32,
         }))
     }
+}
+
+/// Copies the part of `frame` around `b`: the box with as much context again on every side
+/// (at least 240x180), widened to 4:3, clamped to the frame. Only this region is kept per track,
+/// so a live track costs a small crop, not a whole frame.
+fn crop_around(frame: &Mat, b: crate::models::BBox) -> opencv::Result<Thumb> {
+    let (fw, fh) = (frame.cols() as f32, frame.rows() as f32);
+    let (cx, cy) = b.center();
+    let mut w = (b.w * 2.0).max(240.0);
+    let mut h = (b.h * 2.0).max(180.0);
+    if w < h * 4.0 / 3.0 {
+        w = h * 4.0 / 3.0;
+    } else {
+        h = w * 3.0 / 4.0;
+    }
+    let (w, h) = (w.min(fw), h.min(fh));
+    let x = (cx - w / 2.0).clamp(0.0, fw - w);
+    let y = (cy - h / 2.0).clamp(0.0, fh - h);
+    let rect = Rect::new(x as i32, y as i32, (w as i32).max(1), (h as i32).max(1));
+    let rect = rect & Rect::new(0, 0, frame.cols(), frame.rows());
+    let image = Mat::roi(frame, rect)?.try_clone()?;
+    Ok(Thumb {
+        image,
+        bbox: crate::models::BBox::new(b.x - rect.x as f32, b.y - rect.y as f32, b.w, b.h),
+    })
 }
 
 fn fill_from_track(e: &mut Event, t: &Track) {

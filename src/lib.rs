@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod db;
 pub mod detect;
 pub mod errors;

@@ -81,6 +81,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(guarded)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .with_state(state)
 }
 

@@ -39,14 +39,13 @@ impl DaemonProc {
     }
 
     pub fn start_with(cfg: PathBuf, dir: tempfile::TempDir, db: PathBuf) -> DaemonProc {
+        Self::start_at(cfg, dir, db, "127.0.0.1:0")
+    }
+
+    /// Starts on a given address (to restart a daemon where a client expects it).
+    pub fn start_at(cfg: PathBuf, dir: tempfile::TempDir, db: PathBuf, listen: &str) -> DaemonProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ocellus"))
-            .args([
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["run", "--config", cfg.to_str().unwrap(), "--listen", listen])
             .current_dir(super::root())
             .env("OCELLUS_LOG", "warn")
             .stdout(Stdio::piped())
@@ -102,6 +101,21 @@ impl DaemonProc {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// Stops this daemon with SIGTERM and starts a new one on the same address, config and
+    /// database.
+    pub fn restart(mut self) -> DaemonProc {
+        self.signal(15);
+        assert!(self
+            .wait_exit(Duration::from_secs(15))
+            .is_some_and(|s| s.success()));
+        let addr = self.addr.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::mem::replace(&mut self.dir, dir);
+        let cfg = old.path().join("ocellus.toml");
+        let db = self.db.clone();
+        DaemonProc::start_at(cfg, old, db, &addr)
     }
 
     /// Waits for the process to exit, at most `limit`.

@@ -1,0 +1,39 @@
+//! The browser dashboard: static files embedded in the binary (no build step, no CDN), served at
+//! `/` and `/assets/`. The page holds no data; it reads everything over `/ws` and `/api`.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+const INDEX: &str = include_str!("../web/index.html");
+const APP_JS: &str = include_str!("../web/app.js");
+const STYLE: &str = include_str!("../web/style.css");
+
+fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    // The files change only with the binary; revalidate so an upgrade is picked up at once.
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+}
+
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { file("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| async { file("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
+}

@@ -1,0 +1,230 @@
+//! The dashboard in a real browser (Debian's headless Chromium driven through chromedriver)
+//! against the real daemon playing the street clip.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::DaemonProc;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts chromedriver and a headless Chromium session with a fresh profile.
+async fn browser() -> (Driver, Client, tempfile::TempDir) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "chromedriver (apt-get install chromium chromium-driver; scripts/setup.sh does)",
+            ),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--window-size=1280,800", format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        let attempt = ClientBuilder::native()
+            .capabilities(caps.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        match attempt {
+            Ok(c) => break c,
+            // chromedriver is still starting: its port is not open yet.
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no WebDriver session: {e}"),
+        }
+    };
+    (driver, client, profile)
+}
+
+async fn probe(c: &Client) -> serde_json::Value {
+    c.execute("return window.ocellus || {}", vec![])
+        .await
+        .unwrap()
+}
+
+/// Polls the page until `pred` holds (each check is a real observation of the page).
+async fn until(
+    c: &Client,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let p = probe(c).await;
+        if pred(&p) {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; page state {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sum and spread of the live tile's pixels.
+async fn canvas_signature(c: &Client) -> (f64, f64) {
+    let v = c
+        .execute(
+            "const cv = document.querySelector('.tile canvas');
+             const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+             let sum = 0, sq = 0, n = 0;
+             for (let i = 0; i < d.length; i += 16) { const g = (d[i] + d[i+1] + d[i+2]) / 3; sum += g; sq += g * g; n++; }
+             const mean = sum / n;
+             return [sum, Math.sqrt(sq / n - mean * mean)];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_restart() {
+    let dmn = DaemonProc::street("");
+    let (_driver, c, _profile) = browser().await;
+    c.goto(&dmn.url("/")).await.unwrap();
+
+    until(&c, "frames, boxes and events", |p| {
+        p["framesDrawn"].as_u64() >= Some(10)
+            && p["boxesDrawn"].as_u64() >= Some(1)
+            && p["eventsShown"].as_u64() >= Some(1)
+    })
+    .await;
+
+    // The live view is a picture (not blank) and it moves.
+    let (sum1, spread1) = canvas_signature(&c).await;
+    assert!(
+        spread1 > 10.0,
+        "live view looks blank (pixel spread {spread1})"
+    );
+    let drawn = probe(&c).await["framesDrawn"].as_u64().unwrap();
+    until(&c, "more frames", |p| {
+        p["framesDrawn"].as_u64() >= Some(drawn + 5)
+    })
+    .await;
+    let (sum2, _) = canvas_signature(&c).await;
+    assert_ne!(sum1, sum2, "live view does not change");
+
+    // The event list holds person events.
+    let list = c
+        .find(Locator::Css("#event-list"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("person"), "event list: {list}");
+
+    // Stats show a non-zero fps for the camera (the stats topic ticks every second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = c.find(Locator::Css("#stats tbody tr")).await;
+        if let Ok(row) = row {
+            let text = row.text().await.unwrap();
+            if text.contains("connected") && !text.contains(" 0.0 fps") && text.contains("fps") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stats never showed a non-zero fps"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        c.find(Locator::Css("#conn"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "live"
+    );
+
+    // The large view opens on click and shows the camera at full size.
+    c.find(Locator::Css(".tile"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = c
+            .execute(
+                "return document.querySelector('#viewer-canvas').width",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if w.as_u64() == Some(768) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "large view never showed a full-size frame ({w})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.execute("document.querySelector('#viewer').close()", vec![])
+        .await
+        .unwrap();
+
+    let png = c.screenshot().await.unwrap();
+    let out = common::root().join("target/dashboard.png");
+    std::fs::write(&out, &png).unwrap();
+
+    // Restart the daemon under the page: it reconnects by itself and frames flow again.
+    let before = probe(&c).await;
+    let dmn = dmn.restart();
+    let connects = before["connects"].as_u64().unwrap();
+    let drawn = before["framesDrawn"].as_u64().unwrap();
+    until(&c, "a reconnect and new frames", |p| {
+        p["connects"].as_u64() > Some(connects) && p["framesDrawn"].as_u64() >= Some(drawn + 10)
+    })
+    .await;
+    let reloaded = c
+        .execute(
+            "return performance.getEntriesByType('navigation').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reloaded, json!(1), "the page must recover without a reload");
+    c.close().await.unwrap();
+    drop(dmn);
+}

@@ -1,0 +1,407 @@
+// Ocellus dashboard: live tiles with overlays, events, stats. No build step, no dependencies.
+// Protocol: docs/protocol.md. Frames are decoded off the main thread (createImageBitmap) and
+// the newest frame wins: a frame that arrives while one is decoding replaces any waiting one.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const params = new URLSearchParams(location.search);
+if (params.get("token")) localStorage.setItem("ocellus.token", params.get("token"));
+let token = localStorage.getItem("ocellus.token") || "";
+
+// Counters the browser test reads; each is bumped where the thing really happens.
+const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, eventsShown: 0, connects: 0 });
+
+const cams = new Map();       // id -> camera view state
+const events = new Map();     // event id -> latest event
+let ws = null;
+let reqId = 0;
+const replies = new Map();    // request id -> resolve
+let retryMs = 500;
+let retryTimer = null;
+let oldestId = null;
+let viewerCam = null;
+
+function withToken(url) {
+  return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
+}
+
+function setConn(state, text) {
+  const el = $("#conn");
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function send(msg) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+}
+
+function request(msg) {
+  const id = "r" + ++reqId;
+  return new Promise((resolve) => {
+    replies.set(id, resolve);
+    send({ ...msg, id });
+  });
+}
+
+// --- connection ------------------------------------------------------------------------
+
+async function connect() {
+  clearTimeout(retryTimer);
+  setConn("connecting", "connecting…");
+  // A WebSocket refused with 401 only says "closed"; ask the API first to tell a missing
+  // token from a daemon that is down.
+  try {
+    const r = await fetch(withToken("/api/cameras"), { cache: "no-store" });
+    if (r.status === 401) {
+      setConn("auth", "token needed");
+      openTokenDialog();
+      return;
+    }
+  } catch (e) {
+    return scheduleReconnect();
+  }
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  ws = new WebSocket(withToken(`${proto}://${location.host}/ws`));
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => { retryMs = 500; probe.connects++; setConn("live", "live"); };
+  ws.onmessage = (m) => (typeof m.data === "string" ? onText(JSON.parse(m.data)) : onFrame(m.data));
+  ws.onclose = () => { ws = null; scheduleReconnect(); };
+}
+
+function scheduleReconnect() {
+  const wait = retryMs;
+  retryMs = Math.min(retryMs * 2, 10000);
+  setConn("reconnecting", `reconnecting in ${Math.round(wait / 1000) || 1} s`);
+  for (const c of cams.values()) c.tile.dataset.state = "offline";
+  retryTimer = setTimeout(connect, wait);
+}
+
+function onText(msg) {
+  switch (msg.type) {
+    case "hello": return onHello(msg);
+    case "event": return onEvent(msg.kind, msg.event);
+    case "detections": return onDetections(msg);
+    case "stats": return onStats(msg);
+    case "reply": {
+      const r = replies.get(msg.id);
+      if (r) { replies.delete(msg.id); r(msg); }
+      return;
+    }
+    case "error": {
+      console.warn("ocellus:", msg.code, msg.message);
+      const r = replies.get(msg.id);
+      if (r) { replies.delete(msg.id); r(msg); }
+      return;
+    }
+    case "lagged": return; // the newest frame follows; nothing to do
+  }
+}
+
+function onHello(msg) {
+  $("#no-cameras").hidden = msg.cameras.length > 0;
+  for (const info of msg.cameras) {
+    const cam = cams.get(info.id) || makeTile(info);
+    cam.info = info;
+    updateTile(cam, info);
+    send({ op: "subscribe", topic: "detections", camera: info.id });
+    send({ op: "subscribe", topic: "frames", camera: info.id, width: viewerCam === info.id ? 0 : 640 });
+  }
+  send({ op: "subscribe", topic: "events" });
+  send({ op: "subscribe", topic: "stats" });
+  // The stats topic ticks once a second; show the latest at once.
+  fetch(withToken("/api/stats"), { cache: "no-store" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((s) => { if (s && s.cameras) onStats(s); })
+    .catch(() => {});
+  reloadEvents();
+}
+
+// --- live tiles -------------------------------------------------------------------------
+
+function makeTile(info) {
+  const fig = document.createElement("figure");
+  fig.className = "tile";
+  fig.tabIndex = 0;
+  fig.setAttribute("role", "button");
+  fig.setAttribute("aria-label", `${info.name}: open the large view`);
+  fig.innerHTML = `<canvas width="640" height="480" aria-hidden="true"></canvas>
+    <figcaption><span class="name"></span><span class="fps"></span><span class="state"></span></figcaption>
+    <div class="err" hidden></div>`;
+  fig.querySelector(".name").textContent = info.name;
+  fig.addEventListener("click", () => openViewer(info.id));
+  fig.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openViewer(info.id); } });
+  $("#tiles").append(fig);
+  const opt = document.createElement("option");
+  opt.value = opt.textContent = info.id;
+  $("#f-camera").append(opt);
+  const cam = { info, tile: fig, canvas: fig.querySelector("canvas"), dets: new Map(), pending: null, decoding: false, last: null };
+  cams.set(info.id, cam);
+  return cam;
+}
+
+function updateTile(cam, s) {
+  cam.tile.dataset.state = s.state;
+  cam.tile.querySelector(".state").textContent = s.state;
+  const err = cam.tile.querySelector(".err");
+  err.hidden = !(s.state === "retrying" && s.last_error);
+  err.textContent = s.last_error || "";
+}
+
+function parseFrame(buf) {
+  const v = new DataView(buf);
+  if (buf.byteLength < 22 || v.getUint8(0) !== 1) return null;
+  const idLen = v.getUint8(1);
+  return {
+    width: v.getUint16(2, true), height: v.getUint16(4, true),
+    seq: Number(v.getBigUint64(6, true)), ts: Number(v.getBigInt64(14, true)),
+    camera: new TextDecoder().decode(new Uint8Array(buf, 22, idLen)),
+    jpeg: new Blob([new Uint8Array(buf, 22 + idLen)], { type: "image/jpeg" }),
+  };
+}
+
+function onFrame(buf) {
+  const f = parseFrame(buf);
+  const cam = f && cams.get(f.camera);
+  if (!cam) return;
+  cam.pending = f; // replaces a frame still waiting: newest wins, nothing queues
+  if (!cam.decoding) decodeNext(cam);
+}
+
+async function decodeNext(cam) {
+  const f = cam.pending;
+  if (!f) return;
+  cam.pending = null;
+  cam.decoding = true;
+  try {
+    const bmp = await createImageBitmap(f.jpeg);
+    if (cam.last) cam.last.bmp.close();
+    cam.last = { bmp, f };
+    draw(cam, cam.canvas);
+    if (viewerCam === cam.info.id) draw(cam, $("#viewer-canvas"));
+  } catch (e) {
+    console.warn("frame decode failed", e);
+  }
+  cam.decoding = false;
+  if (cam.pending) decodeNext(cam);
+}
+
+function onDetections(d) {
+  const cam = cams.get(d.camera);
+  if (!cam) return;
+  cam.dets.set(d.seq, d);
+  // Keep the last couple of seconds; frames are drawn within a few seqs of their detections.
+  for (const seq of cam.dets.keys()) { if (seq < d.seq - 50) cam.dets.delete(seq); else break; }
+}
+
+/// The detections of the frame, or of the nearest earlier processed frame (up to 3 back).
+function detsFor(cam, seq) {
+  for (let s = seq; s >= seq - 3; s--) { const d = cam.dets.get(s); if (d) return d; }
+  return null;
+}
+
+const COLORS = { person: "#4cc2ff", car: "#ffb84d", truck: "#ffb84d", bus: "#ffb84d", bicycle: "#c792ea", motorbike: "#c792ea", motorcycle: "#c792ea", dog: "#46d17b", cat: "#46d17b", bird: "#46d17b" };
+
+function draw(cam, canvas) {
+  const { bmp, f } = cam.last;
+  if (canvas.width !== bmp.width || canvas.height !== bmp.height) { canvas.width = bmp.width; canvas.height = bmp.height; }
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bmp, 0, 0);
+  probe.framesDrawn++;
+  const d = detsFor(cam, f.seq);
+  if (!d || !d.tracks.length) return;
+  const sx = bmp.width / d.width, sy = bmp.height / d.height;
+  const lw = Math.max(2, Math.round(bmp.width / 320));
+  ctx.font = `${Math.max(11, Math.round(bmp.width / 64))}px system-ui, sans-serif`;
+  ctx.textBaseline = "bottom";
+  for (const t of d.tracks) {
+    const color = COLORS[t.label] || "#ff6bd6";
+    const x = t.box.x * sx, y = t.box.y * sy, w = t.box.w * sx, h = t.box.h * sy;
+    ctx.lineWidth = lw;
+    ctx.strokeStyle = color;
+    ctx.setLineDash(t.confirmed ? [] : [6, 4]);
+    ctx.strokeRect(x, y, w, h);
+    const text = `${t.label} #${t.track_id} ${Math.round(t.score * 100)}%`;
+    const tw = ctx.measureText(text).width + 6;
+    ctx.fillStyle = color;
+    ctx.fillRect(x - lw / 2, y - parseInt(ctx.font) - 4, tw, parseInt(ctx.font) + 4);
+    ctx.fillStyle = "#000";
+    ctx.fillText(text, x + 3 - lw / 2, y - 2);
+    probe.boxesDrawn++;
+  }
+  ctx.setLineDash([]);
+}
+
+function openViewer(id) {
+  const cam = cams.get(id);
+  viewerCam = id;
+  $("#viewer-title").textContent = cam.info.name;
+  send({ op: "subscribe", topic: "frames", camera: id, width: 0 });
+  if (cam.last) draw(cam, $("#viewer-canvas"));
+  $("#viewer").showModal();
+}
+
+$("#viewer").addEventListener("close", () => {
+  if (viewerCam) send({ op: "subscribe", topic: "frames", camera: viewerCam, width: 640 });
+  viewerCam = null;
+});
+
+// --- events -----------------------------------------------------------------------------
+
+function filters() {
+  const q = {};
+  if ($("#f-camera").value) q.camera = $("#f-camera").value;
+  if ($("#f-label").value) q.label = $("#f-label").value;
+  return q;
+}
+
+function matches(e) {
+  const q = filters();
+  return (!q.camera || e.camera === q.camera) && (!q.label || e.label === q.label);
+}
+
+function addLabelOption(label) {
+  const sel = $("#f-label");
+  if ([...sel.options].some((o) => o.value === label)) return;
+  const opt = document.createElement("option");
+  opt.value = opt.textContent = label;
+  sel.append(opt);
+}
+
+async function reloadEvents() {
+  events.clear();
+  $("#event-list").replaceChildren();
+  oldestId = null;
+  await loadOlder();
+}
+
+async function loadOlder() {
+  const q = { op: "query", limit: 30, ...filters() };
+  if (oldestId !== null) q.before_id = oldestId;
+  const r = await request(q);
+  if (r.type !== "reply") return;
+  for (const e of r.events) { if (!events.has(e.id)) renderEvent(e, false); }
+  if (r.events.length) oldestId = r.events[r.events.length - 1].id;
+  $("#older").hidden = r.next_before_id === undefined;
+}
+
+function onEvent(kind, e) {
+  addLabelOption(e.label);
+  if (!matches(e)) return;
+  renderEvent(e, kind === "start");
+}
+
+function fmtTime(ms) { return new Date(ms).toLocaleTimeString(); }
+function fmtDur(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+function renderEvent(e, isNew) {
+  events.set(e.id, e);
+  addLabelOption(e.label);
+  let li = document.getElementById("ev-" + e.id);
+  if (!li) {
+    li = document.createElement("li");
+    li.id = "ev-" + e.id;
+    li.innerHTML = `<button type="button"><img alt="" loading="lazy" width="96" height="72"><span><span class="l1"></span><br><span class="l2"></span></span></button>`;
+    li.querySelector("button").addEventListener("click", () => openDetail(e.id));
+    const img = li.querySelector("img");
+    img.alt = `${e.label} on ${e.camera}`;
+    img.onerror = () => { if (!img.dataset.retried) { img.dataset.retried = "1"; setTimeout(() => { img.src = withToken(`/api/events/${e.id}/snapshot.jpg?r=1`); }, 1000); } };
+    // A new event reaches us before the database writer's batch (<= 50 ms) has committed it.
+    const src = withToken(`/api/events/${e.id}/snapshot.jpg`);
+    if (isNew) setTimeout(() => { img.src = src; }, 300); else img.src = src;
+    const list = $("#event-list");
+    // Newest first by start time: place before the first older event.
+    const after = [...list.children].find((c) => (events.get(+c.id.slice(3))?.start_ms ?? 0) < e.start_ms);
+    list.insertBefore(li, isNew ? list.firstChild : after || null);
+    probe.eventsShown++;
+  }
+  const ongoing = e.end_ms === null || e.end_ms === undefined;
+  li.querySelector(".l1").innerHTML = "";
+  li.querySelector(".l1").append(`${e.label} · ${Math.round(e.top_score * 100)}%`);
+  if (ongoing) {
+    const b = document.createElement("span");
+    b.className = "badge";
+    b.textContent = "ongoing";
+    li.querySelector(".l1").append(b);
+  }
+  li.querySelector(".l2").textContent =
+    `${e.camera} · ${fmtTime(e.start_ms)} · ${ongoing ? "for " + fmtDur(Date.now() - e.start_ms) : fmtDur(e.end_ms - e.start_ms)}`;
+  li.dataset.ongoing = ongoing ? "1" : "";
+}
+
+function openDetail(id) {
+  const e = events.get(id);
+  $("#detail-title").textContent = `${e.label} on ${e.camera}`;
+  $("#detail-img").src = withToken(`/api/events/${id}/snapshot.jpg`);
+  $("#detail-img").alt = `Best view of the ${e.label}`;
+  const rows = [
+    ["Event", `#${e.id} (track ${e.track_id})`],
+    ["Started", new Date(e.start_ms).toLocaleString()],
+    ["Ended", e.end_ms ? new Date(e.end_ms).toLocaleString() : "ongoing"],
+    ["Duration", fmtDur((e.end_ms || Date.now()) - e.start_ms)],
+    ["Best score", `${Math.round(e.top_score * 100)}% at ${fmtTime(e.best_ms)}`],
+    ["Box", `${Math.round(e.box.w)}×${Math.round(e.box.h)} at ${Math.round(e.box.x)},${Math.round(e.box.y)}`],
+    ["Detections", String(e.hits)],
+  ];
+  const dl = $("#detail-list");
+  dl.replaceChildren();
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    dl.append(dt, dd);
+  }
+  $("#detail").showModal();
+}
+
+// --- stats ------------------------------------------------------------------------------
+
+function onStats(s) {
+  const body = $("#stats tbody");
+  body.replaceChildren();
+  for (const c of s.cameras) {
+    const tr = document.createElement("tr");
+    const state = c.state === "retrying" && c.last_error ? `retrying: ${c.last_error}` : c.state;
+    for (const v of [c.name, state, `${c.captured_fps.toFixed(1)} fps`, `${c.processed_fps.toFixed(1)} fps`, `${c.detect_ms.toFixed(1)} ms`]) {
+      const td = document.createElement("td"); td.textContent = v; tr.append(td);
+    }
+    tr.dataset.camera = c.id;
+    body.append(tr);
+    const cam = cams.get(c.id);
+    if (cam) {
+      updateTile(cam, c);
+      cam.tile.querySelector(".fps").textContent = `${c.processed_fps.toFixed(1)} fps`;
+    }
+  }
+  const up = s.uptime_s;
+  $("#daemon-stats").textContent =
+    `${s.clients} client${s.clients === 1 ? "" : "s"} · up ${Math.floor(up / 3600)} h ${Math.floor(up / 60) % 60} min` +
+    (s.db.errors ? ` · ${s.db.errors} database errors` : "");
+  // Ongoing events' durations tick with the stats.
+  for (const li of document.querySelectorAll('#event-list li[data-ongoing="1"]')) {
+    const e = events.get(+li.id.slice(3));
+    if (e) li.querySelector(".l2").textContent = `${e.camera} · ${fmtTime(e.start_ms)} · for ${fmtDur(Date.now() - e.start_ms)}`;
+  }
+}
+
+// --- controls ---------------------------------------------------------------------------
+
+$("#f-camera").addEventListener("change", reloadEvents);
+$("#f-label").addEventListener("change", reloadEvents);
+$("#older").addEventListener("click", loadOlder);
+for (const b of document.querySelectorAll("dialog .close")) b.addEventListener("click", () => b.closest("dialog").close());
+
+function openTokenDialog() {
+  $("#token-input").value = token;
+  if (!$("#token-dialog").open) $("#token-dialog").showModal();
+}
+$("#token-btn").addEventListener("click", openTokenDialog);
+$("#token-dialog").addEventListener("close", () => {
+  if ($("#token-dialog").returnValue !== "ok") return;
+  token = $("#token-input").value.trim();
+  localStorage.setItem("ocellus.token", token);
+  if (ws) ws.close(); else connect();
+});
+
+connect();
