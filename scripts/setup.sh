@@ -42,6 +42,7 @@ fetch() {
     local tmp="$dest.part"
     if [ -f "$root/../shared/$shared" ]; then
         cp "$root/../shared/$shared" "$tmp"
+        chmod 644 "$tmp"
     else
         echo "setup: downloading $url"
         curl -fsSL --retry 3 -o "$tmp" "$url"
@@ -55,25 +56,12 @@ fetch() {
     echo "setup: $dest ok"
 }
 
-fastestdet=https://raw.githubusercontent.com/dog-qiuqiu/FastestDet/50473cd155cb088aa4a99e64ff6a4b3c24fa07e1
-
 install_assets() {
     fetch media/vtest.avi \
         45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf \
         media/vtest.avi \
         https://raw.githubusercontent.com/opencv/opencv/4.6.0/samples/data/vtest.avi
-    fetch models/fastestdet/FastestDet.onnx \
-        31cb14c017fce347cb4c846ec62fdf00d76bb3beecdf4be21e7116ac67feb880 \
-        models/fastestdet/FastestDet.onnx \
-        "$fastestdet/example/onnx-runtime/FastestDet.onnx"
-    fetch models/fastestdet/coco.names \
-        634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84 \
-        models/fastestdet/coco.names \
-        "$fastestdet/configs/coco.names"
-    fetch models/fastestdet/LICENSE.upstream \
-        1269ab6dbd957fa0499672227cf9c98ed9bfadeafcf85d391fc066d7551609ad \
-        models/fastestdet/LICENSE \
-        "$fastestdet/LICENSE"
+    models/fetch.sh
 }
 
 if [ "${1:-}" != "--assets" ]; then

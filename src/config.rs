@@ -14,6 +14,8 @@ use crate::errors::ConfigError;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
     /// The HTTP/WebSocket server.
     pub server: ServerConfig,
     /// Where and how events are stored.
@@ -26,6 +28,23 @@ pub struct Config {
     pub tracker: TrackerConfig,
     /// The cameras to watch (`[[cameras]]` tables).
     pub cameras: Vec<CameraConfig>,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `warn,ocellus::ws=debug`, ... The environment
+    /// variable `OCELLUS_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
 }
 
 /// `[server]`
@@ -483,6 +502,35 @@ mod tests {
         assert_eq!(c.motion.var_threshold, d.motion.var_threshold);
         assert_eq!(c.storage.batch_max, d.storage.batch_max);
         assert_eq!(c.detector.model, d.detector.model);
+    }
+
+    #[test]
+    fn model_configs_load_and_name_their_files() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path().join("model.toml");
+            if !path.exists() {
+                continue;
+            }
+            let c = Config::load(&path).unwrap();
+            assert_eq!(c.detector.kind, DetectorKind::Dnn, "{}", path.display());
+            assert!(
+                c.detector.model.starts_with("models/"),
+                "{}",
+                path.display()
+            );
+            seen += 1;
+        }
+        assert!(seen >= 2);
+    }
+
+    #[test]
+    fn deployed_config_loads() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ocellus.toml"));
+        let c = Config::load(path).unwrap();
+        assert!(c.storage.path.is_absolute() && c.detector.model.is_absolute());
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
     }
 
     #[test]

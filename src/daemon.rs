@@ -181,8 +181,8 @@ impl Daemon {
         })
     }
 
-    /// Serves on `listener` until `stop` fires, then shuts down in order. `on_ready` is called
-    /// once the listener is serving (for systemd's READY=1).
+    /// Serves on `listener` until `stop` fires, then shuts down in order. Tells systemd READY=1
+    /// once serving, keeps its watchdog fed while frames flow, and says STOPPING=1 at the end.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
@@ -191,7 +191,12 @@ impl Daemon {
         let state = self.state.clone();
         let stats_task = tokio::spawn(stats_loop(state.clone()));
         let server = tokio::spawn(crate::server::serve(listener, state.clone()));
+        // The database is open (start) and the port is bound (the caller's listener).
+        crate::systemd::ready(&crate::systemd::status_line(&state));
+        let watchdog = tokio::spawn(crate::systemd::watchdog_loop(state.clone()));
         stop.cancelled().await;
+        crate::systemd::stopping();
+        watchdog.abort();
         tracing::info!("stopping: ending capture and open events");
 
         self.pipelines_stop.cancel();

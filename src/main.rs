@@ -114,13 +114,14 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(match cli.command {
-        Command::Run(_) => "info",
-        _ => "warn",
-    });
     match cli.command {
-        Command::Replay(args) => replay_cmd(args),
+        // The daemon's log level comes from its config, so it sets up logging itself.
         Command::Run(args) => run_cmd(args),
+        Command::Replay(args) => {
+            // Warnings only by default, so that a replay's own output stays readable.
+            ocellus::logging::init("warn");
+            replay_cmd(args)
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
                 println!("{file:?}: ok; {} camera(s)", cfg.cameras.len());
@@ -130,22 +131,6 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
     }
-}
-
-/// Logs go to stderr; `OCELLUS_LOG` (or `RUST_LOG`) sets the filter. The default is `info` for
-/// the daemon and `warn` for commands, so that a replay's own output stays readable.
-fn init_logging(default: &str) {
-    let filter = std::env::var("OCELLUS_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-    // OpenCV's own warnings (FFmpeg probing a non-video, say) would interleave with ours; its
-    // failures reach us as errors anyway.
-    let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_ERROR);
 }
 
 fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
@@ -164,6 +149,8 @@ fn run_cmd(args: RunArgs) -> ExitCode {
     if let Some(db) = args.db {
         cfg.storage.path = db;
     }
+    let target = ocellus::logging::init(&cfg.log.level);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus starting");
     let addr: std::net::SocketAddr = match cfg.server.listen.parse() {
         Ok(a) => a,
         Err(_) => {

@@ -6,7 +6,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::daemon::{self as d, connect, metric, next_json, next_of_type, send, DaemonProc};
+use common::daemon::{
+    self as d, connect, metric, next_json, next_of_type, send, DaemonProc, MjpegCamera,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -388,55 +390,6 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
     }
 }
 
-/// A tiny MJPEG-over-HTTP camera (multipart/x-mixed-replace, as cheap IP cameras serve),
-/// streaming frames of the street clip at 10 fps until it is stopped.
-struct MjpegCamera {
-    addr: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl MjpegCamera {
-    async fn start(addr: &str, jpegs: std::sync::Arc<Vec<Vec<u8>>>) -> MjpegCamera {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let jpegs = jpegs.clone();
-                conns.spawn(async move {
-                    let mut req = [0u8; 2048];
-                    let _ = sock.read(&mut req).await;
-                    let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\nCache-Control: no-cache\r\n\r\n";
-                    if sock.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let mut tick = tokio::time::interval(Duration::from_millis(100));
-                    for jpeg in jpegs.iter().cycle() {
-                        tick.tick().await;
-                        let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
-                        if sock.write_all(part.as_bytes()).await.is_err()
-                            || sock.write_all(jpeg).await.is_err()
-                            || sock.write_all(b"\r\n").await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        MjpegCamera { addr, task }
-    }
-
-    /// Stops accepting and cuts every open stream (dropping the task drops its JoinSet).
-    fn stop(self) {
-        self.task.abort();
-    }
-}
-
 async fn camera_state(dmn: &DaemonProc) -> (String, Option<String>) {
     let cams = d::get_json(&dmn.url("/api/cameras")).await;
     (
@@ -463,16 +416,7 @@ async fn wait_state(dmn: &DaemonProc, want: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_camera_that_goes_away_is_retried_and_resumes_when_back() {
-    use opencv::core::Vector;
-    let jpegs: Vec<Vec<u8>> = common::read_frames(&common::vtest(), 0, 20)
-        .iter()
-        .map(|m| {
-            let mut buf = Vector::<u8>::new();
-            opencv::imgcodecs::imencode(".jpg", m, &mut buf, &Vector::new()).unwrap();
-            buf.as_slice().to_vec()
-        })
-        .collect();
-    let jpegs = std::sync::Arc::new(jpegs);
+    let jpegs = d::street_jpegs(20);
     let cam = MjpegCamera::start("127.0.0.1:0", jpegs.clone()).await;
     let addr = cam.addr;
     let dmn = DaemonProc::start(

@@ -24,6 +24,11 @@ impl DaemonProc {
     /// Starts `ocellus run` with `extra` TOML appended to a config that listens on a free
     /// loopback port and stores into a fresh database. `cameras` is TOML for `[[cameras]]`.
     pub fn start(extra: &str, cameras: &str) -> DaemonProc {
+        Self::start_env(extra, cameras, &[])
+    }
+
+    /// As `start`, with extra environment variables for the daemon.
+    pub fn start_env(extra: &str, cameras: &str, env: &[(&str, &str)]) -> DaemonProc {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("events.db");
         let cfg = dir.path().join("ocellus.toml");
@@ -35,17 +40,20 @@ impl DaemonProc {
             ),
         )
         .unwrap();
-        Self::start_with(cfg, dir, db)
-    }
-
-    pub fn start_with(cfg: PathBuf, dir: tempfile::TempDir, db: PathBuf) -> DaemonProc {
-        Self::start_at(cfg, dir, db, "127.0.0.1:0")
+        Self::start_at(cfg, dir, db, "127.0.0.1:0", env)
     }
 
     /// Starts on a given address (to restart a daemon where a client expects it).
-    pub fn start_at(cfg: PathBuf, dir: tempfile::TempDir, db: PathBuf, listen: &str) -> DaemonProc {
+    pub fn start_at(
+        cfg: PathBuf,
+        dir: tempfile::TempDir,
+        db: PathBuf,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> DaemonProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ocellus"))
             .args(["run", "--config", cfg.to_str().unwrap(), "--listen", listen])
+            .envs(env.iter().copied())
             .current_dir(super::root())
             .env("OCELLUS_LOG", "warn")
             .stdout(Stdio::piped())
@@ -115,7 +123,7 @@ impl DaemonProc {
         let old = std::mem::replace(&mut self.dir, dir);
         let cfg = old.path().join("ocellus.toml");
         let db = self.db.clone();
-        DaemonProc::start_at(cfg, old, db, &addr)
+        DaemonProc::start_at(cfg, old, db, &addr, &[])
     }
 
     /// Waits for the process to exit, at most `limit`.
@@ -238,5 +246,80 @@ pub async fn next_of_type(ws: &mut Ws, ty: &str, limit: Duration) -> serde_json:
         if v["type"] == ty {
             return v;
         }
+    }
+}
+
+/// The first `n` frames of the street clip as JPEGs.
+pub fn street_jpegs(n: usize) -> std::sync::Arc<Vec<Vec<u8>>> {
+    use opencv::core::Vector;
+    let jpegs = super::read_frames(&super::vtest(), 0, n)
+        .iter()
+        .map(|m| {
+            let mut buf = Vector::<u8>::new();
+            opencv::imgcodecs::imencode(".jpg", m, &mut buf, &Vector::new()).unwrap();
+            buf.as_slice().to_vec()
+        })
+        .collect();
+    std::sync::Arc::new(jpegs)
+}
+
+/// A tiny MJPEG-over-HTTP camera (multipart/x-mixed-replace, as cheap IP cameras serve),
+/// streaming JPEGs at 10 fps. `pause` keeps connections open but sends nothing (a hung camera);
+/// `stop` cuts everything (a camera that went away).
+pub struct MjpegCamera {
+    pub addr: std::net::SocketAddr,
+    pub paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MjpegCamera {
+    pub async fn start(addr: &str, jpegs: std::sync::Arc<Vec<Vec<u8>>>) -> MjpegCamera {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p = paused.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (jpegs, paused) = (jpegs.clone(), p.clone());
+                conns.spawn(async move {
+                    let mut req = [0u8; 2048];
+                    let _ = sock.read(&mut req).await;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\nCache-Control: no-cache\r\n\r\n";
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut tick = tokio::time::interval(Duration::from_millis(100));
+                    for jpeg in jpegs.iter().cycle() {
+                        tick.tick().await;
+                        if paused.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
+                        if sock.write_all(part.as_bytes()).await.is_err()
+                            || sock.write_all(jpeg).await.is_err()
+                            || sock.write_all(b"\r\n").await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        MjpegCamera { addr, paused, task }
+    }
+
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops accepting and cuts every open stream (dropping the task drops its JoinSet).
+    pub fn stop(self) {
+        self.task.abort();
     }
 }

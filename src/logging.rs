@@ -1,0 +1,52 @@
+//! Log output: to the journal with structured fields when running under systemd, readable text
+//! on stderr otherwise.
+//!
+//! Under journald every tracing field becomes a journal field in upper case, so
+//! `tracing::info!(camera = %id, event_id = 7, ...)` can be found with
+//! `journalctl -u ocellus CAMERA=front EVENT_ID=7`.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. `OCELLUS_LOG` (then `RUST_LOG`) overrides `default_filter`.
+/// Returns where logs go, for the first log line.
+pub fn init(default_filter: &str) -> &'static str {
+    let filter = std::env::var("OCELLUS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default_filter.to_string());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("warning: log filter {filter:?} is not valid ({e}); using \"info\"");
+        EnvFilter::new("info")
+    });
+    // systemd sets JOURNAL_STREAM when stderr is connected to the journal.
+    let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journald = if to_journal {
+        tracing_journald::layer()
+            .map(|l| l.with_syslog_identifier("ocellus".into()))
+            .ok()
+    } else {
+        None
+    };
+    let target = if journald.is_some() {
+        "journal"
+    } else {
+        "stderr"
+    };
+    let fmt = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(fmt)
+        .try_init();
+    // OpenCV's own warnings (FFmpeg probing a non-video, say) would interleave with ours; its
+    // failures reach us as errors anyway.
+    let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_ERROR);
+    target
+}

@@ -1,0 +1,123 @@
+//! systemd integration: READY=1 once the database is open and the port bound, WATCHDOG=1 only
+//! while the pipelines make progress, a one-line STATUS=, and STOPPING=1. Every call is a no-op
+//! outside systemd (no `NOTIFY_SOCKET`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+use crate::live::SourceStatus;
+use crate::metrics::get;
+use crate::server::AppState;
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Per-camera progress between two watchdog checks.
+#[derive(Clone, Copy, Default)]
+struct Progress {
+    processed: u64,
+}
+
+/// Whether the pipelines are healthy: every camera that says it is connected has processed a
+/// frame since the last check, and none has been stuck connecting for over a minute. A camera
+/// that is retrying is healthy (its thread keeps trying, and a restart would not bring it back);
+/// a connected camera whose frames stopped is a stalled pipeline, which a restart may fix.
+fn healthy(state: &AppState, before: &[Progress], now: &[Progress]) -> bool {
+    state.cameras.iter().enumerate().all(|(i, c)| {
+        let info = c.state.info();
+        match c.state.status() {
+            SourceStatus::Connected => now[i].processed > before[i].processed,
+            SourceStatus::Connecting => crate::db::now_ms() - info.since_ms < 60_000,
+            SourceStatus::Retrying | SourceStatus::Stopped => true,
+        }
+    })
+}
+
+fn progress(state: &AppState) -> Vec<Progress> {
+    state
+        .cameras
+        .iter()
+        .map(|c| Progress {
+            processed: get(&c.stats.processed),
+        })
+        .collect()
+}
+
+/// The one-line summary for `systemctl status`.
+pub fn status_line(state: &AppState) -> String {
+    let connected = state
+        .cameras
+        .iter()
+        .filter(|c| c.state.status() == SourceStatus::Connected)
+        .count();
+    let stats = state
+        .latest_stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let fps: f64 = stats["cameras"]
+        .as_array()
+        .map(|cams| {
+            cams.iter()
+                .filter_map(|c| c["processed_fps"].as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let events: u64 = state
+        .cameras
+        .iter()
+        .map(|c| get(&c.stats.events_started))
+        .sum();
+    format!(
+        "{connected}/{} cameras connected, {fps:.1} fps processed, {} clients, {events} events",
+        state.cameras.len(),
+        get(&state.metrics.clients),
+    )
+}
+
+/// Sends WATCHDOG=1 at half the watchdog period while the pipelines are healthy, and STATUS=
+/// every few seconds. Runs until aborted.
+pub async fn watchdog_loop(state: Arc<AppState>) {
+    let watchdog = sd_notify::watchdog_enabled();
+    let every = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut before = progress(&state);
+    let mut was_healthy = true;
+    loop {
+        tick.tick().await;
+        let now = progress(&state);
+        let ok = healthy(&state, &before, &now);
+        let status = status_line(&state);
+        if watchdog.is_some() && ok {
+            notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+        } else {
+            notify(&[NotifyState::Status(&status)]);
+        }
+        if ok != was_healthy {
+            if ok {
+                tracing::info!("pipelines are making progress again");
+            } else {
+                tracing::error!(
+                    "a connected camera has processed no frame for {:?}; withholding the watchdog",
+                    every
+                );
+            }
+        }
+        was_healthy = ok;
+        before = now;
+    }
+}

@@ -1,0 +1,46 @@
+SUMMARY = "Ocellus edge computer-vision telemetry daemon"
+DESCRIPTION = "Watches cameras (V4L2, RTSP/HTTP, GStreamer), detects motion and objects with \
+OpenCV DNN, tracks them, stores events in SQLite and serves a live dashboard, a REST API and \
+a WebSocket feed on one port."
+HOMEPAGE = "https://github.com/ocellus-dev/ocellus"
+BUGTRACKER = "https://github.com/ocellus-dev/ocellus/issues"
+SECTION = "multimedia"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=7412e8647632130c473e2397809c3ae7"
+
+DEPENDS += "clang-native opencv"
+
+PV = "0.1.0+git"
+SRC_URI = "git://github.com/ocellus-dev/ocellus.git;protocol=https;branch=main"
+# Pin a release commit for reproducible images; AUTOREV follows main.
+SRCREV = "${AUTOREV}"
+
+S = "${UNPACKDIR}/git"
+
+inherit cargo cargo-update-recipe-crates pkgconfig systemd
+
+# The crate list, generated from Cargo.lock by scripts/yocto-crates.py
+# (or: bitbake -c update_crates ocellus).
+require ${BPN}-crates.inc
+
+# The opencv crate generates its bindings with libclang and finds OpenCV with pkg-config.
+export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
+export OPENCV_PACKAGE_NAME = "opencv4"
+
+SYSTEMD_SERVICE:${PN} = "ocellus.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+do_install:append() {
+    install -d ${D}${systemd_system_unitdir}
+    sed -e 's,/usr/bin/ocellus,${bindir}/ocellus,g' ${S}/systemd/ocellus.service \
+        > ${D}${systemd_system_unitdir}/ocellus.service
+    chmod 0644 ${D}${systemd_system_unitdir}/ocellus.service
+    install -d ${D}${sysconfdir}/ocellus
+    install -m 0640 ${S}/systemd/ocellus.toml ${D}${sysconfdir}/ocellus/ocellus.toml
+}
+
+FILES:${PN} += "${systemd_system_unitdir}/ocellus.service"
+CONFFILES:${PN} = "${sysconfdir}/ocellus/ocellus.toml"
+
+# The default model; without it Ocellus falls back to OpenCV's HOG people detector.
+RRECOMMENDS:${PN} = "ocellus-model-fastestdet"
