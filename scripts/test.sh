@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust installed: installs what it
-# needs (scripts/setup.sh), checks formatting and lints, then runs every test.
+# needs (scripts/setup.sh), checks formatting and lints, runs every test, then checks the systemd
+# unit and the Yocto layer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OCELLUS_SETUP_TESTS=1 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+scripts/check-systemd.sh target/debug/ocellus
+scripts/check-yocto.sh
