@@ -96,6 +96,12 @@ struct ReplayArgs {
     /// Camera id recorded in the events.
     #[arg(long, default_value = "replay")]
     camera: String,
+    /// Also JPEG-encode every frame, as a live viewer would cost (benchmarks).
+    #[arg(long)]
+    encode_frames: bool,
+    /// Run the detector on every frame, whatever motion says (detector.when = "always").
+    #[arg(long)]
+    every_frame: bool,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -234,6 +240,9 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
     if let Some(labels) = &args.labels {
         cfg.detector.labels = labels.clone();
     }
+    if args.every_frame {
+        cfg.detector.when = ocellus::config::DetectWhen::Always;
+    }
     if let Some((w, h)) = args.input_size {
         (cfg.detector.input_width, cfg.detector.input_height) = (w, h);
     }
@@ -303,6 +312,7 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
         db: args.db.clone(),
         realtime: args.realtime,
         camera: args.camera.clone(),
+        encode_frames: args.encode_frames,
     };
     let result = replay::run(&cfg, &opts, on_event, &mut on_progress);
     if let Some(bar) = &bar {

@@ -100,12 +100,21 @@ impl Pipeline {
     }
 
     /// Processes frames until the channel closes or `cancel` fires, then ends the open events.
-    pub fn run(&mut self, rx: Receiver<Frame>, cancel: &CancellationToken) {
+    /// Each frame is handed to `then` once processed.
+    pub fn run(
+        &mut self,
+        rx: Receiver<Frame>,
+        cancel: &CancellationToken,
+        mut then: impl FnMut(Frame),
+    ) {
         // Capture closes the channel when it stops; the timeout only bounds how long a stop
         // waits when capture itself is stuck in a blocking read.
         while !cancel.is_cancelled() {
             match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(frame) => self.process(&frame),
+                Ok(frame) => {
+                    self.process(&frame);
+                    then(frame);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }

@@ -42,6 +42,9 @@ pub struct ReplayOptions {
     pub realtime: bool,
     /// Camera id recorded in the events.
     pub camera: String,
+    /// Also JPEG-encode every processed frame (on its own thread), as serving a live viewer
+    /// would; for benchmarks.
+    pub encode_frames: bool,
 }
 
 /// What a replay did.
@@ -152,11 +155,42 @@ pub fn run(
             .name(format!("cam-{}", opts.camera))
             .spawn(move || reader.run(tx, realtime, &cancel, &stats))?
     };
+    let encoder = if opts.encode_frames {
+        let (etx, erx) = crossbeam_channel::bounded::<crate::capture::Frame>(2);
+        let (stats, quality) = (stats.clone(), cfg.server.stream_quality);
+        let join = std::thread::Builder::new()
+            .name(format!("enc-{}", opts.camera))
+            .spawn(move || {
+                let params = opencv::core::Vector::from_slice(&[
+                    opencv::imgcodecs::IMWRITE_JPEG_QUALITY,
+                    quality as i32,
+                ]);
+                let mut buf = opencv::core::Vector::<u8>::new();
+                for frame in erx {
+                    let t0 = Instant::now();
+                    if opencv::imgcodecs::imencode(".jpg", &frame.mat, &mut buf, &params).is_ok() {
+                        stats.encode.add(t0.elapsed());
+                        crate::metrics::inc(&stats.stream_encodes);
+                    }
+                }
+            })?;
+        Some((etx, join))
+    } else {
+        None
+    };
+    let encode_tx = encoder.as_ref().map(|(tx, _)| tx.clone());
     let detect = {
         let cancel = cancel.clone();
         std::thread::Builder::new()
             .name(format!("detect-{}", opts.camera))
-            .spawn(move || pipeline.run(rx, &cancel))?
+            .spawn(move || {
+                pipeline.run(rx, &cancel, |frame| {
+                    // Replay never drops: wait for the encoder like capture waits for us.
+                    if let Some(tx) = &encode_tx {
+                        let _ = tx.send(frame);
+                    }
+                })
+            })?
     };
     while !detect.is_finished() {
         on_progress(get(&stats.processed), announced);
@@ -164,6 +198,12 @@ pub fn run(
     }
     let detect_result = detect.join();
     let capture_result = capture.join();
+    if let Some((tx, join)) = encoder {
+        drop(tx);
+        if join.join().is_err() {
+            return Err(ReplayError::Panicked);
+        }
+    }
     let flushed = db_handle.flush();
     drop(db_handle);
     let writer_result = writer.join();
@@ -213,7 +253,7 @@ impl ReplayReport {
             "replay   {} ({}x{} @ {:.1} fps)\n\
              frames   {} in {:.2} s = {:.1} fps processed\n\
              detector {} (ran on {} frames)\n\
-             per frame: decode {:.2} ms, motion {:.2} ms, detect {:.2} ms, track+events {:.2} ms; \
+             per frame: decode {:.2} ms, motion {:.2} ms, detect {:.2} ms, track+events {:.2} ms{}; \
              store {:.2} ms per commit ({} commits)\n\
              events   {} ({})",
             video.display(),
@@ -229,6 +269,11 @@ impl ReplayReport {
             s.motion.mean_ms(),
             s.detect.mean_ms(),
             s.track.mean_ms(),
+            if get(&s.stream_encodes) > 0 {
+                format!(", jpeg {:.2} ms (own thread)", s.encode.mean_ms())
+            } else {
+                String::new()
+            },
             if commits == 0 {
                 0.0
             } else {

@@ -78,11 +78,10 @@ async fn subscriber_gets_event_json_and_decodable_frames_of_the_announced_size()
     assert_eq!(replies, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_client_is_dropped_while_a_healthy_one_gets_its_frames() {
-    let dmn = DaemonProc::street("[server]\nsend_timeout_s = 2\n");
-    let mut healthy = connect(&dmn).await;
-    let mut stalled = connect(&dmn).await;
+/// Connects a healthy and a stalled frame subscriber; the stalled one is never read again.
+async fn healthy_and_stalled(dmn: &DaemonProc) -> (d::Ws, d::Ws) {
+    let mut healthy = connect(dmn).await;
+    let mut stalled = connect(dmn).await;
     for ws in [&mut healthy, &mut stalled] {
         next_of_type(ws, "hello", LONG).await;
         send(
@@ -91,42 +90,66 @@ async fn stalled_client_is_dropped_while_a_healthy_one_gets_its_frames() {
         )
         .await;
     }
-    // From here on `stalled` is never read again: its socket buffers fill up.
     next_of_type(&mut healthy, "reply", LONG).await;
-    let rss_start = dmn.rss_kib();
+    (healthy, stalled)
+}
+
+/// Reads frames for `secs`; returns their seqs.
+async fn read_frames_for(ws: &mut d::Ws, secs: u64) -> Vec<u64> {
     let mut seqs = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
-    while tokio::time::Instant::now() < deadline {
-        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, healthy.next()).await else {
-            break;
-        };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
         if let Message::Binary(b) = msg {
             seqs.push(parse_frame_header(&b).unwrap().seq);
         }
     }
-    let rss_end = dmn.rss_kib();
+    seqs
+}
+
+fn assert_most_frames(seqs: &[u64]) {
     let span = seqs.last().unwrap() - seqs.first().unwrap() + 1;
     let share = seqs.len() as f64 / span as f64;
-    assert!(seqs.len() > 150, "healthy client got {} frames", seqs.len());
+    assert!(seqs.len() > 100, "healthy client got {} frames", seqs.len());
     assert!(
         share >= 0.9,
         "healthy client got {:.0}% of the frames in its span",
         share * 100.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_client_is_dropped_while_a_healthy_one_gets_its_frames() {
+    let dmn = DaemonProc::street("[server]\nsend_timeout_s = 2\n");
+    let (mut healthy, stalled) = healthy_and_stalled(&dmn).await;
+    assert_most_frames(&read_frames_for(&mut healthy, 20).await);
     let dropped = metric(&dmn, "ocellus_ws_clients_dropped_slow_total").await;
-    let lagged = metric(&dmn, "ocellus_ws_frames_dropped_total").await;
-    assert!(
-        dropped >= 1.0 || lagged > 0.0,
-        "stalled client neither dropped nor lagged"
-    );
     assert!(
         dropped >= 1.0,
         "a client blocked past send_timeout_s must be dropped"
     );
-    // 25 s of 768x576 frames is ~12 MB; none of it may pile up for the stalled client.
+    assert_eq!(metric(&dmn, "ocellus_ws_clients").await, 1.0);
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_while_a_client_is_stalled() {
+    // The stalled client stays connected for the whole test: nothing may pile up for it.
+    let dmn = DaemonProc::street("[server]\nsend_timeout_s = 120\n");
+    let (mut healthy, stalled) = healthy_and_stalled(&dmn).await;
+    // Warm-up (model, decoder, buffers) first; then the stall costs ~0.6 MB/s if frames queue.
+    read_frames_for(&mut healthy, 6).await;
+    let rss_start = dmn.rss_kib();
+    let seqs = read_frames_for(&mut healthy, 20).await;
+    let rss_end = dmn.rss_kib();
+    assert_most_frames(&seqs);
     assert!(
-        rss_end < rss_start + 30 * 1024,
-        "RSS grew from {rss_start} to {rss_end} KiB"
+        rss_end < rss_start + 8 * 1024,
+        "RSS grew from {rss_start} to {rss_end} KiB in 20 s"
+    );
+    assert_eq!(
+        metric(&dmn, "ocellus_ws_clients").await,
+        2.0,
+        "the stalled client is still connected"
     );
     drop(stalled);
 }
