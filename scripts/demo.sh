@@ -2,7 +2,8 @@
 # The demo: runs the daemon on the sample street clip (looping at its own 10 fps, FastestDet on
 # every frame with motion) and serves the API and live feed on http://127.0.0.1:8080/.
 # Installs what it needs first. Stop it with Ctrl-C.
-#   scripts/demo.sh --listen 0.0.0.0:8080     (extra arguments go to `ocellus run`)
+#   Extra arguments go to `ocellus run`. Serving beyond loopback needs server.token in
+#   config/demo.toml (or server.allow_no_token = true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

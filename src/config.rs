@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub queries_per_second: u32,
     /// JPEG quality of live frames (1-100).
     pub stream_quality: u8,
+    /// Allow listening beyond loopback without a token (anyone on the network then sees the
+    /// cameras). Off by default: such a config is refused.
+    pub allow_no_token: bool,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             query_max_limit: 500,
             queries_per_second: 20,
             stream_quality: 75,
+            allow_no_token: false,
         }
     }
 }
@@ -422,12 +426,7 @@ impl Config {
                 "must be at least 16".into(),
             ));
         }
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
-                "server.listen".into(),
-                format!("{:?} is not an address:port", self.server.listen),
-            ));
-        }
+        self.check_listen(path)?;
         if !(1..=100).contains(&self.server.stream_quality) {
             return Err(invalid(
                 "server.stream_quality".into(),
@@ -463,6 +462,43 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The listen address must parse, and reaching beyond loopback needs a token (or an
+    /// explicit `allow_no_token`). Also called after `--listen` overrides the address.
+    pub fn check_listen(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: "server.listen".into(),
+            message,
+        };
+        let addr: std::net::SocketAddr = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| invalid(format!("{:?} is not an address:port", self.server.listen)))?;
+        if !addr.ip().is_loopback() && self.server.token.is_none() && !self.server.allow_no_token {
+            return Err(invalid(format!(
+                "{addr} is reachable from the network, so set server.token (or server.allow_no_token = true to serve without one)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Warns when a config file that holds a token can be read by other users.
+#[cfg(unix)]
+pub fn warn_if_readable_by_others(path: &Path, cfg: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    if cfg.server.token.is_none() {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(config = %path.display(), "the config holds server.token and is readable by every user; chmod o-r it");
+        }
     }
 }
 
@@ -538,6 +574,15 @@ mod tests {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"));
         let c = Config::load(path).unwrap();
         assert_eq!(c.cameras[0].source, "media/vtest.avi");
+    }
+
+    #[test]
+    fn network_listen_without_a_token_is_refused_unless_allowed() {
+        let err = parse("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(err.to_string().contains("set server.token"), "{err}");
+        assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\ntoken = \"0123456789\"\n").is_ok());
+        assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\nallow_no_token = true\n").is_ok());
+        assert!(parse("[server]\nlisten = \"[::1]:8080\"\n").is_ok());
     }
 
     #[test]

@@ -151,11 +151,15 @@ fn run_cmd(args: RunArgs) -> ExitCode {
     };
     if let Some(listen) = args.listen {
         cfg.server.listen = listen;
+        if let Err(e) = cfg.check_listen(&args.config) {
+            return fail(&e);
+        }
     }
     if let Some(db) = args.db {
         cfg.storage.path = db;
     }
     let target = ocellus::logging::init(&cfg.log.level);
+    ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus starting");
     let addr: std::net::SocketAddr = match cfg.server.listen.parse() {
         Ok(a) => a,
