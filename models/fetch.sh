@@ -7,36 +7,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 dest=${1:-$here}
 shared="$here/../../shared/models"
 
-# fetch FILE SHA256 SHARED_PATH URL
-fetch() {
-    local file=$1 sum=$2 from_shared=$3 url=$4
-    if [ -f "$file" ] && echo "$sum  $file" | sha256sum -c --status; then
-        return 0
-    fi
-    mkdir -p "$(dirname "$file")"
-    if [ -f "$shared/$from_shared" ]; then
-        cp "$shared/$from_shared" "$file.part"
-    else
-        echo "fetch: downloading $url"
-        curl -fsSL --retry 3 -o "$file.part" "$url"
-    fi
-    if ! echo "$sum  $file.part" | sha256sum -c --status; then
-        rm -f "$file.part"
-        echo "fetch: $file: checksum mismatch (wanted $sum)" >&2
-        exit 1
-    fi
-    chmod 644 "$file.part"
-    mv "$file.part" "$file"
-    echo "fetch: $file ok"
-}
+. "$here/../scripts/fetch-lib.sh"
 
 upstream=https://raw.githubusercontent.com/dog-qiuqiu/FastestDet/50473cd155cb088aa4a99e64ff6a4b3c24fa07e1
 fetch "$dest/fastestdet/FastestDet.onnx" \
     31cb14c017fce347cb4c846ec62fdf00d76bb3beecdf4be21e7116ac67feb880 \
-    fastestdet/FastestDet.onnx "$upstream/example/onnx-runtime/FastestDet.onnx"
+    "$shared/fastestdet/FastestDet.onnx" "$upstream/example/onnx-runtime/FastestDet.onnx"
 fetch "$dest/fastestdet/coco.names" \
     634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84 \
-    fastestdet/coco.names "$upstream/configs/coco.names"
+    "$shared/fastestdet/coco.names" "$upstream/configs/coco.names"
 fetch "$dest/fastestdet/LICENSE.upstream" \
     1269ab6dbd957fa0499672227cf9c98ed9bfadeafcf85d391fc066d7551609ad \
-    fastestdet/LICENSE "$upstream/LICENSE"
+    "$shared/fastestdet/LICENSE" "$upstream/LICENSE"

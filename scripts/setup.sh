@@ -32,34 +32,12 @@ install_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# fetch DEST SHA256 SHARED_PATH URL
-fetch() {
-    local dest=$1 sum=$2 shared=$3 url=$4
-    if [ -f "$dest" ] && echo "$sum  $dest" | sha256sum -c --status; then
-        return 0
-    fi
-    mkdir -p "$(dirname "$dest")"
-    local tmp="$dest.part"
-    if [ -f "$root/../shared/$shared" ]; then
-        cp "$root/../shared/$shared" "$tmp"
-        chmod 644 "$tmp"
-    else
-        echo "setup: downloading $url"
-        curl -fsSL --retry 3 -o "$tmp" "$url"
-    fi
-    if ! echo "$sum  $tmp" | sha256sum -c --status; then
-        rm -f "$tmp"
-        echo "setup: $dest: checksum mismatch (wanted $sum); not installed" >&2
-        exit 1
-    fi
-    mv "$tmp" "$dest"
-    echo "setup: $dest ok"
-}
+. "$root/scripts/fetch-lib.sh"
 
 install_assets() {
     fetch media/vtest.avi \
         45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf \
-        media/vtest.avi \
+        "$root/../shared/media/vtest.avi" \
         https://raw.githubusercontent.com/opencv/opencv/4.6.0/samples/data/vtest.avi
     models/fetch.sh
 }

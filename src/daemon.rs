@@ -80,13 +80,7 @@ impl Daemon {
         let (db, writer) = db::spawn_writer(
             conn,
             db_path.clone(),
-            WriterOptions {
-                batch: Duration::from_millis(cfg.storage.batch_ms),
-                batch_max: cfg.storage.batch_max,
-                retention_ms: (cfg.storage.retention_days > 0)
-                    .then(|| cfg.storage.retention_days as i64 * 86_400_000),
-                max_events: cfg.storage.max_events,
-            },
+            WriterOptions::from_config(&cfg.storage, true),
             writer_stats.clone(),
         )?;
 

@@ -292,6 +292,20 @@ pub struct WriterOptions {
     pub max_events: u64,
 }
 
+impl WriterOptions {
+    /// The writer settings of `[storage]`. `by_age` is false in replay, whose clip-relative
+    /// times are not ages (only the count limit applies there).
+    pub fn from_config(storage: &crate::config::StorageConfig, by_age: bool) -> Self {
+        Self {
+            batch: Duration::from_millis(storage.batch_ms),
+            batch_max: storage.batch_max,
+            retention_ms: (by_age && storage.retention_days > 0)
+                .then(|| storage.retention_days as i64 * 86_400_000),
+            max_events: storage.max_events,
+        }
+    }
+}
+
 /// Counters the writer keeps; read by summaries and /metrics.
 #[derive(Debug, Default)]
 pub struct WriterStats {

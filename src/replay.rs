@@ -110,13 +110,7 @@ pub fn run(
     let (db_handle, writer) = db::spawn_writer(
         conn,
         db_path.clone(),
-        WriterOptions {
-            batch: Duration::from_millis(cfg.storage.batch_ms),
-            batch_max: cfg.storage.batch_max,
-            // Clip-relative times are not ages; only the count limit applies.
-            retention_ms: None,
-            max_events: cfg.storage.max_events,
-        },
+        WriterOptions::from_config(&cfg.storage, false),
         writer_stats.clone(),
     )?;
 
