@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Proves the aarch64 build without Docker: unpacks Debian 12's arm64 OpenCV (and everything it
+# needs) into a sysroot, cross-compiles Ocellus with Debian's aarch64 gcc, runs the binary under
+# qemu-aarch64 on a short replay, and checks it finds the same events as the native build.
+#
+#   scripts/cross-aarch64-qemu.sh [FRAMES]     (default 60 frames of the sample clip)
+#
+# Needs a Debian 12 (bookworm) host: the sysroot's OpenCV 4.6 and glibc 2.36 match it. Installs
+# gcc/g++-aarch64-linux-gnu and qemu-user, adds the arm64 architecture to apt's lists (nothing
+# arm64 is installed on the host), and the Rust target aarch64-unknown-linux-gnu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+frames=${1:-60}
+work=${OCELLUS_CROSS_DIR:-$root/target/cross-aarch64}
+sysroot=$work/sysroot
+debs=$work/debs
+started=$(date +%s)
+log() { echo "cross-aarch64: [$(( $(date +%s) - started ))s] $*"; }
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+
+# 1. Host tools.
+need=()
+for p in gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $sudo dpkg --add-architecture arm64
+    need_update=1
+fi
+if [ ${#need[@]} -gt 0 ] || [ -n "${need_update:-}" ]; then
+    log "installing ${need[*]:-(arm64 package lists)}"
+    $sudo apt-get update -qq
+    [ ${#need[@]} -gt 0 ] && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+
+# 2. Sysroot: libopencv-dev:arm64 and its whole dependency closure, unpacked (not installed).
+if [ ! -f "$sysroot/.complete" ]; then
+    log "downloading arm64 OpenCV and its dependencies"
+    mkdir -p "$debs/partial" "$sysroot"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --download-only --no-install-recommends \
+        -o Dir::Cache::archives="$debs" libopencv-dev:arm64 >/dev/null
+    log "unpacking $(ls "$debs"/*.deb | wc -l) packages"
+    for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
+    # Absolute symlinks inside the sysroot must point into it.
+    find "$sysroot" -type l -lname '/*' | while read -r l; do
+        ln -sfn "$sysroot$(readlink "$l")" "$l"
+    done
+    touch "$sysroot/.complete"
+fi
+
+lib=$sysroot/usr/lib/aarch64-linux-gnu
+# Sonames Debian provides through update-alternatives (run by postinst, which unpacking skips).
+for alt in blas/libblas.so.3 lapack/liblapack.so.3; do
+    target=$(find "$lib" -path "*/$alt" | sort | head -1)
+    [ -n "$target" ] && ln -sfn "$target" "$lib/$(basename "$alt")"
+done
+
+# 3. Cross-compile. The variables live in a subshell: the native build below must not see them.
+log "building for aarch64"
+(
+    modules=core,imgproc,imgcodecs,videoio,dnn,objdetect,video,features2d,flann,calib3d
+    export OPENCV_LINK_LIBS=$(echo "$modules" | sed 's/\([a-z0-9]*\)/opencv_\1/g')
+    export OPENCV_LINK_PATHS=$lib
+    export OPENCV_INCLUDE_PATHS=$sysroot/usr/include/opencv4,$sysroot/usr/include/aarch64-linux-gnu/opencv4
+    export OPENCV_CLANG_ARGS="--target=aarch64-linux-gnu"
+    # The binding generator takes its C++ system include paths from the clang it finds; this wrapper
+    # makes them the aarch64 cross toolchain's (glibc and libstdc++ headers for the target).
+    mkdir -p "$work/bin"
+    printf '#!/bin/sh\nexec clang --target=aarch64-linux-gnu "$@"\n' > "$work/bin/clang"
+    chmod +x "$work/bin/clang"
+    export CLANG_PATH=$work/bin/clang
+    export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+    export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=--sysroot=$sysroot -C link-arg=-Wl,-rpath-link,$lib -C link-arg=-Wl,-rpath-link,$sysroot/lib/aarch64-linux-gnu"
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $sysroot"
+    cargo build --release --locked --target aarch64-unknown-linux-gnu --bin ocellus
+)
+bin=target/aarch64-unknown-linux-gnu/release/ocellus
+file "$bin" | grep -q "ARM aarch64" || { echo "cross-aarch64: $bin is not an aarch64 binary" >&2; exit 1; }
+log "built $(du -h "$bin" | cut -f1) $bin"
+
+# 4. The same short replay, native and under qemu.
+scripts/setup.sh --assets >/dev/null
+cargo build --release --locked --bin ocellus
+clip=$work/clip.avi
+cargo run --release --locked --example cut_clip -- media/vtest.avi "$clip" "$frames" >/dev/null
+target/release/ocellus replay "$clip" --json > "$work/native.jsonl"
+log "native: $(wc -l < "$work/native.jsonl") events"
+t0=$(date +%s)
+qemu-aarch64 -L "$sysroot" "$bin" replay "$clip" --json > "$work/aarch64.jsonl"
+log "aarch64 under qemu: $(wc -l < "$work/aarch64.jsonl") events in $(( $(date +%s) - t0 ))s"
+[ -s "$work/native.jsonl" ] || { echo "cross-aarch64: the native run found no events to compare" >&2; exit 1; }
+# Same events: labels, track ids, start/end times and hit counts must match exactly; scores may
+# differ in the last bits (NEON and AVX round differently), so they get a tolerance of 1e-3 and
+# boxes 0.5 px.
+python3 - "$work/native.jsonl" "$work/aarch64.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+key = lambda e: (e["label"], e["track_id"], e["start_ms"], e["end_ms"], e["hits"])
+def same(x, y):
+    return key(x) == key(y) and abs(x["top_score"] - y["top_score"]) < 1e-3 and all(
+        abs(x["box"][k] - y["box"][k]) <= 0.5 for k in "xywh")
+if len(a) == len(b) and all(same(x, y) for x, y in zip(a, b)):
+    print(f"cross-aarch64: {len(a)} events identical (scores within 1e-3, boxes within 0.5 px)")
+    sys.exit(0)
+print(f"cross-aarch64: events differ: native {len(a)}, aarch64 {len(b)}")
+print("  build   label   track  start_ms  end_ms  hits  top_score")
+for tag, evs in (("native ", a), ("aarch64", b)):
+    for e in sorted(evs, key=lambda e: (e["start_ms"], e["track_id"])):
+        print(f"  {tag} {e['label']:<7} {e['track_id']:>5} {e['start_ms']:>9} {e['end_ms']:>7} {e['hits']:>5}  {e['top_score']:.3f}")
+sys.exit(1)
+PY
+log "done"
