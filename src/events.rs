@@ -107,14 +107,15 @@ impl EventBuilder {
     }
 
     /// Applies one frame's changes. `frame` is the frame the changes came from (`None` when the
-    /// source has ended; no new snapshots are taken then).
+    /// source has ended; no new snapshots are taken then). A snapshot that fails is logged and
+    /// skipped: it never costs an event message.
     pub fn apply(
         &mut self,
         changes: Vec<TrackChange>,
         tracker: &Tracker,
         frame: Option<&Mat>,
         ts_ms: i64,
-    ) -> opencv::Result<EventOutput> {
+    ) -> EventOutput {
         let mut out = EventOutput::default();
         for change in changes {
             match change {
@@ -123,8 +124,14 @@ impl EventBuilder {
                         continue;
                     };
                     if let Some(frame) = frame {
-                        let thumb = crop_around(frame, track.best_box)?;
-                        self.thumbs.insert(tid, thumb);
+                        match crop_around(frame, track.best_box) {
+                            Ok(thumb) => {
+                                self.thumbs.insert(tid, thumb);
+                            }
+                            Err(e) => {
+                                tracing::warn!(camera = %self.camera, track_id = tid, error = %e, "snapshot crop failed")
+                            }
+                        }
                     }
                     if let Some(open) = self.open.get_mut(&tid) {
                         fill_from_track(&mut open.event, track);
@@ -155,9 +162,7 @@ impl EventBuilder {
                         hits: 0,
                     };
                     fill_from_track(&mut event, track);
-                    if let Some(s) = self.encode(tid, event.id)? {
-                        out.snapshots.push(s);
-                    }
+                    out.snapshots.extend(self.snapshot(tid, event.id));
                     out.messages.push(EventMsg {
                         kind: EventKind::Start,
                         event: event.clone(),
@@ -179,9 +184,7 @@ impl EventBuilder {
                     fill_from_track(&mut open.event, &track);
                     open.event.end_ms = Some(track.last_seen_ms);
                     if open.snapshot_dirty {
-                        if let Some(s) = self.encode(track.id, open.event.id)? {
-                            out.snapshots.push(s);
-                        }
+                        out.snapshots.extend(self.snapshot(track.id, open.event.id));
                     }
                     self.thumbs.remove(&track.id);
                     out.messages.push(EventMsg {
@@ -196,7 +199,15 @@ impl EventBuilder {
             self.thumbs
                 .retain(|tid, _| tracker.get(*tid).is_some() || self.open.contains_key(tid));
         }
-        Ok(out)
+        out
+    }
+
+    /// The event's snapshot, or nothing (logged) when encoding fails.
+    fn snapshot(&mut self, tid: u64, event_id: i64) -> Option<Snapshot> {
+        self.encode(tid, event_id).unwrap_or_else(|e| {
+            tracing::warn!(camera = %self.camera, event_id, error = %e, "snapshot encoding failed");
+            None
+        })
     }
 
     /// Encodes the track's best-moment crop, scaled to `max_side`, with its box drawn.
@@ -275,4 +286,47 @@ fn fill_from_track(e: &mut Event, t: &Track) {
     e.best_box = t.best_box.rounded();
     e.best_ms = t.best_ms;
     e.hits = t.hits;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrackerConfig;
+    use crate::models::{BBox, Detection};
+
+    fn person(x: f32) -> Detection {
+        Detection {
+            class_id: 0,
+            label: "person".into(),
+            score: 0.9,
+            bbox: BBox::new(x, 10.0, 20.0, 40.0),
+        }
+    }
+
+    #[test]
+    fn a_failing_snapshot_never_costs_an_event_message() {
+        let mut tracker = Tracker::new(TrackerConfig {
+            min_hits: 2,
+            ..Default::default()
+        });
+        let snap = SnapshotOptions {
+            max_side: 320,
+            quality: 80,
+        };
+        let mut events = EventBuilder::new("cam", EventIds::after(0), 1000, snap);
+        // An empty frame: cropping and encoding fail for every snapshot.
+        let broken = Mat::default();
+        let mut messages = Vec::new();
+        for i in 0..3 {
+            let (changes, _) = tracker.update(i * 100, &[person(10.0 + i as f32)]);
+            let out = events.apply(changes, &tracker, Some(&broken), i * 100);
+            assert!(out.snapshots.is_empty());
+            messages.extend(out.messages);
+        }
+        let out = events.apply(tracker.finish(), &tracker, None, 300);
+        messages.extend(out.messages);
+        let kinds: Vec<EventKind> = messages.iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, vec![EventKind::Start, EventKind::End]);
+        assert_eq!(messages[1].event.end_ms, Some(200));
+    }
 }

@@ -175,11 +175,7 @@ impl Pipeline {
         };
         let out = self
             .events
-            .apply(changes, &self.tracker, Some(&frame.mat), ts)
-            .unwrap_or_else(|e| {
-                tracing::warn!(camera = %self.camera, error = %e, "snapshot failed");
-                EventOutput::default()
-            });
+            .apply(changes, &self.tracker, Some(&frame.mat), ts);
         stats.track.since(t2);
         self.emit(out);
 
@@ -217,13 +213,10 @@ impl Pipeline {
     /// when their object was last seen.
     pub fn finish(&mut self) {
         let changes = self.tracker.finish();
-        match self
+        let out = self
             .events
-            .apply(changes, &self.tracker, None, self.last_ts_ms)
-        {
-            Ok(out) => self.emit(out),
-            Err(e) => tracing::warn!(camera = %self.camera, error = %e, "ending events failed"),
-        }
+            .apply(changes, &self.tracker, None, self.last_ts_ms);
+        self.emit(out);
     }
 
     fn emit(&mut self, out: EventOutput) {
