@@ -89,10 +89,12 @@ impl DnnDetector {
             core::CV_8UC3,
             Scalar::all(0.0),
         )?;
-        let (data, shape) = self.forward(&blank).map_err(|e| DetectError::ModelLoad {
+        let out = self.forward(&blank).map_err(|e| DetectError::ModelLoad {
             path: self.path.clone(),
             reason: first_line(&e.to_string()),
         })?;
+        let shape: Vec<i32> = out.mat_size().to_vec();
+        let data = out.data_typed::<f32>()?;
         let classes = match (self.family, shape.as_slice()) {
             (ModelFamily::Fastestdet, [1, c, _, _]) => *c as usize - 5.min(*c as usize),
             (ModelFamily::Yolo, [1, r, _]) => *r as usize - 4.min(*r as usize),
@@ -122,8 +124,9 @@ impl DnnDetector {
         Ok(())
     }
 
-    /// Runs the network; returns the first output tensor's data and shape.
-    fn forward(&mut self, frame: &Mat) -> Result<(Vec<f32>, Vec<i32>), DetectError> {
+    /// Runs the network; returns the first output tensor (a header sharing the network's
+    /// buffer, so the decoder reads it in place).
+    fn forward(&mut self, frame: &Mat) -> Result<Mat, DetectError> {
         let (w, h) = (frame.cols() as u32, frame.rows() as u32);
         let net_size = Size::new(self.net_w as i32, self.net_h as i32);
         match self.family {
@@ -177,10 +180,7 @@ impl DnnDetector {
         }
         self.net.set_input(&self.blob, "", 1.0, Scalar::default())?;
         self.net.forward(&mut self.outputs, &self.out_names)?;
-        let out = self.outputs.get(0)?;
-        let shape: Vec<i32> = out.mat_size().iter().copied().collect();
-        let data = out.data_typed::<f32>()?.to_vec();
-        Ok((data, shape))
+        Ok(self.outputs.get(0)?)
     }
 
     fn mapping(&self, w: u32, h: u32) -> InputMapping {
@@ -196,15 +196,19 @@ impl DnnDetector {
 impl ObjectDetector for DnnDetector {
     fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError> {
         let (w, h) = (frame.cols() as u32, frame.rows() as u32);
-        let (data, shape) = self.forward(frame)?;
+        let out = self.forward(frame)?;
+        let dims = out.mat_size();
+        let shape: &[i32] = &dims;
+        let data = out.data_typed::<f32>()?;
         let map = self.mapping(w, h);
-        let raw = decode::decode(self.family, &data, &shape, &map, w, h, self.filter.floor)
-            .map_err(|reason| DetectError::OutputShape {
+        let raw = decode::decode(self.family, data, shape, &map, w, h, self.filter.floor).map_err(
+            |reason| DetectError::OutputShape {
                 path: self.path.clone(),
                 family: self.family.name(),
-                shape: shape.clone(),
+                shape: shape.to_vec(),
                 expected: format!("{} ({reason})", decode::expected_shape(self.family)),
-            })?;
+            },
+        )?;
         Ok(self.filter.apply(raw))
     }
 
