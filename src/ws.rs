@@ -113,7 +113,8 @@ struct Client {
     state: Arc<AppState>,
     addr: SocketAddr,
     subs: StreamMap<String, Sub>,
-    /// Per frames subscription: minimum interval between frames (ms) and the last sent timestamp.
+    /// Per frames subscription with a `max_fps`: minimum interval between frames (ms) and the
+    /// last sent timestamp.
     frame_pacing: HashMap<String, (i64, Option<i64>)>,
     queries: TokenBucket,
     out: Vec<Message>,
@@ -374,7 +375,12 @@ impl Client {
                     Some(f) if *f > 0.0 => (1000.0 / f.min(1000.0)) as i64,
                     _ => 0,
                 };
-                self.frame_pacing.insert(key.clone(), (min_ms, None));
+                // Only a limited subscription needs its frames' timestamps read.
+                if min_ms > 0 {
+                    self.frame_pacing.insert(key.clone(), (min_ms, None));
+                } else {
+                    self.frame_pacing.remove(&key);
+                }
                 frame_stream(rx)
             }
         };
