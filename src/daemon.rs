@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::Source;
 use crate::config::Config;
-use crate::db::{self, DbHandle, ReadPool, WriterOptions, WriterStats};
+use crate::db::{self, DbHandle, ReadPool, WriterOptions};
 use crate::detect;
 use crate::errors::{DbError, DetectError};
 use crate::events::EventIds;
@@ -74,15 +74,9 @@ impl Daemon {
             detectors.push(d);
         }
         let db_path = cfg.storage.path.clone();
-        let conn = db::open(&db_path)?;
-        let ids = EventIds::after(db::max_event_id(&conn)?);
-        let writer_stats = Arc::new(WriterStats::default());
-        let (db, writer) = db::spawn_writer(
-            conn,
-            db_path.clone(),
-            WriterOptions::from_config(&cfg.storage, true),
-            writer_stats.clone(),
-        )?;
+        let storage = db::start(&db_path, WriterOptions::from_config(&cfg.storage, true))?;
+        let ids = EventIds::after(storage.max_event_id);
+        let (db, writer, writer_stats) = (storage.handle, storage.thread, storage.stats);
 
         let (events_tx, _) = broadcast::channel::<Utf8Bytes>(hub::MESSAGE_CAPACITY);
         let pipelines_stop = CancellationToken::new();

@@ -365,6 +365,30 @@ pub fn spawn_writer(
     Ok((DbHandle { tx }, handle))
 }
 
+/// A running writer and what its users need: the handle, its thread, its counters, and the
+/// highest event id already stored (new ids continue after it).
+pub struct Storage {
+    pub handle: DbHandle,
+    pub thread: std::thread::JoinHandle<()>,
+    pub stats: Arc<WriterStats>,
+    pub max_event_id: i64,
+}
+
+/// Opens (creating or upgrading) the database at `path` and starts its writer thread.
+pub fn start(path: &Path, opts: WriterOptions) -> Result<Storage, DbError> {
+    let conn = open(path)?;
+    let max_event_id = max_event_id(&conn)?;
+    let stats = Arc::new(WriterStats::default());
+    let (handle, thread) =
+        spawn_writer(conn, path.to_owned(), opts, stats.clone()).map_err(DbError::Thread)?;
+    Ok(Storage {
+        handle,
+        thread,
+        stats,
+        max_event_id,
+    })
+}
+
 struct Writer {
     conn: Connection,
     path: PathBuf,

@@ -100,6 +100,8 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("cannot start the database writer thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Formats an error with its whole chain of causes on one line: `a: b: c`.

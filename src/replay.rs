@@ -104,15 +104,9 @@ pub fn run(
             temp_dir.path().join("replay.db")
         }
     };
-    let conn = db::open(&db_path)?;
-    let ids = EventIds::after(db::max_event_id(&conn)?);
-    let writer_stats = Arc::new(WriterStats::default());
-    let (db_handle, writer) = db::spawn_writer(
-        conn,
-        db_path.clone(),
-        WriterOptions::from_config(&cfg.storage, false),
-        writer_stats.clone(),
-    )?;
+    let storage = db::start(&db_path, WriterOptions::from_config(&cfg.storage, false))?;
+    let ids = EventIds::after(storage.max_event_id);
+    let (db_handle, writer, writer_stats) = (storage.handle, storage.thread, storage.stats);
 
     let stats = Arc::new(CameraStats::default());
     let finished = Arc::new(Mutex::new(Vec::new()));
