@@ -75,7 +75,7 @@ impl Source {
         };
         let cap = match self {
             Source::File(p) => {
-                if !p.exists() {
+                if !p.exists() && !is_image_sequence(p) {
                     return Err(CaptureError::NotFound(p.clone()));
                 }
                 if p.is_dir() {
@@ -113,6 +113,19 @@ impl Source {
         }
         Ok(cap)
     }
+}
+
+/// Whether `p` names a numbered image sequence for FFmpeg's image2 reader, such as
+/// `frames/%05d.png` (a printf integer conversion in the file name).
+pub fn is_image_sequence(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name.match_indices('%').any(|(i, _)| {
+        let rest = &name[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        rest.as_bytes().get(digits) == Some(&b'd')
+    })
 }
 
 fn redact_url(u: &str) -> String {
@@ -279,6 +292,48 @@ mod tests {
     fn missing_file_is_a_plain_not_found_error() {
         let err = Source::parse("/nonexistent/clip.avi").open().unwrap_err();
         assert!(matches!(err, CaptureError::NotFound(_)), "{err}");
+    }
+
+    #[test]
+    fn image_sequences_are_recognised_by_their_pattern() {
+        assert!(is_image_sequence(Path::new("frames/%05d.png")));
+        assert!(is_image_sequence(Path::new("f_%d.jpg")));
+        assert!(!is_image_sequence(Path::new("100%.avi")));
+        assert!(!is_image_sequence(Path::new("%05d/clip.avi")));
+    }
+
+    /// PNG frames come back bit for bit, which makes them the input for comparing two builds.
+    #[test]
+    fn an_image_sequence_replays_losslessly() {
+        use opencv::core::{Scalar, Vector, CV_8UC3};
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = Vec::new();
+        for i in 0..3 {
+            let mut m = Mat::new_rows_cols_with_default(48, 64, CV_8UC3, Scalar::all(0.0)).unwrap();
+            for (j, b) in m.data_bytes_mut().unwrap().iter_mut().enumerate() {
+                *b = (j * 7 + i * 31) as u8;
+            }
+            let path = dir.path().join(format!("{i:04}.png"));
+            opencv::imgcodecs::imwrite(path.to_str().unwrap(), &m, &Vector::new()).unwrap();
+            written.push(m.data_bytes().unwrap().to_vec());
+        }
+        let reader = ReplayReader::open(&dir.path().join("%04d.png")).unwrap();
+        assert_eq!((reader.width, reader.height), (64, 48));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let n = reader
+            .run(
+                tx,
+                false,
+                &CancellationToken::new(),
+                &CameraStats::default(),
+            )
+            .unwrap();
+        assert_eq!(n, 3);
+        let read: Vec<Vec<u8>> = rx
+            .iter()
+            .map(|f| f.mat.data_bytes().unwrap().to_vec())
+            .collect();
+        assert_eq!(read, written);
     }
 
     #[test]

@@ -102,6 +102,11 @@ struct ReplayArgs {
     /// Run the detector on every frame, whatever motion says (detector.when = "always").
     #[arg(long)]
     every_frame: bool,
+    /// Write one JSON line per frame to FILE: a hash of the decoded pixels, whether motion was
+    /// seen and the detector ran, and every detection with its raw score. For comparing two
+    /// builds or machines frame by frame.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -317,6 +322,7 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
         realtime: args.realtime,
         camera: args.camera.clone(),
         encode_frames: args.encode_frames,
+        trace: args.trace.clone(),
     };
     let result = replay::run(&cfg, &opts, on_event, &mut on_progress);
     if let Some(bar) = &bar {

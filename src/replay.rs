@@ -15,7 +15,7 @@ use crate::detect;
 use crate::errors::{CaptureError, DbError, DetectError};
 use crate::events::EventIds;
 use crate::metrics::{get, CameraStats};
-use crate::models::{Event, EventKind, EventMsg};
+use crate::models::{DetectionsMsg, Event, EventKind, EventMsg};
 use crate::pipeline::{Pipeline, Sink};
 
 #[derive(Debug, Error)]
@@ -45,6 +45,8 @@ pub struct ReplayOptions {
     /// Also JPEG-encode every processed frame (on its own thread), as serving a live viewer
     /// would; for benchmarks.
     pub encode_frames: bool,
+    /// Write a per-frame trace (pixel hash, motion, raw detections) as JSON lines to this file.
+    pub trace: Option<PathBuf>,
 }
 
 /// What a replay did.
@@ -67,6 +69,8 @@ pub struct ReplayReport {
 struct ReplaySink<F> {
     finished: Arc<Mutex<Vec<Event>>>,
     on_event: F,
+    /// With a trace: where the frame's detections wait for the frame's pixel hash.
+    trace: Option<Arc<Mutex<Option<DetectionsMsg>>>>,
 }
 
 impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
@@ -79,6 +83,77 @@ impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
         }
         (self.on_event)(msg);
     }
+
+    fn wants_detections(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    fn detections(&mut self, msg: DetectionsMsg) {
+        if let Some(slot) = &self.trace {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+        }
+    }
+}
+
+/// One line of `--trace`.
+#[derive(serde::Serialize)]
+struct TraceLine {
+    seq: u64,
+    ts_ms: i64,
+    /// FNV-1a 64 of the decoded BGR pixels, row by row.
+    pixels: String,
+    motion: bool,
+    detector_ran: bool,
+    detections: Vec<TraceDetection>,
+}
+
+#[derive(serde::Serialize)]
+struct TraceDetection {
+    label: String,
+    score: f32,
+    track_id: u64,
+    #[serde(rename = "box")]
+    bbox: crate::models::BBox,
+}
+
+fn pixel_hash(mat: &opencv::core::Mat) -> opencv::Result<u64> {
+    use opencv::prelude::*;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for row in 0..mat.rows() {
+        let r = mat.row(row)?;
+        for &b in r.data_bytes()? {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    Ok(h)
+}
+
+fn write_trace(
+    out: &mut impl std::io::Write,
+    frame: &crate::capture::Frame,
+    dets: Option<DetectionsMsg>,
+) -> std::io::Result<()> {
+    let pixels = pixel_hash(&frame.mat).map_err(std::io::Error::other)?;
+    let line = TraceLine {
+        seq: frame.seq,
+        ts_ms: frame.ts_ms,
+        pixels: format!("{pixels:016x}"),
+        motion: dets.as_ref().is_some_and(|d| d.motion),
+        detector_ran: dets.as_ref().is_some_and(|d| d.detector_ran),
+        detections: dets
+            .map(|d| d.tracks)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| TraceDetection {
+                label: t.label,
+                score: t.score,
+                track_id: t.track_id,
+                bbox: t.bbox,
+            })
+            .collect(),
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")
 }
 
 /// Everything that can fail because of the inputs (video, model) is checked before the database
@@ -110,9 +185,15 @@ pub fn run(
 
     let stats = Arc::new(CameraStats::default());
     let finished = Arc::new(Mutex::new(Vec::new()));
+    let mut trace_out = match &opts.trace {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
+    let trace_slot = trace_out.as_ref().map(|_| Arc::new(Mutex::new(None)));
     let sink = ReplaySink {
         finished: finished.clone(),
         on_event,
+        trace: trace_slot.clone(),
     };
     let mut pipeline = Pipeline::new(
         &opts.camera,
@@ -173,11 +254,24 @@ pub fn run(
             .name(format!("detect-{}", opts.camera))
             .spawn(move || {
                 pipeline.run(rx, &cancel, |frame| {
+                    if let (Some(out), Some(slot)) = (&mut trace_out, &trace_slot) {
+                        let dets = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        if let Err(e) = write_trace(out, &frame, dets) {
+                            tracing::warn!(error = %e, "cannot write the trace; it stops here");
+                            trace_out = None;
+                        }
+                    }
                     // Replay never drops: wait for the encoder like capture waits for us.
                     if let Some(tx) = &encode_tx {
                         let _ = tx.send(frame);
                     }
-                })
+                });
+                if let Some(mut out) = trace_out {
+                    use std::io::Write;
+                    if let Err(e) = out.flush() {
+                        tracing::warn!(error = %e, "cannot write the trace");
+                    }
+                }
             })?
     };
     while !detect.is_finished() {
