@@ -40,6 +40,7 @@ fn main() {
         batch_max: 512,
         retention_ms: None,
         max_events: 0,
+        max_bytes: 0,
     };
     let (h, j) = db::spawn_writer(conn, path.clone(), opts, stats.clone()).unwrap();
     let t0 = Instant::now();

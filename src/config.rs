@@ -47,6 +47,28 @@ impl Default for LogConfig {
     }
 }
 
+/// A configured secret: `Debug` (what `check-config` prints, what a log would show) never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The value itself, for comparing with what a client presents.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 /// `[server]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,7 +76,7 @@ pub struct ServerConfig {
     /// Address and port for the dashboard, the API and `/ws`.
     pub listen: String,
     /// When set, `/ws` and `/api` need it: `Authorization: Bearer TOKEN` or `?token=TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Origins (`http://host:port`) allowed to open `/ws` besides the daemon's own.
     pub allowed_origins: Vec<String>,
     /// WebSocket clients served at once; more are refused with 503.
@@ -108,6 +130,10 @@ pub struct StorageConfig {
     pub retention_days: u32,
     /// At most this many events are kept; the oldest go first (0 for no limit).
     pub max_events: u64,
+    /// The oldest ended events (and their snapshots) are deleted while the database holds more
+    /// than this many MiB of data, checked every minute and whenever the disk is full
+    /// (0 for no limit). The file stays at about this size: freed pages are reused.
+    pub max_size_mb: u64,
     /// Longest side of the event snapshot thumbnails, in pixels.
     pub snapshot_max_side: u32,
     /// JPEG quality of the snapshots (1-100).
@@ -122,6 +148,7 @@ impl Default for StorageConfig {
             batch_max: 512,
             retention_days: 30,
             max_events: 1_000_000,
+            max_size_mb: 2048,
             snapshot_max_side: 320,
             snapshot_quality: 80,
         }
@@ -433,7 +460,12 @@ impl Config {
                 "must be between 1 and 100".into(),
             ));
         }
-        if self.server.token.as_deref().is_some_and(|t| t.len() < 8) {
+        if self
+            .server
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 8)
+        {
             return Err(invalid(
                 "server.token".into(),
                 "must be at least 8 characters".into(),

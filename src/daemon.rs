@@ -295,6 +295,8 @@ fn stats_json(state: &AppState, prev: Option<&Sample>, now: &Sample) -> serde_js
             "commits": get(&state.writer.commits),
             "rows": get(&state.writer.rows),
             "errors": get(&state.writer.errors),
+            "pending": get(&state.writer.pending),
+            "dropped": get(&state.writer.dropped),
         },
     })
 }

@@ -290,6 +290,8 @@ pub struct WriterOptions {
     pub batch_max: usize,
     pub retention_ms: Option<i64>,
     pub max_events: u64,
+    /// Oldest ended events are deleted while the data in the file exceeds this (0: no limit).
+    pub max_bytes: u64,
 }
 
 impl WriterOptions {
@@ -302,6 +304,7 @@ impl WriterOptions {
             retention_ms: (by_age && storage.retention_days > 0)
                 .then(|| storage.retention_days as i64 * 86_400_000),
             max_events: storage.max_events,
+            max_bytes: storage.max_size_mb * 1024 * 1024,
         }
     }
 }
@@ -314,6 +317,10 @@ pub struct WriterStats {
     pub commit_ns: AtomicU64,
     pub errors: AtomicU64,
     pub deleted_by_retention: AtomicU64,
+    /// Writes given up because the backlog held while commits fail reached its bound.
+    pub dropped: AtomicU64,
+    /// Writes waiting in memory for a commit that keeps failing (0 when healthy).
+    pub pending: AtomicU64,
 }
 
 /// The sending side of the writer: cheap to clone, one per pipeline.
@@ -397,19 +404,42 @@ struct Writer {
     rx: Receiver<DbCommand>,
 }
 
+/// While commits fail (a full disk), the writes waiting for them stay in memory up to these
+/// bounds. Events are small (~200 bytes) and coalesce by id, so this is hours of a busy camera;
+/// snapshots are 10-30 KB each and go first.
+const MAX_PENDING_EVENTS: usize = 20_000;
+const MAX_PENDING_SNAPSHOT_BYTES: usize = 16 << 20;
+
 /// A batch being collected: the latest state of each event and snapshot, and who waits for it.
 #[derive(Default)]
 struct Batch {
     events: std::collections::BTreeMap<i64, Event>,
     snapshots: std::collections::BTreeMap<i64, (Bytes, u32, u32)>,
+    snapshot_bytes: usize,
     waiters: Vec<Sender<()>>,
     writes: usize,
+    /// Writes given up to keep the batch within its bounds.
+    dropped: u64,
 }
 
 impl Batch {
     fn add(&mut self, cmd: DbCommand) {
         match cmd {
             DbCommand::Event(e) => {
+                if self.events.len() >= MAX_PENDING_EVENTS && !self.events.contains_key(&e.id) {
+                    // The oldest ended event goes first; an event that is still open will be
+                    // written again when it ends.
+                    let oldest = self
+                        .events
+                        .iter()
+                        .find(|(_, e)| e.end_ms.is_some())
+                        .map(|(&id, _)| id)
+                        .or_else(|| self.events.keys().next().copied());
+                    if let Some(id) = oldest {
+                        self.events.remove(&id);
+                        self.dropped += 1;
+                    }
+                }
                 self.events.insert(e.id, e);
                 self.writes += 1;
             }
@@ -419,11 +449,21 @@ impl Batch {
                 width,
                 height,
             } => {
+                let old = self.snapshots.get(&event_id).map_or(0, |s| s.0.len());
+                if self.snapshot_bytes - old + jpeg.len() > MAX_PENDING_SNAPSHOT_BYTES {
+                    self.dropped += 1;
+                    return;
+                }
+                self.snapshot_bytes = self.snapshot_bytes - old + jpeg.len();
                 self.snapshots.insert(event_id, (jpeg, width, height));
                 self.writes += 1;
             }
             DbCommand::Flush(w) => self.waiters.push(w),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.events.len() + self.snapshots.len()
     }
 
     fn is_empty(&self) -> bool {
@@ -436,6 +476,8 @@ impl Writer {
         let mut batch = Batch::default();
         let mut open = true;
         let mut last_retention = Instant::now();
+        // Since when commits have been failing, and when that was last logged.
+        let mut failing: Option<(Instant, Instant)> = None;
         while open || !batch.is_empty() {
             if open && batch.is_empty() {
                 match self.rx.recv() {
@@ -454,6 +496,16 @@ impl Writer {
             }
             match self.commit(&batch) {
                 Ok(()) => {
+                    if let Some((since, _)) = failing.take() {
+                        tracing::info!(
+                            path = %self.path.display(),
+                            after_s = since.elapsed().as_secs(),
+                            written = batch.len(),
+                            dropped = batch.dropped,
+                            "database writes work again; the writes held in memory are stored"
+                        );
+                    }
+                    self.stats.pending.store(0, Ordering::Relaxed);
                     for w in batch.waiters.drain(..) {
                         let _ = w.send(());
                     }
@@ -461,13 +513,46 @@ impl Writer {
                 }
                 Err(e) => {
                     // Keep the batch and try again: a full disk or a locked file usually
-                    // clears up, and losing events is worse than waiting.
+                    // clears up, and losing events is worse than waiting. Clients are still
+                    // served meanwhile; the batch is bounded (see MAX_PENDING_*).
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(path = %self.path.display(), error = %e, "database write failed; will retry");
+                    let now = Instant::now();
+                    let log = match &mut failing {
+                        None => {
+                            failing = Some((now, now));
+                            true
+                        }
+                        Some((_, logged)) if logged.elapsed() >= Duration::from_secs(30) => {
+                            *logged = now;
+                            true
+                        }
+                        Some(_) => false,
+                    };
+                    if log {
+                        tracing::error!(
+                            path = %self.path.display(),
+                            error = %e,
+                            pending = batch.len(),
+                            dropped = batch.dropped,
+                            "{}; events are kept in memory and the write retried every 0.5 s",
+                            describe_write_error(&e)
+                        );
+                    }
+                    if is_disk_full(&e) {
+                        // Make room by policy, if a size limit allows it.
+                        self.apply_retention();
+                    }
                     std::thread::sleep(Duration::from_millis(500));
                     // While retrying, keep accepting writes so the pipeline does not stall.
                     while let Ok(cmd) = self.rx.try_recv() {
                         batch.add(cmd);
+                    }
+                    self.stats
+                        .pending
+                        .store(batch.len() as u64, Ordering::Relaxed);
+                    let dropped = std::mem::take(&mut batch.dropped);
+                    if dropped > 0 {
+                        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
                     }
                 }
             }
@@ -552,6 +637,30 @@ impl Writer {
                     [self.opts.max_events as i64],
                 )?;
             }
+            if self.opts.max_bytes > 0 {
+                // Pages in use (free pages are reused by later writes, so the file stops
+                // growing at about the limit). Delete the oldest ended events a slice at a time.
+                loop {
+                    let used: i64 = self.conn.query_row(
+                        "SELECT (page_count - freelist_count) * page_size
+                         FROM pragma_page_count, pragma_freelist_count, pragma_page_size",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    if used as u64 <= self.opts.max_bytes {
+                        break;
+                    }
+                    let n = self.conn.execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE end_ms IS NOT NULL
+                         ORDER BY start_ms, id LIMIT max(16, (SELECT count(*) FROM events) / 20))",
+                        [],
+                    )?;
+                    if n == 0 {
+                        break;
+                    }
+                    deleted += n;
+                }
+            }
             Ok(())
         })();
         match res {
@@ -564,6 +673,29 @@ impl Writer {
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "retention failed"),
         }
+    }
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// What an operator should read in the log for a failed commit.
+fn describe_write_error(e: &rusqlite::Error) -> &'static str {
+    match e {
+        _ if is_disk_full(e) => "database write failed: the disk is full",
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly => {
+            "database write failed: the file or its directory is read-only"
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            "database write failed: another process holds the database lock"
+        }
+        _ => "database write failed",
     }
 }
 
@@ -605,6 +737,7 @@ mod tests {
                 batch_max: 100,
                 retention_ms: None,
                 max_events: 0,
+                max_bytes: 0,
             },
             stats.clone(),
         )
@@ -818,6 +951,7 @@ mod tests {
                 batch_max: 10,
                 retention_ms: None,
                 max_events: 3,
+                max_bytes: 0,
             },
             stats.clone(),
         )
@@ -836,5 +970,106 @@ mod tests {
             .collect();
         assert_eq!(ids, vec![5, 4, 3]);
         assert_eq!(stats.deleted_by_retention.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn max_size_deletes_the_oldest_until_the_data_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let stats = Arc::new(WriterStats::default());
+        let limit = 256 * 1024;
+        let (h, j) = spawn_writer(
+            open(&path).unwrap(),
+            path.clone(),
+            WriterOptions {
+                batch: Duration::from_millis(5),
+                batch_max: 64,
+                retention_ms: None,
+                max_events: 0,
+                max_bytes: limit,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        for i in 1..=200 {
+            h.send(DbCommand::Event(event(i, "a", "person", i * 10)))
+                .unwrap();
+            h.send(DbCommand::Snapshot {
+                event_id: i,
+                jpeg: Bytes::from(vec![i as u8; 8 * 1024]),
+                width: 4,
+                height: 3,
+            })
+            .unwrap();
+        }
+        drop(h);
+        j.join().unwrap();
+        let r = open_reader(&path).unwrap();
+        let used: i64 = r
+            .query_row(
+                "SELECT (page_count - freelist_count) * page_size
+                 FROM pragma_page_count, pragma_freelist_count, pragma_page_size",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(used as u64 <= limit, "{used} bytes used");
+        let ids: Vec<i64> = query_events(&r, &EventQuery::default(), 1000)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        // 200 x 8 KiB cannot fit in 256 KiB: the newest stay, the oldest went.
+        assert!(ids.len() > 5 && ids.len() < 32, "{} kept", ids.len());
+        assert_eq!(ids[0], 200);
+        assert_eq!(
+            stats.deleted_by_retention.load(Ordering::Relaxed) as usize,
+            200 - ids.len()
+        );
+        // The snapshots went with their events.
+        let snaps: i64 = r
+            .query_row("SELECT count(*) FROM snapshots", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(snaps as usize, ids.len());
+    }
+
+    /// While commits fail, what waits for the disk is bounded; the newest writes are kept.
+    #[test]
+    fn a_failing_batch_stays_within_its_bounds() {
+        let mut b = Batch::default();
+        let n = MAX_PENDING_EVENTS as i64 + 10;
+        for i in 1..=n {
+            b.add(DbCommand::Event(event(i, "a", "person", i)));
+        }
+        assert_eq!(b.events.len(), MAX_PENDING_EVENTS);
+        assert_eq!(b.dropped, 10);
+        assert!(b.events.contains_key(&n) && !b.events.contains_key(&1));
+        // Updating an event already held replaces it and drops nothing.
+        b.add(DbCommand::Event(event(n, "a", "person", n)));
+        assert_eq!(b.dropped, 10);
+
+        let jpeg = Bytes::from(vec![0u8; 1 << 20]);
+        for id in 0..20 {
+            b.add(DbCommand::Snapshot {
+                event_id: id,
+                jpeg: jpeg.clone(),
+                width: 1,
+                height: 1,
+            });
+        }
+        assert_eq!(b.snapshots.len(), MAX_PENDING_SNAPSHOT_BYTES >> 20);
+        assert_eq!(b.snapshot_bytes, MAX_PENDING_SNAPSHOT_BYTES);
+        assert_eq!(
+            b.dropped,
+            10 + 20 - (MAX_PENDING_SNAPSHOT_BYTES >> 20) as u64
+        );
+        // A better snapshot of an event already held still replaces it.
+        b.add(DbCommand::Snapshot {
+            event_id: 0,
+            jpeg: Bytes::from(vec![1u8; 1000]),
+            width: 1,
+            height: 1,
+        });
+        assert_eq!(b.snapshots[&0].0.len(), 1000);
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -31,6 +31,8 @@ pub struct ServerMetrics {
     pub clients: AtomicU64,
     pub clients_total: AtomicU64,
     pub clients_refused: AtomicU64,
+    /// TCP connections closed at accept because too many HTTP connections were open.
+    pub connections_refused: AtomicU64,
     pub messages_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Live frames clients missed because they fell behind.
@@ -85,15 +87,84 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `state.shutdown` fires.
+/// HTTP connections (not yet upgraded to WebSocket) served at once; more are closed on accept.
+/// WebSocket clients count against `server.max_clients` instead, once upgraded.
+pub const MAX_HTTP_CONNECTIONS: usize = 256;
+/// A client must send its whole request head within this time (slow-loris and half-open
+/// connections are closed).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `state.shutdown` fires, then lets requests in flight finish (at most 5 s).
+///
+/// axum's own `serve` sets no timer on hyper, so a connection that never finishes its request
+/// head would be held forever; this loop bounds both how many connections wait and how long.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let app = router(state.clone());
+    let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let conns = tokio_util::task::TaskTracker::new();
     let shutdown = state.shutdown.clone();
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, or the peer gave up before accept: not fatal.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            state
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%addr, "too many open HTTP connections; closed at once");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc =
+            app.clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(addr));
+                    req
+                });
+        let svc = hyper_util::service::TowerToHyperService::new(svc);
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%addr, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    conns.close();
+    if tokio::time::timeout(Duration::from_secs(5), conns.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still open after 5 s; closing them");
+    }
+    Ok(())
 }
 
 /// An API error: a status and a JSON body `{"error": code, "message": ...}`.
@@ -169,7 +240,7 @@ fn percent_decode(s: &str) -> String {
 async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(want) = &state.cfg.token {
         let got = presented_token(req.headers(), req.uri().query());
-        if !got.is_some_and(|g| same_secret(g.as_bytes(), want.as_bytes())) {
+        if !got.is_some_and(|g| same_secret(g.as_bytes(), want.expose().as_bytes())) {
             return ApiError(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -343,6 +414,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             "uptime_s": state.started.elapsed().as_secs(),
             "cameras": cameras,
             "db_errors": load(&state.writer.errors),
+            "db_pending": load(&state.writer.pending),
         })),
     )
         .into_response()
@@ -493,6 +565,12 @@ async fn metrics(
         one(&m.messages_dropped),
     );
     family(
+        "ocellus_http_connections_refused_total",
+        "counter",
+        "TCP connections closed at accept because too many HTTP connections were open.",
+        one(&m.connections_refused),
+    );
+    family(
         "ocellus_ws_client_errors_total",
         "counter",
         "Malformed or refused client messages.",
@@ -515,6 +593,18 @@ async fn metrics(
         "counter",
         "Failed commits (retried).",
         one(&state.writer.errors),
+    );
+    family(
+        "ocellus_db_pending_writes",
+        "gauge",
+        "Writes held in memory while commits fail (a full disk); 0 when healthy.",
+        one(&state.writer.pending),
+    );
+    family(
+        "ocellus_db_dropped_total",
+        "counter",
+        "Writes given up because the backlog held while commits failed was full.",
+        one(&state.writer.dropped),
     );
     family(
         "ocellus_uptime_seconds",

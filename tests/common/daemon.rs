@@ -51,9 +51,15 @@ impl DaemonProc {
         listen: &str,
         env: &[(&str, &str)],
     ) -> DaemonProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ocellus"))
-            .args(["run", "--config", cfg.to_str().unwrap(), "--listen", listen])
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
+        cmd.args(["run", "--config", cfg.to_str().unwrap(), "--listen", listen])
+            .envs(env.iter().copied());
+        Self::spawn(cmd, dir, db)
+    }
+
+    /// Runs `cmd` (which must end up exec'ing `ocellus run`) and waits for it to listen.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, db: PathBuf) -> DaemonProc {
+        let mut child = cmd
             .current_dir(super::root())
             .env("OCELLUS_LOG", "warn")
             .stdout(Stdio::piped())
@@ -269,6 +275,8 @@ pub fn street_jpegs(n: usize) -> std::sync::Arc<Vec<Vec<u8>>> {
 pub struct MjpegCamera {
     pub addr: std::net::SocketAddr,
     pub paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// What every connection streams from its next frame on (see `set_frames`).
+    frames: std::sync::Arc<std::sync::Mutex<std::sync::Arc<Vec<Vec<u8>>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -280,13 +288,15 @@ impl MjpegCamera {
         let addr = listener.local_addr().unwrap();
         let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let p = paused.clone();
+        let frames = std::sync::Arc::new(std::sync::Mutex::new(jpegs));
+        let f = frames.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (jpegs, paused) = (jpegs.clone(), p.clone());
+                let (frames, paused) = (f.clone(), p.clone());
                 conns.spawn(async move {
                     let mut req = [0u8; 2048];
                     let _ = sock.read(&mut req).await;
@@ -295,11 +305,13 @@ impl MjpegCamera {
                         return;
                     }
                     let mut tick = tokio::time::interval(Duration::from_millis(100));
-                    for jpeg in jpegs.iter().cycle() {
+                    for i in 0usize.. {
                         tick.tick().await;
                         if paused.load(Ordering::Relaxed) {
                             continue;
                         }
+                        let jpegs = frames.lock().unwrap().clone();
+                        let jpeg = &jpegs[i % jpegs.len()];
                         let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
                         if sock.write_all(part.as_bytes()).await.is_err()
                             || sock.write_all(jpeg).await.is_err()
@@ -311,7 +323,17 @@ impl MjpegCamera {
                 });
             }
         });
-        MjpegCamera { addr, paused, task }
+        MjpegCamera {
+            addr,
+            paused,
+            frames,
+            task,
+        }
+    }
+
+    /// Streams these frames from now on, on the open connections too.
+    pub fn set_frames(&self, jpegs: std::sync::Arc<Vec<Vec<u8>>>) {
+        *self.frames.lock().unwrap() = jpegs;
     }
 
     pub fn pause(&self, on: bool) {
