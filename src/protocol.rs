@@ -54,9 +54,28 @@ pub struct RequestError {
 
 /// Parses one text message: a JSON object with `op`, an optional `id` (string or number) and the
 /// op's own fields; unknown fields and wrong types are refused.
+/// Error messages quote what the client sent (an op, a field name, a value); they are cut to this
+/// many bytes so a reply is never much larger than a fixed size whatever the client sends.
+pub const MAX_ERROR_MESSAGE: usize = 200;
+
+fn clipped(mut message: String) -> String {
+    if message.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE - "...".len();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
+}
+
 pub fn parse_request(text: &str) -> Result<Envelope, RequestError> {
-    let err =
-        |id: Option<serde_json::Value>, code, message: String| RequestError { id, code, message };
+    let err = |id: Option<serde_json::Value>, code, message: String| RequestError {
+        id,
+        code,
+        message: clipped(message),
+    };
     let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| err(None, "bad_json", format!("not a JSON object: {e}")))?;
     let id = obj.remove("id");
@@ -320,6 +339,15 @@ mod tests {
         assert_eq!(code("[1,2]"), "bad_json");
         assert_eq!(code(r#"{"op":"explode","id":3}"#), "unknown_op");
         assert_eq!(code(r#"{"op":"query","limit":"ten"}"#), "bad_request");
+        // Quoted client input is cut: a long field name made of characters that Debug escapes
+        // (found by the fuzzer) gave a reply eight times the size of the request.
+        let long = format!(
+            r#"{{"op":"subscribe","topic":"events","{}":1}}"#,
+            "\u{7f}".repeat(500)
+        );
+        let e = parse_request(&long).unwrap_err();
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE, "{}", e.message.len());
+        assert!(e.message.starts_with("subscribe: unknown field") && e.message.ends_with("..."));
         assert_eq!(
             code(r#"{"op":"subscribe","topic":"frames"}"#),
             "bad_request"
