@@ -107,6 +107,11 @@ struct ReplayArgs {
     /// builds or machines frame by frame.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Detectors working on consecutive frames at once with --every-frame (each its own copy of
+    /// the network; results are put back in frame order and are the same for any number).
+    /// Default: the number of CPUs, at most 4.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -323,6 +328,9 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
         camera: args.camera.clone(),
         encode_frames: args.encode_frames,
         trace: args.trace.clone(),
+        detect_workers: args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4))),
     };
     let result = replay::run(&cfg, &opts, on_event, &mut on_progress);
     if let Some(bar) = &bar {

@@ -47,6 +47,9 @@ pub struct ReplayOptions {
     pub encode_frames: bool,
     /// Write a per-frame trace (pixel hash, motion, raw detections) as JSON lines to this file.
     pub trace: Option<PathBuf>,
+    /// Detectors working on consecutive frames at once when the detector runs on every frame
+    /// (`detector.when = "always"`); the results are the same for any number.
+    pub detect_workers: usize,
 }
 
 /// What a replay did.
@@ -165,11 +168,23 @@ pub fn run(
     on_progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ReplayReport, ReplayError> {
     let reader = ReplayReader::open(&opts.video)?;
-    let detector = detect::build(&cfg.detector)?;
-    let detector_name = detector
-        .as_ref()
-        .map(|d| d.describe())
-        .unwrap_or_else(|| "none (motion only)".into());
+    let mut detector = detect::build(&cfg.detector)?;
+    // More detectors for a pool, when every frame is detected (the choice to run the detector
+    // then never depends on the tracker, so frames can be detected ahead of it).
+    let mut pool_detectors = Vec::new();
+    if opts.detect_workers > 1 && cfg.detector.when == crate::config::DetectWhen::Always {
+        if let Some(first) = detector.take() {
+            pool_detectors.push(first);
+            for _ in 1..opts.detect_workers {
+                pool_detectors.extend(detect::build(&cfg.detector)?);
+            }
+        }
+    }
+    let detector_name = match (&detector, pool_detectors.first()) {
+        (Some(d), _) => d.describe(),
+        (None, Some(d)) => format!("{} x{} workers", d.describe(), pool_detectors.len()),
+        (None, None) => "none (motion only)".into(),
+    };
 
     let temp_dir;
     let db_path: PathBuf = match &opts.db {
@@ -248,12 +263,39 @@ pub fn run(
         None
     };
     let encode_tx = encoder.as_ref().map(|(tx, _)| tx.clone());
+    // Motion runs on its own thread, in frame order, overlapping the detector's work on the
+    // previous frame; the detect stage still sees every frame in order, so replay stays
+    // deterministic.
+    let (mtx, mrx) = crossbeam_channel::bounded(2);
+    let motion = {
+        let (motion, stats, camera) = (pipeline.take_motion(), stats.clone(), opts.camera.clone());
+        std::thread::Builder::new()
+            .name(format!("motion-{}", opts.camera))
+            .spawn(move || crate::pipeline::motion_stage(motion, &camera, &stats, rx, mtx))?
+    };
+    enum Fed {
+        Motion(crossbeam_channel::Receiver<(crate::capture::Frame, crate::motion::MotionResult)>),
+        Detected(crossbeam_channel::Receiver<crate::pipeline::Detected>),
+    }
+    let (pool, fed) = if pool_detectors.is_empty() {
+        (None, Fed::Motion(mrx))
+    } else {
+        let (dtx, drx) = crossbeam_channel::bounded(2);
+        let pool = crate::pipeline::DetectorPool::start(
+            pool_detectors,
+            &opts.camera,
+            stats.clone(),
+            mrx,
+            dtx,
+        )?;
+        (Some(pool), Fed::Detected(drx))
+    };
     let detect = {
         let cancel = cancel.clone();
         std::thread::Builder::new()
             .name(format!("detect-{}", opts.camera))
             .spawn(move || {
-                pipeline.run(rx, &cancel, |frame| {
+                let then = |frame: crate::capture::Frame| {
                     if let (Some(out), Some(slot)) = (&mut trace_out, &trace_slot) {
                         let dets = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
                         if let Err(e) = write_trace(out, &frame, dets) {
@@ -265,7 +307,11 @@ pub fn run(
                     if let Some(tx) = &encode_tx {
                         let _ = tx.send(frame);
                     }
-                });
+                };
+                match fed {
+                    Fed::Detected(rx) => pipeline.run_detected(rx, &cancel, then),
+                    Fed::Motion(rx) => pipeline.run_with_motion(rx, &cancel, then),
+                }
                 if let Some(mut out) = trace_out {
                     use std::io::Write;
                     if let Err(e) = out.flush() {
@@ -279,6 +325,8 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     let detect_result = detect.join();
+    let pool_ok = pool.is_none_or(|p| p.join());
+    let motion_result = motion.join();
     let capture_result = capture.join();
     if let Some((tx, join)) = encoder {
         drop(tx);
@@ -290,7 +338,7 @@ pub fn run(
     drop(db_handle);
     let writer_result = writer.join();
     let elapsed = started.elapsed();
-    if detect_result.is_err() || writer_result.is_err() {
+    if detect_result.is_err() || !pool_ok || motion_result.is_err() || writer_result.is_err() {
         return Err(ReplayError::Panicked);
     }
     let frames = capture_result.map_err(|_| ReplayError::Panicked)??;

@@ -68,6 +68,44 @@ fn short_clip(dir: &Path, n: usize) -> std::path::PathBuf {
     path
 }
 
+/// With the detector on every frame, frames are detected by several workers at once and put
+/// back in order: the events, and every frame's detections, are the same for any number.
+#[test]
+fn detector_workers_change_nothing_but_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = short_clip(dir.path(), 120);
+    let run = |workers: &str| {
+        let trace = dir.path().join(format!("trace{workers}.jsonl"));
+        let out = ocellus(&[
+            "replay",
+            clip.to_str().unwrap(),
+            "--every-frame",
+            "--json",
+            "--workers",
+            workers,
+            "--trace",
+            trace.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("x{workers} workers")) || workers == "1",
+            "{}",
+            stderr(&out)
+        );
+        (stdout(&out), std::fs::read_to_string(trace).unwrap())
+    };
+    let (one, one_trace) = run("1");
+    let (three, three_trace) = run("3");
+    assert!(events_of(&one) >= 5, "{one}");
+    assert_eq!(one, three);
+    assert_eq!(one_trace.lines().count(), 120);
+    assert_eq!(one_trace, three_trace);
+}
+
+fn events_of(json_lines: &str) -> usize {
+    json_lines.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
 #[test]
 fn expect_passes_on_a_recorded_run_and_fails_with_a_diff_on_a_wrong_one() {
     let dir = tempfile::tempdir().unwrap();
