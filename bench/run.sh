@@ -72,8 +72,8 @@ done
 kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
 
 echo "== fan-out cost: Ocellus (detector and motion off) vs Python websockets"
-# CPU per delivered frame = share of one core / (clients x fps per client), in ms.
-per_frame() { python3 -c 'import re,sys; t=sys.argv[1]; n=int(re.search(r"clients (\d+)",t)[1]); f=float(re.search(r"fps/client mean ([0-9.]+)",t)[1]); c=float(re.search(r"daemon cpu ([0-9.]+)%",t)[1]); print(f"{c/100*1000/(n*f):.3f}")' "$1"; }
+# CPU per delivered frame = share of one core / (clients x fps per client), in microseconds.
+per_frame() { python3 -c 'import re,sys; t=sys.argv[1]; n=int(re.search(r"clients (\d+)",t)[1]); f=float(re.search(r"fps/client mean ([0-9.]+)",t)[1]); c=float(re.search(r"daemon cpu ([0-9.]+)%",t)[1]); print(f"{c/100*1e6/(n*f):.0f}")' "$1"; }
 cat > "$out/plain.toml" <<TOML
 [server]
 max_clients = 200
@@ -178,7 +178,7 @@ echo "to every client; Ocellus runs with \`[detector] kind = \"none\"\` and \`[m
 echo "the same work. Broadcaster: \`/usr/bin/python3 bench/py_broadcast.py media/vtest.avi\` (websockets.broadcast)."
 echo "Same load generator, 20 s per run. CPU per delivered frame = process CPU / (clients x fps per client)."
 echo
-echo "| clients | Ocellus ms CPU per delivered frame | Python ms CPU per delivered frame | Python / Ocellus |"
+echo "| clients | Ocellus µs CPU per delivered frame | Python µs CPU per delivered frame | Python / Ocellus |"
 echo "|---|---|---|---|"
 for n in 10 100; do
     printf '| %s | %s | %s | **%sx** |\n' "$n" "$(stats ${cost[oc$n]})" "$(stats ${cost[py$n]})" \

@@ -125,7 +125,7 @@ async fn main() {
         pct(0.5),
         pct(0.99),
         results.iter().map(|r| r.2).sum::<u64>(),
-        cpu.map(|c| format!("{c:.0}%")).unwrap_or("-".into()),
+        cpu.map(|c| format!("{c:.1}%")).unwrap_or("-".into()),
         pid.and_then(rss_kib).map(|r| format!("{} MiB", r / 1024)).unwrap_or("-".into()),
     );
 }
