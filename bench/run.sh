@@ -159,7 +159,7 @@ echo "## SQLite ingest through the writer"
 echo
 echo "| what | events/s | command |"
 echo "|---|---|---|"
-row "batched (writer thread, one transaction per 50 ms / 512 writes)" "$(stats $ingest_b)" "target/release/examples/db_ingest 200000"
+row "batched (writer thread, one transaction per 50 ms / 4096 writes)" "$(stats $ingest_b)" "target/release/examples/db_ingest 200000"
 row "one transaction per event (same file settings: WAL, synchronous=FULL)" "$(stats $ingest_s)" "(same command)"
 echo
 echo "## WebSocket fan-out: full-size frames (768x576) and events, 20 s per row, one run each"

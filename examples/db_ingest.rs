@@ -37,7 +37,7 @@ fn main() {
     let stats = Arc::new(WriterStats::default());
     let opts = WriterOptions {
         batch: Duration::from_millis(50),
-        batch_max: 512,
+        batch_max: 4096,
         retention_ms: None,
         max_events: 0,
         max_bytes: 0,

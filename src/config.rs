@@ -145,7 +145,7 @@ impl Default for StorageConfig {
         Self {
             path: PathBuf::from("ocellus.db"),
             batch_ms: 50,
-            batch_max: 512,
+            batch_max: 4096,
             retention_days: 30,
             max_events: 1_000_000,
             max_size_mb: 2048,
