@@ -235,24 +235,21 @@ impl Pipeline {
 
     /// Processes frames until the channel closes or `cancel` fires, then ends the open events.
     /// Each frame is handed to `then` once processed.
-    /// As [`Pipeline::run`], for frames already through a [`DetectorPool`].
-    pub fn run_detected(
+    pub fn run(
         &mut self,
-        rx: Receiver<Detected>,
+        rx: Receiver<Frame>,
         cancel: &CancellationToken,
-        mut then: impl FnMut(Frame),
+        then: impl FnMut(Frame),
     ) {
-        while !cancel.is_cancelled() {
-            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok((frame, motion, result)) => {
-                    self.process_detected(&frame, motion, result);
-                    then(frame);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        self.finish();
+        self.drive(
+            rx,
+            cancel,
+            |p, frame| {
+                p.process(&frame);
+                frame
+            },
+            then,
+        );
     }
 
     /// As [`Pipeline::run`], for frames whose motion was found by a [`motion_stage`] thread.
@@ -260,33 +257,51 @@ impl Pipeline {
         &mut self,
         rx: Receiver<(Frame, MotionResult)>,
         cancel: &CancellationToken,
-        mut then: impl FnMut(Frame),
+        then: impl FnMut(Frame),
     ) {
-        while !cancel.is_cancelled() {
-            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok((frame, motion)) => {
-                    self.process_with(&frame, motion);
-                    then(frame);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        self.finish();
+        self.drive(
+            rx,
+            cancel,
+            |p, (frame, motion)| {
+                p.process_with(&frame, motion);
+                frame
+            },
+            then,
+        );
     }
 
-    pub fn run(
+    /// As [`Pipeline::run`], for frames already through a [`DetectorPool`].
+    pub fn run_detected(
         &mut self,
-        rx: Receiver<Frame>,
+        rx: Receiver<Detected>,
         cancel: &CancellationToken,
+        then: impl FnMut(Frame),
+    ) {
+        self.drive(
+            rx,
+            cancel,
+            |p, (frame, motion, result)| {
+                p.process_detected(&frame, motion, result);
+                frame
+            },
+            then,
+        );
+    }
+
+    /// The loop behind the `run*` methods: `step` processes one item and gives its frame back.
+    fn drive<T>(
+        &mut self,
+        rx: Receiver<T>,
+        cancel: &CancellationToken,
+        mut step: impl FnMut(&mut Self, T) -> Frame,
         mut then: impl FnMut(Frame),
     ) {
-        // Capture closes the channel when it stops; the timeout only bounds how long a stop
+        // The sender closes the channel when it stops; the timeout only bounds how long a stop
         // waits when capture itself is stuck in a blocking read.
         while !cancel.is_cancelled() {
             match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(frame) => {
-                    self.process(&frame);
+                Ok(item) => {
+                    let frame = step(self, item);
                     then(frame);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
