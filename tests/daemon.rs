@@ -413,19 +413,11 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
     }
 }
 
-async fn camera_state(dmn: &DaemonProc) -> (String, Option<String>) {
-    let cams = d::get_json(&dmn.url("/api/cameras")).await;
-    (
-        cams[0]["state"].as_str().unwrap().to_string(),
-        cams[0]["last_error"].as_str().map(String::from),
-    )
-}
-
 /// Polls the camera state until `want` (an observable condition, not a timed guess).
 async fn wait_state(dmn: &DaemonProc, want: &str) -> Option<String> {
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
-        let (state, err) = camera_state(dmn).await;
+        let (state, err) = d::camera_state(dmn).await;
         if state == want {
             return err;
         }

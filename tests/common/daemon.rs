@@ -255,6 +255,15 @@ pub async fn next_of_type(ws: &mut Ws, ty: &str, limit: Duration) -> serde_json:
     }
 }
 
+/// The first camera's state and last error, from /api/cameras.
+pub async fn camera_state(dmn: &DaemonProc) -> (String, Option<String>) {
+    let cams = get_json(&dmn.url("/api/cameras")).await;
+    (
+        cams[0]["state"].as_str().unwrap().to_string(),
+        cams[0]["last_error"].as_str().map(String::from),
+    )
+}
+
 /// The first `n` frames of the street clip as JPEGs.
 pub fn street_jpegs(n: usize) -> std::sync::Arc<Vec<Vec<u8>>> {
     use opencv::core::Vector;
