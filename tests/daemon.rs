@@ -266,7 +266,7 @@ async fn ws_query_rest_and_database_agree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_clients_gets_errors_or_a_clean_close_and_the_server_stays_up() {
-    let dmn = DaemonProc::street("[server]\nmax_message_bytes = 4096\n");
+    let dmn = DaemonProc::street("[server]\nmax_message_bytes = 16384\n");
     let mut ws = connect(&dmn).await;
     next_of_type(&mut ws, "hello", LONG).await;
     let cases = [
@@ -299,8 +299,14 @@ async fn garbage_from_clients_gets_errors_or_a_clean_close_and_the_server_stays_
         (Some("ping"), Some(5))
     );
 
+    // A request larger than the server's 4 KiB read buffer but within the limit is answered.
+    let long_id = "i".repeat(12_000);
+    send(&mut ws, json!({"op": "ping", "id": long_id})).await;
+    let pong = next_of_type(&mut ws, "reply", LONG).await;
+    assert_eq!(pong["id"].as_str(), Some(long_id.as_str()));
+
     // An oversize message closes that connection with 1009 ...
-    ws.send(Message::Text("x".repeat(10_000).into()))
+    ws.send(Message::Text("x".repeat(20_000).into()))
         .await
         .unwrap();
     let close = loop {
