@@ -88,6 +88,8 @@ impl Daemon {
             let stats = Arc::new(CameraStats::default());
             let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone()));
             let slot = Arc::new(FrameSlot::default());
+            let (encoder, encoder_join) =
+                hub::spawn_encoder(hub.clone(), cfg.server.stream_quality)?;
             let capture = {
                 let (source, slot, state, stats, stop) = (
                     Source::parse(&cam.source),
@@ -96,12 +98,14 @@ impl Daemon {
                     stats.clone(),
                     pipelines_stop.clone(),
                 );
+                // `encoder` moves into the capture thread and drops when it ends, which ends
+                // the encoder thread.
                 std::thread::Builder::new()
                     .name(format!("cam-{}", cam.id))
-                    .spawn(move || live::run_capture(source, slot, state, stats, stop))?
+                    .spawn(move || {
+                        live::run_capture(source, slot, state, stats, stop, |f| encoder.offer(f))
+                    })?
             };
-            let (encoder, encoder_join) =
-                hub::spawn_encoder(hub.clone(), cfg.server.stream_quality)?;
             let sink = LiveSink {
                 hub: hub.clone(),
                 events: events_tx.clone(),
@@ -124,11 +128,9 @@ impl Daemon {
                         while !stop.is_cancelled() {
                             if let Some(frame) = slot.take(Duration::from_millis(100)) {
                                 pipeline.process(&frame);
-                                encoder.offer(frame);
                             }
                         }
                         pipeline.finish();
-                        // `encoder` drops here, which ends the encoder thread.
                     })?
             };
             tracing::info!(camera = %cam.id, source = %Source::parse(&cam.source).display_name(), "camera started");

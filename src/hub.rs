@@ -100,19 +100,21 @@ impl Sink for LiveSink {
     }
 }
 
-/// Hands processed frames to the encoder without ever waiting: when it is still busy with the
-/// previous frame this one is skipped (and counted).
+/// Hands captured frames to the encoder without ever waiting: when it is still busy with the
+/// previous frame this one is skipped (and counted). Frames go to the stream straight from
+/// capture, in parallel with detection: a viewer sees a frame about one encode after capture,
+/// and its `detections` message follows when the detector is done with it.
 pub struct EncoderHandle {
-    tx: Sender<Frame>,
+    tx: Sender<Arc<Frame>>,
     hub: Arc<CameraHub>,
 }
 
 impl EncoderHandle {
-    pub fn offer(&self, frame: Frame) {
+    pub fn offer(&self, frame: &Arc<Frame>) {
         if !self.hub.frames_watched() {
             return;
         }
-        match self.tx.try_send(frame) {
+        match self.tx.try_send(frame.clone()) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => inc(&self.hub.stats.stream_skipped),
         }
@@ -132,7 +134,7 @@ pub fn spawn_encoder(
     Ok((EncoderHandle { tx, hub }, join))
 }
 
-fn encode_loop(hub: Arc<CameraHub>, rx: Receiver<Frame>, quality: u8) {
+fn encode_loop(hub: Arc<CameraHub>, rx: Receiver<Arc<Frame>>, quality: u8) {
     let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality as i32]);
     let mut buf = Vector::<u8>::new();
     let mut scaled = Mat::default();

@@ -1,6 +1,6 @@
 //! Live capture: a camera thread that keeps its source open (reopening with capped exponential
-//! backoff), publishes its state, and hands frames to detection through a one-frame slot where
-//! the newest frame wins.
+//! backoff), publishes its state, and hands each frame to the live stream and, through a
+//! one-frame slot where the newest frame wins, to detection.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -19,13 +19,13 @@ use crate::protocol::CameraInfo;
 /// detection takes. This is what keeps live latency low: a busy detector never sees a backlog.
 #[derive(Default)]
 pub struct FrameSlot {
-    frame: Mutex<Option<Frame>>,
+    frame: Mutex<Option<Arc<Frame>>>,
     ready: Condvar,
 }
 
 impl FrameSlot {
     /// Stores `frame`; returns true when it replaced one that was never taken.
-    pub fn put(&self, frame: Frame) -> bool {
+    pub fn put(&self, frame: Arc<Frame>) -> bool {
         let mut slot = self.frame.lock().unwrap_or_else(|p| p.into_inner());
         let replaced = slot.replace(frame).is_some();
         self.ready.notify_one();
@@ -33,7 +33,7 @@ impl FrameSlot {
     }
 
     /// Waits up to `timeout` for a frame.
-    pub fn take(&self, timeout: Duration) -> Option<Frame> {
+    pub fn take(&self, timeout: Duration) -> Option<Arc<Frame>> {
         let slot = self.frame.lock().unwrap_or_else(|p| p.into_inner());
         let (mut slot, _) = self
             .ready
@@ -180,13 +180,16 @@ fn open_live(source: &Source) -> Result<VideoCapture, String> {
 }
 
 /// The capture thread's body: runs until `cancel`. Files loop forever, paced at their fps;
-/// other sources are read as fast as they deliver. Frames are stamped with the wall clock.
+/// other sources are read as fast as they deliver. Frames are stamped with the wall clock and
+/// given to `live` (the live stream, which must not block) before they go into `slot`: the
+/// stream shows every frame at once and at the camera's rate, not at the detector's.
 pub fn run_capture(
     source: Source,
     slot: Arc<FrameSlot>,
     state: Arc<SourceState>,
     stats: Arc<CameraStats>,
     cancel: CancellationToken,
+    mut live: impl FnMut(&Arc<Frame>),
 ) {
     let mut attempt = 0u32;
     let mut seq = 0u64;
@@ -251,11 +254,13 @@ pub fn run_capture(
             }
             frames_this_open += 1;
             inc(&stats.captured);
-            if slot.put(Frame {
+            let frame = Arc::new(Frame {
                 seq,
                 ts_ms: now_ms(),
                 mat,
-            }) {
+            });
+            live(&frame);
+            if slot.put(frame) {
                 inc(&stats.skipped);
             }
             seq += 1;
@@ -299,10 +304,12 @@ mod tests {
     #[test]
     fn slot_keeps_only_the_newest_frame_and_counts_replacements() {
         let slot = FrameSlot::default();
-        let frame = |seq| Frame {
-            seq,
-            ts_ms: 0,
-            mat: Mat::default(),
+        let frame = |seq| {
+            Arc::new(Frame {
+                seq,
+                ts_ms: 0,
+                mat: Mat::default(),
+            })
         };
         assert!(!slot.put(frame(1)));
         assert!(slot.put(frame(2)));
@@ -323,6 +330,7 @@ mod tests {
                     state,
                     Arc::new(CameraStats::default()),
                     cancel,
+                    |_| {},
                 )
             })
         };

@@ -483,3 +483,93 @@ async fn http_camera_that_goes_away_is_retried_and_resumes_when_back() {
     assert!(after > before);
     back.stop();
 }
+
+/// Live frames go to the stream straight from capture, at the camera's rate, whatever the
+/// detector's pace: with a 120 fps camera and the DNN on every frame it processes (tens of ms
+/// each), the detector handles a fraction of the frames while the stream carries most of them,
+/// and a frame reaches the client before its own detections do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
+    use opencv::core::{Mat, Size};
+    use opencv::imgproc;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("fast.avi");
+    let small: Vec<Mat> = common::read_frames(&common::vtest(), 0, 120)
+        .iter()
+        .map(|m| {
+            let mut s = Mat::default();
+            imgproc::resize(
+                m,
+                &mut s,
+                Size::new(192, 144),
+                0.0,
+                0.0,
+                imgproc::INTER_AREA,
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    common::write_clip(&clip, &small, 120.0);
+    let dmn = DaemonProc::start(
+        "[detector]\nwhen = \"always\"\n",
+        &format!("[[cameras]]\nid = \"fast\"\nsource = {:?}\n", clip),
+    );
+    let mut ws = connect(&dmn).await;
+    next_of_type(&mut ws, "hello", LONG).await;
+    for topic in ["frames", "detections"] {
+        send(
+            &mut ws,
+            json!({"op": "subscribe", "topic": topic, "camera": "fast"}),
+        )
+        .await;
+    }
+    // Count from the first frame on, for 5 s; remember which of a frame and its detections came
+    // first.
+    let mut first_frame_seqs = BTreeSet::new();
+    let mut first_dets_seqs = BTreeSet::new();
+    let (mut frames, mut dets) = (0u64, 0u64);
+    let mut end = None;
+    loop {
+        let limit = end.unwrap_or(tokio::time::Instant::now() + LONG);
+        let Ok(msg) = tokio::time::timeout_at(limit, ws.next()).await else {
+            break;
+        };
+        match msg.unwrap().unwrap() {
+            Message::Binary(b) => {
+                let seq = parse_frame_header(&b).unwrap().seq;
+                end.get_or_insert(tokio::time::Instant::now() + Duration::from_secs(5));
+                frames += 1;
+                if !first_dets_seqs.contains(&seq) {
+                    first_frame_seqs.insert(seq);
+                }
+            }
+            Message::Text(t) if end.is_some() => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "detections" {
+                    dets += 1;
+                    let seq = v["seq"].as_u64().unwrap();
+                    if !first_frame_seqs.contains(&seq) {
+                        first_dets_seqs.insert(seq);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        frames >= 240,
+        "{frames} frames in 5 s from a 120 fps camera"
+    );
+    assert!(
+        frames >= 2 * dets,
+        "{frames} frames and {dets} detections: the stream follows the detector"
+    );
+    // Nearly every processed frame had reached the client before its detections (the rest are
+    // frames the stream skipped, or the few the encoder was slower on).
+    assert!(
+        first_dets_seqs.len() * 10 <= dets as usize,
+        "{} of {dets} detections came before their frame",
+        first_dets_seqs.len()
+    );
+}

@@ -176,8 +176,8 @@ async function decodeNext(cam) {
     const bmp = await createImageBitmap(f.jpeg);
     if (cam.last) cam.last.bmp.close();
     cam.last = { bmp, f };
-    draw(cam, cam.canvas);
-    if (viewerCam === cam.info.id) draw(cam, $("#viewer-canvas"));
+    probe.framesDrawn++;
+    redraw(cam);
   } catch (e) {
     console.warn("frame decode failed", e);
   }
@@ -189,14 +189,24 @@ function onDetections(d) {
   const cam = cams.get(d.camera);
   if (!cam) return;
   cam.dets.set(d.seq, d);
-  // Keep the last couple of seconds; frames are drawn within a few seqs of their detections.
+  // Keep the last couple of seconds.
   for (const seq of cam.dets.keys()) { if (seq < d.seq - 50) cam.dets.delete(seq); else break; }
+  // Frames are streamed straight from capture and arrive before the detector is done with them:
+  // the frame on screen was drawn with the previous boxes; draw it again with its own.
+  if (cam.last && cam.last.f.seq === d.seq) redraw(cam);
 }
 
-/// The detections of the frame, or of the nearest earlier processed frame (up to 3 back).
-function detsFor(cam, seq) {
-  for (let s = seq; s >= seq - 3; s--) { const d = cam.dets.get(s); if (d) return d; }
-  return null;
+/// The detections of the frame or, until they come, the newest of an earlier frame (a busy
+/// detector skips frames); none older than a second.
+function detsFor(cam, f) {
+  let best = null;
+  for (const [seq, d] of cam.dets) { if (seq <= f.seq && f.ts - d.ts_ms <= 1000) best = d; }
+  return best;
+}
+
+function redraw(cam) {
+  draw(cam, cam.canvas);
+  if (viewerCam === cam.info.id) draw(cam, $("#viewer-canvas"));
 }
 
 const COLORS = { person: "#4cc2ff", car: "#ffb84d", truck: "#ffb84d", bus: "#ffb84d", bicycle: "#c792ea", motorbike: "#c792ea", motorcycle: "#c792ea", dog: "#46d17b", cat: "#46d17b", bird: "#46d17b" };
@@ -206,8 +216,7 @@ function draw(cam, canvas) {
   if (canvas.width !== bmp.width || canvas.height !== bmp.height) { canvas.width = bmp.width; canvas.height = bmp.height; }
   const ctx = canvas.getContext("2d");
   ctx.drawImage(bmp, 0, 0);
-  probe.framesDrawn++;
-  const d = detsFor(cam, f.seq);
+  const d = detsFor(cam, f);
   if (!d || !d.tracks.length) return;
   const sx = bmp.width / d.width, sy = bmp.height / d.height;
   const lw = Math.max(2, Math.round(bmp.width / 320));
