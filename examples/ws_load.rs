@@ -1,8 +1,10 @@
 //! Load generator for the live feed: N WebSocket clients subscribe to one camera's frames (and to
 //! events) and report delivered fps per client, capture-to-client latency from the timestamp in
-//! each frame header, and the daemon's CPU use over the run.
+//! each frame header, and the daemon's CPU use over the run. With `--detections` they also
+//! subscribe to the camera's detections and report their capture-to-client latency ("boxes"):
+//! frames are streamed from capture, detections follow when the detector is done.
 //!
-//! cargo run --release --example ws_load -- ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID]
+//! cargo run --release --example ws_load -- ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID] [--detections]
 
 use std::time::{Duration, Instant};
 
@@ -37,9 +39,11 @@ fn now_ms() -> i64 {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let detections = args.iter().any(|a| a == "--detections");
+    args.retain(|a| a != "--detections");
     if args.len() < 5 {
-        eprintln!("usage: ws_load ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID]");
+        eprintln!("usage: ws_load ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID] [--detections]");
         std::process::exit(2);
     }
     let (addr, camera) = (args[1].clone(), args[2].clone());
@@ -57,10 +61,14 @@ async fn main() {
             let sub = serde_json::json!({"op": "subscribe", "topic": "frames", "camera": camera, "width": width});
             ws.send(Message::Text(sub.to_string().into())).await.unwrap();
             ws.send(Message::Text(r#"{"op":"subscribe","topic":"events"}"#.into())).await.unwrap();
+            if detections {
+                let sub = serde_json::json!({"op": "subscribe", "topic": "detections", "camera": camera});
+                ws.send(Message::Text(sub.to_string().into())).await.unwrap();
+            }
             gate.wait().await;
             let end = tokio::time::Instant::now() + Duration::from_secs(secs);
             let (mut frames, mut bytes, mut lagged) = (0u64, 0u64, 0u64);
-            let mut lat = Vec::new();
+            let (mut lat, mut box_lat) = (Vec::new(), Vec::new());
             let (mut first_seq, mut last_seq) = (None, 0u64);
             while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(end, ws.next()).await {
                 match msg {
@@ -73,11 +81,15 @@ async fn main() {
                         bytes += b.len() as u64;
                     }
                     Message::Text(t) if t.contains("\"lagged\"") => lagged += 1,
+                    Message::Text(t) if t.starts_with(r#"{"type":"detections""#) => {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        box_lat.push((now_ms() - v["ts_ms"].as_i64().unwrap()) as f64);
+                    }
                     _ => {}
                 }
             }
             let span = first_seq.map(|f| last_seq - f + 1).unwrap_or(0);
-            (frames, bytes, lagged, span, lat)
+            (frames, bytes, lagged, span, lat, box_lat)
         }));
     }
     start_gate.wait().await;
@@ -92,13 +104,26 @@ async fn main() {
         (Some(b), Some(a)) => Some((b - a) as f64 / 100.0 / elapsed * 100.0),
         _ => None,
     };
-    let mut all_lat: Vec<f64> = results.iter().flat_map(|r| r.4.iter().copied()).collect();
-    all_lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        all_lat
-            .get(((all_lat.len() as f64 - 1.0) * p) as usize)
+    let sorted = |v: Vec<f64>| {
+        let mut v = v;
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let pct = |v: &[f64], p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p) as usize)
             .copied()
             .unwrap_or(f64::NAN)
+    };
+    let all_lat = sorted(results.iter().flat_map(|r| r.4.iter().copied()).collect());
+    let box_lat = sorted(results.iter().flat_map(|r| r.5.iter().copied()).collect());
+    let boxes = if detections {
+        format!(
+            "  boxes p50 {:.0} ms p99 {:.0} ms",
+            pct(&box_lat, 0.5),
+            pct(&box_lat, 0.99)
+        )
+    } else {
+        String::new()
     };
     let fps: Vec<f64> = results.iter().map(|r| r.0 as f64 / elapsed).collect();
     let share: Vec<f64> = results
@@ -115,15 +140,15 @@ async fn main() {
         / results.iter().map(|r| r.0).sum::<u64>().max(1) as f64
         / 1024.0;
     println!(
-        "clients {clients}  width {}  {:.1}s  fps/client mean {:.2} min {:.2}  delivered share min {:.1}%  frame {:.0} KiB  latency p50 {:.0} ms p99 {:.0} ms  lagged msgs {}  daemon cpu {}  rss {}",
+        "clients {clients}  width {}  {:.1}s  fps/client mean {:.2} min {:.2}  delivered share min {:.1}%  frame {:.0} KiB  latency p50 {:.0} ms p99 {:.0} ms{boxes}  lagged msgs {}  daemon cpu {}  rss {}",
         if width == 0 { "full".to_string() } else { width.to_string() },
         elapsed,
         fps.iter().sum::<f64>() / fps.len() as f64,
         fps.iter().copied().fold(f64::INFINITY, f64::min),
         share.iter().copied().fold(f64::INFINITY, f64::min) * 100.0,
         frame_kib,
-        pct(0.5),
-        pct(0.99),
+        pct(&all_lat, 0.5),
+        pct(&all_lat, 0.99),
         results.iter().map(|r| r.2).sum::<u64>(),
         cpu.map(|c| format!("{c:.1}%")).unwrap_or("-".into()),
         pid.and_then(rss_kib).map(|r| format!("{} MiB", r / 1024)).unwrap_or("-".into()),
