@@ -23,6 +23,17 @@ stats() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[
 
 row() { printf '| %s | %s | `%s` |\n' "$1" "$2" "$3"; }
 
+# start_daemon NAME CMD... : starts a server that prints its address on stdout; sets $daemon to its
+# pid and $addr to its host:port once it listens.
+start_daemon() {
+    local name=$1; shift
+    "$@" > "$out/$name.out" 2>/dev/null &
+    daemon=$!
+    for _ in $(seq 100); do grep -q listening "$out/$name.out" 2>/dev/null && break; sleep 0.1; done
+    addr=$(sed -n 's#.*listening on \(http://\)\{0,1\}\([0-9.:]*\).*#\2#p' "$out/$name.out")
+}
+stop_daemon() { kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""; }
+
 echo "== pipeline throughput ($runs runs each)"
 declare -A fps
 measure() { # KEY CMD... ; the command prints fps as its last number on a "fps" line
@@ -60,16 +71,13 @@ path = "$out/fanout.db"
 id = "street"
 source = "media/vtest.avi"
 TOML
-"$bin" run --config "$cfg" --listen 127.0.0.1:0 > "$out/daemon.out" 2>/dev/null &
-daemon=$!
-for _ in $(seq 100); do grep -q listening "$out/daemon.out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's#ocellus listening on http://\(.*\)/#\1#p' "$out/daemon.out")
+start_daemon fanout "$bin" run --config "$cfg" --listen 127.0.0.1:0
 fan=()
 for n in 1 10 100; do
-    fan+=("$(target/release/examples/ws_load "$addr" street "$n" 20 0 "$daemon")")
+    fan+=("$(target/release/examples/ws_load "$addr" street "$n" 20 0 "$daemon" --detections)")
     echo "${fan[-1]}"
 done
-kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
+stop_daemon
 
 echo "== fan-out cost: Ocellus (detector and motion off) vs Python websockets"
 # CPU per delivered frame = share of one core / (clients x fps per client), in microseconds.
@@ -87,14 +95,9 @@ enabled = false
 id = "street"
 source = "media/vtest.avi"
 TOML
-"$bin" run --config "$out/plain.toml" --listen 127.0.0.1:0 > "$out/plain.out" 2>/dev/null &
-daemon=$!
-for _ in $(seq 100); do grep -q listening "$out/plain.out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's#ocellus listening on http://\(.*\)/#\1#p' "$out/plain.out")
-/usr/bin/python3 bench/py_broadcast.py media/vtest.avi > "$out/pyb.out" 2>/dev/null &
-pyb=$!
-for _ in $(seq 100); do grep -q listening "$out/pyb.out" 2>/dev/null && break; sleep 0.1; done
-pyaddr=$(sed -n 's#listening on ##p' "$out/pyb.out")
+start_daemon pyb /usr/bin/python3 bench/py_broadcast.py media/vtest.avi
+pyb=$daemon pyaddr=$addr
+start_daemon plain "$bin" run --config "$out/plain.toml" --listen 127.0.0.1:0
 declare -A cost
 vs=()
 for n in 10 100; do
@@ -107,33 +110,59 @@ for n in 10 100; do
 done
 kill "$daemon" "$pyb"; wait "$daemon" "$pyb" 2>/dev/null || true; daemon=""; pyb=""
 
-echo "== memory: one camera, 10 clients, 10 minutes"
-"$bin" run --config "$cfg" --listen 127.0.0.1:0 > "$out/mem.out" 2>/dev/null &
-daemon=$!
-for _ in $(seq 100); do grep -q listening "$out/mem.out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's#ocellus listening on http://\(.*\)/#\1#p' "$out/mem.out")
-mem_secs=${OCELLUS_BENCH_MEM_SECS:-600}
-target/release/examples/ws_load "$addr" street 10 "$mem_secs" 0 "$daemon" > "$out/mem.load" &
-load=$!
-rss_series=()
-for t in $(seq 30 30 "$mem_secs"); do
-    sleep 30
-    rss_series+=("$t:$(awk '/^VmRSS/ {print $2}' /proc/$daemon/status)")
-done
-wait $load
-mem_anon=$(awk '/^Pss_Anon/ {print $2}' /proc/$daemon/smaps_rollup)
-mem_file=$(awk '/^Pss_File/ {print $2}' /proc/$daemon/smaps_rollup)
-kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
-mem_summary=$(python3 - "${rss_series[@]}" <<'PY'
+kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$daemon/smaps_rollup"; }
+mib() { echo $(($1 / 1024)); }
+printf '[storage]\npath = "%s"\n' "$out/idle.db" > "$out/idle.toml"
+
+# idle_floor BIN -> "RSS x MiB (file-backed y, anonymous z), n shared libraries": the daemon with no
+# camera, 5 s after start.
+idle_floor() {
+    rm -f "$out"/idle.db*
+    start_daemon idle "$1" run --config "$out/idle.toml" --listen 127.0.0.1:0
+    sleep 5
+    local libs
+    libs=$(awk '$6 ~ /\.so/ {print $6}' "/proc/$daemon/maps" | sort -u | wc -l)
+    echo "RSS $(mib "$(kib Rss)") MiB (file-backed $(mib "$(kib Pss_File)"), anonymous $(mib "$(kib Pss_Anon)")), $libs shared libraries"
+    stop_daemon
+}
+
+# mem_run BIN SECS -> two lines: the RSS series summary, and the split at the end. One camera
+# (detection on), 10 clients at full size; RSS sampled every 30 s.
+mem_run() {
+    rm -f "$out"/fanout.db*
+    start_daemon mem "$1" run --config "$cfg" --listen 127.0.0.1:0
+    target/release/examples/ws_load "$addr" street 10 "$2" 0 "$daemon" > "$out/mem.load" &
+    local load=$! series=() t
+    for t in $(seq 30 30 "$2"); do
+        sleep 30
+        series+=("$t:$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")")
+    done
+    wait $load
+    python3 - "${series[@]}" <<'PY'
 import sys
 pts = [(int(t), int(k)) for t, k in (a.split(":") for a in sys.argv[1:])]
 first = next((k for t, k in pts if t >= 60), pts[0][1])
 last = pts[-1][1]
 ks = [k for t, k in pts if t >= 60] or [last]
-print(f"RSS at 60 s {first/1024:.1f} MiB, at {pts[-1][0]} s {last/1024:.1f} MiB (min {min(ks)/1024:.1f}, max {max(ks)/1024:.1f}); growth {(last-first)/1024:+.1f} MiB")
+print(f"RSS at 60 s {first/1024:.1f} MiB, at {pts[-1][0]} s {last/1024:.1f} MiB (min {min(ks)/1024:.1f}, max {max(ks)/1024:.1f}); growth {(last-first)/1024:+.1f} MiB; samples (s:KiB) {' '.join(sys.argv[1:])}")
 PY
-)
-echo "$mem_summary"
+    echo "at the end: anonymous memory (the process's own) $(mib "$(kib Pss_Anon)") MiB, file-backed (shared libraries) $(mib "$(kib Pss_File)") MiB"
+    stop_daemon
+}
+
+echo "== memory: Debian's OpenCV"
+mem_secs=${OCELLUS_BENCH_MEM_SECS:-600}
+idle_deb=$(idle_floor "$bin"); echo "$idle_deb"
+mapfile -t mem_deb < <(mem_run "$bin" "$mem_secs"); printf '%s\n' "${mem_deb[@]}"
+
+echo "== memory: OpenCV built with only the modules Ocellus uses"
+echo "(bench/minimal-opencv.sh: about 40 minutes the first time, then reused)"
+if ! min_bin=$(bench/minimal-opencv.sh 2> "$out/minimal-opencv.log"); then
+    tail -30 "$out/minimal-opencv.log"; exit 1
+fi
+min_secs=${OCELLUS_BENCH_MIN_SECS:-300}
+idle_min=$(idle_floor "$min_bin"); echo "$idle_min"
+mapfile -t mem_min < <(mem_run "$min_bin" "$min_secs"); printf '%s\n' "${mem_min[@]}"
 
 {
 echo "# Benchmarks"
@@ -164,8 +193,11 @@ row "one transaction per event (same file settings: WAL, synchronous=FULL)" "$(s
 echo
 echo "## WebSocket fan-out: full-size frames (768x576) and events, 20 s per row, one run each"
 echo
-echo "Load generator: \`target/release/examples/ws_load ADDR street N 20 0 DAEMON_PID\` against"
-echo "\`$bin run\` on the street clip (10 fps). Latency is capture to client (frame header timestamp)."
+echo "Load generator: \`target/release/examples/ws_load ADDR street N 20 0 DAEMON_PID --detections\` against"
+echo "\`$bin run\` on the street clip (10 fps), detection on. Each client subscribes to the frames, the events"
+echo "and the detections. \"latency\" is capture to client for frames (frame header timestamp); frames are"
+echo "streamed from capture, in parallel with detection. \"boxes\" is capture to client for the frame's"
+echo "detections message, so it includes motion and the DNN."
 echo
 echo '```'
 printf '%s\n' "${fan[@]}"
@@ -191,15 +223,26 @@ echo '```'
 printf '%s\n' "${vs[@]}"
 echo '```'
 echo
-echo "## Memory: one camera (detection on), 10 clients at full size, ${mem_secs} s"
+echo "## Memory: one camera (detection on), 10 clients at full size"
 echo
-echo "Command: \`target/release/examples/ws_load ADDR street 10 $mem_secs 0 DAEMON_PID\` against the daemon above;"
-echo "RSS sampled every 30 s from /proc."
+echo "Load: \`target/release/examples/ws_load ADDR street 10 SECS 0 DAEMON_PID\`; RSS sampled every 30 s from"
+echo "/proc; the split at the end from smaps_rollup. The floor is the daemon with no camera, 5 s after start."
 echo
-echo "- $mem_summary"
-echo "- at the end: anonymous memory (the process's own) $((mem_anon / 1024)) MiB; file-backed $((mem_file / 1024)) MiB"
-echo "  (shared library code mapped from Debian's OpenCV stack: libgdal, libavcodec, ...; clean pages the kernel"
-echo "  can drop and other processes share)."
-echo "- samples (s:KiB): ${rss_series[*]}"
+echo "With Debian's OpenCV ($(pkg-config --modversion opencv4), \`$bin\`), ${mem_secs} s:"
+echo
+echo "- floor: $idle_deb"
+echo "- ${mem_deb[0]}"
+echo "- ${mem_deb[1]}"
+echo
+echo "Debian's OpenCV packages link GDAL, GDCM, Poppler, GStreamer, FFmpeg and more into imgcodecs and"
+echo "videoio, and the dynamic loader maps and initialises all of them in any process that links OpenCV."
+echo
+echo "With OpenCV 4.6.0 built with only the modules Ocellus uses (core, imgproc, imgcodecs with JPEG"
+echo "and PNG, videoio with FFmpeg and V4L2, dnn, video, objdetect), as an embedded image builds it:"
+echo "\`bench/minimal-opencv.sh\` builds it and Ocellus against it (\`$min_bin\`), ${min_secs} s:"
+echo
+echo "- floor: $idle_min"
+echo "- ${mem_min[0]}"
+echo "- ${mem_min[1]}"
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"
