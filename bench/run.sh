@@ -160,6 +160,7 @@ echo "(bench/minimal-opencv.sh: about 40 minutes the first time, then reused)"
 if ! min_bin=$(bench/minimal-opencv.sh 2> "$out/minimal-opencv.log"); then
     tail -30 "$out/minimal-opencv.log"; exit 1
 fi
+min_bin=${min_bin#"$PWD/"}
 min_secs=${OCELLUS_BENCH_MIN_SECS:-300}
 idle_min=$(idle_floor "$min_bin"); echo "$idle_min"
 mapfile -t mem_min < <(mem_run "$min_bin" "$min_secs"); printf '%s\n' "${mem_min[@]}"
