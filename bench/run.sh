@@ -156,7 +156,7 @@ idle_deb=$(idle_floor "$bin"); echo "$idle_deb"
 mapfile -t mem_deb < <(mem_run "$bin" "$mem_secs"); printf '%s\n' "${mem_deb[@]}"
 
 echo "== memory: OpenCV built with only the modules Ocellus uses"
-echo "(bench/minimal-opencv.sh: about 40 minutes the first time, then reused)"
+echo "(bench/minimal-opencv.sh: about 25 minutes the first time, then reused)"
 if ! min_bin=$(bench/minimal-opencv.sh 2> "$out/minimal-opencv.log"); then
     tail -30 "$out/minimal-opencv.log"; exit 1
 fi
