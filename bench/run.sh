@@ -152,8 +152,10 @@ PY
 
 echo "== memory: Debian's OpenCV"
 mem_secs=${OCELLUS_BENCH_MEM_SECS:-600}
-idle_deb=$(idle_floor "$bin"); echo "$idle_deb"
-mapfile -t mem_deb < <(mem_run "$bin" "$mem_secs"); printf '%s\n' "${mem_deb[@]}"
+# Called with a redirection, not in $(...), so the daemon they start is this shell's $daemon and
+# the EXIT trap stops it if the run is interrupted.
+idle_floor "$bin" > "$out/idle_deb"; idle_deb=$(cat "$out/idle_deb"); echo "$idle_deb"
+mem_run "$bin" "$mem_secs" > "$out/mem_deb"; mapfile -t mem_deb < "$out/mem_deb"; printf '%s\n' "${mem_deb[@]}"
 
 echo "== memory: OpenCV built with only the modules Ocellus uses"
 echo "(bench/minimal-opencv.sh: about 25 minutes the first time, then reused)"
@@ -162,8 +164,8 @@ if ! min_bin=$(bench/minimal-opencv.sh 2> "$out/minimal-opencv.log"); then
 fi
 min_bin=${min_bin#"$PWD/"}
 min_secs=${OCELLUS_BENCH_MIN_SECS:-300}
-idle_min=$(idle_floor "$min_bin"); echo "$idle_min"
-mapfile -t mem_min < <(mem_run "$min_bin" "$min_secs"); printf '%s\n' "${mem_min[@]}"
+idle_floor "$min_bin" > "$out/idle_min"; idle_min=$(cat "$out/idle_min"); echo "$idle_min"
+mem_run "$min_bin" "$min_secs" > "$out/mem_min"; mapfile -t mem_min < "$out/mem_min"; printf '%s\n' "${mem_min[@]}"
 
 {
 echo "# Benchmarks"
