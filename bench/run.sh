@@ -167,6 +167,9 @@ min_secs=${OCELLUS_BENCH_MIN_SECS:-300}
 idle_floor "$min_bin" > "$out/idle_min"; idle_min=$(cat "$out/idle_min"); echo "$idle_min"
 mem_run "$min_bin" "$min_secs" > "$out/mem_min"; mapfile -t mem_min < "$out/mem_min"; printf '%s\n' "${mem_min[@]}"
 
+echo "== event truth against the ground truth"
+bench/event_truth.sh "$bin" > "$out/event_truth"; cat "$out/event_truth"
+
 {
 echo "# Benchmarks"
 echo
@@ -247,5 +250,7 @@ echo
 echo "- floor: $idle_min"
 echo "- ${mem_min[0]}"
 echo "- ${mem_min[1]}"
+echo
+cat "$out/event_truth"
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -39,6 +39,12 @@ install_assets() {
         45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf \
         "$root/../shared/media/vtest.avi" \
         https://raw.githubusercontent.com/opencv/opencv/4.6.0/samples/data/vtest.avi
+    # The clip's public ground truth (PETS09-S2L1, MOTChallenge format), for the event-truth
+    # test and benchmark; CC BY-NC-SA 3.0, so it is fetched, never shipped.
+    fetch media/pets09-s2l1/gt.txt \
+        9759f51a2429b17e1f4dfdd76cf9731ca02097069298914b51d35bb9045baf1d \
+        "$root/../shared/media/pets09-s2l1/gt.txt" \
+        https://raw.githubusercontent.com/gonzalocarreteroh/MASA-OA/ff2036cf4ddee289aec4d9e5cc03bdd734580b7a/benchmarks/MOT15/PETS09-S2L1/gt/gt.txt
     models/fetch.sh
 }
 
