@@ -21,6 +21,7 @@ fn event(i: i64) -> Event {
         best_box: BBox::new(10.0, 20.0, 30.0, 60.0),
         best_ms: 1_764_000_000_000 + i * 37 + 900,
         hits: 12,
+        stationary: false,
     }
 }
 

@@ -220,8 +220,13 @@ pub struct DetectorConfig {
     pub input_width: u32,
     /// Network input height in pixels.
     pub input_height: u32,
-    /// Minimum score for a detection, unless `min_score_per_label` says otherwise.
+    /// Minimum score for a confident detection, one that can start a track, unless
+    /// `min_score_per_label` says otherwise.
     pub min_score: f32,
+    /// Weaker detections, down to this score, are handed to the tracker too, but only to keep
+    /// an existing track alive through a poorly seen frame (ByteTrack's second stage); they
+    /// never start a track. Set it to `min_score` or above to turn this off.
+    pub keep_alive_score: f32,
     /// Per-label minimum scores, e.g. `{ person = 0.6 }`.
     pub min_score_per_label: BTreeMap<String, f32>,
     /// Only these labels are reported; empty means every label of the model. The default lists
@@ -249,6 +254,7 @@ impl Default for DetectorConfig {
             input_width: 352,
             input_height: 352,
             min_score: 0.4,
+            keep_alive_score: 0.15,
             min_score_per_label: BTreeMap::new(),
             labels_allow: [
                 "person",
@@ -316,19 +322,32 @@ impl Default for MotionConfig {
     }
 }
 
-/// `[tracker]`
+/// `[tracker]`: how detections become tracks, and tracks become events. docs/events.md explains
+/// each knob and the defaults.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackerConfig {
-    /// A detection continues a track when its IoU with the track's predicted box is at least this.
+    /// A confident detection continues a track when its IoU with the track's predicted box is at
+    /// least this (weak detections need 0.5, as in ByteTrack).
     pub iou_threshold: f32,
-    /// Detections needed before a track is confirmed and becomes an event.
+    /// Detections a track needs before it can become an event.
     pub min_hits: u32,
-    /// A track becomes an event only once its best score reaches this.
+    /// A track becomes an event only when the median score of its last `score_window`
+    /// detections reaches this: one lucky frame does not make a cone a person.
     pub min_score: f32,
-    /// An event ends when its object has been unseen this long (milliseconds).
+    /// How many of a track's latest detection scores the median is taken over.
+    pub score_window: u32,
+    /// A track becomes an event only once it has moved this far from where it was first seen,
+    /// in units of its box's height (its larger side): a thing that never moves is scenery.
+    pub min_move: f32,
+    /// An event whose object stays within `min_move` of one spot this long (milliseconds) is
+    /// marked stationary (a parked car); it is not announced again while it stays.
+    pub stationary_after_ms: i64,
+    /// A track unseen this long ends, and so does its event (milliseconds). Until then a missed
+    /// object keeps its track: a short occlusion is not a new event.
     pub unseen_timeout_ms: i64,
-    /// An unconfirmed track is dropped when unseen this long (milliseconds).
+    /// A young track (fewer than `min_hits` detections) is dropped when unseen this long
+    /// (milliseconds).
     pub tentative_timeout_ms: i64,
     /// At most one `update` message per event per this many milliseconds.
     pub update_interval_ms: i64,
@@ -340,6 +359,9 @@ impl Default for TrackerConfig {
             iou_threshold: 0.2,
             min_hits: 5,
             min_score: 0.6,
+            score_window: 10,
+            min_move: 1.0,
+            stationary_after_ms: 10_000,
             unseen_timeout_ms: 2000,
             tentative_timeout_ms: 500,
             update_interval_ms: 1000,
@@ -362,6 +384,54 @@ pub struct CameraConfig {
     /// Set to false to keep the entry but not open the camera.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Polygons in relative coordinates (0-1 of the frame's width and height, so they survive a
+    /// resolution change): a detection whose bottom-centre is inside one is dropped. For a spot
+    /// that fools the detector: a statue, a poster, a tree that looks like a person.
+    #[serde(default)]
+    pub object_masks: Vec<Polygon>,
+    /// Polygons in relative coordinates: motion inside them does not start the detector. For
+    /// trees in the wind, a busy road beyond the fence, a timestamp overlay.
+    #[serde(default)]
+    pub motion_masks: Vec<Polygon>,
+}
+
+/// A polygon of points `[x, y]`, each in 0-1 of the frame's width and height.
+pub type Polygon = Vec<[f32; 2]>;
+
+/// Whether `p` lies inside `poly` (even-odd rule; both in the same coordinates).
+pub fn point_in_polygon(poly: &[[f32; 2]], p: (f32, f32)) -> bool {
+    let mut inside = false;
+    let mut j = poly.len().wrapping_sub(1);
+    for i in 0..poly.len() {
+        let ([xi, yi], [xj, yj]) = (poly[i], poly[j]);
+        if (yi > p.1) != (yj > p.1) && p.0 < (xj - xi) * (p.1 - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
+}
+
+/// Checks a list of polygons: 3+ points each, every coordinate in 0-1.
+fn check_polygons(polygons: &[Polygon]) -> Result<(), String> {
+    for (i, poly) in polygons.iter().enumerate() {
+        if poly.len() < 3 {
+            return Err(format!(
+                "polygon {i} has {} points; a polygon needs at least 3",
+                poly.len()
+            ));
+        }
+        if let Some(p) = poly
+            .iter()
+            .find(|p| !p.iter().all(|v| (0.0..=1.0).contains(v)))
+        {
+            return Err(format!(
+                "polygon {i} has the point [{}, {}]; coordinates are fractions of the frame, 0 to 1",
+                p[0], p[1]
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn yes() -> bool {
@@ -410,6 +480,7 @@ impl Config {
         };
         let d = &self.detector;
         unit("detector.min_score", d.min_score)?;
+        unit("detector.keep_alive_score", d.keep_alive_score)?;
         unit("detector.nms_iou", d.nms_iou)?;
         for (label, v) in &d.min_score_per_label {
             unit(&format!("detector.min_score_per_label.{label}"), *v)?;
@@ -426,10 +497,19 @@ impl Config {
         }
         unit("tracker.iou_threshold", self.tracker.iou_threshold)?;
         unit("tracker.min_score", self.tracker.min_score)?;
-        if self.tracker.min_hits == 0 {
+        if self.tracker.min_hits == 0 || self.tracker.score_window == 0 {
             return Err(invalid(
-                "tracker.min_hits".into(),
+                "tracker.min_hits/score_window".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.tracker.min_move) {
+            return Err(invalid(
+                "tracker.min_move".into(),
+                format!(
+                    "{} is not between 0 and 100 box heights",
+                    self.tracker.min_move
+                ),
             ));
         }
         if self.motion.width < 32 {
@@ -492,12 +572,31 @@ impl Config {
             if cam.source.trim().is_empty() {
                 return Err(invalid(format!("cameras[{i}].source"), "is empty".into()));
             }
+            for (name, polys) in [
+                ("object_masks", &cam.object_masks),
+                ("motion_masks", &cam.motion_masks),
+            ] {
+                let key = format!("cameras[{i}].{name}");
+                check_polygons(polys).map_err(|m| invalid(key.clone(), m))?;
+            }
         }
         Ok(())
     }
 }
 
 impl Config {
+    /// The `[[cameras]]` entry for camera `id`; for any other id (a replay's), the only entry
+    /// when there is exactly one, so a camera's masks can be tried on a recording.
+    pub fn camera(&self, id: &str) -> Option<&CameraConfig> {
+        self.cameras
+            .iter()
+            .find(|c| c.id == id)
+            .or(match self.cameras.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })
+    }
+
     /// The listen address must parse, and reaching beyond loopback needs a token (or an
     /// explicit `allow_no_token`). Also called after `--listen` overrides the address.
     pub fn check_listen(&self, path: &Path) -> Result<(), ConfigError> {
@@ -567,6 +666,10 @@ mod tests {
         assert_eq!(c.detector.labels_allow, d.detector.labels_allow);
         assert_eq!(c.tracker.min_hits, d.tracker.min_hits);
         assert_eq!(c.tracker.unseen_timeout_ms, d.tracker.unseen_timeout_ms);
+        assert_eq!(c.tracker.min_move, d.tracker.min_move);
+        assert_eq!(c.tracker.score_window, d.tracker.score_window);
+        assert_eq!(c.tracker.stationary_after_ms, d.tracker.stationary_after_ms);
+        assert_eq!(c.detector.keep_alive_score, d.detector.keep_alive_score);
         assert_eq!(c.motion.var_threshold, d.motion.var_threshold);
         assert_eq!(c.storage.batch_max, d.storage.batch_max);
         assert_eq!(c.detector.model, d.detector.model);
@@ -654,6 +757,24 @@ mod tests {
     fn out_of_range_score_names_the_key() {
         let err = parse("[detector]\nmin_score = 1.5\n").unwrap_err();
         assert!(err.to_string().contains("detector.min_score"), "{err}");
+    }
+
+    #[test]
+    fn masks_are_checked_and_points_fall_inside_or_outside() {
+        let ok = parse(
+            "[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nobject_masks = [[[0.1, 0.1], [0.5, 0.1], [0.5, 0.5], [0.1, 0.5]]]\n",
+        )
+        .unwrap();
+        let mask = &ok.camera("a").unwrap().object_masks[0];
+        assert!(point_in_polygon(mask, (0.3, 0.3)));
+        assert!(!point_in_polygon(mask, (0.6, 0.3)));
+        let err = parse("[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nmotion_masks = [[[0.1, 0.1], [1.5, 0.1], [0.5, 0.5]]]\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("cameras[0].motion_masks"), "{err}");
+        assert!(err.to_string().contains("0 to 1"), "{err}");
+        let err = parse("[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nobject_masks = [[[0.1, 0.1], [0.5, 0.1]]]\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("at least 3"), "{err}");
     }
 
     #[test]

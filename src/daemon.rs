@@ -84,7 +84,10 @@ impl Daemon {
         let mut threads = Vec::new();
         for (cam, detector) in enabled.into_iter().zip(detectors) {
             let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
-            let state = Arc::new(SourceState::new(&cam.id, &name));
+            let state = Arc::new(
+                SourceState::new(&cam.id, &name)
+                    .with_masks(cam.object_masks.clone(), cam.motion_masks.clone()),
+            );
             let stats = Arc::new(CameraStats::default());
             let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone()));
             let slot = Arc::new(FrameSlot::default());

@@ -23,7 +23,7 @@ use crate::models::{BBox, Event};
 /// Schema upgrades, in order: entry `i` takes the schema from version `i` to `i + 1`. Each runs
 /// in its own transaction together with the `user_version` bump, so a crash leaves the database
 /// at one version or the next, never in between.
-const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] = &[v0_to_v1, v1_to_v2];
+const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] = &[v0_to_v1, v1_to_v2, v2_to_v3];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -65,6 +65,11 @@ fn v1_to_v2(tx: &Transaction) -> rusqlite::Result<()> {
         CREATE INDEX events_camera_start ON events (camera, start_ms);
         CREATE INDEX events_label_start ON events (label, start_ms);",
     )
+}
+
+/// Events say whether their object has become stationary (a parked car).
+fn v2_to_v3(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE events ADD COLUMN stationary INTEGER NOT NULL DEFAULT 0;")
 }
 
 /// Opens (creating if needed) the database read-write and brings its schema up to date.
@@ -211,7 +216,7 @@ pub struct EventQuery {
 }
 
 const EVENT_COLUMNS: &str =
-    "id, camera, label, track_id, start_ms, end_ms, top_score, box_x, box_y, box_w, box_h, best_ms, hits";
+    "id, camera, label, track_id, start_ms, end_ms, top_score, box_x, box_y, box_w, box_h, best_ms, hits, stationary";
 
 fn event_from_row(r: &rusqlite::Row) -> rusqlite::Result<Event> {
     Ok(Event {
@@ -230,6 +235,7 @@ fn event_from_row(r: &rusqlite::Row) -> rusqlite::Result<Event> {
         ),
         best_ms: r.get(11)?,
         hits: r.get::<_, i64>(12)? as u32,
+        stationary: r.get(13)?,
     })
 }
 
@@ -574,13 +580,14 @@ impl Writer {
         {
             let mut up = tx.prepare_cached(
                 "INSERT INTO events (id, camera, label, track_id, start_ms, end_ms, top_score,
-                                     box_x, box_y, box_w, box_h, best_ms, hits)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                     box_x, box_y, box_w, box_h, best_ms, hits, stationary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (id) DO UPDATE SET
                     end_ms = excluded.end_ms, top_score = excluded.top_score,
                     box_x = excluded.box_x, box_y = excluded.box_y,
                     box_w = excluded.box_w, box_h = excluded.box_h,
-                    best_ms = excluded.best_ms, hits = excluded.hits",
+                    best_ms = excluded.best_ms, hits = excluded.hits,
+                    stationary = excluded.stationary",
             )?;
             for e in batch.events.values() {
                 up.execute(params![
@@ -597,6 +604,7 @@ impl Writer {
                     e.best_box.h as f64,
                     e.best_ms,
                     e.hits as i64,
+                    e.stationary,
                 ])?;
             }
             let mut snap = tx.prepare_cached(
@@ -724,6 +732,7 @@ mod tests {
             best_box: BBox::new(1.0, 2.0, 3.0, 4.0),
             best_ms: start_ms + 10,
             hits: 7,
+            stationary: false,
         }
     }
 

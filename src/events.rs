@@ -160,6 +160,7 @@ impl EventBuilder {
                         best_box: track.best_box,
                         best_ms: track.best_ms,
                         hits: 0,
+                        stationary: false,
                     };
                     fill_from_track(&mut event, track);
                     out.snapshots.extend(self.snapshot(tid, event.id));
@@ -175,6 +176,19 @@ impl EventBuilder {
                             snapshot_dirty: false,
                         },
                     );
+                }
+                TrackChange::Stationary(tid, _) => {
+                    let (Some(track), Some(open)) = (tracker.get(tid), self.open.get_mut(&tid))
+                    else {
+                        continue;
+                    };
+                    // Told at once, not rate-limited: a client shows it as a state.
+                    fill_from_track(&mut open.event, track);
+                    open.last_update_ms = ts_ms;
+                    out.messages.push(EventMsg {
+                        kind: EventKind::Update,
+                        event: open.event.clone(),
+                    });
                 }
                 TrackChange::Ended(track) => {
                     let Some(mut open) = self.open.remove(&track.id) else {
@@ -286,6 +300,7 @@ fn fill_from_track(e: &mut Event, t: &Track) {
     e.best_box = t.best_box.rounded();
     e.best_ms = t.best_ms;
     e.hits = t.hits;
+    e.stationary = t.stationary;
 }
 
 #[cfg(test)]
@@ -300,6 +315,7 @@ mod tests {
             label: "person".into(),
             score: 0.9,
             bbox: BBox::new(x, 10.0, 20.0, 40.0),
+            weak: false,
         }
     }
 
@@ -307,6 +323,7 @@ mod tests {
     fn a_failing_snapshot_never_costs_an_event_message() {
         let mut tracker = Tracker::new(TrackerConfig {
             min_hits: 2,
+            min_move: 0.0,
             ..Default::default()
         });
         let snap = SnapshotOptions {

@@ -194,6 +194,7 @@ mod tests {
             best_box: BBox::default(),
             best_ms: start,
             hits: 3,
+            stationary: false,
         }
     }
 

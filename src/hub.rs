@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use crate::capture::Frame;
 use crate::live::SourceState;
 use crate::metrics::{inc, CameraStats};
-use crate::models::{DetectionsMsg, EventMsg};
+use crate::models::{Detection, DetectionsMsg, EventMsg};
 use crate::pipeline::Sink;
 use crate::protocol::{frame_message, ServerMsg, STREAM_WIDTHS};
 
@@ -94,7 +94,7 @@ impl Sink for LiveSink {
         self.hub.detections.receiver_count() > 0
     }
 
-    fn detections(&mut self, msg: DetectionsMsg) {
+    fn detections(&mut self, msg: DetectionsMsg, _raw: &[Detection], _track_ids: &[u64]) {
         let json = ServerMsg::Detections(&msg).to_json();
         let _ = self.hub.detections.send(Utf8Bytes::from(json));
     }

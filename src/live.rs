@@ -77,6 +77,9 @@ struct StateInner {
 pub struct SourceState {
     pub id: String,
     pub name: String,
+    /// The camera's masks as configured, shown to clients.
+    pub object_masks: Vec<crate::config::Polygon>,
+    pub motion_masks: Vec<crate::config::Polygon>,
     inner: Mutex<StateInner>,
 }
 
@@ -85,6 +88,8 @@ impl SourceState {
         Self {
             id: id.to_string(),
             name: name.to_string(),
+            object_masks: Vec::new(),
+            motion_masks: Vec::new(),
             inner: Mutex::new(StateInner {
                 status: SourceStatus::Connecting,
                 last_error: None,
@@ -94,6 +99,17 @@ impl SourceState {
                 retries: 0,
             }),
         }
+    }
+
+    /// The same state, with the camera's masks to show to clients.
+    pub fn with_masks(
+        mut self,
+        object_masks: Vec<crate::config::Polygon>,
+        motion_masks: Vec<crate::config::Polygon>,
+    ) -> Self {
+        self.object_masks = object_masks;
+        self.motion_masks = motion_masks;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
@@ -133,6 +149,8 @@ impl SourceState {
             since_ms: s.since_ms,
             width: s.width,
             height: s.height,
+            object_masks: self.object_masks.clone(),
+            motion_masks: self.motion_masks.clone(),
         }
     }
 }

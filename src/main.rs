@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run the pipeline on a recorded video, every frame, on the video's own clock, and report
     /// the events it finds.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Run the daemon: every configured camera, the dashboard, the API and /ws on one port.
     Run(RunArgs),
     /// Check a config file and print the settings it results in.
@@ -107,6 +107,14 @@ struct ReplayArgs {
     /// builds or machines frame by frame.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Write the tracks of events to FILE in MOTChallenge format (`frame,id,x,y,w,h,score,
+    /// -1,-1,-1`, frames 1-based), from each track's first frame: score it against ground truth
+    /// with py-motmetrics or TrackEval (bench/mot_eval.py does).
+    #[arg(long, value_name = "FILE")]
+    tracks: Option<PathBuf>,
+    /// With --tracks: only events of this label (repeat for several; default: every label).
+    #[arg(long, value_name = "LABEL", requires = "tracks")]
+    tracks_label: Vec<String>,
     /// Detectors working on consecutive frames at once with --every-frame (each its own copy of
     /// the network; results are put back in frame order and are the same for any number).
     /// Default: the number of CPUs, at most 4.
@@ -136,7 +144,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => {
             // Warnings only by default, so that a replay's own output stays readable.
             ocellus::logging::init("warn");
-            replay_cmd(args)
+            replay_cmd(*args)
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
@@ -328,6 +336,8 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
         camera: args.camera.clone(),
         encode_frames: args.encode_frames,
         trace: args.trace.clone(),
+        tracks: args.tracks.clone(),
+        tracks_labels: args.tracks_label.clone(),
         detect_workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4))),

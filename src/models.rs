@@ -72,6 +72,10 @@ pub struct Detection {
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: BBox,
+    /// Below the confident score (`detector.min_score`), above `detector.keep_alive_score`: it
+    /// may keep an existing track alive but never starts one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weak: bool,
 }
 
 /// A tracked object that became an event: something worth telling a person about.
@@ -99,6 +103,10 @@ pub struct Event {
     pub best_ms: i64,
     /// Frames in which the object was detected.
     pub hits: u32,
+    /// The object has stayed in one spot for `tracker.stationary_after_ms` (a parked car); it
+    /// becomes false again when it moves.
+    #[serde(default)]
+    pub stationary: bool,
 }
 
 impl Event {
@@ -113,7 +121,8 @@ impl Event {
 pub enum EventKind {
     /// The track was confirmed; the event exists (and is in the database) from now on.
     Start,
-    /// A better view of the object (higher score); rate-limited per event.
+    /// A better view of the object (higher score; rate-limited per event), or the object
+    /// became stationary or moved again (at once).
     Update,
     /// The object has been unseen for the configured time, or the source ended.
     End,
@@ -126,7 +135,8 @@ pub struct EventMsg {
     pub event: Event,
 }
 
-/// One tracked box in one processed frame, for overlays.
+/// One tracked box in one processed frame, for overlays: the track's filtered box and the score
+/// of the detection that continued it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrackedBox {
     pub track_id: u64,
@@ -138,6 +148,8 @@ pub struct TrackedBox {
     pub confirmed: bool,
     /// The event id once confirmed.
     pub event_id: Option<i64>,
+    /// The object has stayed in one spot for `tracker.stationary_after_ms`.
+    pub stationary: bool,
 }
 
 /// The result of processing one frame: the boxes of the tracks matched in it.
@@ -191,6 +203,7 @@ mod tests {
             best_box: BBox::new(1.0, 2.0, 3.0, 4.0),
             best_ms: 50,
             hits: 3,
+            stationary: false,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["box"]["w"], 3.0);

@@ -6,7 +6,7 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use opencv::video::{self, BackgroundSubtractorMOG2};
 
-use crate::config::MotionConfig;
+use crate::config::{MotionConfig, Polygon};
 use crate::models::BBox;
 
 /// What the motion detector saw in one frame.
@@ -23,8 +23,30 @@ pub struct MotionResult {
     pub regions: Vec<BBox>,
 }
 
+/// A `w` x `h` single-channel image: 255 where motion counts, 0 inside the polygons.
+fn mask_image(polygons: &[Polygon], w: i32, h: i32) -> opencv::Result<Mat> {
+    let mut img = Mat::new_rows_cols_with_default(h, w, core::CV_8UC1, core::Scalar::all(255.0))?;
+    let mut polys = Vector::<Vector<Point>>::new();
+    for poly in polygons {
+        polys.push(
+            poly.iter()
+                .map(|[x, y]| {
+                    Point::new((x * w as f32).round() as i32, (y * h as f32).round() as i32)
+                })
+                .collect(),
+        );
+    }
+    imgproc::fill_poly_def(&mut img, &polys, core::Scalar::all(0.0))?;
+    Ok(img)
+}
+
 pub struct MotionDetector {
     cfg: MotionConfig,
+    /// Where motion does not count (relative polygons), and that area drawn at the downscaled
+    /// size as a mask of the pixels that count (built for the first frame, and again when the
+    /// frame size changes).
+    masks: Vec<Polygon>,
+    counts: Mat,
     mog: Ptr<BackgroundSubtractorMOG2>,
     /// After a light change the model learns fast for a few frames.
     relearn_frames: u32,
@@ -38,7 +60,8 @@ pub struct MotionDetector {
 }
 
 impl MotionDetector {
-    pub fn new(cfg: &MotionConfig) -> opencv::Result<Self> {
+    /// `masks`: polygons in fractions of the frame where motion is ignored.
+    pub fn new(cfg: &MotionConfig, masks: Vec<Polygon>) -> opencv::Result<Self> {
         // Shadows are not motion we care about and would only inflate blobs.
         let mog = video::create_background_subtractor_mog2(cfg.history, cfg.var_threshold, false)?;
         let kernel = imgproc::get_structuring_element(
@@ -48,6 +71,8 @@ impl MotionDetector {
         )?;
         Ok(Self {
             cfg: cfg.clone(),
+            masks,
+            counts: Mat::default(),
             mog,
             relearn_frames: 0,
             small: Mat::default(),
@@ -89,6 +114,14 @@ impl MotionDetector {
             -1.0 // MOG2's own rate from its history
         };
         BackgroundSubtractorMOG2Trait::apply(&mut self.mog, &self.blurred, &mut self.mask, rate)?;
+        if !self.masks.is_empty() {
+            if self.counts.size()? != self.mask.size()? {
+                self.counts = mask_image(&self.masks, small_w, small_h)?;
+            }
+            let mut kept = Mat::default();
+            core::bitwise_and_def(&self.mask, &self.counts, &mut kept)?;
+            self.mask = kept;
+        }
 
         let total = (small_w * small_h) as f64;
         let foreground = core::count_non_zero(&self.mask)? as f64 / total;
@@ -162,7 +195,22 @@ mod tests {
     }
 
     fn detector() -> MotionDetector {
-        MotionDetector::new(&MotionConfig::default()).unwrap()
+        MotionDetector::new(&MotionConfig::default(), Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn motion_inside_a_motion_mask_does_not_count() {
+        // The square at x = 100..140 of 320 lies inside the mask; at 240..280 it does not.
+        let mask = vec![[0.2, 0.2], [0.5, 0.2], [0.5, 0.8], [0.2, 0.8]];
+        let mut m = MotionDetector::new(&MotionConfig::default(), vec![mask]).unwrap();
+        for _ in 0..30 {
+            m.process(&frame(60.0)).unwrap();
+        }
+        assert!(!m.process(&with_square(60.0, 100)).unwrap().motion);
+        for _ in 0..30 {
+            m.process(&frame(60.0)).unwrap();
+        }
+        assert!(m.process(&with_square(60.0, 240)).unwrap().motion);
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub trait Sink: Send {
     fn wants_detections(&self) -> bool {
         false
     }
-    fn detections(&mut self, _msg: DetectionsMsg) {}
+    /// One processed frame's tracked boxes; and every detection the tracker was handed (weak
+    /// and unmatched ones too) with the id of the track each went to (0: none).
+    fn detections(&mut self, _msg: DetectionsMsg, _raw: &[Detection], _track_ids: &[u64]) {}
 }
 
 /// Motion for one frame; a failure counts as motion, so the detector still runs.
@@ -43,6 +45,14 @@ fn detect_motion(motion: Option<&mut MotionDetector>, frame: &Frame, camera: &st
         }),
         None => everything,
     }
+}
+
+/// Whether the bottom-centre of `det` (where an object stands) lies in one of `masks`, given in
+/// fractions of a `w` x `h` frame.
+fn in_masks(masks: &[crate::config::Polygon], det: &Detection, w: f32, h: f32) -> bool {
+    let b = det.bbox;
+    let p = ((b.x + b.w / 2.0) / w, (b.y + b.h) / h);
+    masks.iter().any(|m| crate::config::point_in_polygon(m, p))
 }
 
 /// Runs motion detection on its own thread, in frame order, so that it overlaps the object
@@ -179,6 +189,9 @@ pub struct Pipeline {
     min_detect_interval_ms: i64,
     last_detect_ms: Option<i64>,
     tracker: Tracker,
+    /// The camera's object masks (relative polygons): detections whose bottom-centre is inside
+    /// one are dropped before tracking.
+    object_masks: Vec<crate::config::Polygon>,
     events: EventBuilder,
     db: Option<DbHandle>,
     sink: Box<dyn Sink>,
@@ -199,8 +212,12 @@ impl Pipeline {
         stats: Arc<CameraStats>,
         replay: bool,
     ) -> opencv::Result<Self> {
+        let camera_cfg = cfg.camera(camera);
         let motion = if cfg.motion.enabled {
-            Some(MotionDetector::new(&cfg.motion)?)
+            let masks = camera_cfg
+                .map(|c| c.motion_masks.clone())
+                .unwrap_or_default();
+            Some(MotionDetector::new(&cfg.motion, masks)?)
         } else {
             None
         };
@@ -217,6 +234,9 @@ impl Pipeline {
             min_detect_interval_ms,
             last_detect_ms: None,
             tracker: Tracker::new(cfg.tracker.clone()),
+            object_masks: camera_cfg
+                .map(|c| c.object_masks.clone())
+                .unwrap_or_default(),
             events: EventBuilder::new(
                 camera,
                 ids,
@@ -366,7 +386,11 @@ impl Pipeline {
         let mut ran = false;
         let mut dets = Vec::new();
         match result {
-            Some(Ok(d)) => {
+            Some(Ok(mut d)) => {
+                if !self.object_masks.is_empty() {
+                    let (w, h) = (frame.mat.cols() as f32, frame.mat.rows() as f32);
+                    d.retain(|det| !in_masks(&self.object_masks, det, w, h));
+                }
                 dets = d;
                 ran = true;
                 self.last_detect_ms = Some(ts);
@@ -401,13 +425,14 @@ impl Pipeline {
                         track_id: tid,
                         label: d.label.clone(),
                         score: d.score,
-                        bbox: d.bbox.rounded(),
+                        bbox: track.bbox.rounded(),
                         confirmed: track.confirmed,
                         event_id: self.events.event_id(tid),
+                        stationary: track.stationary,
                     })
                 })
                 .collect();
-            self.sink.detections(DetectionsMsg {
+            let msg = DetectionsMsg {
                 camera: self.camera.clone(),
                 seq: frame.seq,
                 ts_ms: ts,
@@ -416,7 +441,8 @@ impl Pipeline {
                 detector_ran: ran,
                 motion: motion.motion,
                 tracks,
-            });
+            };
+            self.sink.detections(msg, &dets, &assigned);
         }
         inc(&stats.processed);
     }

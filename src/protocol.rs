@@ -196,6 +196,10 @@ pub struct CameraInfo {
     pub since_ms: i64,
     pub width: u32,
     pub height: u32,
+    /// The camera's object masks and motion masks (polygons of `[x, y]` in fractions of the
+    /// frame), for drawing.
+    pub object_masks: Vec<crate::config::Polygon>,
+    pub motion_masks: Vec<crate::config::Polygon>,
 }
 
 /// Server -> client text messages.

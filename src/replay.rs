@@ -15,7 +15,7 @@ use crate::detect;
 use crate::errors::{CaptureError, DbError, DetectError};
 use crate::events::EventIds;
 use crate::metrics::{get, CameraStats};
-use crate::models::{DetectionsMsg, Event, EventKind, EventMsg};
+use crate::models::{Detection, DetectionsMsg, Event, EventKind, EventMsg};
 use crate::pipeline::{Pipeline, Sink};
 
 #[derive(Debug, Error)]
@@ -28,6 +28,12 @@ pub enum ReplayError {
     Db(#[from] DbError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
     #[error("a pipeline thread panicked")]
@@ -47,6 +53,10 @@ pub struct ReplayOptions {
     pub encode_frames: bool,
     /// Write a per-frame trace (pixel hash, motion, raw detections) as JSON lines to this file.
     pub trace: Option<PathBuf>,
+    /// Write the tracks of events (of `tracks_labels`, or every label when empty) to this file
+    /// in MOTChallenge format.
+    pub tracks: Option<PathBuf>,
+    pub tracks_labels: Vec<String>,
     /// Detectors working on consecutive frames at once when the detector runs on every frame
     /// (`detector.when = "always"`); the results are the same for any number.
     pub detect_workers: usize,
@@ -73,7 +83,25 @@ struct ReplaySink<F> {
     finished: Arc<Mutex<Vec<Event>>>,
     on_event: F,
     /// With a trace: where the frame's detections wait for the frame's pixel hash.
-    trace: Option<Arc<Mutex<Option<DetectionsMsg>>>>,
+    trace: Option<Arc<Mutex<Option<FrameTrace>>>>,
+    /// With `--tracks`: every tracked box so far, kept until the end, when the tracks that
+    /// became events are known.
+    tracks: Option<Arc<Mutex<Vec<TrackRow>>>>,
+}
+
+/// What the trace records of one processed frame besides its pixels.
+struct FrameTrace {
+    motion: bool,
+    detector_ran: bool,
+    detections: Vec<TraceDetection>,
+}
+
+/// One tracked box of one frame.
+struct TrackRow {
+    seq: u64,
+    track_id: u64,
+    bbox: crate::models::BBox,
+    score: f32,
 }
 
 impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
@@ -88,14 +116,72 @@ impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
     }
 
     fn wants_detections(&self) -> bool {
-        self.trace.is_some()
+        self.trace.is_some() || self.tracks.is_some()
     }
 
-    fn detections(&mut self, msg: DetectionsMsg) {
+    fn detections(&mut self, msg: DetectionsMsg, raw: &[Detection], track_ids: &[u64]) {
+        if let Some(rows) = &self.tracks {
+            rows.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(msg.tracks.iter().map(|t| TrackRow {
+                    seq: msg.seq,
+                    track_id: t.track_id,
+                    bbox: t.bbox,
+                    score: t.score,
+                }));
+        }
         if let Some(slot) = &self.trace {
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+            let detections = raw
+                .iter()
+                .zip(track_ids)
+                .map(|(d, &track_id)| TraceDetection {
+                    label: d.label.clone(),
+                    score: d.score,
+                    track_id,
+                    bbox: d.bbox,
+                })
+                .collect();
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(FrameTrace {
+                motion: msg.motion,
+                detector_ran: msg.detector_ran,
+                detections,
+            });
         }
     }
+}
+
+/// Writes the rows of the tracks that became events (of `labels`, or all), in MOTChallenge
+/// format, frame by frame.
+fn write_tracks(
+    path: &Path,
+    mut rows: Vec<TrackRow>,
+    events: &[Event],
+    labels: &[String],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let wanted: std::collections::HashSet<u64> = events
+        .iter()
+        .filter(|e| labels.is_empty() || labels.contains(&e.label))
+        .map(|e| e.track_id)
+        .collect();
+    rows.retain(|r| wanted.contains(&r.track_id));
+    rows.sort_by_key(|r| (r.seq, r.track_id));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for r in rows {
+        let b = r.bbox;
+        writeln!(
+            out,
+            "{},{},{:.1},{:.1},{:.1},{:.1},{:.3},-1,-1,-1",
+            r.seq + 1,
+            r.track_id,
+            b.x,
+            b.y,
+            b.w,
+            b.h,
+            r.score
+        )?;
+    }
+    out.flush()
 }
 
 /// One line of `--trace`.
@@ -110,6 +196,8 @@ struct TraceLine {
     detections: Vec<TraceDetection>,
 }
 
+/// A detection the tracker was handed: `track_id` 0 when it continued no track (a weak box
+/// with no track under it, or a candidate past the track limit).
 #[derive(serde::Serialize)]
 struct TraceDetection {
     label: String,
@@ -134,7 +222,7 @@ fn pixel_hash(mat: &opencv::core::Mat) -> opencv::Result<u64> {
 fn write_trace(
     out: &mut impl std::io::Write,
     frame: &crate::capture::Frame,
-    dets: Option<DetectionsMsg>,
+    dets: Option<FrameTrace>,
 ) -> std::io::Result<()> {
     let pixels = pixel_hash(&frame.mat).map_err(std::io::Error::other)?;
     let line = TraceLine {
@@ -143,17 +231,7 @@ fn write_trace(
         pixels: format!("{pixels:016x}"),
         motion: dets.as_ref().is_some_and(|d| d.motion),
         detector_ran: dets.as_ref().is_some_and(|d| d.detector_ran),
-        detections: dets
-            .map(|d| d.tracks)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| TraceDetection {
-                label: t.label,
-                score: t.score,
-                track_id: t.track_id,
-                bbox: t.bbox,
-            })
-            .collect(),
+        detections: dets.map(|d| d.detections).unwrap_or_default(),
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.write_all(b"\n")
@@ -205,10 +283,15 @@ pub fn run(
         None => None,
     };
     let trace_slot = trace_out.as_ref().map(|_| Arc::new(Mutex::new(None)));
+    let track_rows = opts
+        .tracks
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(Vec::new())));
     let sink = ReplaySink {
         finished: finished.clone(),
         on_event,
         trace: trace_slot.clone(),
+        tracks: track_rows.clone(),
     };
     let mut pipeline = Pipeline::new(
         &opts.camera,
@@ -346,6 +429,15 @@ pub fn run(
     on_progress(get(&stats.processed), announced);
 
     let events = std::mem::take(&mut *finished.lock().unwrap_or_else(|p| p.into_inner()));
+    if let (Some(path), Some(rows)) = (&opts.tracks, track_rows) {
+        let rows = std::mem::take(&mut *rows.lock().unwrap_or_else(|p| p.into_inner()));
+        write_tracks(path, rows, &events, &opts.tracks_labels).map_err(|source| {
+            ReplayError::Output {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
     Ok(ReplayReport {
         frames,
         width,

@@ -1,7 +1,10 @@
-//! Multi-object tracking: matches each frame's detections to tracks by IoU with a constant-velocity
-//! prediction, confirms tracks after enough hits, and ends them when they stay unseen.
+//! Multi-object tracking: Kalman-predicted boxes, ByteTrack's two-stage association solved
+//! optimally, a buffer that keeps a missed object's track, and the rule that decides when a track
+//! is a real object worth an event (a steady score, and it has moved).
 //!
 //! Pure and deterministic: the same detections at the same timestamps give the same tracks.
+
+use std::collections::VecDeque;
 
 use crate::config::TrackerConfig;
 use crate::models::{BBox, Detection};
@@ -10,16 +13,126 @@ use crate::models::{BBox, Detection};
 /// rather than letting memory grow.
 const MAX_TRACKS: usize = 256;
 
+/// A weak detection continues a track only when it overlaps the prediction this much
+/// (ByteTrack's second-stage threshold).
+const WEAK_IOU: f32 = 0.5;
+
+/// A detection continues a track only if its area is within this factor of the predicted box's.
+const MAX_AREA_RATIO: f32 = 2.0;
+
+/// A new track is not started on a detection that lies this much (intersection over the smaller
+/// box) inside a box already matched in the frame: it is a part of an object already tracked.
+const DUPLICATE_OVERLAP: f32 = 0.8;
+
+/// One coordinate of a box under a constant-velocity Kalman filter: position and velocity, with
+/// their 2x2 covariance. Time is in units of 100 ms, so the noise figures read as per frame of a
+/// 10 fps camera.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Axis {
+    pos: f32,
+    vel: f32,
+    p: [[f32; 2]; 2],
+}
+
+impl Axis {
+    fn new(pos: f32, pos_sd: f32, vel_sd: f32) -> Self {
+        Self {
+            pos,
+            vel: 0.0,
+            p: [[pos_sd * pos_sd, 0.0], [0.0, vel_sd * vel_sd]],
+        }
+    }
+
+    fn predict(&mut self, dt: f32, pos_sd: f32, vel_sd: f32) {
+        self.pos += self.vel * dt;
+        let [[a, b], [c, d]] = self.p;
+        // P = F P F^T + Q, F = [[1, dt], [0, 1]], Q growing with dt.
+        self.p = [
+            [
+                a + dt * (b + c) + dt * dt * d + pos_sd * pos_sd * dt,
+                b + dt * d,
+            ],
+            [c + dt * d, d + vel_sd * vel_sd * dt],
+        ];
+    }
+
+    fn update(&mut self, z: f32, meas_sd: f32) {
+        let [[a, b], [c, d]] = self.p;
+        let s = a + meas_sd * meas_sd;
+        let (k0, k1) = (a / s, c / s);
+        let innovation = z - self.pos;
+        self.pos += k0 * innovation;
+        self.vel += k1 * innovation;
+        self.p = [[(1.0 - k0) * a, (1.0 - k0) * b], [c - k1 * a, d - k1 * b]];
+    }
+}
+
+/// A box (centre x, centre y, width, height) under four independent constant-velocity filters.
+/// The noise is proportional to the box's height, as in SORT and ByteTrack: a box twice as tall
+/// jitters twice as many pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct BoxFilter {
+    axes: [Axis; 4],
+    at_ms: i64,
+}
+
+impl BoxFilter {
+    const POS: f32 = 1.0 / 20.0;
+    const VEL: f32 = 1.0 / 160.0;
+    const MEAS: f32 = 1.0 / 20.0;
+
+    fn new(b: BBox, ts_ms: i64) -> Self {
+        let (cx, cy) = b.center();
+        let h = b.h.max(1.0);
+        let axis = |v| Axis::new(v, 2.0 * Self::POS * h, 10.0 * Self::VEL * h);
+        Self {
+            axes: [axis(cx), axis(cy), axis(b.w), axis(b.h)],
+            at_ms: ts_ms,
+        }
+    }
+
+    fn bbox(&self) -> BBox {
+        let [cx, cy, w, h] = self.axes.map(|a| a.pos);
+        BBox::from_center(cx, cy, w.max(1.0), h.max(1.0))
+    }
+
+    /// The box at `ts_ms`, without changing the filter.
+    fn peek(&self, ts_ms: i64) -> BBox {
+        let mut f = *self;
+        f.predict(ts_ms);
+        f.bbox()
+    }
+
+    fn predict(&mut self, ts_ms: i64) {
+        let dt = (ts_ms - self.at_ms) as f32 / 100.0;
+        if dt <= 0.0 {
+            return;
+        }
+        let h = self.axes[3].pos.max(1.0);
+        for a in &mut self.axes {
+            a.predict(dt, Self::POS * h, Self::VEL * h);
+        }
+        self.at_ms = ts_ms;
+    }
+
+    fn update(&mut self, b: BBox, ts_ms: i64) {
+        self.predict(ts_ms);
+        let (cx, cy) = b.center();
+        let sd = Self::MEAS * self.axes[3].pos.max(1.0);
+        for (a, z) in self.axes.iter_mut().zip([cx, cy, b.w, b.h]) {
+            a.update(z, sd);
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Track {
     pub id: u64,
     pub class_id: u32,
     pub label: String,
-    /// The box of the latest detection.
+    /// The filtered box as of the latest detection: steadier than the detector's own box.
     pub bbox: BBox,
-    /// Centre velocity in pixels per millisecond.
-    vx: f32,
-    vy: f32,
+    filter: BoxFilter,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub hits: u32,
@@ -28,37 +141,64 @@ pub struct Track {
     pub top_score: f32,
     pub best_box: BBox,
     pub best_ms: i64,
+    /// The track is a real object: an event exists for it from now until it ends.
     pub confirmed: bool,
+    /// The object has stayed in one spot for `stationary_after_ms` (only for confirmed tracks).
+    pub stationary: bool,
+    /// Whether the object has moved `min_move` from where it was first seen.
+    moved: bool,
+    /// The latest detection scores, at most `score_window`.
+    scores: VecDeque<f32>,
+    /// Centre where the track was first seen.
+    origin: (f32, f32),
+    /// Where, and since when, the object has been staying (for `stationary`).
+    rest: ((f32, f32), i64),
 }
 
 impl Track {
     /// Where the track's box should be at `ts_ms`, assuming it keeps its velocity.
     pub fn predict(&self, ts_ms: i64) -> BBox {
-        let dt = (ts_ms - self.last_seen_ms) as f32;
-        BBox {
-            x: self.bbox.x + self.vx * dt,
-            y: self.bbox.y + self.vy * dt,
-            ..self.bbox
+        self.filter.peek(ts_ms)
+    }
+
+    /// The median of the latest detection scores.
+    pub fn median_score(&self) -> f32 {
+        let mut s: Vec<f32> = self.scores.iter().copied().collect();
+        s.sort_by(f32::total_cmp);
+        match s.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => s[n / 2],
+            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
         }
+    }
+
+    /// How far `p` is from `from`, in heights of the track's box.
+    fn distance_in_heights(&self, from: (f32, f32), p: (f32, f32)) -> f32 {
+        let d = ((p.0 - from.0).powi(2) + (p.1 - from.1).powi(2)).sqrt();
+        d / self.bbox.h.max(self.bbox.w).max(1.0)
     }
 }
 
 /// What happened to tracks in one update, in this order within the list: improvements,
-/// confirmations, ends.
+/// confirmations, stationary changes, ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TrackChange {
     /// The track's top score rose in this frame (confirmed or not): a better snapshot moment.
     Improved(u64),
-    /// The track just became confirmed.
+    /// The track just became a real object: its event starts.
     Confirmed(u64),
+    /// A confirmed track's object stopped (true) or started moving again (false).
+    Stationary(u64, bool),
     /// A confirmed track ended; it is no longer in the tracker.
-    Ended(Track),
+    Ended(Box<Track>),
 }
 
 pub struct Tracker {
     cfg: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
+    /// When the detector last ran: tracks seen then are being tracked, the others are lost.
+    last_update_ms: Option<i64>,
 }
 
 impl Tracker {
@@ -67,6 +207,7 @@ impl Tracker {
             cfg,
             tracks: Vec::new(),
             next_id: 1,
+            last_update_ms: None,
         }
     }
 
@@ -78,89 +219,245 @@ impl Tracker {
         self.tracks.iter().find(|t| t.id == id)
     }
 
-    /// Whether any confirmed track is alive (the motion gate keeps the detector running then).
-    pub fn has_confirmed(&self) -> bool {
-        self.tracks.iter().any(|t| t.confirmed)
-    }
-
     /// Feeds one processed frame's detections. Returns the changes, and for each detection the id
-    /// of the track it was assigned to (same order as `dets`).
+    /// of the track it was assigned to, 0 for none (same order as `dets`).
     pub fn update(&mut self, ts_ms: i64, dets: &[Detection]) -> (Vec<TrackChange>, Vec<u64>) {
         let mut changes = Vec::new();
-        let assignment = self.assign(ts_ms, dets);
-        let mut det_tracks = vec![0u64; dets.len()];
+        let predicted: Vec<BBox> = self.tracks.iter().map(|t| t.predict(ts_ms)).collect();
+        let mut det_track: Vec<Option<usize>> = vec![None; dets.len()];
+        let mut track_used = vec![false; self.tracks.len()];
+        let strong: Vec<usize> = (0..dets.len()).filter(|&i| !dets[i].weak).collect();
+        let weak: Vec<usize> = (0..dets.len()).filter(|&i| dets[i].weak).collect();
+        let established = |t: &Track| t.hits >= self.cfg.min_hits || t.confirmed;
 
+        // 1. Established tracks, seen lately or not, against confident detections.
+        let first: Vec<usize> = (0..self.tracks.len())
+            .filter(|&t| established(&self.tracks[t]))
+            .collect();
+        self.associate(
+            &first,
+            &strong,
+            dets,
+            &predicted,
+            self.cfg.iou_threshold,
+            true,
+            &mut track_used,
+            &mut det_track,
+        );
+        // 2. Tracks seen in the previous update that are still unmatched, against weak
+        //    detections: a poorly seen frame does not lose the object.
+        let second: Vec<usize> = (0..self.tracks.len())
+            .filter(|&t| !track_used[t] && Some(self.tracks[t].last_seen_ms) == self.last_update_ms)
+            .collect();
+        self.associate(
+            &second,
+            &weak,
+            dets,
+            &predicted,
+            WEAK_IOU,
+            false,
+            &mut track_used,
+            &mut det_track,
+        );
+        // 3. Young tracks against the confident detections left.
+        let third: Vec<usize> = (0..self.tracks.len())
+            .filter(|&t| !track_used[t] && !established(&self.tracks[t]))
+            .collect();
+        let left: Vec<usize> = strong
+            .iter()
+            .copied()
+            .filter(|&d| det_track[d].is_none())
+            .collect();
+        self.associate(
+            &third,
+            &left,
+            dets,
+            &predicted,
+            self.cfg.iou_threshold,
+            false,
+            &mut track_used,
+            &mut det_track,
+        );
+
+        let mut det_ids = vec![0u64; dets.len()];
         for (di, det) in dets.iter().enumerate() {
-            let id = match assignment[di] {
-                Some(ti) => {
-                    let t = &mut self.tracks[ti];
-                    let dt = (ts_ms - t.last_seen_ms) as f32;
-                    if dt > 0.0 {
-                        let (ox, oy) = t.bbox.center();
-                        let (nx, ny) = det.bbox.center();
-                        let (ix, iy) = ((nx - ox) / dt, (ny - oy) / dt);
-                        // The first measured velocity is taken as it is; later ones are smoothed
-                        // against detector jitter.
-                        if t.hits == 1 {
-                            (t.vx, t.vy) = (ix, iy);
-                        } else {
-                            t.vx = 0.5 * t.vx + 0.5 * ix;
-                            t.vy = 0.5 * t.vy + 0.5 * iy;
-                        }
-                    }
-                    t.bbox = det.bbox;
-                    t.last_seen_ms = ts_ms;
-                    t.hits += 1;
-                    t.score = det.score;
-                    if det.score > t.top_score {
-                        t.top_score = det.score;
-                        t.best_box = det.bbox;
-                        t.best_ms = ts_ms;
-                        changes.push(TrackChange::Improved(t.id));
-                    }
-                    t.id
-                }
-                None => {
-                    if self.tracks.len() >= MAX_TRACKS {
-                        continue;
-                    }
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.tracks.push(Track {
-                        id,
-                        class_id: det.class_id,
-                        label: det.label.clone(),
-                        bbox: det.bbox,
-                        vx: 0.0,
-                        vy: 0.0,
-                        first_seen_ms: ts_ms,
-                        last_seen_ms: ts_ms,
-                        hits: 1,
-                        score: det.score,
-                        top_score: det.score,
-                        best_box: det.bbox,
-                        best_ms: ts_ms,
-                        confirmed: false,
-                    });
-                    changes.push(TrackChange::Improved(id));
-                    id
-                }
-            };
-            det_tracks[di] = id;
-        }
-
-        for t in &mut self.tracks {
-            if !t.confirmed
-                && t.last_seen_ms == ts_ms
-                && t.hits >= self.cfg.min_hits
-                && t.top_score >= self.cfg.min_score
-            {
-                t.confirmed = true;
-                changes.push(TrackChange::Confirmed(t.id));
+            if let Some(ti) = det_track[di] {
+                det_ids[di] = self.tracks[ti].id;
+                self.observe(ti, det, ts_ms, &mut changes);
             }
         }
+        // 4. New tracks for confident detections nobody claimed, unless they sit inside an
+        //    object already matched in this frame.
+        let matched: Vec<BBox> = (0..self.tracks.len())
+            .filter(|&t| track_used[t])
+            .map(|t| self.tracks[t].bbox)
+            .collect();
+        for &di in &strong {
+            if det_track[di].is_some() || self.tracks.len() >= MAX_TRACKS {
+                continue;
+            }
+            let det = &dets[di];
+            if matched
+                .iter()
+                .any(|m| overlap_of_smaller(m, &det.bbox) >= DUPLICATE_OVERLAP)
+            {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut scores = VecDeque::with_capacity(self.cfg.score_window as usize);
+            scores.push_back(det.score);
+            let centre = det.bbox.center();
+            self.tracks.push(Track {
+                id,
+                class_id: det.class_id,
+                label: det.label.clone(),
+                bbox: det.bbox,
+                filter: BoxFilter::new(det.bbox, ts_ms),
+                first_seen_ms: ts_ms,
+                last_seen_ms: ts_ms,
+                hits: 1,
+                score: det.score,
+                top_score: det.score,
+                best_box: det.bbox,
+                best_ms: ts_ms,
+                confirmed: false,
+                stationary: false,
+                moved: false,
+                scores,
+                origin: centre,
+                rest: (centre, ts_ms),
+            });
+            changes.push(TrackChange::Improved(id));
+            det_ids[di] = id;
+        }
+
+        let cfg = &self.cfg;
+        for t in &mut self.tracks {
+            if t.confirmed
+                || t.last_seen_ms != ts_ms
+                || t.hits < cfg.min_hits
+                || !t.moved
+                || t.median_score() < cfg.min_score
+            {
+                continue;
+            }
+            t.confirmed = true;
+            changes.push(TrackChange::Confirmed(t.id));
+        }
+        self.last_update_ms = Some(ts_ms);
         self.expire(ts_ms, &mut changes);
-        (changes, det_tracks)
+        (changes, det_ids)
+    }
+
+    /// Takes detection `det` into track `ti`.
+    fn observe(&mut self, ti: usize, det: &Detection, ts_ms: i64, changes: &mut Vec<TrackChange>) {
+        let (window, min_move, still_ms) = (
+            self.cfg.score_window as usize,
+            self.cfg.min_move,
+            self.cfg.stationary_after_ms,
+        );
+        let t = &mut self.tracks[ti];
+        t.filter.update(det.bbox, ts_ms);
+        t.bbox = t.filter.bbox();
+        t.last_seen_ms = ts_ms;
+        t.hits += 1;
+        t.score = det.score;
+        if t.scores.len() == window {
+            t.scores.pop_front();
+        }
+        t.scores.push_back(det.score);
+        let centre = t.bbox.center();
+        if !t.moved && t.distance_in_heights(t.origin, centre) >= min_move {
+            t.moved = true;
+        }
+        if t.distance_in_heights(t.rest.0, centre) >= min_move {
+            t.rest = (centre, ts_ms);
+            if t.stationary {
+                t.stationary = false;
+                changes.push(TrackChange::Stationary(t.id, false));
+            }
+        } else if t.confirmed && !t.stationary && ts_ms - t.rest.1 >= still_ms {
+            t.stationary = true;
+            changes.push(TrackChange::Stationary(t.id, true));
+        }
+        if det.score > t.top_score {
+            t.top_score = det.score;
+            t.best_box = det.bbox;
+            t.best_ms = ts_ms;
+            changes.push(TrackChange::Improved(t.id));
+        }
+    }
+
+    /// Optimal one-to-one matching of `tracks` to `dets` (indices) of the same class and similar
+    /// size, by IoU with the predicted box. With `reach`, a track may also take a detection it
+    /// does not overlap enough, whose centre is within half its height of the prediction: small
+    /// boxes missed for a second drift off their prediction.
+    #[allow(clippy::too_many_arguments)]
+    fn associate(
+        &self,
+        tracks: &[usize],
+        det_idx: &[usize],
+        dets: &[Detection],
+        predicted: &[BBox],
+        min_iou: f32,
+        reach: bool,
+        track_used: &mut [bool],
+        det_track: &mut [Option<usize>],
+    ) {
+        if tracks.is_empty() || det_idx.is_empty() {
+            return;
+        }
+        // A track whose object has stayed in one spot for `stationary_after_ms` (a sign, a cone,
+        // a parked car) is pinned there: only a detection overlapping it by `WEAK_IOU`
+        // continues it, never a near miss. A person walking past a sign then keeps their own
+        // track instead of dragging the sign's along (which would make the sign "move"), while a
+        // parked car that drives off is followed, since it starts slowly.
+        // Costs: 1 - IoU for overlaps, 1 + distance/reach for near misses, NONE otherwise.
+        const NONE: f32 = 1e6;
+        let mut cost = vec![NONE; tracks.len() * det_idx.len()];
+        for (r, &ti) in tracks.iter().enumerate() {
+            let t = &self.tracks[ti];
+            let p = predicted[ti];
+            let pinned = t.last_seen_ms - t.rest.1 >= self.cfg.stationary_after_ms;
+            let (min_iou, reach) = if pinned {
+                (min_iou.max(WEAK_IOU), false)
+            } else {
+                (min_iou, reach)
+            };
+            for (c, &di) in det_idx.iter().enumerate() {
+                let d = &dets[di];
+                if d.class_id != t.class_id {
+                    continue;
+                }
+                // An object does not double or halve its size from one frame to the next: a
+                // person walking past a cone must not take over the cone's track, nor the
+                // reverse.
+                let ratio = d.bbox.area() / p.area().max(1.0);
+                if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
+                    continue;
+                }
+                let iou = p.iou(&d.bbox);
+                let cell = &mut cost[r * det_idx.len() + c];
+                if iou >= min_iou {
+                    *cell = 1.0 - iou;
+                } else if reach {
+                    let (px, py) = p.center();
+                    let (dx, dy) = d.bbox.center();
+                    let dist = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
+                    let limit = 0.5 * p.h.max(p.w);
+                    if dist <= limit {
+                        *cell = 1.0 + dist / limit.max(1.0);
+                    }
+                }
+            }
+        }
+        for (r, c) in hungarian(&cost, tracks.len(), det_idx.len()) {
+            if cost[r * det_idx.len() + c] < NONE {
+                track_used[tracks[r]] = true;
+                det_track[det_idx[c]] = Some(tracks[r]);
+            }
+        }
     }
 
     /// Advances time without detections (the detector did not run on this frame): tracks can
@@ -171,13 +468,13 @@ impl Tracker {
         changes
     }
 
-    /// Ends every confirmed track (the source ended or the daemon stops); tentative ones vanish.
+    /// Ends every confirmed track (the source ended or the daemon stops); the others vanish.
     pub fn finish(&mut self) -> Vec<TrackChange> {
         let tracks = std::mem::take(&mut self.tracks);
         tracks
             .into_iter()
             .filter(|t| t.confirmed)
-            .map(TrackChange::Ended)
+            .map(|t| TrackChange::Ended(Box::new(t)))
             .collect()
     }
 
@@ -187,7 +484,7 @@ impl Tracker {
         while i < self.tracks.len() {
             let t = &self.tracks[i];
             let unseen = ts_ms - t.last_seen_ms;
-            let limit = if t.confirmed {
+            let limit = if t.confirmed || t.hits >= cfg.min_hits {
                 cfg.unseen_timeout_ms
             } else {
                 cfg.tentative_timeout_ms
@@ -195,148 +492,240 @@ impl Tracker {
             if unseen > limit {
                 let t = self.tracks.remove(i);
                 if t.confirmed {
-                    changes.push(TrackChange::Ended(t));
+                    changes.push(TrackChange::Ended(Box::new(t)));
                 }
             } else {
                 i += 1;
             }
         }
     }
+}
 
-    /// Greedy assignment between predicted track boxes and detections of the same class: by IoU,
-    /// best pairs first, then by centre distance for the rest. Returns, per detection, the index
-    /// of its track.
-    fn assign(&self, ts_ms: i64, dets: &[Detection]) -> Vec<Option<usize>> {
-        let predicted: Vec<BBox> = self.tracks.iter().map(|t| t.predict(ts_ms)).collect();
-        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
-        for (ti, t) in self.tracks.iter().enumerate() {
-            for (di, d) in dets.iter().enumerate() {
-                if t.class_id != d.class_id {
-                    continue;
-                }
-                let iou = predicted[ti].iou(&d.bbox);
-                if iou >= self.cfg.iou_threshold {
-                    pairs.push((iou, ti, di));
-                }
-            }
-        }
-        // Ties are broken by position so the result never depends on float noise alone.
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let mut track_used = vec![false; self.tracks.len()];
-        let mut out = vec![None; dets.len()];
-        for (_, ti, di) in pairs {
-            if !track_used[ti] && out[di].is_none() {
-                track_used[ti] = true;
-                out[di] = Some(ti);
-            }
-        }
-        // Second pass for what IoU left: small boxes jitter enough between frames that they
-        // barely overlap, so a detection of similar size whose centre is within half the
-        // track's height of the prediction continues it.
-        let mut near: Vec<(f32, usize, usize)> = Vec::new();
-        for (ti, t) in self.tracks.iter().enumerate() {
-            if track_used[ti] {
-                continue;
-            }
-            let p = predicted[ti];
-            let (px, py) = p.center();
-            let reach = 0.5 * p.h.max(p.w);
-            for (di, d) in dets.iter().enumerate() {
-                if out[di].is_some() || t.class_id != d.class_id {
-                    continue;
-                }
-                let (dx, dy) = d.bbox.center();
-                let dist = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
-                let ratio = d.bbox.area() / p.area().max(1.0);
-                if dist <= reach && (0.5..=2.0).contains(&ratio) {
-                    near.push((dist, ti, di));
-                }
-            }
-        }
-        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        for (_, ti, di) in near {
-            if !track_used[ti] && out[di].is_none() {
-                track_used[ti] = true;
-                out[di] = Some(ti);
-            }
-        }
-        out
+/// Intersection over the smaller box's area: 1 when one box lies inside the other.
+fn overlap_of_smaller(a: &BBox, b: &BBox) -> f32 {
+    let iw = ((a.x + a.w).min(b.x + b.w) - a.x.max(b.x)).max(0.0);
+    let ih = ((a.y + a.h).min(b.y + b.h) - a.y.max(b.y)).max(0.0);
+    let smaller = a.area().min(b.area());
+    if smaller <= 0.0 {
+        0.0
+    } else {
+        iw * ih / smaller
     }
+}
+
+/// Minimum-cost assignment of rows to columns for a `rows` x `cols` cost matrix (row-major), by
+/// the Hungarian method with potentials (O(n^2 m)); returns the (row, column) pairs, one per row
+/// or column, whichever are fewer. Deterministic for equal costs.
+fn hungarian(cost: &[f32], rows: usize, cols: usize) -> Vec<(usize, usize)> {
+    // The algorithm wants rows <= cols; solve the transpose otherwise.
+    if rows > cols {
+        let t: Vec<f32> = (0..cols * rows)
+            .map(|i| cost[(i % rows) * cols + i / rows])
+            .collect();
+        return hungarian(&t, cols, rows)
+            .into_iter()
+            .map(|(c, r)| (r, c))
+            .collect();
+    }
+    let (n, m) = (rows, cols);
+    let a = |i: usize, j: usize| cost[(i - 1) * m + (j - 1)] as f64;
+    // 1-based, as in the classic formulation: p[j] is the row matched to column j.
+    let mut u = vec![0f64; n + 1];
+    let mut v = vec![0f64; m + 1];
+    let mut p = vec![0usize; m + 1];
+    let mut way = vec![0usize; m + 1];
+    for i in 1..=n {
+        p[0] = i;
+        let mut j0 = 0;
+        let mut minv = vec![f64::INFINITY; m + 1];
+        let mut used = vec![false; m + 1];
+        loop {
+            used[j0] = true;
+            let i0 = p[j0];
+            let mut delta = f64::INFINITY;
+            let mut j1 = 0;
+            for j in 1..=m {
+                if used[j] {
+                    continue;
+                }
+                let cur = a(i0, j) - u[i0] - v[j];
+                if cur < minv[j] {
+                    minv[j] = cur;
+                    way[j] = j0;
+                }
+                if minv[j] < delta {
+                    delta = minv[j];
+                    j1 = j;
+                }
+            }
+            for j in 0..=m {
+                if used[j] {
+                    u[p[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    minv[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if p[j0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let j1 = way[j0];
+            p[j0] = p[j1];
+            j0 = j1;
+            if j0 == 0 {
+                break;
+            }
+        }
+    }
+    (1..=m)
+        .filter(|&j| p[j] != 0)
+        .map(|j| (p[j] - 1, j - 1))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn person(x: f32, y: f32, score: f32) -> Detection {
+    fn det(x: f32, y: f32, score: f32) -> Detection {
         Detection {
             class_id: 0,
             label: "person".into(),
             score,
             bbox: BBox::new(x, y, 40.0, 100.0),
+            weak: score < 0.4,
         }
     }
 
     fn cfg() -> TrackerConfig {
         TrackerConfig {
-            iou_threshold: 0.2,
             min_hits: 3,
             min_score: 0.5,
-            unseen_timeout_ms: 1000,
+            unseen_timeout_ms: 2000,
             tentative_timeout_ms: 300,
-            update_interval_ms: 1000,
+            ..Default::default()
         }
     }
 
-    fn ended(changes: &[TrackChange]) -> Vec<u64> {
-        changes
-            .iter()
-            .filter_map(|c| match c {
-                TrackChange::Ended(t) => Some(t.id),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn track_is_confirmed_on_its_third_hit_and_ends_after_the_unseen_timeout() {
-        let mut tr = Tracker::new(cfg());
-        let mut confirmed_at = None;
-        for i in 0..5 {
-            let (changes, _) = tr.update(i * 100, &[person(100.0 + i as f32 * 5.0, 50.0, 0.8)]);
-            if changes.contains(&TrackChange::Confirmed(1)) {
-                confirmed_at = Some(i);
+    /// Runs `frames` (detections per 100 ms frame; `None`: the detector did not run) and returns
+    /// every change, and the track id given to each detection.
+    fn run(
+        tr: &mut Tracker,
+        frames: &[Option<Vec<Detection>>],
+    ) -> (Vec<TrackChange>, Vec<Vec<u64>>) {
+        let mut all = Vec::new();
+        let mut ids = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let ts = i as i64 * 100;
+            match f {
+                Some(dets) => {
+                    let (c, got) = tr.update(ts, dets);
+                    all.extend(c);
+                    ids.push(got);
+                }
+                None => {
+                    all.extend(tr.tick(ts));
+                    ids.push(Vec::new());
+                }
             }
         }
-        assert_eq!(confirmed_at, Some(2));
-        assert!(
-            ended(&tr.tick(1400)).is_empty(),
-            "unseen 1000 ms is not yet over the timeout"
-        );
-        let changes = tr.tick(1401);
-        assert_eq!(ended(&changes), vec![1]);
-        let TrackChange::Ended(t) = &changes[0] else {
-            unreachable!()
-        };
-        assert_eq!((t.first_seen_ms, t.last_seen_ms, t.hits), (0, 400, 5));
-        assert!(tr.tracks().is_empty());
+        all.extend(tr.finish());
+        (all, ids)
+    }
+
+    fn count(changes: &[TrackChange], f: impl Fn(&TrackChange) -> bool) -> usize {
+        changes.iter().filter(|c| f(c)).count()
+    }
+
+    fn starts(changes: &[TrackChange]) -> usize {
+        count(changes, |c| matches!(c, TrackChange::Confirmed(_)))
     }
 
     #[test]
-    fn low_scoring_track_is_never_confirmed() {
-        let mut tr = Tracker::new(cfg());
-        for i in 0..10 {
-            let (changes, _) = tr.update(i * 100, &[person(100.0, 50.0, 0.3)]);
-            assert!(!changes
-                .iter()
-                .any(|c| matches!(c, TrackChange::Confirmed(_))));
+    fn kalman_filter_follows_a_steady_walk_and_predicts_ahead() {
+        let mut f = BoxFilter::new(BBox::new(0.0, 0.0, 40.0, 100.0), 0);
+        for i in 1..30 {
+            f.update(BBox::new(5.0 * i as f32, 0.0, 40.0, 100.0), i * 100);
         }
-        assert!(tr.finish().is_empty());
+        let (cx, _) = f.peek(3000).center();
+        assert!((cx - (150.0 + 20.0)).abs() < 2.0, "predicted centre {cx}");
     }
 
     #[test]
-    fn two_people_crossing_with_occlusion_keep_their_ids() {
-        // A walks right, B walks left, 8 px per 100 ms; at the crossing B hides A for 5 frames.
+    fn hungarian_finds_the_optimal_assignment_where_greedy_would_not() {
+        // Greedy takes (0,0) at 0.1 and is left with (1,1) at 0.9: total 1.0. Optimal: 0.4.
+        let cost = [0.1, 0.2, 0.2, 0.9];
+        let mut got = hungarian(&cost, 2, 2);
+        got.sort();
+        assert_eq!(got, vec![(0, 1), (1, 0)]);
+        // Rectangular, both ways.
+        assert_eq!(hungarian(&[0.5, 0.1, 0.3], 1, 3), vec![(0, 1)]);
+        let mut tall = hungarian(&[0.5, 0.1, 0.3], 3, 1);
+        tall.sort();
+        assert_eq!(tall, vec![(1, 0)]);
+    }
+
+    #[test]
+    fn a_box_that_never_moves_makes_no_event_even_after_a_minute() {
+        let mut tr = Tracker::new(cfg());
+        let frames: Vec<_> = (0..600)
+            .map(|i| {
+                // The detector's jitter: a few pixels each way.
+                let j = ((i * 7) % 5) as f32 - 2.0;
+                Some(vec![det(300.0 + j, 200.0 - j, 0.65)])
+            })
+            .collect();
+        let (changes, ids) = run(&mut tr, &frames);
+        assert_eq!(starts(&changes), 0);
+        assert!(ids.iter().all(|i| i == &ids[0]), "one track all along");
+    }
+
+    #[test]
+    fn a_car_that_drives_in_and_parks_is_one_event_that_becomes_stationary() {
+        let mut tr = Tracker::new(cfg());
+        // 5 s driving 20 px per frame, then parked for 60 s.
+        let frames: Vec<_> = (0..650)
+            .map(|i| Some(vec![det(20.0 * (i.min(50)) as f32, 300.0, 0.8)]))
+            .collect();
+        let (changes, _) = run(&mut tr, &frames);
+        assert_eq!(starts(&changes), 1);
+        let stationary: Vec<bool> = changes
+            .iter()
+            .filter_map(|c| match c {
+                TrackChange::Stationary(_, s) => Some(*s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stationary, vec![true]);
+        let ended: Vec<&Box<Track>> = changes
+            .iter()
+            .filter_map(|c| match c {
+                TrackChange::Ended(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert!(ended[0].stationary);
+    }
+
+    #[test]
+    fn a_person_missed_for_one_and_a_half_seconds_mid_walk_keeps_one_track() {
+        let mut tr = Tracker::new(cfg());
+        let frames: Vec<_> = (0..80)
+            .map(|i| (!(30..45).contains(&i)).then(|| vec![det(50.0 + 6.0 * i as f32, 200.0, 0.8)]))
+            .collect();
+        let (changes, ids) = run(&mut tr, &frames);
+        assert_eq!(starts(&changes), 1);
+        let seen: std::collections::BTreeSet<u64> = ids.into_iter().flatten().collect();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+    }
+
+    #[test]
+    fn two_people_crossing_keep_their_ids() {
+        // A walks right, B walks left, 8 px per 100 ms; at the crossing B hides A.
         let mut tr = Tracker::new(cfg());
         let mut a_ids = Vec::new();
         let mut b_ids = Vec::new();
@@ -345,9 +734,9 @@ mod tests {
             let ax = 100.0 + 8.0 * i as f32;
             let bx = 560.0 - 8.0 * i as f32;
             let hidden = (ax - bx).abs() < 20.0;
-            let mut dets = vec![person(bx, 50.0, 0.8)];
+            let mut dets = vec![det(bx, 50.0, 0.8)];
             if !hidden {
-                dets.push(person(ax, 52.0, 0.7));
+                dets.push(det(ax, 52.0, 0.7));
             }
             let (_, ids) = tr.update(ts, &dets);
             b_ids.push(ids[0]);
@@ -369,25 +758,98 @@ mod tests {
     }
 
     #[test]
-    fn flickering_detection_within_the_timeout_stays_one_track() {
+    fn a_flickering_detection_with_alternating_scores_is_one_event() {
         let mut tr = Tracker::new(cfg());
-        let mut ids = std::collections::BTreeSet::new();
-        for i in 0..30 {
-            if i % 3 == 2 {
-                tr.tick(i * 100);
-                continue;
+        // Seen every other frame; when seen, its score alternates 0.3 (weak) and 0.7.
+        let frames: Vec<_> = (0..60)
+            .map(|i| {
+                (i % 2 == 0).then(|| {
+                    let score = if i % 4 == 0 { 0.7 } else { 0.3 };
+                    vec![det(50.0 + 6.0 * i as f32, 200.0, score)]
+                })
+            })
+            .collect();
+        let (changes, ids) = run(&mut tr, &frames);
+        assert_eq!(starts(&changes), 1);
+        let seen: std::collections::BTreeSet<u64> = ids.into_iter().flatten().collect();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+    }
+
+    #[test]
+    fn weak_detections_keep_a_track_but_never_start_one() {
+        let mut tr = Tracker::new(cfg());
+        let frames: Vec<_> = (0..30)
+            .map(|i| Some(vec![det(50.0 + 6.0 * i as f32, 200.0, 0.3)]))
+            .collect();
+        let (changes, ids) = run(&mut tr, &frames);
+        assert_eq!(starts(&changes), 0);
+        assert!(ids.iter().flatten().all(|&id| id == 0));
+    }
+
+    #[test]
+    fn a_steady_low_score_does_not_make_an_event_however_long_it_moves() {
+        let mut tr = Tracker::new(cfg());
+        // Confident enough to be tracked (0.45), not enough for the median rule (0.5).
+        let frames: Vec<_> = (0..60)
+            .map(|i| Some(vec![det(50.0 + 6.0 * i as f32, 200.0, 0.45)]))
+            .collect();
+        let (changes, _) = run(&mut tr, &frames);
+        assert_eq!(starts(&changes), 0);
+    }
+
+    #[test]
+    fn a_part_of_a_tracked_object_does_not_start_a_second_track() {
+        let mut tr = Tracker::new(cfg());
+        let frames: Vec<_> = (0..30)
+            .map(|i| {
+                let x = 50.0 + 6.0 * i as f32;
+                let mut d = vec![det(x, 200.0, 0.8)];
+                if i >= 5 {
+                    // The upper half of the same person, detected on its own.
+                    let mut half = det(x + 2.0, 200.0, 0.6);
+                    half.bbox.h = 50.0;
+                    d.push(half);
+                }
+                Some(d)
+            })
+            .collect();
+        let (changes, _) = run(&mut tr, &frames);
+        assert_eq!(starts(&changes), 1);
+        assert!(tr.tracks().is_empty());
+    }
+
+    #[test]
+    fn a_track_confirms_only_once_it_has_moved_and_ends_after_the_unseen_timeout() {
+        let mut tr = Tracker::new(cfg());
+        let mut confirmed_at = None;
+        for i in 0..40 {
+            let (changes, _) = tr.update(i * 100, &[det(100.0 + i as f32 * 5.0, 50.0, 0.8)]);
+            if changes.contains(&TrackChange::Confirmed(1)) {
+                confirmed_at = Some(i);
             }
-            let (_, got) = tr.update(i * 100, &[person(200.0 + i as f32 * 3.0, 40.0, 0.9)]);
-            ids.extend(got);
         }
-        assert_eq!(ids.len(), 1);
-        assert_eq!(tr.finish().len(), 1);
+        // One box height (100 px) at 5 px a frame: about 20 frames, less the filter's lag.
+        let at = confirmed_at.expect("confirmed");
+        assert!((18..=24).contains(&at), "confirmed at frame {at}");
+        assert!(
+            tr.tick(3900 + 2000).is_empty(),
+            "unseen 2000 ms is not over the timeout"
+        );
+        let changes = tr.tick(3900 + 2001);
+        let TrackChange::Ended(t) = &changes[0] else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            (t.id, t.first_seen_ms, t.last_seen_ms, t.hits),
+            (1, 0, 3900, 40)
+        );
+        assert!(tr.tracks().is_empty());
     }
 
     #[test]
     fn unconfirmed_candidate_disappears_silently() {
         let mut tr = Tracker::new(cfg());
-        tr.update(0, &[person(10.0, 10.0, 0.9)]);
+        tr.update(0, &[det(10.0, 10.0, 0.9)]);
         assert!(tr.tick(1000).is_empty());
         assert!(tr.tracks().is_empty());
     }

@@ -114,13 +114,21 @@ async fn canvas_signature(c: &Client) -> (f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_restart() {
-    let dmn = DaemonProc::street("");
+    // The street clip with an object mask in its bottom-left corner, drawn faintly.
+    let dmn = DaemonProc::start(
+        "",
+        &format!(
+            "[[cameras]]\nid = \"street\"\nsource = {:?}\nobject_masks = [[[0.0, 0.9], [0.1, 0.9], [0.1, 1.0], [0.0, 1.0]]]\n",
+            common::vtest().to_str().unwrap()
+        ),
+    );
     let (_driver, c, _profile) = browser().await;
     c.goto(&dmn.url("/")).await.unwrap();
 
-    until(&c, "frames, boxes and events", |p| {
+    until(&c, "frames, boxes, masks and events", |p| {
         p["framesDrawn"].as_u64() >= Some(10)
             && p["boxesDrawn"].as_u64() >= Some(1)
+            && p["masksDrawn"].as_u64() >= Some(1)
             && p["eventsShown"].as_u64() >= Some(1)
     })
     .await;

@@ -9,7 +9,7 @@ if (params.get("token")) localStorage.setItem("ocellus.token", params.get("token
 let token = localStorage.getItem("ocellus.token") || "";
 
 // Counters the browser test reads; each is bumped where the thing really happens.
-const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, eventsShown: 0, connects: 0 });
+const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, masksDrawn: 0, eventsShown: 0, connects: 0 });
 
 const cams = new Map();       // id -> camera view state
 const events = new Map();     // event id -> latest event
@@ -216,6 +216,7 @@ function draw(cam, canvas) {
   if (canvas.width !== bmp.width || canvas.height !== bmp.height) { canvas.width = bmp.width; canvas.height = bmp.height; }
   const ctx = canvas.getContext("2d");
   ctx.drawImage(bmp, 0, 0);
+  drawMasks(ctx, cam.info, bmp.width, bmp.height);
   const d = detsFor(cam, f);
   if (!d || !d.tracks.length) return;
   const sx = bmp.width / d.width, sy = bmp.height / d.height;
@@ -229,7 +230,7 @@ function draw(cam, canvas) {
     ctx.strokeStyle = color;
     ctx.setLineDash(t.confirmed ? [] : [6, 4]);
     ctx.strokeRect(x, y, w, h);
-    const text = `${t.label} #${t.track_id} ${Math.round(t.score * 100)}%`;
+    const text = `${t.label} #${t.track_id} ${Math.round(t.score * 100)}%${t.stationary ? " · still" : ""}`;
     const tw = ctx.measureText(text).width + 6;
     ctx.fillStyle = color;
     ctx.fillRect(x - lw / 2, y - parseInt(ctx.font) - 4, tw, parseInt(ctx.font) + 4);
@@ -238,6 +239,22 @@ function draw(cam, canvas) {
     probe.boxesDrawn++;
   }
   ctx.setLineDash([]);
+}
+
+/// The camera's masks, faint: object masks red (detections there are dropped), motion masks
+/// amber (motion there is ignored).
+function drawMasks(ctx, info, w, h) {
+  const layers = [[info.object_masks, "rgba(255, 90, 90, 0.16)"], [info.motion_masks, "rgba(255, 190, 60, 0.14)"]];
+  for (const [polys, fill] of layers) {
+    for (const poly of polys || []) {
+      ctx.beginPath();
+      poly.forEach(([x, y], i) => (i ? ctx.lineTo(x * w, y * h) : ctx.moveTo(x * w, y * h)));
+      ctx.closePath();
+      ctx.fillStyle = fill;
+      ctx.fill();
+      probe.masksDrawn++;
+    }
+  }
 }
 
 function openViewer(id) {

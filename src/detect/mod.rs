@@ -74,8 +74,10 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>, DetectError> {
 /// area, then class-wise NMS.
 pub struct PostFilter {
     labels: Vec<String>,
-    /// Per class id: the minimum score, or `None` when the label is not allowed.
+    /// Per class id: the confident score, or `None` when the label is not allowed.
     min_score: Vec<Option<f32>>,
+    /// Detections down to this score are kept, marked weak, for the tracker's second stage.
+    keep_alive: f32,
     min_area: f32,
     nms_iou: f32,
     /// The lowest of all minimum scores, used to skip candidates while decoding.
@@ -92,14 +94,16 @@ impl PostFilter {
                 allowed.then(|| cfg.min_score_for(l))
             })
             .collect();
+        let keep_alive = cfg.keep_alive_score;
         let floor = min_score
             .iter()
             .flatten()
-            .copied()
+            .map(|s| s.min(keep_alive))
             .fold(f32::INFINITY, f32::min);
         Self {
             labels,
             min_score,
+            keep_alive,
             min_area: cfg.min_box_area,
             nms_iou: cfg.nms_iou,
             floor: if floor.is_finite() { floor } else { 1.0 },
@@ -115,21 +119,42 @@ impl PostFilter {
             .collect()
     }
 
+    /// Confident detections, then weak ones (each group NMS'd on its own, best first), so that
+    /// a weak box never suppresses a confident one.
     pub fn apply(&self, raw: Vec<RawDetection>) -> Vec<Detection> {
-        let kept: Vec<RawDetection> = raw
-            .into_iter()
-            .filter(|d| {
-                matches!(self.min_score.get(d.class_id as usize), Some(Some(min)) if d.score >= *min)
-                    && d.bbox.area() >= self.min_area
-            })
-            .collect();
-        decode::nms(kept, self.nms_iou)
-            .into_iter()
-            .map(|d| Detection {
+        let (mut strong, mut weak) = (Vec::new(), Vec::new());
+        for d in raw {
+            let Some(Some(min)) = self.min_score.get(d.class_id as usize).copied() else {
+                continue;
+            };
+            if d.bbox.area() < self.min_area {
+                continue;
+            }
+            if d.score >= min {
+                strong.push(d);
+            } else if d.score >= self.keep_alive {
+                weak.push(d);
+            }
+        }
+        let strong = decode::nms(strong, self.nms_iou);
+        // A weak box over a confident one of its class is the same object seen twice.
+        weak.retain(|w| {
+            !strong
+                .iter()
+                .any(|s| s.class_id == w.class_id && s.bbox.iou(&w.bbox) > self.nms_iou)
+        });
+        let weak = decode::nms(weak, self.nms_iou);
+        let label = |d: &RawDetection| self.labels[d.class_id as usize].clone();
+        strong
+            .iter()
+            .map(|d| (d, false))
+            .chain(weak.iter().map(|d| (d, true)))
+            .map(|(d, weak)| Detection {
                 class_id: d.class_id,
-                label: self.labels[d.class_id as usize].clone(),
+                label: label(d),
                 score: d.score,
                 bbox: d.bbox,
+                weak,
             })
             .collect()
     }
@@ -153,6 +178,8 @@ mod tests {
         let mut cfg = DetectorConfig {
             labels_allow: vec!["person".into(), "car".into()],
             min_score: 0.5,
+            // Above every minimum: no weak detections.
+            keep_alive_score: 0.9,
             min_box_area: 100.0,
             ..Default::default()
         };
@@ -169,5 +196,31 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].label, "person");
         assert_eq!(f.unknown_allowed(&cfg), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn weak_detections_come_after_confident_ones_and_never_hide_them() {
+        let cfg = DetectorConfig {
+            labels_allow: vec!["person".into()],
+            min_score: 0.5,
+            keep_alive_score: 0.2,
+            min_box_area: 10.0,
+            ..Default::default()
+        };
+        let f = PostFilter::new(&cfg, vec!["person".into()]);
+        assert_eq!(f.floor, 0.2);
+        let at = |score, x| RawDetection {
+            class_id: 0,
+            score,
+            bbox: BBox::new(x, 0.0, 20.0, 20.0),
+        };
+        let out = f.apply(vec![
+            at(0.3, 100.0), // weak, alone: kept
+            at(0.9, 0.0),   // confident
+            at(0.45, 1.0),  // weak, on top of the confident one: the same object
+            at(0.1, 200.0), // under keep_alive_score
+        ]);
+        let got: Vec<(f32, bool)> = out.iter().map(|d| (d.score, d.weak)).collect();
+        assert_eq!(got, vec![(0.9, false), (0.3, true)]);
     }
 }

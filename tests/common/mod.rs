@@ -31,6 +31,11 @@ pub fn vtest() -> PathBuf {
     asset("media/vtest.avi")
 }
 
+/// The public ground truth of vtest.avi (PETS09-S2L1, MOTChallenge format).
+pub fn vtest_ground_truth() -> PathBuf {
+    asset("media/pets09-s2l1/gt.txt")
+}
+
 pub fn fastestdet() -> PathBuf {
     asset("models/fastestdet/FastestDet.onnx")
 }
