@@ -86,7 +86,9 @@ fn sigkill_at_random_moments_loses_nothing_committed() {
     std::fs::write(
         &cfg,
         format!(
-            "[storage]\npath = {:?}\n[tracker]\nupdate_interval_ms = 200\n\
+            // Events as soon as a track has its hits (min_move 0): this test needs many
+            // events being written when the kills land, not the event rule.
+            "[storage]\npath = {:?}\n[tracker]\nupdate_interval_ms = 200\nmin_move = 0.0\n\
              [[cameras]]\nid = \"street\"\nsource = {:?}\n",
             db.to_str().unwrap(),
             common::vtest().to_str().unwrap()
