@@ -330,7 +330,9 @@ pub struct TrackerConfig {
     /// A confident detection continues a track when its IoU with the track's predicted box is at
     /// least this (weak detections need 0.5, as in ByteTrack).
     pub iou_threshold: f32,
-    /// Detections a track needs before it can become an event.
+    /// Detections a track needs before it can become an event. Until then it is young: tracks
+    /// with this many detections are matched first, so a young track never takes an object
+    /// from an established one.
     pub min_hits: u32,
     /// A track becomes an event only when the median score of its last `score_window`
     /// detections reaches this: one lucky frame does not make a cone a person.
@@ -357,7 +359,7 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
             iou_threshold: 0.2,
-            min_hits: 5,
+            min_hits: 10,
             min_score: 0.6,
             score_window: 10,
             min_move: 1.0,
@@ -724,7 +726,7 @@ mod tests {
     fn empty_config_is_all_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.detector.kind, DetectorKind::Auto);
-        assert_eq!(c.tracker.min_hits, 5);
+        assert_eq!(c.tracker.min_hits, 10);
         assert!(c.cameras.is_empty());
     }
 

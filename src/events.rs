@@ -316,6 +316,7 @@ mod tests {
             score: 0.9,
             bbox: BBox::new(x, 10.0, 20.0, 40.0),
             weak: false,
+            appearance: None,
         }
     }
 

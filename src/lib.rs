@@ -4,6 +4,7 @@
 //! The library holds every stage so that tests (and `ocellus replay`) drive the same code the
 //! daemon runs.
 
+pub mod appearance;
 pub mod capture;
 pub mod config;
 pub mod daemon;

@@ -76,6 +76,9 @@ pub struct Detection {
     /// may keep an existing track alive but never starts one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub weak: bool,
+    /// The box's colour signature, when the pipeline computed one (for the tracker only).
+    #[serde(skip)]
+    pub appearance: Option<crate::appearance::Appearance>,
 }
 
 /// A tracked object that became an event: something worth telling a person about.

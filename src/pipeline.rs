@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use opencv::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::appearance::Appearance;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
 use crate::db::{DbCommand, DbHandle};
@@ -403,6 +404,13 @@ impl Pipeline {
             None => {}
         }
         let t2 = Instant::now();
+        // Colour signatures for the confident boxes, which start and continue tracks across
+        // crossings; weak boxes only continue a track they overlap by half, on geometry alone,
+        // and there are many of them. A box whose signature cannot be taken is tracked on
+        // geometry alone too.
+        for d in dets.iter_mut().filter(|d| !d.weak) {
+            d.appearance = Appearance::of(&frame.mat, d.bbox).ok().flatten();
+        }
 
         let (changes, assigned) = if ran {
             self.tracker.update(ts, &dets)

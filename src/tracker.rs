@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use crate::appearance::Appearance;
 use crate::config::TrackerConfig;
 use crate::models::{BBox, Detection};
 
@@ -19,6 +20,16 @@ const WEAK_IOU: f32 = 0.5;
 
 /// A detection continues a track only if its area is within this factor of the predicted box's.
 const MAX_AREA_RATIO: f32 = 2.0;
+
+/// Two boxes whose colour signatures differ more than this are not the same object, however
+/// well they overlap (the same person a frame apart: 0.03 typically, under 0.1 nearly always).
+const APPEARANCE_GATE: f32 = 0.3;
+
+/// A near miss (no overlap) continues a track only when the colours agree this well.
+const APPEARANCE_NEAR: f32 = 0.15;
+
+/// How fast a track's colour signature follows its detections (a running average).
+const APPEARANCE_RATE: f32 = 0.1;
 
 /// A new track is not started on a detection that lies this much (intersection over the smaller
 /// box) inside a box already matched in the frame: it is a part of an object already tracked.
@@ -152,7 +163,9 @@ pub struct Track {
     /// Centre where the track was first seen.
     origin: (f32, f32),
     /// Where, and since when, the object has been staying (for `stationary`).
-    rest: ((f32, f32), i64),
+    rest: (BBox, i64),
+    /// The running colour signature of its confident detections.
+    appearance: Option<Appearance>,
 }
 
 impl Track {
@@ -170,6 +183,12 @@ impl Track {
             n if n % 2 == 1 => s[n / 2],
             n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
         }
+    }
+
+    /// Whether the object has stayed in one spot for `stationary_after_ms` when last seen: its
+    /// track is pinned there.
+    fn pinned(&self, cfg: &TrackerConfig) -> bool {
+        self.last_seen_ms - self.rest.1 >= cfg.stationary_after_ms
     }
 
     /// How far `p` is from `from`, in heights of the track's box.
@@ -326,7 +345,8 @@ impl Tracker {
                 moved: false,
                 scores,
                 origin: centre,
-                rest: (centre, ts_ms),
+                rest: (det.bbox, ts_ms),
+                appearance: det.appearance,
             });
             changes.push(TrackChange::Improved(id));
             det_ids[di] = id;
@@ -371,8 +391,8 @@ impl Tracker {
         if !t.moved && t.distance_in_heights(t.origin, centre) >= min_move {
             t.moved = true;
         }
-        if t.distance_in_heights(t.rest.0, centre) >= min_move {
-            t.rest = (centre, ts_ms);
+        if t.distance_in_heights(t.rest.0.center(), centre) >= min_move {
+            t.rest = (t.bbox, ts_ms);
             if t.stationary {
                 t.stationary = false;
                 changes.push(TrackChange::Stationary(t.id, false));
@@ -380,6 +400,13 @@ impl Tracker {
         } else if t.confirmed && !t.stationary && ts_ms - t.rest.1 >= still_ms {
             t.stationary = true;
             changes.push(TrackChange::Stationary(t.id, true));
+        }
+        if !det.weak {
+            match (&mut t.appearance, &det.appearance) {
+                (Some(a), Some(new)) => a.blend(new, APPEARANCE_RATE),
+                (a @ None, Some(new)) => *a = Some(*new),
+                _ => {}
+            }
         }
         if det.score > t.top_score {
             t.top_score = det.score;
@@ -409,21 +436,23 @@ impl Tracker {
             return;
         }
         // A track whose object has stayed in one spot for `stationary_after_ms` (a sign, a cone,
-        // a parked car) is pinned there: only a detection overlapping it by `WEAK_IOU`
+        // a parked car) is pinned there: only a detection overlapping that spot by `WEAK_IOU`
         // continues it, never a near miss. A person walking past a sign then keeps their own
-        // track instead of dragging the sign's along (which would make the sign "move"), while a
-        // parked car that drives off is followed, since it starts slowly.
-        // Costs: 1 - IoU for overlaps, 1 + distance/reach for near misses, NONE otherwise.
+        // track instead of dragging the sign's along (which would make the sign "move"); a
+        // parked car that drives off leaves its track behind and starts a new one, which moves.
+        // Costs: 1 - IoU for overlaps, 1 + distance/reach for near misses, each plus the colour
+        // distance; NONE otherwise.
         const NONE: f32 = 1e6;
         let mut cost = vec![NONE; tracks.len() * det_idx.len()];
         for (r, &ti) in tracks.iter().enumerate() {
             let t = &self.tracks[ti];
             let p = predicted[ti];
-            let pinned = t.last_seen_ms - t.rest.1 >= self.cfg.stationary_after_ms;
-            let (min_iou, reach) = if pinned {
-                (min_iou.max(WEAK_IOU), false)
+            // A pinned track is matched against the spot where it rests, not its prediction:
+            // boxes merged with a passer-by must not lead it away step by step.
+            let (p, min_iou, reach) = if t.pinned(&self.cfg) {
+                (t.rest.0, min_iou.max(WEAK_IOU), false)
             } else {
-                (min_iou, reach)
+                (p, min_iou, reach)
             };
             for (c, &di) in det_idx.iter().enumerate() {
                 let d = &dets[di];
@@ -437,17 +466,28 @@ impl Tracker {
                 if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
                     continue;
                 }
+                // Colours tell apart two people whose boxes overlap as they cross.
+                let colour = match (&t.appearance, &d.appearance) {
+                    (Some(a), Some(b)) => Some(a.distance(b)),
+                    _ => None,
+                };
+                if colour.is_some_and(|c| c > APPEARANCE_GATE) {
+                    continue;
+                }
+                let colour_cost = colour.unwrap_or(0.0);
                 let iou = p.iou(&d.bbox);
                 let cell = &mut cost[r * det_idx.len() + c];
-                if iou >= min_iou {
-                    *cell = 1.0 - iou;
-                } else if reach {
+                // The less the boxes overlap, the more the colours must agree.
+                let colours_agree = colour.is_none_or(|c| c <= APPEARANCE_NEAR);
+                if iou >= min_iou && (iou >= WEAK_IOU || colours_agree) {
+                    *cell = 1.0 - iou + colour_cost;
+                } else if reach && colours_agree {
                     let (px, py) = p.center();
                     let (dx, dy) = d.bbox.center();
                     let dist = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
                     let limit = 0.5 * p.h.max(p.w);
                     if dist <= limit {
-                        *cell = 1.0 + dist / limit.max(1.0);
+                        *cell = 1.0 + dist / limit.max(1.0) + colour_cost;
                     }
                 }
             }
@@ -484,7 +524,12 @@ impl Tracker {
         while i < self.tracks.len() {
             let t = &self.tracks[i];
             let unseen = ts_ms - t.last_seen_ms;
-            let limit = if t.confirmed || t.hits >= cfg.min_hits {
+            // A pinned object cannot drift off its prediction, so its track waits longer for
+            // it: a sign or a parked car hidden by a passer-by for a few seconds keeps its track,
+            // and the passer-by's track does not inherit it when they walk on.
+            let limit = if t.pinned(cfg) {
+                cfg.unseen_timeout_ms.max(cfg.stationary_after_ms)
+            } else if t.confirmed || t.hits >= cfg.min_hits {
                 cfg.unseen_timeout_ms
             } else {
                 cfg.tentative_timeout_ms
@@ -597,6 +642,7 @@ mod tests {
             score,
             bbox: BBox::new(x, y, 40.0, 100.0),
             weak: score < 0.4,
+            appearance: None,
         }
     }
 
@@ -795,6 +841,33 @@ mod tests {
             .collect();
         let (changes, _) = run(&mut tr, &frames);
         assert_eq!(starts(&changes), 0);
+    }
+
+    #[test]
+    fn a_lost_track_does_not_take_a_nearby_object_of_another_colour() {
+        let mut tr = Tracker::new(cfg());
+        let coloured = |x: f32, colour: usize| Detection {
+            appearance: Some(Appearance::pure(colour)),
+            ..det(x, 200.0, 0.8)
+        };
+        // A (colour 0) walks right for 2 s, then is missed; a second later someone in another
+        // colour turns up just ahead of where A would be, where geometry alone would hand them
+        // A's track.
+        for i in 0..20 {
+            tr.update(i * 100, &[coloured(50.0 + 6.0 * i as f32, 0)]);
+        }
+        let a = tr.tracks()[0].id;
+        tr.tick(2500);
+        let (_, other) = tr.update(3000, &[coloured(50.0 + 6.0 * 30.0 + 30.0, 4)]);
+        assert_ne!(other[0], a, "another colour must not continue A's track");
+        // The same place in A's colour does continue it.
+        let mut tr2 = Tracker::new(cfg());
+        for i in 0..20 {
+            tr2.update(i * 100, &[coloured(50.0 + 6.0 * i as f32, 0)]);
+        }
+        tr2.tick(2500);
+        let (_, same) = tr2.update(3000, &[coloured(50.0 + 6.0 * 30.0 + 30.0, 0)]);
+        assert_eq!(same[0], tr2.tracks()[0].id);
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl PostFilter {
                 score: d.score,
                 bbox: d.bbox,
                 weak,
+                appearance: None,
             })
             .collect()
     }
