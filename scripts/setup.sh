@@ -14,8 +14,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates)
-# The dashboard's browser test drives Debian's headless Chromium.
-test_packages=(chromium chromium-driver)
+# The dashboard's browser test drives Debian's headless Chromium; the RTSP tests run GStreamer's
+# RTSP server (through python3-gi) on an H.264 clip that ffmpeg encodes.
+test_packages=(chromium chromium-driver ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 
 install_packages() {
     local missing=()

@@ -128,7 +128,8 @@ pub fn is_image_sequence(p: &Path) -> bool {
     })
 }
 
-fn redact_url(u: &str) -> String {
+/// `u` with any `user:password@` replaced by `***@`.
+pub(crate) fn redact_url(u: &str) -> String {
     match (u.find("://"), u.find('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &u[..scheme], &u[at + 1..])

@@ -386,6 +386,18 @@ pub struct CameraConfig {
     /// Set to false to keep the entry but not open the camera.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// RTSP only: `tcp` (the default, as most NVRs use; passes firewalls and loses nothing)
+    /// or `udp` (lower latency on a clean network; some cameras only offer it).
+    #[serde(default)]
+    pub rtsp_transport: RtspTransport,
+    /// Network sources: how long connecting may take, until the first frame is decoded
+    /// (seconds). A camera that sends a key frame only every few seconds needs that long.
+    #[serde(default = "default_open_timeout_s")]
+    pub open_timeout_s: u64,
+    /// Network sources: a stream that delivers no frame for this long (seconds) has stalled
+    /// and is reconnected.
+    #[serde(default = "default_read_timeout_s")]
+    pub read_timeout_s: u64,
     /// Polygons in relative coordinates (0-1 of the frame's width and height, so they survive a
     /// resolution change): a detection whose bottom-centre is inside one is dropped. For a spot
     /// that fools the detector: a statue, a poster, a tree that looks like a person.
@@ -438,6 +450,34 @@ fn check_polygons(polygons: &[Polygon]) -> Result<(), String> {
 
 fn yes() -> bool {
     true
+}
+
+fn default_open_timeout_s() -> u64 {
+    15
+}
+
+fn default_read_timeout_s() -> u64 {
+    10
+}
+
+/// How RTP packets travel from an RTSP camera.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection.
+    #[default]
+    Tcp,
+    /// Separate UDP ports.
+    Udp,
+}
+
+impl RtspTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
 }
 
 impl Config {
@@ -573,6 +613,17 @@ impl Config {
             }
             if cam.source.trim().is_empty() {
                 return Err(invalid(format!("cameras[{i}].source"), "is empty".into()));
+            }
+            for (name, v) in [
+                ("open_timeout_s", cam.open_timeout_s),
+                ("read_timeout_s", cam.read_timeout_s),
+            ] {
+                if !(1..=600).contains(&v) {
+                    return Err(invalid(
+                        format!("cameras[{i}].{name}"),
+                        format!("{v} is not between 1 and 600 seconds"),
+                    ));
+                }
             }
             for (name, polys) in [
                 ("object_masks", &cam.object_masks),

@@ -94,6 +94,7 @@ impl Daemon {
             let (encoder, encoder_join) =
                 hub::spawn_encoder(hub.clone(), cfg.server.stream_quality)?;
             let capture = {
+                let opts = live::SourceOptions::from_camera(cam);
                 let (source, slot, state, stats, stop) = (
                     Source::parse(&cam.source),
                     slot.clone(),
@@ -106,7 +107,9 @@ impl Daemon {
                 std::thread::Builder::new()
                     .name(format!("cam-{}", cam.id))
                     .spawn(move || {
-                        live::run_capture(source, slot, state, stats, stop, |f| encoder.offer(f))
+                        live::run_capture(source, opts, slot, state, stats, stop, |f| {
+                            encoder.offer(f)
+                        })
                     })?
             };
             let sink = LiveSink {

@@ -23,6 +23,7 @@ pub mod motion;
 pub mod pipeline;
 pub mod protocol;
 pub mod replay;
+pub mod rtsp;
 pub mod server;
 pub mod systemd;
 pub mod tracker;

@@ -11,6 +11,7 @@ use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{Frame, Source};
+use crate::config::{CameraConfig, RtspTransport};
 use crate::db::now_ms;
 use crate::metrics::{inc, CameraStats};
 use crate::protocol::CameraInfo;
@@ -160,6 +161,15 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6)).min(30_000))
 }
 
+/// A wait as a person reads it: "500 ms", "4 s".
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", d.as_secs())
+    }
+}
+
 /// Sleeps `d`, waking early when cancelled. Returns false when cancelled.
 fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
     let end = Instant::now() + d;
@@ -172,15 +182,57 @@ fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
     !cancel.is_cancelled()
 }
 
-fn open_live(source: &Source) -> Result<VideoCapture, String> {
+/// How a camera's network source is opened and read (from its `[[cameras]]` entry).
+#[derive(Clone, Copy, Debug)]
+pub struct SourceOptions {
+    pub rtsp_transport: RtspTransport,
+    /// Connecting, up to the first decoded frame.
+    pub open_timeout: Duration,
+    /// Longest wait for a frame once streaming: longer is a stall.
+    pub read_timeout: Duration,
+}
+
+impl SourceOptions {
+    pub fn from_camera(cam: &CameraConfig) -> Self {
+        Self {
+            rtsp_transport: cam.rtsp_transport,
+            open_timeout: Duration::from_secs(cam.open_timeout_s),
+            read_timeout: Duration::from_secs(cam.read_timeout_s),
+        }
+    }
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            rtsp_transport: RtspTransport::Tcp,
+            open_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn open_live(source: &Source, opts: &SourceOptions) -> Result<VideoCapture, String> {
     match source {
-        // Network streams get timeouts so a dead camera cannot hang the thread for minutes.
+        // RTSP: first ask the camera ourselves, which tells refused, wrong path and wrong
+        // password apart; then FFmpeg with this camera's transport and timeouts.
+        Source::Url(url) if url.starts_with("rtsp://") || url.starts_with("rtsps://") => {
+            crate::rtsp::preflight(url, opts.open_timeout).map_err(|e| e.to_string())?;
+            crate::rtsp::open(
+                url,
+                opts.rtsp_transport,
+                opts.open_timeout,
+                opts.read_timeout,
+            )
+            .map_err(|e| e.to_string())
+        }
+        // Other network streams get timeouts so a dead camera cannot hang the thread.
         Source::Url(url) => {
             let params = Vector::from_slice(&[
                 videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
-                5000,
+                opts.open_timeout.as_millis() as i32,
                 videoio::CAP_PROP_READ_TIMEOUT_MSEC,
-                5000,
+                opts.read_timeout.as_millis() as i32,
             ]);
             let cap = VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &params)
                 .map_err(|e| e.message)?;
@@ -203,6 +255,7 @@ fn open_live(source: &Source) -> Result<VideoCapture, String> {
 /// stream shows every frame at once and at the camera's rate, not at the detector's.
 pub fn run_capture(
     source: Source,
+    opts: SourceOptions,
     slot: Arc<FrameSlot>,
     state: Arc<SourceState>,
     stats: Arc<CameraStats>,
@@ -214,12 +267,13 @@ pub fn run_capture(
     let name = source.display_name();
     while !cancel.is_cancelled() {
         state.set(SourceStatus::Connecting, None);
-        let mut cap = match open_live(&source) {
+        let mut cap = match open_live(&source, &opts) {
             Ok(cap) => cap,
             Err(e) => {
-                tracing::warn!(camera = %state.id, source = %name, error = %e, retry_in_ms = backoff(attempt).as_millis() as u64, "camera unavailable");
+                let wait = backoff(attempt);
+                tracing::warn!(camera = %state.id, source = %name, error = %e, state = "retrying", "camera {} retrying in {}: {e}", state.id, seconds(wait));
                 state.set(SourceStatus::Retrying, Some(e));
-                if !sleep_unless_cancelled(backoff(attempt), &cancel) {
+                if !sleep_unless_cancelled(wait, &cancel) {
                     break;
                 }
                 attempt = attempt.saturating_add(1);
@@ -251,10 +305,24 @@ pub fn run_capture(
                         continue;
                     }
                 }
-                break Some(if frames_this_open == 0 {
-                    "opened, but no frame could be read".to_string()
-                } else {
-                    "stream ended or stopped delivering frames".to_string()
+                break Some(match (&source, frames_this_open) {
+                    (Source::Url(_), 0) => {
+                        let other = match opts.rtsp_transport {
+                            RtspTransport::Tcp => "udp",
+                            RtspTransport::Udp => "tcp",
+                        };
+                        format!(
+                            "connected, but no decodable frame within {} s ({}); try rtsp_transport = \"{other}\"",
+                            opts.read_timeout.as_secs(),
+                            crate::rtsp::codec(&cap)
+                        )
+                    }
+                    (Source::Url(_), _) => format!(
+                        "stream stalled: no frame for {} s, or the camera closed it",
+                        opts.read_timeout.as_secs()
+                    ),
+                    (_, 0) => "opened, but no frame could be read".to_string(),
+                    _ => "stream ended or stopped delivering frames".to_string(),
                 });
             }
             stats.decode.add(t0.elapsed());
@@ -266,7 +334,13 @@ pub fn run_capture(
                     s.height = mat.rows() as u32;
                 }
                 if state.status() != SourceStatus::Connected {
-                    tracing::info!(camera = %state.id, source = %name, width = mat.cols(), height = mat.rows(), "camera connected");
+                    let fps = cap.get(videoio::CAP_PROP_FPS).unwrap_or(0.0);
+                    let rate = if fps.is_finite() && fps > 0.0 {
+                        format!(" @ {fps:.0} fps")
+                    } else {
+                        String::new()
+                    };
+                    tracing::info!(camera = %state.id, source = %name, state = "connected", "camera {} connected ({}x{}{rate})", state.id, mat.cols(), mat.rows());
                 }
                 state.set(SourceStatus::Connected, None);
             }
@@ -296,7 +370,7 @@ pub fn run_capture(
             }
         };
         let Some(error) = error else { break };
-        tracing::warn!(camera = %state.id, source = %name, error = %error, "camera lost; reconnecting");
+        tracing::warn!(camera = %state.id, source = %name, error = %error, state = "retrying", "camera {} lost, retrying in {}: {error}", state.id, seconds(backoff(attempt)));
         state.set(SourceStatus::Retrying, Some(error));
         if !sleep_unless_cancelled(backoff(attempt), &cancel) {
             break;
@@ -344,6 +418,7 @@ mod tests {
             std::thread::spawn(move || {
                 run_capture(
                     Source::parse("/nonexistent/clip.avi"),
+                    SourceOptions::default(),
                     Arc::new(FrameSlot::default()),
                     state,
                     Arc::new(CameraStats::default()),

@@ -58,12 +58,51 @@ impl DaemonProc {
     }
 
     /// Runs `cmd` (which must end up exec'ing `ocellus run`) and waits for it to listen.
-    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, db: PathBuf) -> DaemonProc {
+    pub fn spawn(cmd: Command, dir: tempfile::TempDir, db: PathBuf) -> DaemonProc {
+        Self::spawn_with(cmd, dir, db, Stdio::inherit())
+    }
+
+    /// As `start`, with the daemon's log (stderr) kept in a file for [`DaemonProc::log`].
+    pub fn start_logged(extra: &str, cameras: &str) -> DaemonProc {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("events.db");
+        let cfg = dir.path().join("ocellus.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{extra}\n[storage]\npath = {:?}\n{cameras}\n",
+                db.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
+        cmd.args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        Self::spawn_with(cmd, dir, db, Stdio::from(log))
+    }
+
+    /// What a daemon started with [`DaemonProc::start_logged`] has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn spawn_with(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        db: PathBuf,
+        stderr: Stdio,
+    ) -> DaemonProc {
         let mut child = cmd
             .current_dir(super::root())
             .env("OCELLUS_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
