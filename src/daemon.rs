@@ -139,7 +139,8 @@ impl Daemon {
                         pipeline.finish();
                     })?
             };
-            tracing::info!(camera = %cam.id, source = %Source::parse(&cam.source).display_name(), "camera started");
+            let source = Source::parse(&cam.source).display_name();
+            tracing::info!(camera = %cam.id, source = %source, state = "connecting", "camera {} starting: {source}", cam.id);
             hubs.push(hub);
             threads.push(CameraThreads {
                 id: cam.id.clone(),
@@ -231,7 +232,7 @@ impl Daemon {
         tokio::task::spawn_blocking(move || writer.join())
             .await
             .ok();
-        tracing::info!("stopped");
+        tracing::info!("ocellus stopped");
         Ok(())
     }
 }

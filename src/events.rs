@@ -14,6 +14,43 @@ use opencv::{imgcodecs, imgproc};
 use crate::models::{Event, EventKind, EventMsg};
 use crate::tracker::{Track, TrackChange, Tracker};
 
+/// A log line for an event message, as a person reads it in the journal.
+pub struct EventLine {
+    pub text: String,
+    /// A start, an end, or a change of `stationary` (an update with only a better score is not).
+    pub important: bool,
+}
+
+/// "person event 42 started on front (score 0.87)", "... ended on front after 12.4 s", ...
+/// An update that says the object is stationary is important; other updates (a better score,
+/// or moving again) are detail.
+pub fn describe(msg: &EventMsg) -> EventLine {
+    let e = &msg.event;
+    let head = format!("{} event {}", e.label, e.id);
+    let (text, important) = match msg.kind {
+        EventKind::Start => (
+            format!("{head} started on {} (score {:.2})", e.camera, e.top_score),
+            true,
+        ),
+        EventKind::End => (
+            format!(
+                "{head} ended on {} after {:.1} s",
+                e.camera,
+                e.duration_ms().unwrap_or(0) as f64 / 1000.0
+            ),
+            true,
+        ),
+        EventKind::Update if e.stationary => {
+            (format!("{head} on {} is stationary", e.camera), true)
+        }
+        EventKind::Update => (
+            format!("{head} on {} updated (score {:.2})", e.camera, e.top_score),
+            false,
+        ),
+    };
+    EventLine { text, important }
+}
+
 /// Hands out event ids; shared by every pipeline writing to one database, seeded from the
 /// database's highest id.
 #[derive(Clone, Debug)]

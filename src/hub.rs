@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use crate::capture::Frame;
 use crate::live::SourceState;
 use crate::metrics::{inc, CameraStats};
-use crate::models::{Detection, DetectionsMsg, EventMsg};
+use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg};
 use crate::pipeline::Sink;
 use crate::protocol::{frame_message, ServerMsg, STREAM_WIDTHS};
 
@@ -76,11 +76,20 @@ pub struct LiveSink {
 impl Sink for LiveSink {
     fn event(&mut self, msg: &EventMsg) {
         let e = &msg.event;
-        tracing::info!(
-            camera = %e.camera, event_id = e.id, label = %e.label, kind = ?msg.kind,
-            score = e.top_score, track_id = e.track_id,
-            "event {:?}", msg.kind
-        );
+        let line = crate::events::describe(msg);
+        // Starts, ends and stationary changes are what a person reads in the journal; a better
+        // score on a running event is detail.
+        if msg.kind == EventKind::Update && !line.important {
+            tracing::debug!(
+                camera = %e.camera, event_id = e.id, label = %e.label, kind = msg.kind.as_str(),
+                score = e.top_score, track_id = e.track_id, "{}", line.text
+            );
+        } else {
+            tracing::info!(
+                camera = %e.camera, event_id = e.id, label = %e.label, kind = msg.kind.as_str(),
+                score = e.top_score, track_id = e.track_id, "{}", line.text
+            );
+        }
         let json = ServerMsg::Event {
             kind: msg.kind,
             event: e,

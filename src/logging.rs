@@ -1,9 +1,11 @@
 //! Log output: to the journal with structured fields when running under systemd, readable text
 //! on stderr otherwise.
 //!
-//! Under journald every tracing field becomes a journal field in upper case, so
+//! Under journald every tracing field becomes a journal field in upper case, with no prefix, so
 //! `tracing::info!(camera = %id, event_id = 7, ...)` can be found with
-//! `journalctl -u ocellus CAMERA=front EVENT_ID=7`.
+//! `journalctl -u ocellus CAMERA=front EVENT_ID=7` (tests/journal.rs runs the documented
+//! queries against a real journald). No field may be named like journald's own (`MESSAGE`,
+//! `PRIORITY`, `CODE_*`, `SYSLOG_*`, `ERRNO`, `MESSAGE_ID`, anything starting with `_`).
 
 use std::io::IsTerminal;
 
@@ -25,7 +27,10 @@ pub fn init(default_filter: &str) -> &'static str {
     let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let journald = if to_journal {
         tracing_journald::layer()
-            .map(|l| l.with_syslog_identifier("ocellus".into()))
+            .map(|l| {
+                l.with_syslog_identifier("ocellus".into())
+                    .with_field_prefix(None)
+            })
             .ok()
     } else {
         None
@@ -40,6 +45,11 @@ pub fn init(default_filter: &str) -> &'static str {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
     });
+    quiet_ffmpeg(
+        filter
+            .max_level_hint()
+            .is_some_and(|l| l >= tracing::Level::DEBUG),
+    );
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(journald)
@@ -49,4 +59,16 @@ pub fn init(default_filter: &str) -> &'static str {
     // failures reach us as errors anyway.
     let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_ERROR);
     target
+}
+
+/// FFmpeg prints its own errors (`[h264 @ 0x55d0...] co located POCs unavailable`) straight to
+/// stderr, with no camera and in no format of ours; what they mean reaches the camera's state
+/// and our log as a reason. So they are silenced unless our own log is at debug (then they help),
+/// or the user set OpenCV's `OPENCV_FFMPEG_LOGLEVEL` themselves. OpenCV reads the variable once,
+/// when the first capture opens; this runs before any thread that could.
+pub fn quiet_ffmpeg(debug: bool) {
+    if !debug && std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() {
+        // AV_LOG_QUIET
+        std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8");
+    }
 }

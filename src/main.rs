@@ -178,7 +178,7 @@ fn run_cmd(args: RunArgs) -> ExitCode {
     }
     let target = ocellus::logging::init(&cfg.log.level);
     ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus starting");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus {} starting with {}", env!("CARGO_PKG_VERSION"), args.config.display());
     let addr: std::net::SocketAddr = match cfg.server.listen.parse() {
         Ok(a) => a,
         Err(_) => {
@@ -213,7 +213,7 @@ fn run_cmd(args: RunArgs) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(address = %local, "listening");
+        tracing::info!(address = %local, "listening on http://{local}/");
         println!("ocellus listening on http://{local}/");
         let stop = CancellationToken::new();
         tokio::spawn(watch_signals(stop.clone()));

@@ -131,6 +131,17 @@ pub enum EventKind {
     End,
 }
 
+impl EventKind {
+    /// The kind as the protocol and the journal write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Start => "start",
+            EventKind::Update => "update",
+            EventKind::End => "end",
+        }
+    }
+}
+
 /// An event message as broadcast to clients and handed to the database writer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventMsg {

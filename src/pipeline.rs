@@ -478,7 +478,7 @@ impl Pipeline {
                     tracing::error!(camera = %self.camera, "database writer is gone; event not stored");
                 }
             }
-            tracing::debug!(camera = %self.camera, event_id = msg.event.id, kind = ?msg.kind, label = %msg.event.label, "event");
+            tracing::trace!(camera = %self.camera, event_id = msg.event.id, kind = msg.kind.as_str(), label = %msg.event.label, "event message to the database and clients");
             self.sink.event(msg);
         }
         for s in out.snapshots {

@@ -277,7 +277,11 @@ pub fn check_upgrade(
     addr: SocketAddr,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     if !origin_allowed(headers, &state.cfg.allowed_origins) {
-        tracing::warn!(%addr, origin = ?headers.get(header::ORIGIN), "refused /ws from a foreign origin");
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("(none)");
+        tracing::warn!(%addr, origin, "refused /ws from {addr}: foreign origin {origin}");
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "forbidden_origin",

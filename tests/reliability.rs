@@ -703,7 +703,7 @@ fn the_token_is_not_logged() {
     let logs = String::from_utf8_lossy(&logs);
     // There is something to check: check-config printed the server section, the daemon logged.
     assert!(
-        logs.contains("\"***\"") && logs.contains("ocellus starting"),
+        logs.contains("\"***\"") && logs.contains(" starting with "),
         "{logs}"
     );
     assert!(!logs.contains(token), "the token is in the log:\n{logs}");
