@@ -21,6 +21,9 @@ const WEAK_IOU: f32 = 0.5;
 /// A detection continues a track only if its area is within this factor of the predicted box's.
 const MAX_AREA_RATIO: f32 = 2.0;
 
+/// A track inside another for this long (milliseconds) is a duplicate of it and goes.
+const SHADOW_MS: i64 = 1000;
+
 /// Two boxes whose colour signatures differ more than this are not the same object, however
 /// well they overlap (the same person a frame apart: 0.03 typically, under 0.1 nearly always).
 const APPEARANCE_GATE: f32 = 0.3;
@@ -166,6 +169,8 @@ pub struct Track {
     rest: (BBox, i64),
     /// The running colour signature of its confident detections.
     appearance: Option<Appearance>,
+    /// Since when its box has lain inside another track's (see `Tracker::drop_shadows`).
+    shadowed_since: Option<i64>,
 }
 
 impl Track {
@@ -347,10 +352,12 @@ impl Tracker {
                 origin: centre,
                 rest: (det.bbox, ts_ms),
                 appearance: det.appearance,
+                shadowed_since: None,
             });
             changes.push(TrackChange::Improved(id));
             det_ids[di] = id;
         }
+        self.drop_shadows(ts_ms, &mut det_ids);
 
         let cfg = &self.cfg;
         for t in &mut self.tracks {
@@ -368,6 +375,60 @@ impl Tracker {
         self.last_update_ms = Some(ts_ms);
         self.expire(ts_ms, &mut changes);
         (changes, det_ids)
+    }
+
+    /// No two tracks on one object: a track seen in this frame whose box has lain inside
+    /// another's (same class, also seen) for `SHADOW_MS` is a part of that object, or a ghost
+    /// that latched onto it. It goes, unless it is already an event; of two such tracks the one
+    /// that is not an event goes, else the younger.
+    fn drop_shadows(&mut self, ts_ms: i64, det_ids: &mut [u64]) {
+        let seen: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].last_seen_ms == ts_ms)
+            .collect();
+        let mut shadowed = vec![false; self.tracks.len()];
+        for &a in &seen {
+            for &b in &seen {
+                let (ta, tb) = (&self.tracks[a], &self.tracks[b]);
+                if a == b || ta.class_id != tb.class_id || ta.bbox.area() > tb.bbox.area() {
+                    continue;
+                }
+                // `a` is the smaller box; which of the two would go?
+                if overlap_of_smaller(&ta.bbox, &tb.bbox) < DUPLICATE_OVERLAP {
+                    continue;
+                }
+                let loser = match (ta.confirmed, tb.confirmed) {
+                    (true, true) => continue,
+                    (false, true) => a,
+                    (true, false) => b,
+                    (false, false) if ta.first_seen_ms >= tb.first_seen_ms => a,
+                    (false, false) => b,
+                };
+                shadowed[loser] = true;
+            }
+        }
+        for (i, t) in self.tracks.iter_mut().enumerate() {
+            if !shadowed[i] {
+                t.shadowed_since = None;
+            } else if t.shadowed_since.is_none() {
+                t.shadowed_since = Some(ts_ms);
+            }
+        }
+        let gone: Vec<u64> = self
+            .tracks
+            .iter()
+            .filter(|t| {
+                t.shadowed_since
+                    .is_some_and(|since| ts_ms - since >= SHADOW_MS)
+            })
+            .map(|t| t.id)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.tracks.retain(|t| !gone.contains(&t.id));
+        for id in det_ids.iter_mut().filter(|id| gone.contains(id)) {
+            *id = 0;
+        }
     }
 
     /// Takes detection `det` into track `ti`.
@@ -868,6 +929,34 @@ mod tests {
         tr2.tick(2500);
         let (_, same) = tr2.update(3000, &[coloured(50.0 + 6.0 * 30.0 + 30.0, 0)]);
         assert_eq!(same[0], tr2.tracks()[0].id);
+    }
+
+    #[test]
+    fn a_second_track_that_ends_up_inside_a_tracked_person_is_dropped() {
+        let mut tr = Tracker::new(cfg());
+        let half = |x: f32| {
+            let mut d = det(x, 200.0, 0.8);
+            d.bbox.h = 50.0;
+            d
+        };
+        // A person walks right; a half-height box starts on its own ahead of them, is caught
+        // up with and then moves inside the person's box (a ghost latched onto them).
+        let mut ghost = 0;
+        for i in 0..40 {
+            let x = 50.0 + 6.0 * i as f32;
+            let mut dets = vec![det(x, 200.0, 0.8)];
+            dets.push(half(if i < 10 { 150.0 } else { x + 2.0 }));
+            let (_, ids) = tr.update(i * 100, &dets);
+            if i == 0 {
+                ghost = ids[1];
+            }
+        }
+        assert!(tr.get(ghost).is_none(), "the ghost track is gone");
+        assert_eq!(tr.tracks().len(), 1);
+        assert_eq!(
+            count(&tr.finish(), |c| matches!(c, TrackChange::Ended(_))),
+            1
+        );
     }
 
     #[test]
