@@ -478,6 +478,14 @@ impl RtspTransport {
             RtspTransport::Udp => "udp",
         }
     }
+
+    /// The transport to suggest when this one does not get media through.
+    pub fn other(self) -> RtspTransport {
+        match self {
+            RtspTransport::Tcp => RtspTransport::Udp,
+            RtspTransport::Udp => RtspTransport::Tcp,
+        }
+    }
 }
 
 impl Config {

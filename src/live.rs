@@ -306,17 +306,19 @@ pub fn run_capture(
                     }
                 }
                 break Some(match (&source, frames_this_open) {
-                    (Source::Url(_), 0) => {
-                        let other = match opts.rtsp_transport {
-                            RtspTransport::Tcp => "udp",
-                            RtspTransport::Udp => "tcp",
-                        };
-                        format!(
-                            "connected, but no decodable frame within {} s ({}); try rtsp_transport = \"{other}\"",
-                            opts.read_timeout.as_secs(),
-                            crate::rtsp::codec(&cap)
-                        )
-                    }
+                    (Source::Url(url), 0) => format!(
+                        "connected, but no decodable frame within {} s ({}){}",
+                        opts.read_timeout.as_secs(),
+                        crate::rtsp::codec(&cap),
+                        if url.starts_with("rtsp") {
+                            format!(
+                                "; try rtsp_transport = \"{}\"",
+                                opts.rtsp_transport.other().as_str()
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
                     (Source::Url(_), _) => format!(
                         "stream stalled: no frame for {} s, or the camera closed it",
                         opts.read_timeout.as_secs()
@@ -370,9 +372,10 @@ pub fn run_capture(
             }
         };
         let Some(error) = error else { break };
-        tracing::warn!(camera = %state.id, source = %name, error = %error, state = "retrying", "camera {} lost, retrying in {}: {error}", state.id, seconds(backoff(attempt)));
+        let wait = backoff(attempt);
+        tracing::warn!(camera = %state.id, source = %name, error = %error, state = "retrying", "camera {} lost, retrying in {}: {error}", state.id, seconds(wait));
         state.set(SourceStatus::Retrying, Some(error));
-        if !sleep_unless_cancelled(backoff(attempt), &cancel) {
+        if !sleep_unless_cancelled(wait, &cancel) {
             break;
         }
         attempt = attempt.saturating_add(1);

@@ -117,22 +117,11 @@ impl RtspUrl {
     }
 }
 
+/// A URL's user or password as written, `%40` for `@` and so on.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(s.get(i + 1..i + 3).unwrap_or(""), 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// One RTSP response: status, reason and headers (names lower-cased).
@@ -327,10 +316,7 @@ pub fn open(
     let fail = |detail: String| RtspError::Open {
         timeout_s: open_timeout.as_secs(),
         transport: transport.as_str(),
-        other: match transport {
-            RtspTransport::Tcp => "udp",
-            RtspTransport::Udp => "tcp",
-        },
+        other: transport.other().as_str(),
         detail,
     };
     let params = Vector::from_slice(&[
