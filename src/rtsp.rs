@@ -419,6 +419,56 @@ mod tests {
         assert_eq!(err, RtspError::Refused(format!("127.0.0.1:{port}")));
     }
 
+    /// A listener on a free port that answers each connection with `reply` (or, with `None`,
+    /// accepts and says nothing).
+    fn fake_server(reply: Option<&'static str>) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut s, &mut buf);
+                match reply {
+                    Some(r) => {
+                        let _ = s.write_all(r.as_bytes());
+                    }
+                    None => std::thread::sleep(Duration::from_secs(3)),
+                }
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_web_server_on_the_port_is_not_rtsp_and_silence_is_no_answer() {
+        let port = fake_server(Some("HTTP/1.1 400 Bad Request\r\n\r\n"));
+        let err = preflight(
+            &format!("rtsp://127.0.0.1:{port}/x"),
+            Duration::from_secs(2),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RtspError::NotRtsp(..)), "{err}");
+        assert!(err.to_string().contains("does not speak RTSP"), "{err}");
+        let port = fake_server(None);
+        let err = preflight(
+            &format!("rtsp://127.0.0.1:{port}/x"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert_eq!(err, RtspError::NoAnswer(format!("127.0.0.1:{port}"), 1));
+    }
+
+    #[test]
+    fn other_statuses_are_reported_with_their_reason() {
+        let port = fake_server(Some("RTSP/1.0 503 Service Unavailable\r\nCSeq: 1\r\n\r\n"));
+        let err = preflight(
+            &format!("rtsp://127.0.0.1:{port}/x"),
+            Duration::from_secs(2),
+        )
+        .unwrap_err();
+        assert_eq!(err, RtspError::Status(503, "Service Unavailable".into()));
+    }
+
     #[test]
     fn probe_stays_inside_the_open_timeout() {
         let o = ffmpeg_options(RtspTransport::Udp, Duration::from_secs(15));
