@@ -153,7 +153,7 @@ impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
 /// Writes the rows of the tracks that became events (of `labels`, or all), in MOTChallenge
 /// format, frame by frame.
 fn write_tracks(
-    path: &Path,
+    file: std::fs::File,
     mut rows: Vec<TrackRow>,
     events: &[Event],
     labels: &[String],
@@ -166,7 +166,7 @@ fn write_tracks(
         .collect();
     rows.retain(|r| wanted.contains(&r.track_id));
     rows.sort_by_key(|r| (r.seq, r.track_id));
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut out = std::io::BufWriter::new(file);
     for r in rows {
         let b = r.bbox;
         writeln!(
@@ -283,8 +283,17 @@ pub fn run(
         None => None,
     };
     let trace_slot = trace_out.as_ref().map(|_| Arc::new(Mutex::new(None)));
-    let track_rows = opts
-        .tracks
+    // Created now, so that a bad path fails before the replay, not after it.
+    let tracks_file = match &opts.tracks {
+        Some(path) => Some(
+            std::fs::File::create(path).map_err(|source| ReplayError::Output {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let track_rows = tracks_file
         .as_ref()
         .map(|_| Arc::new(Mutex::new(Vec::new())));
     let sink = ReplaySink {
@@ -429,9 +438,9 @@ pub fn run(
     on_progress(get(&stats.processed), announced);
 
     let events = std::mem::take(&mut *finished.lock().unwrap_or_else(|p| p.into_inner()));
-    if let (Some(path), Some(rows)) = (&opts.tracks, track_rows) {
+    if let (Some(path), Some(file), Some(rows)) = (&opts.tracks, tracks_file, track_rows) {
         let rows = std::mem::take(&mut *rows.lock().unwrap_or_else(|p| p.into_inner()));
-        write_tracks(path, rows, &events, &opts.tracks_labels).map_err(|source| {
+        write_tracks(file, rows, &events, &opts.tracks_labels).map_err(|source| {
             ReplayError::Output {
                 path: path.clone(),
                 source,

@@ -203,8 +203,9 @@ impl Track {
     }
 }
 
-/// What happened to tracks in one update, in this order within the list: improvements,
-/// confirmations, stationary changes, ends.
+/// What happened to tracks in one update, in this order within the list: the matched tracks'
+/// stationary changes and improvements, new tracks (as improvements), confirmations, ends. A
+/// track confirmed in an update becomes stationary in a later one at the earliest.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TrackChange {
     /// The track's top score rose in this frame (confirmed or not): a better snapshot moment.
@@ -400,7 +401,8 @@ impl Tracker {
                     (true, true) => continue,
                     (false, true) => a,
                     (true, false) => b,
-                    (false, false) if ta.first_seen_ms >= tb.first_seen_ms => a,
+                    // The younger goes (ids break ties, so both orders agree).
+                    (false, false) if (ta.first_seen_ms, ta.id) > (tb.first_seen_ms, tb.id) => a,
                     (false, false) => b,
                 };
                 shadowed[loser] = true;
