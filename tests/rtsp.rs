@@ -186,6 +186,27 @@ async fn rtsp_camera_streams_person_events_and_reconnects_after_the_server_resta
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The stream stalls without closing (the server is frozen): a stall after read_timeout_s,
+    // and frames again once it answers.
+    let pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    let (stalled, c) = wait_for(&dmn, "door", "retrying", Duration::from_secs(15)).await;
+    let err = c["last_error"].as_str().unwrap_or("");
+    assert!(err.contains("stream stalled: no frame for 3 s"), "{c}");
+    eprintln!(
+        "rtsp tcp: stall noticed {:.2} s after the server froze",
+        stalled.as_secs_f64()
+    );
+    signal("-CONT");
+    wait_for(&dmn, "door", "connected", Duration::from_secs(30)).await;
+
     // The server goes away for 8 s: the camera is retrying with a reason, the daemon healthy.
     server.stop();
     let (_, c) = wait_for(&dmn, "door", "retrying", Duration::from_secs(15)).await;
