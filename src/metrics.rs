@@ -34,6 +34,91 @@ pub struct CameraStats {
     pub encode: StageTime,
 }
 
+/// One exported per-camera counter.
+pub struct Counter {
+    /// The Prometheus name.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: u64,
+}
+
+impl CameraStats {
+    /// Every counter, as `/metrics` exports it. The destructuring names every field, so a new
+    /// counter does not compile until it is listed here.
+    pub fn counters(&self) -> [Counter; 10] {
+        let CameraStats {
+            captured,
+            processed,
+            skipped,
+            detector_runs,
+            detector_errors,
+            events_started,
+            events_ended,
+            snapshot_encodes,
+            stream_encodes,
+            stream_skipped,
+            decode: _,
+            motion: _,
+            detect: _,
+            track: _,
+            encode: _,
+        } = self;
+        let c = |name, help, v: &AtomicU64| Counter {
+            name,
+            help,
+            value: get(v),
+        };
+        [
+            c(
+                "ocellus_frames_captured_total",
+                "Frames read from the source.",
+                captured,
+            ),
+            c(
+                "ocellus_frames_processed_total",
+                "Frames through motion, detection and tracking.",
+                processed,
+            ),
+            c(
+                "ocellus_frames_skipped_total",
+                "Frames dropped because detection was busy (newest frame wins).",
+                skipped,
+            ),
+            c(
+                "ocellus_detector_runs_total",
+                "Frames the object detector ran on.",
+                detector_runs,
+            ),
+            c(
+                "ocellus_detector_errors_total",
+                "Frames the detector failed on (skipped; the pipeline goes on).",
+                detector_errors,
+            ),
+            c(
+                "ocellus_events_started_total",
+                "Events started.",
+                events_started,
+            ),
+            c("ocellus_events_ended_total", "Events ended.", events_ended),
+            c(
+                "ocellus_snapshot_encodes_total",
+                "Event snapshot JPEG encodes.",
+                snapshot_encodes,
+            ),
+            c(
+                "ocellus_jpeg_encodes_total",
+                "Live-stream JPEG encodes (one per frame and watched width).",
+                stream_encodes,
+            ),
+            c(
+                "ocellus_stream_frames_skipped_total",
+                "Frames not encoded because the encoder was busy.",
+                stream_skipped,
+            ),
+        ]
+    }
+}
+
 /// Total time spent in one stage and how often it ran.
 #[derive(Debug, Default)]
 pub struct StageTime {

@@ -279,7 +279,12 @@ pub fn run(
     let stats = Arc::new(CameraStats::default());
     let finished = Arc::new(Mutex::new(Vec::new()));
     let mut trace_out = match &opts.trace {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |source| ReplayError::Output {
+                path: p.clone(),
+                source,
+            },
+        )?)),
         None => None,
     };
     let trace_slot = trace_out.as_ref().map(|_| Arc::new(Mutex::new(None)));

@@ -443,48 +443,25 @@ async fn metrics(
             .map(|c| (format!("{{camera=\"{}\"}}", c.id), f(c)))
             .collect()
     };
-    family(
-        "ocellus_frames_captured_total",
-        "counter",
-        "Frames read from the source.",
-        per_cam(&|c| load(&c.stats.captured) as f64),
-    );
-    family(
-        "ocellus_frames_processed_total",
-        "counter",
-        "Frames through motion, detection and tracking.",
-        per_cam(&|c| load(&c.stats.processed) as f64),
-    );
-    family(
-        "ocellus_frames_skipped_total",
-        "counter",
-        "Frames dropped because detection was busy (newest frame wins).",
-        per_cam(&|c| load(&c.stats.skipped) as f64),
-    );
-    family(
-        "ocellus_detector_runs_total",
-        "counter",
-        "Frames the object detector ran on.",
-        per_cam(&|c| load(&c.stats.detector_runs) as f64),
-    );
-    family(
-        "ocellus_events_started_total",
-        "counter",
-        "Events started.",
-        per_cam(&|c| load(&c.stats.events_started) as f64),
-    );
-    family(
-        "ocellus_jpeg_encodes_total",
-        "counter",
-        "Live-stream JPEG encodes (one per frame and watched width).",
-        per_cam(&|c| load(&c.stats.stream_encodes) as f64),
-    );
-    family(
-        "ocellus_stream_frames_skipped_total",
-        "counter",
-        "Frames not encoded because the encoder was busy.",
-        per_cam(&|c| load(&c.stats.stream_skipped) as f64),
-    );
+    // The per-camera counters, from the one list of them.
+    let per_counter: Vec<Vec<crate::metrics::Counter>> = state
+        .cameras
+        .iter()
+        .map(|c| c.stats.counters().into())
+        .collect();
+    for (i, first) in crate::metrics::CameraStats::default()
+        .counters()
+        .iter()
+        .enumerate()
+    {
+        let samples = state
+            .cameras
+            .iter()
+            .zip(&per_counter)
+            .map(|(c, counters)| (format!("{{camera=\"{}\"}}", c.id), counters[i].value as f64))
+            .collect();
+        family(first.name, "counter", first.help, samples);
+    }
     family(
         "ocellus_camera_up",
         "gauge",

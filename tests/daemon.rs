@@ -566,3 +566,24 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
         "{dets_first} of {dets} detections came before their frame"
     );
 }
+
+/// Every counter the pipeline keeps is exported, per camera (the list is
+/// `CameraStats::counters`, which names every field).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_counter_in_the_stats_appears_in_metrics() {
+    let dmn = DaemonProc::street("");
+    wait_state(&dmn, "connected").await;
+    let (status, body) = d::http_get(&dmn.url("/metrics"), &[]).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    let counters = ocellus::metrics::CameraStats::default().counters();
+    assert_eq!(counters.len(), 10);
+    for c in counters {
+        assert!(
+            text.contains(&format!("# TYPE {} counter", c.name))
+                && text.contains(&format!("{}{{camera=\"street\"}} ", c.name)),
+            "{} is not in /metrics:\n{text}",
+            c.name
+        );
+    }
+}

@@ -508,20 +508,22 @@ fn street_clip_events_match_the_ground_truth_people() {
 }
 
 #[test]
-fn a_tracks_file_that_cannot_be_written_fails_before_the_replay_and_names_its_path() {
+fn a_tracks_or_trace_file_that_cannot_be_written_fails_before_the_replay_and_names_its_path() {
     let video = common::vtest();
-    let out = ocellus(&[
-        "replay",
-        video.to_str().unwrap(),
-        "--tracks",
-        "/nonexistent/dir/tracks.txt",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("/nonexistent/dir/tracks.txt"),
-        "{}",
-        stderr(&out)
-    );
-    // Not after a whole replay: no summary was printed.
-    assert!(!stderr(&out).contains("frames   795"), "{}", stderr(&out));
+    for flag in ["--tracks", "--trace"] {
+        let out = ocellus(&[
+            "replay",
+            video.to_str().unwrap(),
+            flag,
+            "/nonexistent/dir/out.txt",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot write /nonexistent/dir/out.txt"),
+            "{flag}: {}",
+            stderr(&out)
+        );
+        // Not after a whole replay: no summary was printed.
+        assert!(!stderr(&out).contains("frames   795"), "{}", stderr(&out));
+    }
 }
