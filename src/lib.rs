@@ -6,6 +6,7 @@
 
 pub mod appearance;
 pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;

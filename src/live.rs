@@ -11,8 +11,8 @@ use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{Frame, Source};
+use crate::clock::now_ms;
 use crate::config::{CameraConfig, RtspTransport};
-use crate::db::now_ms;
 use crate::metrics::{inc, CameraStats};
 use crate::protocol::CameraInfo;
 

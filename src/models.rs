@@ -118,6 +118,22 @@ impl Event {
     }
 }
 
+/// Filters for listing events, newest first. `before_id` is the paging cursor: the id of the
+/// last event of the previous page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventQuery {
+    pub camera: Option<String>,
+    pub label: Option<String>,
+    /// Events that started at or after this time (ms).
+    pub from_ms: Option<i64>,
+    /// Events that started before this time (ms).
+    pub to_ms: Option<i64>,
+    pub before_id: Option<i64>,
+    /// At most this many (capped by the caller).
+    pub limit: Option<u32>,
+}
+
 /// What happened to an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

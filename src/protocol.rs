@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::db::EventQuery;
+use crate::models::EventQuery;
 use crate::models::{DetectionsMsg, Event, EventKind};
 
 pub const PROTOCOL_VERSION: u32 = 1;

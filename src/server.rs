@@ -20,9 +20,10 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::db::{self, EventQuery, ReadPool, WriterStats};
+use crate::db::{self, ReadPool, WriterStats};
 use crate::hub::CameraHub;
 use crate::metrics::get as load;
+use crate::models::EventQuery;
 use crate::protocol::CameraInfo;
 
 /// Counters of the server side.

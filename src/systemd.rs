@@ -40,7 +40,7 @@ fn healthy(state: &AppState, before: &[Progress], now: &[Progress]) -> bool {
         let info = c.state.info();
         match c.state.status() {
             SourceStatus::Connected => now[i].processed > before[i].processed,
-            SourceStatus::Connecting => crate::db::now_ms() - info.since_ms < 60_000,
+            SourceStatus::Connecting => crate::clock::now_ms() - info.since_ms < 60_000,
             SourceStatus::Retrying | SourceStatus::Stopped => true,
         }
     })

@@ -1,0 +1,414 @@
+//! SQLite storage: the schema and its upgrades, the one writer thread that owns the read-write
+//! connection, and read-only queries. This is the only module that speaks SQL.
+//!
+//! The database runs in WAL mode with `synchronous = FULL`: every commit is fsynced, so neither a
+//! killed process nor a power cut loses a committed write, and the file is never corrupted. What
+//! either can lose is what waits in the writer's queue, at most one batch (`batch_ms`, 50 ms).
+//! Writes are batched (one transaction per `batch_ms` or `batch_max` writes), which makes the
+//! fsync per commit cheap and spares flash storage.
+//!
+//! `schema.rs` holds the migrations, `read.rs` the queries (on read-only connections), `writer.rs`
+//! the writer thread; this file opens the database and starts the writer.
+
+/// The events table's columns, in the order `read::event_from_row` reads them and the writer's
+/// insert binds them: written once.
+macro_rules! event_columns {
+    () => {
+        "id, camera, label, track_id, start_ms, end_ms, top_score, box_x, box_y, box_w, box_h, best_ms, hits, stationary"
+    };
+}
+
+mod read;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::errors::DbError;
+
+pub use crate::clock::now_ms;
+pub use crate::models::EventQuery;
+pub use read::{get_event, get_snapshot, max_event_id, open_reader, query_events, ReadPool};
+pub use schema::{migrate, SCHEMA_VERSION};
+pub use writer::{spawn_writer, DbCommand, DbHandle, WriterOptions, WriterStats};
+
+/// Opens (creating if needed) the database read-write and brings its schema up to date.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open(path).map_err(|source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    configure(&conn).map_err(|source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    migrate(&conn, path, SCHEMA_VERSION)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // journal_mode answers with a row, so it is a query, not an execute.
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(())
+}
+
+/// A running writer and what its users need: the handle, its thread, its counters, and the
+/// highest event id already stored (new ids continue after it).
+pub struct Storage {
+    pub handle: DbHandle,
+    pub thread: std::thread::JoinHandle<()>,
+    pub stats: Arc<WriterStats>,
+    pub max_event_id: i64,
+}
+
+/// Opens (creating or upgrading) the database at `path` and starts its writer thread.
+pub fn start(path: &Path, opts: WriterOptions) -> Result<Storage, DbError> {
+    let conn = open(path)?;
+    let max_event_id = max_event_id(&conn)?;
+    let stats = Arc::new(WriterStats::default());
+    let (handle, thread) =
+        spawn_writer(conn, path.to_owned(), opts, stats.clone()).map_err(DbError::Thread)?;
+    Ok(Storage {
+        handle,
+        thread,
+        stats,
+        max_event_id,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::models::{BBox, Event};
+    use bytes::Bytes;
+    use std::sync::atomic::Ordering;
+
+    pub(crate) fn event(id: i64, camera: &str, label: &str, start_ms: i64) -> Event {
+        Event {
+            id,
+            camera: camera.into(),
+            label: label.into(),
+            track_id: id as u64,
+            start_ms,
+            end_ms: Some(start_ms + 1000),
+            top_score: 0.75,
+            best_box: BBox::new(1.0, 2.0, 3.0, 4.0),
+            best_ms: start_ms + 10,
+            hits: 7,
+            stationary: false,
+        }
+    }
+
+    fn writer(path: &Path) -> (DbHandle, std::thread::JoinHandle<()>, Arc<WriterStats>) {
+        let conn = open(path).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let (h, j) = spawn_writer(
+            conn,
+            path.to_owned(),
+            WriterOptions {
+                batch: Duration::from_millis(20),
+                batch_max: 100,
+                retention_ms: None,
+                max_events: 0,
+                max_bytes: 0,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        (h, j, stats)
+    }
+
+    /// (name, type, notnull, default, pk) of every column, and every index, of every table.
+    fn schema(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for t in tables {
+            let mut stmt = conn.prepare(&format!("PRAGMA table_info({t})")).unwrap();
+            let cols = stmt
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{t}.{}:{}:{}:{:?}:{}",
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?
+                    ))
+                })
+                .unwrap();
+            out.extend(cols.map(Result::unwrap));
+        }
+        let idx = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok(format!("{}: {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+        out.extend(idx);
+        out
+    }
+
+    #[test]
+    fn writer_batches_upserts_and_flush_makes_them_visible_to_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (h, j, stats) = writer(&path);
+        let mut e = event(1, "front", "person", 1000);
+        e.end_ms = None;
+        h.send(DbCommand::Event(e.clone())).unwrap();
+        h.send(DbCommand::Snapshot {
+            event_id: 1,
+            jpeg: Bytes::from_static(b"\xff\xd8jpeg"),
+            width: 32,
+            height: 24,
+        })
+        .unwrap();
+        e.end_ms = Some(5000);
+        e.top_score = 0.9;
+        h.send(DbCommand::Event(e.clone())).unwrap();
+        h.flush().unwrap();
+
+        let r = open_reader(&path).unwrap();
+        assert_eq!(get_event(&r, 1).unwrap(), Some(e));
+        assert_eq!(get_snapshot(&r, 1).unwrap().unwrap(), b"\xff\xd8jpeg");
+        assert!(stats.commits.load(Ordering::Relaxed) >= 1);
+        drop(h);
+        j.join().unwrap();
+    }
+
+    #[test]
+    fn query_filters_by_camera_label_time_and_pages_with_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let (h, j, _) = writer(&path);
+        for i in 1..=10 {
+            let cam = if i % 2 == 0 { "a" } else { "b" };
+            let label = if i % 3 == 0 { "car" } else { "person" };
+            h.send(DbCommand::Event(event(i, cam, label, i * 100)))
+                .unwrap();
+        }
+        drop(h);
+        j.join().unwrap();
+        let r = open_reader(&path).unwrap();
+        let ids = |q: EventQuery| -> Vec<i64> {
+            query_events(&r, &q, 1000)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(EventQuery {
+                camera: Some("a".into()),
+                ..Default::default()
+            }),
+            vec![10, 8, 6, 4, 2]
+        );
+        assert_eq!(
+            ids(EventQuery {
+                label: Some("car".into()),
+                ..Default::default()
+            }),
+            vec![9, 6, 3]
+        );
+        assert_eq!(
+            ids(EventQuery {
+                from_ms: Some(300),
+                to_ms: Some(600),
+                ..Default::default()
+            }),
+            vec![5, 4, 3]
+        );
+        let page1 = ids(EventQuery {
+            limit: Some(4),
+            ..Default::default()
+        });
+        assert_eq!(page1, vec![10, 9, 8, 7]);
+        let page2 = ids(EventQuery {
+            limit: Some(4),
+            before_id: Some(7),
+            ..Default::default()
+        });
+        assert_eq!(page2, vec![6, 5, 4, 3]);
+        // The caller's cap wins over an absurd limit.
+        assert_eq!(
+            query_events(
+                &r,
+                &EventQuery {
+                    limit: Some(u32::MAX),
+                    ..Default::default()
+                },
+                2
+            )
+            .unwrap()
+            .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn v1_database_is_upgraded_on_open_keeping_events_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            migrate(&conn, &old, 1).unwrap();
+            conn.execute(
+                "INSERT INTO events VALUES (7, 'front', 'person', 3, 100, 900, 0.8, 1, 2, 3, 4, 500, x'ffd8')",
+                [],
+            )
+            .unwrap();
+        }
+        let upgraded = open(&old).unwrap();
+        let fresh_path = dir.path().join("fresh.db");
+        let fresh = open(&fresh_path).unwrap();
+        assert_eq!(schema(&upgraded), schema(&fresh));
+        let v: i64 = upgraded
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let e = get_event(&upgraded, 7).unwrap().unwrap();
+        assert_eq!(
+            (e.camera.as_str(), e.start_ms, e.end_ms, e.hits),
+            ("front", 100, Some(900), 0)
+        );
+        assert_eq!(
+            get_snapshot(&upgraded, 7).unwrap().unwrap(),
+            vec![0xff, 0xd8]
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        {
+            let conn = open(&path).unwrap();
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let err = open(&path).unwrap_err();
+        assert!(matches!(err, DbError::TooNew { .. }));
+        assert!(err.to_string().contains("upgrade ocellus"), "{err}");
+    }
+
+    #[test]
+    fn foreign_database_is_not_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE accounts (id INTEGER)")
+            .unwrap();
+        assert!(matches!(open(&path).unwrap_err(), DbError::Foreign { .. }));
+    }
+
+    #[test]
+    fn max_events_keeps_only_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let conn = open(&path).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let (h, j) = spawn_writer(
+            conn,
+            path.clone(),
+            WriterOptions {
+                batch: Duration::from_millis(5),
+                batch_max: 10,
+                retention_ms: None,
+                max_events: 3,
+                max_bytes: 0,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        for i in 1..=5 {
+            h.send(DbCommand::Event(event(i, "a", "person", i * 10)))
+                .unwrap();
+        }
+        drop(h);
+        j.join().unwrap();
+        let r = open_reader(&path).unwrap();
+        let ids: Vec<i64> = query_events(&r, &EventQuery::default(), 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![5, 4, 3]);
+        assert_eq!(stats.deleted_by_retention.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn max_size_deletes_the_oldest_until_the_data_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let stats = Arc::new(WriterStats::default());
+        let limit = 256 * 1024;
+        let (h, j) = spawn_writer(
+            open(&path).unwrap(),
+            path.clone(),
+            WriterOptions {
+                batch: Duration::from_millis(5),
+                batch_max: 64,
+                retention_ms: None,
+                max_events: 0,
+                max_bytes: limit,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        for i in 1..=200 {
+            h.send(DbCommand::Event(event(i, "a", "person", i * 10)))
+                .unwrap();
+            h.send(DbCommand::Snapshot {
+                event_id: i,
+                jpeg: Bytes::from(vec![i as u8; 8 * 1024]),
+                width: 4,
+                height: 3,
+            })
+            .unwrap();
+        }
+        drop(h);
+        j.join().unwrap();
+        let r = open_reader(&path).unwrap();
+        let used: i64 = r
+            .query_row(
+                "SELECT (page_count - freelist_count) * page_size
+                 FROM pragma_page_count, pragma_freelist_count, pragma_page_size",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(used as u64 <= limit, "{used} bytes used");
+        let ids: Vec<i64> = query_events(&r, &EventQuery::default(), 1000)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        // 200 x 8 KiB cannot fit in 256 KiB: the newest stay, the oldest went.
+        assert!(ids.len() > 5 && ids.len() < 32, "{} kept", ids.len());
+        assert_eq!(ids[0], 200);
+        assert_eq!(
+            stats.deleted_by_retention.load(Ordering::Relaxed) as usize,
+            200 - ids.len()
+        );
+        // The snapshots went with their events.
+        let snaps: i64 = r
+            .query_row("SELECT count(*) FROM snapshots", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(snaps as usize, ids.len());
+    }
+}

@@ -1,0 +1,132 @@
+//! Reading events: read-only connections (which never block the writer), the pool the async
+//! side runs queries on, and the queries themselves.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::errors::DbError;
+use crate::models::{BBox, Event, EventQuery};
+
+/// Opens a read-only connection for queries (the API, tests); it never blocks the writer.
+pub fn open_reader(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Read-only connections for the async side: queries run on tokio's blocking pool, never on a
+/// worker, and at most `max_busy` at once.
+pub struct ReadPool {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Connection>>,
+    busy: tokio::sync::Semaphore,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path, max_busy: usize) -> Self {
+        Self {
+            path: path.to_owned(),
+            idle: std::sync::Mutex::new(Vec::new()),
+            busy: tokio::sync::Semaphore::new(max_busy),
+        }
+    }
+
+    /// Runs `f` with a read-only connection on the blocking pool.
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let _permit = self.busy.acquire().await.map_err(|_| DbError::WriterGone)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                Some(c) => c,
+                None => open_reader(&pool.path)?,
+            };
+            let result = f(&conn);
+            pool.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|_| DbError::WriterGone)?
+    }
+}
+
+/// The highest event id in the database, so that a new run continues after it.
+pub fn max_event_id(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
+}
+
+const EVENT_COLUMNS: &str = event_columns!();
+
+fn event_from_row(r: &rusqlite::Row) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get(0)?,
+        camera: r.get(1)?,
+        label: r.get(2)?,
+        track_id: r.get::<_, i64>(3)? as u64,
+        start_ms: r.get(4)?,
+        end_ms: r.get(5)?,
+        top_score: r.get::<_, f64>(6)? as f32,
+        best_box: BBox::new(
+            r.get::<_, f64>(7)? as f32,
+            r.get::<_, f64>(8)? as f32,
+            r.get::<_, f64>(9)? as f32,
+            r.get::<_, f64>(10)? as f32,
+        ),
+        best_ms: r.get(11)?,
+        hits: r.get::<_, i64>(12)? as u32,
+        stationary: r.get(13)?,
+    })
+}
+
+/// Events matching `q`, newest first (by start time, then id).
+pub fn query_events(
+    conn: &Connection,
+    q: &EventQuery,
+    max_limit: u32,
+) -> Result<Vec<Event>, DbError> {
+    let limit = q.limit.unwrap_or(100).min(max_limit);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR label = ?2)
+           AND (?3 IS NULL OR start_ms >= ?3) AND (?4 IS NULL OR start_ms < ?4)
+           AND (?5 IS NULL OR id < ?5)
+         ORDER BY start_ms DESC, id DESC LIMIT ?6"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![q.camera, q.label, q.from_ms, q.to_ms, q.before_id, limit],
+        event_from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn get_event(conn: &Connection, id: i64) -> Result<Option<Event>, DbError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+    Ok(conn.query_row(&sql, [id], event_from_row).optional()?)
+}
+
+pub fn get_snapshot(conn: &Connection, event_id: i64) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT jpeg FROM snapshots WHERE event_id = ?1",
+            [event_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}

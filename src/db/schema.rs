@@ -1,0 +1,104 @@
+//! The database schema: its versioned upgrades, each in its own transaction, and the refusal of a
+//! database that is newer than this binary or was made by another program.
+
+use std::path::Path;
+
+use rusqlite::{Connection, Transaction};
+
+use crate::errors::DbError;
+
+/// Schema upgrades, in order: entry `i` takes the schema from version `i` to `i + 1`. Each runs
+/// in its own transaction together with the `user_version` bump, so a crash leaves the database
+/// at one version or the next, never in between.
+const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] = &[v0_to_v1, v1_to_v2, v2_to_v3];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn v0_to_v1(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            camera TEXT NOT NULL,
+            label TEXT NOT NULL,
+            track_id INTEGER NOT NULL,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER,
+            top_score REAL NOT NULL,
+            box_x REAL NOT NULL,
+            box_y REAL NOT NULL,
+            box_w REAL NOT NULL,
+            box_h REAL NOT NULL,
+            best_ms INTEGER NOT NULL,
+            snapshot BLOB
+        );",
+    )
+}
+
+/// Snapshots move to their own table (event scans no longer page through JPEGs), events gain a
+/// hit count, and the API's queries (by time, camera, label) get indexes.
+fn v1_to_v2(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE snapshots (
+            event_id INTEGER PRIMARY KEY REFERENCES events(id) ON DELETE CASCADE,
+            jpeg BLOB NOT NULL,
+            width INTEGER,
+            height INTEGER
+        );
+        INSERT INTO snapshots (event_id, jpeg) SELECT id, snapshot FROM events WHERE snapshot IS NOT NULL;
+        ALTER TABLE events DROP COLUMN snapshot;
+        ALTER TABLE events ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX events_start ON events (start_ms);
+        CREATE INDEX events_camera_start ON events (camera, start_ms);
+        CREATE INDEX events_label_start ON events (label, start_ms);",
+    )
+}
+
+/// Events say whether their object has become stationary (a parked car).
+fn v2_to_v3(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE events ADD COLUMN stationary INTEGER NOT NULL DEFAULT 0;")
+}
+
+/// Upgrades the schema to `target` (the latest, except in tests that build old databases).
+pub fn migrate(conn: &Connection, path: &Path, target: i64) -> Result<(), DbError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(DbError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == 0 {
+        // A database another program made must not be "upgraded" into ours.
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables > 0 {
+            return Err(DbError::Foreign {
+                path: path.to_owned(),
+                version: 0,
+            });
+        }
+    }
+    for from in found..target {
+        let fail = |source| DbError::Migrate {
+            path: path.to_owned(),
+            from,
+            source,
+        };
+        // Nothing else uses the connection during an upgrade, so an unchecked transaction on a
+        // shared reference is safe here.
+        let tx = conn.unchecked_transaction().map_err(fail)?;
+        MIGRATIONS[from as usize](&tx).map_err(fail)?;
+        tx.pragma_update(None, "user_version", from + 1)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        if found > 0 {
+            tracing::info!(path = %path.display(), from, to = from + 1, "upgraded database schema");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,470 @@
+//! The one writer thread: it owns the read-write connection, takes commands from a bounded
+//! channel, commits them in batches, keeps them in memory (bounded) while the disk refuses
+//! them, and applies retention.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use rusqlite::{params, Connection};
+
+use crate::clock::now_ms;
+use crate::errors::DbError;
+use crate::models::Event;
+
+/// What the pipeline asks of the writer.
+pub enum DbCommand {
+    /// Insert or update an event (by id).
+    Event(Event),
+    Snapshot {
+        event_id: i64,
+        jpeg: Bytes,
+        width: u32,
+        height: u32,
+    },
+    /// Commit everything sent before this, then answer.
+    Flush(Sender<()>),
+}
+
+/// Writer tuning; `retention_ms` is `None` in replay, whose clip-relative times are not ages.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    pub batch: Duration,
+    pub batch_max: usize,
+    pub retention_ms: Option<i64>,
+    pub max_events: u64,
+    /// Oldest ended events are deleted while the data in the file exceeds this (0: no limit).
+    pub max_bytes: u64,
+}
+
+impl WriterOptions {
+    /// The writer settings of `[storage]`. `by_age` is false in replay, whose clip-relative
+    /// times are not ages (only the count limit applies there).
+    pub fn from_config(storage: &crate::config::StorageConfig, by_age: bool) -> Self {
+        Self {
+            batch: Duration::from_millis(storage.batch_ms),
+            batch_max: storage.batch_max,
+            retention_ms: (by_age && storage.retention_days > 0)
+                .then(|| storage.retention_days as i64 * 86_400_000),
+            max_events: storage.max_events,
+            max_bytes: storage.max_size_mb * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters the writer keeps; read by summaries and /metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub rows: AtomicU64,
+    pub commit_ns: AtomicU64,
+    pub errors: AtomicU64,
+    pub deleted_by_retention: AtomicU64,
+    /// Writes given up because the backlog held while commits fail reached its bound.
+    pub dropped: AtomicU64,
+    /// Writes waiting in memory for a commit that keeps failing (0 when healthy).
+    pub pending: AtomicU64,
+}
+
+/// The sending side of the writer: cheap to clone, one per pipeline.
+#[derive(Clone)]
+pub struct DbHandle {
+    tx: Sender<DbCommand>,
+}
+
+impl DbHandle {
+    /// Queues a write; blocks while the writer's queue is full (back-pressure rather than
+    /// unbounded memory).
+    pub fn send(&self, cmd: DbCommand) -> Result<(), DbError> {
+        self.tx.send(cmd).map_err(|_| DbError::WriterGone)
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub fn flush(&self) -> Result<(), DbError> {
+        let (tx, rx) = bounded(1);
+        self.send(DbCommand::Flush(tx))?;
+        rx.recv().map_err(|_| DbError::WriterGone)
+    }
+}
+
+/// Capacity of the writer's queue: enough for bursts of events without letting a stuck disk
+/// take unbounded memory.
+const QUEUE: usize = 4096;
+
+/// Starts the writer thread on `conn`. It runs until every [`DbHandle`] is dropped, then commits
+/// what is left and exits.
+pub fn spawn_writer(
+    conn: Connection,
+    path: PathBuf,
+    opts: WriterOptions,
+    stats: Arc<WriterStats>,
+) -> std::io::Result<(DbHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = bounded(QUEUE);
+    let handle = std::thread::Builder::new()
+        .name("db-writer".into())
+        .spawn(move || {
+            Writer {
+                conn,
+                path,
+                opts,
+                stats,
+                rx,
+            }
+            .run()
+        })?;
+    Ok((DbHandle { tx }, handle))
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    opts: WriterOptions,
+    stats: Arc<WriterStats>,
+    rx: Receiver<DbCommand>,
+}
+
+/// While commits fail (a full disk), the writes waiting for them stay in memory up to these
+/// bounds. Events are small (~200 bytes) and coalesce by id, so this is hours of a busy camera;
+/// snapshots are 10-30 KB each and go first.
+const MAX_PENDING_EVENTS: usize = 20_000;
+const MAX_PENDING_SNAPSHOT_BYTES: usize = 16 << 20;
+
+/// A batch being collected: the latest state of each event and snapshot, and who waits for it.
+#[derive(Default)]
+struct Batch {
+    events: std::collections::BTreeMap<i64, Event>,
+    snapshots: std::collections::BTreeMap<i64, (Bytes, u32, u32)>,
+    snapshot_bytes: usize,
+    waiters: Vec<Sender<()>>,
+    writes: usize,
+    /// Writes given up to keep the batch within its bounds.
+    dropped: u64,
+}
+
+impl Batch {
+    fn add(&mut self, cmd: DbCommand) {
+        match cmd {
+            DbCommand::Event(e) => {
+                if self.events.len() >= MAX_PENDING_EVENTS && !self.events.contains_key(&e.id) {
+                    // The oldest ended event goes first; an event that is still open will be
+                    // written again when it ends.
+                    let oldest = self
+                        .events
+                        .iter()
+                        .find(|(_, e)| e.end_ms.is_some())
+                        .map(|(&id, _)| id)
+                        .or_else(|| self.events.keys().next().copied());
+                    if let Some(id) = oldest {
+                        self.events.remove(&id);
+                        self.dropped += 1;
+                    }
+                }
+                self.events.insert(e.id, e);
+                self.writes += 1;
+            }
+            DbCommand::Snapshot {
+                event_id,
+                jpeg,
+                width,
+                height,
+            } => {
+                let old = self.snapshots.get(&event_id).map_or(0, |s| s.0.len());
+                if self.snapshot_bytes - old + jpeg.len() > MAX_PENDING_SNAPSHOT_BYTES {
+                    self.dropped += 1;
+                    return;
+                }
+                self.snapshot_bytes = self.snapshot_bytes - old + jpeg.len();
+                self.snapshots.insert(event_id, (jpeg, width, height));
+                self.writes += 1;
+            }
+            DbCommand::Flush(w) => self.waiters.push(w),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.events.len() + self.snapshots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.snapshots.is_empty() && self.waiters.is_empty()
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Batch::default();
+        let mut open = true;
+        let mut last_retention = Instant::now();
+        // Since when commits have been failing, and when that was last logged.
+        let mut failing: Option<(Instant, Instant)> = None;
+        while open || !batch.is_empty() {
+            if open && batch.is_empty() {
+                match self.rx.recv() {
+                    Ok(cmd) => batch.add(cmd),
+                    Err(_) => open = false,
+                }
+            }
+            // Collect more until the batch is full or old enough.
+            let deadline = Instant::now() + self.opts.batch;
+            while open && batch.writes < self.opts.batch_max && batch.waiters.is_empty() {
+                match self.rx.recv_deadline(deadline) {
+                    Ok(cmd) => batch.add(cmd),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
+            }
+            match self.commit(&batch) {
+                Ok(()) => {
+                    if let Some((since, _)) = failing.take() {
+                        tracing::info!(
+                            path = %self.path.display(),
+                            after_s = since.elapsed().as_secs(),
+                            written = batch.len(),
+                            dropped = batch.dropped,
+                            "database writes work again; the writes held in memory are stored"
+                        );
+                    }
+                    self.stats.pending.store(0, Ordering::Relaxed);
+                    for w in batch.waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                    batch = Batch::default();
+                }
+                Err(e) => {
+                    // Keep the batch and try again: a full disk or a locked file usually
+                    // clears up, and losing events is worse than waiting. Clients are still
+                    // served meanwhile; the batch is bounded (see MAX_PENDING_*).
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    let log = match &mut failing {
+                        None => {
+                            failing = Some((now, now));
+                            true
+                        }
+                        Some((_, logged)) if logged.elapsed() >= Duration::from_secs(30) => {
+                            *logged = now;
+                            true
+                        }
+                        Some(_) => false,
+                    };
+                    if log {
+                        tracing::error!(
+                            path = %self.path.display(),
+                            error = %e,
+                            pending = batch.len(),
+                            dropped = batch.dropped,
+                            "{}; events are kept in memory and the write retried every 0.5 s",
+                            describe_write_error(&e)
+                        );
+                    }
+                    if is_disk_full(&e) {
+                        // Make room by policy, if a size limit allows it.
+                        self.apply_retention();
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    // While retrying, keep accepting writes so the pipeline does not stall.
+                    while let Ok(cmd) = self.rx.try_recv() {
+                        batch.add(cmd);
+                    }
+                    self.stats
+                        .pending
+                        .store(batch.len() as u64, Ordering::Relaxed);
+                    let dropped = std::mem::take(&mut batch.dropped);
+                    if dropped > 0 {
+                        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+                    }
+                }
+            }
+            if last_retention.elapsed() > Duration::from_secs(60) {
+                last_retention = Instant::now();
+                self.apply_retention();
+            }
+        }
+        self.apply_retention();
+    }
+
+    fn commit(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+        if batch.events.is_empty() && batch.snapshots.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare_cached(concat!(
+                "INSERT INTO events (",
+                event_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (id) DO UPDATE SET
+                    end_ms = excluded.end_ms, top_score = excluded.top_score,
+                    box_x = excluded.box_x, box_y = excluded.box_y,
+                    box_w = excluded.box_w, box_h = excluded.box_h,
+                    best_ms = excluded.best_ms, hits = excluded.hits,
+                    stationary = excluded.stationary"
+            ))?;
+            for e in batch.events.values() {
+                up.execute(params![
+                    e.id,
+                    e.camera,
+                    e.label,
+                    e.track_id as i64,
+                    e.start_ms,
+                    e.end_ms,
+                    e.top_score as f64,
+                    e.best_box.x as f64,
+                    e.best_box.y as f64,
+                    e.best_box.w as f64,
+                    e.best_box.h as f64,
+                    e.best_ms,
+                    e.hits as i64,
+                    e.stationary,
+                ])?;
+            }
+            let mut snap = tx.prepare_cached(
+                "INSERT INTO snapshots (event_id, jpeg, width, height) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (event_id) DO UPDATE SET
+                    jpeg = excluded.jpeg, width = excluded.width, height = excluded.height",
+            )?;
+            for (id, (jpeg, w, h)) in &batch.snapshots {
+                snap.execute(params![id, jpeg.as_ref(), w, h])?;
+            }
+        }
+        tx.commit()?;
+        let s = &self.stats;
+        s.commits.fetch_add(1, Ordering::Relaxed);
+        s.rows.fetch_add(
+            (batch.events.len() + batch.snapshots.len()) as u64,
+            Ordering::Relaxed,
+        );
+        s.commit_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes events past the age and count limits (snapshots go with them). Only ended events
+    /// are aged out.
+    fn apply_retention(&mut self) {
+        let mut deleted = 0;
+        let res: rusqlite::Result<()> = (|| {
+            if let Some(age) = self.opts.retention_ms {
+                let cutoff = now_ms() - age;
+                deleted += self.conn.execute(
+                    "DELETE FROM events WHERE end_ms IS NOT NULL AND end_ms < ?1",
+                    [cutoff],
+                )?;
+            }
+            if self.opts.max_events > 0 {
+                deleted += self.conn.execute(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY start_ms DESC, id DESC LIMIT -1 OFFSET ?1)",
+                    [self.opts.max_events as i64],
+                )?;
+            }
+            if self.opts.max_bytes > 0 {
+                // Pages in use (free pages are reused by later writes, so the file stops
+                // growing at about the limit). Delete the oldest ended events a slice at a time.
+                loop {
+                    let used: i64 = self.conn.query_row(
+                        "SELECT (page_count - freelist_count) * page_size
+                         FROM pragma_page_count, pragma_freelist_count, pragma_page_size",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    if used as u64 <= self.opts.max_bytes {
+                        break;
+                    }
+                    let n = self.conn.execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE end_ms IS NOT NULL
+                         ORDER BY start_ms, id LIMIT max(16, (SELECT count(*) FROM events) / 20))",
+                        [],
+                    )?;
+                    if n == 0 {
+                        break;
+                    }
+                    deleted += n;
+                }
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) if deleted > 0 => {
+                self.stats
+                    .deleted_by_retention
+                    .fetch_add(deleted as u64, Ordering::Relaxed);
+                tracing::info!(deleted, "retention removed old events");
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "retention failed"),
+        }
+    }
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// What an operator should read in the log for a failed commit.
+fn describe_write_error(e: &rusqlite::Error) -> &'static str {
+    match e {
+        _ if is_disk_full(e) => "database write failed: the disk is full",
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly => {
+            "database write failed: the file or its directory is read-only"
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            "database write failed: another process holds the database lock"
+        }
+        _ => "database write failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::tests::event;
+
+    /// While commits fail, what waits for the disk is bounded; the newest writes are kept.
+    #[test]
+    fn a_failing_batch_stays_within_its_bounds() {
+        let mut b = Batch::default();
+        let n = MAX_PENDING_EVENTS as i64 + 10;
+        for i in 1..=n {
+            b.add(DbCommand::Event(event(i, "a", "person", i)));
+        }
+        assert_eq!(b.events.len(), MAX_PENDING_EVENTS);
+        assert_eq!(b.dropped, 10);
+        assert!(b.events.contains_key(&n) && !b.events.contains_key(&1));
+        // Updating an event already held replaces it and drops nothing.
+        b.add(DbCommand::Event(event(n, "a", "person", n)));
+        assert_eq!(b.dropped, 10);
+
+        let jpeg = Bytes::from(vec![0u8; 1 << 20]);
+        for id in 0..20 {
+            b.add(DbCommand::Snapshot {
+                event_id: id,
+                jpeg: jpeg.clone(),
+                width: 1,
+                height: 1,
+            });
+        }
+        assert_eq!(b.snapshots.len(), MAX_PENDING_SNAPSHOT_BYTES >> 20);
+        assert_eq!(b.snapshot_bytes, MAX_PENDING_SNAPSHOT_BYTES);
+        assert_eq!(
+            b.dropped,
+            10 + 20 - (MAX_PENDING_SNAPSHOT_BYTES >> 20) as u64
+        );
+        // A better snapshot of an event already held still replaces it.
+        b.add(DbCommand::Snapshot {
+            event_id: 0,
+            jpeg: Bytes::from(vec![1u8; 1000]),
+            width: 1,
+            height: 1,
+        });
+        assert_eq!(b.snapshots[&0].0.len(), 1000);
+    }
+}
