@@ -24,7 +24,7 @@ use crate::hub::{self, CameraHub, LiveSink};
 use crate::live::{self, FrameSlot, SourceState};
 use crate::metrics::{get, CameraStats};
 use crate::pipeline::Pipeline;
-use crate::server::{AppState, ServerMetrics};
+use crate::state::{AppState, ServerMetrics};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {

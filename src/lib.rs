@@ -26,6 +26,7 @@ pub mod protocol;
 pub mod replay;
 pub mod rtsp;
 pub mod server;
+pub mod state;
 pub mod systemd;
 pub mod tracker;
 pub mod ws;

@@ -6,9 +6,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -16,64 +15,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::sync::{broadcast, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Semaphore;
 
-use crate::config::ServerConfig;
-use crate::db::{self, ReadPool, WriterStats};
+use crate::db;
 use crate::hub::CameraHub;
 use crate::metrics::get as load;
 use crate::models::EventQuery;
 use crate::protocol::CameraInfo;
-
-/// Counters of the server side.
-#[derive(Debug, Default)]
-pub struct ServerMetrics {
-    pub clients: AtomicU64,
-    pub clients_total: AtomicU64,
-    pub clients_refused: AtomicU64,
-    /// TCP connections closed at accept because too many HTTP connections were open.
-    pub connections_refused: AtomicU64,
-    pub messages_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    /// Live frames clients missed because they fell behind.
-    pub frames_dropped: AtomicU64,
-    /// Other messages (events, detections, stats) clients missed.
-    pub messages_dropped: AtomicU64,
-    pub clients_dropped_slow: AtomicU64,
-    pub client_errors: AtomicU64,
-}
-
-/// Everything the handlers share.
-pub struct AppState {
-    pub cfg: ServerConfig,
-    pub cameras: Vec<Arc<CameraHub>>,
-    pub events: broadcast::Sender<Utf8Bytes>,
-    pub stats: broadcast::Sender<Utf8Bytes>,
-    pub readers: Arc<ReadPool>,
-    pub writer: Arc<WriterStats>,
-    pub metrics: ServerMetrics,
-    pub client_slots: Arc<Semaphore>,
-    pub started: Instant,
-    /// The latest stats message, refreshed every second by the stats task.
-    pub latest_stats: std::sync::Mutex<serde_json::Value>,
-    /// Fires when the server should close its connections (after the pipelines have stopped).
-    pub shutdown: CancellationToken,
-}
-
-impl AppState {
-    pub fn camera(&self, id: &str) -> Option<&Arc<CameraHub>> {
-        self.cameras.iter().find(|c| c.id == id)
-    }
-
-    pub fn camera_infos(&self) -> Vec<CameraInfo> {
-        self.cameras.iter().map(|c| c.state.info()).collect()
-    }
-}
+use crate::state::{ApiError, AppState};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let guarded = Router::new()
-        .route("/ws", get(crate::ws::upgrade))
+        .merge(crate::ws::routes())
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", get(get_event))
         .route("/api/events/{id}/snapshot.jpg", get(get_snapshot))
@@ -168,26 +121,6 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> s
     Ok(())
 }
 
-/// An API error: a status and a JSON body `{"error": code, "message": ...}`.
-pub struct ApiError(StatusCode, &'static str, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            Json(serde_json::json!({ "error": self.1, "message": self.2 })),
-        )
-            .into_response()
-    }
-}
-
-impl From<crate::errors::DbError> for ApiError {
-    fn from(e: crate::errors::DbError) -> Self {
-        tracing::error!(error = %e, "database query failed");
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string())
-    }
-}
-
 /// Compares without stopping at the first difference, so timing does not reveal the token.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -253,84 +186,11 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
     next.run(req).await
 }
 
-/// Whether a browser page from `origin` may open `/ws`: the daemon's own page (same host and
-/// port as the request), or one of `allowed_origins`. Clients that send no Origin (not browsers)
-/// are allowed; the token is their gate.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
-        return true;
-    }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
-}
-
-/// Checks done before a WebSocket upgrade: Origin, shutdown, client limit. On success the
-/// permit holds the client's slot for as long as it is connected.
-pub fn check_upgrade(
-    state: &AppState,
-    headers: &HeaderMap,
-    addr: SocketAddr,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    if !origin_allowed(headers, &state.cfg.allowed_origins) {
-        let origin = headers
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .unwrap_or("(none)");
-        tracing::warn!(%addr, origin, "refused /ws from {addr}: foreign origin {origin}");
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            "this origin may not open /ws".into(),
-        ));
-    }
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the daemon is stopping".into(),
-        ));
-    }
-    state.client_slots.clone().try_acquire_owned().map_err(|_| {
-        state
-            .metrics
-            .clients_refused
-            .fetch_add(1, Ordering::Relaxed);
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_clients",
-            format!("at most {} clients", state.cfg.max_clients),
-        )
-    })
-}
-
 /// One page of events and the cursor for the next.
 #[derive(Serialize)]
 struct EventPage {
     events: Vec<crate::models::Event>,
     next_before_id: Option<i64>,
-}
-
-/// Runs an event query with the configured cap; shared by REST and WebSocket.
-pub async fn query_events(
-    state: &AppState,
-    q: EventQuery,
-) -> Result<(Vec<crate::models::Event>, Option<i64>), crate::errors::DbError> {
-    let max = state.cfg.query_max_limit;
-    let limit = q.limit.unwrap_or(100).min(max) as usize;
-    let events = state
-        .readers
-        .run(move |conn| db::query_events(conn, &q, max))
-        .await?;
-    let next = (events.len() == limit && limit > 0)
-        .then(|| events.last().map(|e| e.id))
-        .flatten();
-    Ok((events, next))
 }
 
 async fn list_events(
@@ -339,7 +199,7 @@ async fn list_events(
 ) -> Result<Response, ApiError> {
     let Query(q) =
         q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let (events, next_before_id) = query_events(&state, q).await?;
+    let (events, next_before_id) = state.query_events(q).await?;
     Ok(Json(EventPage {
         events,
         next_before_id,
@@ -608,23 +468,6 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         h
-    }
-
-    #[test]
-    fn origin_must_match_the_host_or_the_allow_list() {
-        assert!(origin_allowed(&headers(&[("host", "box:8080")]), &[]));
-        assert!(origin_allowed(
-            &headers(&[("host", "box:8080"), ("origin", "http://box:8080")]),
-            &[]
-        ));
-        assert!(!origin_allowed(
-            &headers(&[("host", "box:8080"), ("origin", "http://evil.example")]),
-            &[]
-        ));
-        assert!(origin_allowed(
-            &headers(&[("host", "box:8080"), ("origin", "https://ops.example")]),
-            &["https://ops.example/".to_string()]
-        ));
     }
 
     #[test]

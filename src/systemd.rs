@@ -9,7 +9,7 @@ use sd_notify::NotifyState;
 
 use crate::live::SourceStatus;
 use crate::metrics::get;
-use crate::server::AppState;
+use crate::state::AppState;
 
 fn notify(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {

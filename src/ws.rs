@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, Stream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -26,7 +28,7 @@ use tokio_stream::StreamMap;
 use crate::protocol::{
     parse_request, stream_width, Request, ServerMsg, Topic, PROTOCOL_VERSION, STREAM_WIDTHS,
 };
-use crate::server::{check_upgrade, AppState};
+use crate::state::{ApiError, AppState};
 
 /// What a subscription yields.
 enum Item {
@@ -60,6 +62,67 @@ const BATCH: usize = 32;
 /// fifth of the daemon's CPU with 100 clients). Larger messages, up to `max_message_bytes`,
 /// still arrive: the buffer grows to the length a frame header announces.
 const READ_BUFFER: usize = 4096;
+
+/// The `/ws` route (the caller puts it behind the token check).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+/// Whether a browser page from `origin` may open `/ws`: the daemon's own page (same host and
+/// port as the request), or one of `allowed_origins`. Clients that send no Origin (not browsers)
+/// are allowed; the token is their gate.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Checks done before a WebSocket upgrade: Origin, shutdown, client limit. On success the
+/// permit holds the client's slot for as long as it is connected.
+pub fn check_upgrade(
+    state: &AppState,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    if !origin_allowed(headers, &state.cfg.allowed_origins) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("(none)");
+        tracing::warn!(%addr, origin, "refused /ws from {addr}: foreign origin {origin}");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "this origin may not open /ws".into(),
+        ));
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is stopping".into(),
+        ));
+    }
+    state.client_slots.clone().try_acquire_owned().map_err(|_| {
+        state
+            .metrics
+            .clients_refused
+            .fetch_add(1, Ordering::Relaxed);
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_clients",
+            format!("at most {} clients", state.cfg.max_clients),
+        )
+    })
+}
 
 pub async fn upgrade(
     ws: WebSocketUpgrade,
@@ -350,7 +413,7 @@ impl Client {
                     self.error(id, "rate_limited", "too many queries; slow down");
                     return Flow::Continue;
                 }
-                match crate::server::query_events(&self.state, q).await {
+                match self.state.query_events(q).await {
                     Ok((events, next)) => self.push(ServerMsg::Reply {
                         id,
                         op: "query",
@@ -417,5 +480,36 @@ fn read_error_close(e: &axum::Error) -> CloseFrame {
     CloseFrame {
         code,
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origin_must_match_the_host_or_the_allow_list() {
+        assert!(origin_allowed(&headers(&[("host", "box:8080")]), &[]));
+        assert!(origin_allowed(
+            &headers(&[("host", "box:8080"), ("origin", "http://box:8080")]),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "box:8080"), ("origin", "http://evil.example")]),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(&[("host", "box:8080"), ("origin", "https://ops.example")]),
+            &["https://ops.example/".to_string()]
+        ));
     }
 }

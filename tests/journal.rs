@@ -61,12 +61,21 @@ until [ -S /run/systemd/journal/socket ]; do
     i=$((i + 1)); [ $i -lt 400 ] || { echo "journald did not start" >&2; exit 1; }
     sleep 0.05
 done
-JOURNAL_STREAM=8:1 timeout -s TERM 12 "$@" >/dev/null 2>&1 || true
+status=0
+JOURNAL_STREAM=8:1 timeout --preserve-status -s TERM 12 "$@" >/dev/null 2>&1 || status=$?
 journalctl --sync
+# The daemon's last line is "ocellus stopped": once journald has it, it has every line before.
+i=0
+until journalctl -t ocellus -o cat | grep -qx 'ocellus stopped'; do
+    i=$((i + 1)); [ $i -lt 200 ] || break
+    sleep 0.05
+done
 while IFS= read -r q; do
     echo "=== $q"
     eval "$q --no-pager -o cat" || true
 done < "$QUERIES"
+echo "=== daemon exit"
+echo "$status"
 echo "=== all"
 journalctl --no-pager -o cat -t ocellus
 echo "=== verbose warnings"
@@ -156,7 +165,8 @@ fn every_documented_journal_query_finds_what_the_doc_says() {
     assert!(one.contains("person event 1 started on front"), "{one}");
     assert!(
         one.contains("person event 1 ended on front after "),
-        "{one}"
+        "{one}\nall:\n{}",
+        out["all"]
     );
     // The unreachable camera: warnings with its id and the reason, no password.
     let gate = got(find("CAMERA=gate -p warning"));
@@ -187,6 +197,11 @@ fn every_documented_journal_query_finds_what_the_doc_says() {
     ] {
         assert!(verbose.contains(field), "no {field} in {verbose}");
     }
+    assert_eq!(
+        out["daemon exit"].trim(),
+        "0",
+        "the daemon did not stop cleanly on SIGTERM"
+    );
     let all = &out["all"];
     assert!(!all.contains("Hunter2"), "the journal shows the password");
     // Nothing a person reads is in Rust's Debug form.

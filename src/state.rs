@@ -1,0 +1,103 @@
+//! What the HTTP and WebSocket handlers share: the server state (cameras, channels, readers,
+//! counters) and the error every handler answers with.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::db::{self, ReadPool, WriterStats};
+use crate::errors::DbError;
+use crate::hub::CameraHub;
+use crate::models::EventQuery;
+use crate::protocol::CameraInfo;
+
+/// Counters of the server side.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    pub clients: AtomicU64,
+    pub clients_total: AtomicU64,
+    pub clients_refused: AtomicU64,
+    /// TCP connections closed at accept because too many HTTP connections were open.
+    pub connections_refused: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Live frames clients missed because they fell behind.
+    pub frames_dropped: AtomicU64,
+    /// Other messages (events, detections, stats) clients missed.
+    pub messages_dropped: AtomicU64,
+    pub clients_dropped_slow: AtomicU64,
+    pub client_errors: AtomicU64,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub cfg: ServerConfig,
+    pub cameras: Vec<Arc<CameraHub>>,
+    pub events: broadcast::Sender<Utf8Bytes>,
+    pub stats: broadcast::Sender<Utf8Bytes>,
+    pub readers: Arc<ReadPool>,
+    pub writer: Arc<WriterStats>,
+    pub metrics: ServerMetrics,
+    pub client_slots: Arc<Semaphore>,
+    pub started: Instant,
+    /// The latest stats message, refreshed every second by the stats task.
+    pub latest_stats: std::sync::Mutex<serde_json::Value>,
+    /// Fires when the server should close its connections (after the pipelines have stopped).
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Runs an event query with the configured cap; shared by REST and WebSocket. Returns the
+    /// events and the cursor of the next page.
+    pub async fn query_events(
+        &self,
+        q: EventQuery,
+    ) -> Result<(Vec<crate::models::Event>, Option<i64>), DbError> {
+        let max = self.cfg.query_max_limit;
+        let limit = q.limit.unwrap_or(100).min(max) as usize;
+        let events = self
+            .readers
+            .run(move |conn| db::query_events(conn, &q, max))
+            .await?;
+        let next = (events.len() == limit && limit > 0)
+            .then(|| events.last().map(|e| e.id))
+            .flatten();
+        Ok((events, next))
+    }
+
+    pub fn camera(&self, id: &str) -> Option<&Arc<CameraHub>> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+
+    pub fn camera_infos(&self) -> Vec<CameraInfo> {
+        self.cameras.iter().map(|c| c.state.info()).collect()
+    }
+}
+
+/// An API error: a status and a JSON body `{"error": code, "message": ...}`.
+pub struct ApiError(pub StatusCode, pub &'static str, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(serde_json::json!({ "error": self.1, "message": self.2 })),
+        )
+            .into_response()
+    }
+}
+
+impl From<crate::errors::DbError> for ApiError {
+    fn from(e: crate::errors::DbError) -> Self {
+        tracing::error!(error = %e, "database query failed");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string())
+    }
+}
