@@ -101,3 +101,13 @@ impl From<crate::errors::DbError> for ApiError {
         ApiError(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string())
     }
 }
+
+/// A header map from name/value pairs, for the handlers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&'static str, &str)]) -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, axum::http::HeaderValue::from_str(v).unwrap());
+    }
+    h
+}

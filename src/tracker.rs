@@ -749,6 +749,13 @@ mod tests {
         changes.iter().filter(|c| f(c)).count()
     }
 
+    /// Exactly one event, and every detection went to one and the same track.
+    fn assert_one_event_on_one_track(changes: &[TrackChange], ids: Vec<Vec<u64>>) {
+        assert_eq!(starts(changes), 1);
+        let seen: std::collections::BTreeSet<u64> = ids.into_iter().flatten().collect();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+    }
+
     fn starts(changes: &[TrackChange]) -> usize {
         count(changes, |c| matches!(c, TrackChange::Confirmed(_)))
     }
@@ -827,9 +834,7 @@ mod tests {
             .map(|i| (!(30..45).contains(&i)).then(|| vec![det(50.0 + 6.0 * i as f32, 200.0, 0.8)]))
             .collect();
         let (changes, ids) = run(&mut tr, &frames);
-        assert_eq!(starts(&changes), 1);
-        let seen: std::collections::BTreeSet<u64> = ids.into_iter().flatten().collect();
-        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_one_event_on_one_track(&changes, ids);
     }
 
     #[test]
@@ -879,9 +884,7 @@ mod tests {
             })
             .collect();
         let (changes, ids) = run(&mut tr, &frames);
-        assert_eq!(starts(&changes), 1);
-        let seen: std::collections::BTreeSet<u64> = ids.into_iter().flatten().collect();
-        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_one_event_on_one_track(&changes, ids);
     }
 
     #[test]
@@ -908,29 +911,31 @@ mod tests {
 
     #[test]
     fn a_lost_track_does_not_take_a_nearby_object_of_another_colour() {
-        let mut tr = Tracker::new(cfg());
         let coloured = |x: f32, colour: usize| Detection {
             appearance: Some(Appearance::pure(colour)),
             ..det(x, 200.0, 0.8)
         };
-        // A (colour 0) walks right for 2 s, then is missed; a second later someone in another
-        // colour turns up just ahead of where A would be, where geometry alone would hand them
-        // A's track.
-        for i in 0..20 {
-            tr.update(i * 100, &[coloured(50.0 + 6.0 * i as f32, 0)]);
-        }
-        let a = tr.tracks()[0].id;
-        tr.tick(2500);
-        let (_, other) = tr.update(3000, &[coloured(50.0 + 6.0 * 30.0 + 30.0, 4)]);
-        assert_ne!(other[0], a, "another colour must not continue A's track");
-        // The same place in A's colour does continue it.
-        let mut tr2 = Tracker::new(cfg());
-        for i in 0..20 {
-            tr2.update(i * 100, &[coloured(50.0 + 6.0 * i as f32, 0)]);
-        }
-        tr2.tick(2500);
-        let (_, same) = tr2.update(3000, &[coloured(50.0 + 6.0 * 30.0 + 30.0, 0)]);
-        assert_eq!(same[0], tr2.tracks()[0].id);
+        // A (colour 0) walks right for 2 s, then is missed; a second later someone turns up
+        // just ahead of where A would be, where geometry alone would hand them A's track.
+        // Returns whether they got it.
+        let comes_back_as = |colour| {
+            let mut tr = Tracker::new(cfg());
+            for i in 0..20 {
+                tr.update(i * 100, &[coloured(50.0 + 6.0 * i as f32, 0)]);
+            }
+            let a = tr.tracks()[0].id;
+            tr.tick(2500);
+            let (_, ids) = tr.update(3000, &[coloured(50.0 + 6.0 * 30.0 + 30.0, colour)]);
+            ids[0] == a
+        };
+        assert!(
+            !comes_back_as(4),
+            "another colour must not continue A's track"
+        );
+        assert!(
+            comes_back_as(0),
+            "A's colour at that place continues A's track"
+        );
     }
 
     #[test]

@@ -486,15 +486,7 @@ fn read_error_close(e: &axum::Error) -> CloseFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
+    use crate::state::test_headers as headers;
 
     #[test]
     fn origin_must_match_the_host_or_the_allow_list() {

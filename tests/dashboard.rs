@@ -19,17 +19,9 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts chromedriver and a headless Chromium session with a fresh profile.
 async fn browser() -> (Driver, Client, tempfile::TempDir) {
-    let port = free_port();
+    let port = common::free_port();
     let driver = Driver(
         Command::new("chromedriver")
             .arg(format!("--port={port}"))

@@ -36,14 +36,6 @@ fn h264_clip(dir: &Path) -> PathBuf {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// tests/fixtures/rtsp_server.py, running; killed on drop.
 struct RtspServer {
     child: Child,
@@ -157,7 +149,7 @@ async fn frames_captured(dmn: &DaemonProc, id: &str) -> f64 {
 async fn rtsp_camera_streams_person_events_and_reconnects_after_the_server_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let clip = h264_clip(dir.path());
-    let port = free_port();
+    let port = common::free_port();
     let server = RtspServer::start(&clip, port, None);
     let dmn = DaemonProc::start(
         "",
@@ -235,8 +227,8 @@ async fn rtsp_camera_streams_person_events_and_reconnects_after_the_server_resta
 async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let clip = h264_clip(dir.path());
-    let open = RtspServer::start(&clip, free_port(), None);
-    let locked = RtspServer::start(&clip, free_port(), Some(("admin", "s3cret")));
+    let open = RtspServer::start(&clip, common::free_port(), None);
+    let locked = RtspServer::start(&clip, common::free_port(), Some(("admin", "s3cret")));
     let secret = "Hunter2Hunter2";
     let dmn = DaemonProc::start_logged(
         "",
@@ -249,7 +241,7 @@ async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
             open.url("", "/wrong"),
             locked.url(&format!("admin:{secret}@"), "/stream"),
             locked.url("", "/stream"),
-            free_port(),
+            common::free_port(),
             locked.url("admin:s3cret@", "/stream"),
         ),
     );
@@ -295,7 +287,7 @@ async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
 async fn two_rtsp_cameras_each_use_their_own_transport() {
     let dir = tempfile::tempdir().unwrap();
     let clip = h264_clip(dir.path());
-    let server = RtspServer::start(&clip, free_port(), None);
+    let server = RtspServer::start(&clip, common::free_port(), None);
     let dmn = DaemonProc::start(
         "",
         &format!(

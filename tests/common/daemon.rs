@@ -29,6 +29,13 @@ impl DaemonProc {
 
     /// As `start`, with extra environment variables for the daemon.
     pub fn start_env(extra: &str, cameras: &str, env: &[(&str, &str)]) -> DaemonProc {
+        let (dir, db, cfg) = Self::config(extra, cameras);
+        Self::start_at(cfg, dir, db, "127.0.0.1:0", env)
+    }
+
+    /// A fresh directory with a database path and a config of `extra`, the database and
+    /// `cameras`: (dir, db, config).
+    fn config(extra: &str, cameras: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("events.db");
         let cfg = dir.path().join("ocellus.toml");
@@ -40,7 +47,7 @@ impl DaemonProc {
             ),
         )
         .unwrap();
-        Self::start_at(cfg, dir, db, "127.0.0.1:0", env)
+        (dir, db, cfg)
     }
 
     /// Starts on a given address (to restart a daemon where a client expects it).
@@ -64,17 +71,7 @@ impl DaemonProc {
 
     /// As `start`, with the daemon's log (stderr) kept in a file for [`DaemonProc::log`].
     pub fn start_logged(extra: &str, cameras: &str) -> DaemonProc {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("events.db");
-        let cfg = dir.path().join("ocellus.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "{extra}\n[storage]\npath = {:?}\n{cameras}\n",
-                db.to_str().unwrap()
-            ),
-        )
-        .unwrap();
+        let (dir, db, cfg) = Self::config(extra, cameras);
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
         cmd.args([

@@ -96,3 +96,12 @@ pub fn write_clip(path: &Path, frames: &[Mat], fps: f64) {
     }
     w.release().unwrap();
 }
+
+/// A loopback port nobody listens on (just now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
