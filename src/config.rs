@@ -452,11 +452,13 @@ fn yes() -> bool {
     true
 }
 
-fn default_open_timeout_s() -> u64 {
+/// `open_timeout_s` when a camera does not set it.
+pub fn default_open_timeout_s() -> u64 {
     15
 }
 
-fn default_read_timeout_s() -> u64 {
+/// `read_timeout_s` when a camera does not set it.
+pub fn default_read_timeout_s() -> u64 {
     10
 }
 

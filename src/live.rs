@@ -205,9 +205,9 @@ impl SourceOptions {
 impl Default for SourceOptions {
     fn default() -> Self {
         Self {
-            rtsp_transport: RtspTransport::Tcp,
-            open_timeout: Duration::from_secs(15),
-            read_timeout: Duration::from_secs(10),
+            rtsp_transport: RtspTransport::default(),
+            open_timeout: Duration::from_secs(crate::config::default_open_timeout_s()),
+            read_timeout: Duration::from_secs(crate::config::default_read_timeout_s()),
         }
     }
 }

@@ -66,7 +66,7 @@ pub fn init(default_filter: &str) -> &'static str {
 /// and our log as a reason. So they are silenced unless our own log is at debug (then they help),
 /// or the user set OpenCV's `OPENCV_FFMPEG_LOGLEVEL` themselves. OpenCV reads the variable once,
 /// when the first capture opens; this runs before any thread that could.
-pub fn quiet_ffmpeg(debug: bool) {
+fn quiet_ffmpeg(debug: bool) {
     if !debug && std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() {
         // AV_LOG_QUIET
         std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8");

@@ -118,9 +118,9 @@ impl MotionDetector {
             if self.counts.size()? != self.mask.size()? {
                 self.counts = mask_image(&self.masks, small_w, small_h)?;
             }
-            let mut kept = Mat::default();
-            core::bitwise_and_def(&self.mask, &self.counts, &mut kept)?;
-            self.mask = kept;
+            // `cleaned` is free until the morphology below writes it: no allocation per frame.
+            core::bitwise_and_def(&self.mask, &self.counts, &mut self.cleaned)?;
+            std::mem::swap(&mut self.mask, &mut self.cleaned);
         }
 
         let total = (small_w * small_h) as f64;

@@ -155,19 +155,14 @@ pub fn preflight(url: &str, timeout: Duration) -> Result<(), RtspError> {
         .map_err(|e| RtspError::Network(endpoint.clone(), e.to_string()))?
         .next()
         .ok_or_else(|| RtspError::Network(endpoint.clone(), "no address".into()))?;
-    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
+    let io = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => RtspError::Refused(endpoint.clone()),
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
             RtspError::NoAnswer(endpoint.clone(), timeout.as_secs())
         }
         _ => RtspError::Network(endpoint.clone(), e.to_string()),
-    })?;
-    let io = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-            RtspError::NoAnswer(endpoint.clone(), timeout.as_secs())
-        }
-        _ => RtspError::Network(endpoint.clone(), e.to_string()),
     };
+    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
