@@ -18,7 +18,8 @@ const MAX_TRACKS: usize = 256;
 /// (ByteTrack's second-stage threshold).
 const WEAK_IOU: f32 = 0.5;
 
-/// A detection continues a track only if its area is within this factor of the predicted box's.
+/// A detection continues a track only if its area is within this factor of the track's typical
+/// area (the median of its latest boxes).
 const MAX_AREA_RATIO: f32 = 2.0;
 
 /// A track inside another for this long (milliseconds) is a duplicate of it and goes.
@@ -33,6 +34,10 @@ const APPEARANCE_NEAR: f32 = 0.15;
 
 /// How fast a track's colour signature follows its detections (a running average).
 const APPEARANCE_RATE: f32 = 0.1;
+
+/// A confident box overlapping another this much (IoU) shows both objects' colours: the track's
+/// signature does not learn from it. Two people side by side, a shoulder apart, overlap less.
+const CROWDED_IOU: f32 = 0.2;
 
 /// A new track is not started on a detection that lies this much (intersection over the smaller
 /// box) inside a box already matched in the frame: it is a part of an object already tracked.
@@ -163,6 +168,9 @@ pub struct Track {
     moved: bool,
     /// The latest detection scores, at most `score_window`.
     scores: VecDeque<f32>,
+    /// The areas of the latest detection boxes, at most `score_window`: the object's typical
+    /// size, which one box merged with a neighbour's does not move.
+    areas: VecDeque<f32>,
     /// Centre where the track was first seen.
     origin: (f32, f32),
     /// Where, and since when, the object has been staying (for `stationary`).
@@ -181,13 +189,12 @@ impl Track {
 
     /// The median of the latest detection scores.
     pub fn median_score(&self) -> f32 {
-        let mut s: Vec<f32> = self.scores.iter().copied().collect();
-        s.sort_by(f32::total_cmp);
-        match s.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => s[n / 2],
-            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-        }
+        median(self.scores.iter().copied())
+    }
+
+    /// The median area of the latest detection boxes.
+    fn typical_area(&self) -> f32 {
+        median(self.areas.iter().copied())
     }
 
     /// Whether the object has stayed in one spot for `stationary_after_ms` when last seen: its
@@ -308,7 +315,12 @@ impl Tracker {
         for (di, det) in dets.iter().enumerate() {
             if let Some(ti) = det_track[di] {
                 det_ids[di] = self.tracks[ti].id;
-                self.observe(ti, det, ts_ms, &mut changes);
+                // A box that overlaps another object's shows some of that object's colours too:
+                // the track's signature learns only from boxes standing alone.
+                let alone = !dets.iter().enumerate().any(|(o, other)| {
+                    o != di && !other.weak && other.bbox.iou(&det.bbox) > CROWDED_IOU
+                });
+                self.observe(ti, det, alone, ts_ms, &mut changes);
             }
         }
         // 4. New tracks for confident detections nobody claimed, unless they sit inside an
@@ -332,6 +344,8 @@ impl Tracker {
             self.next_id += 1;
             let mut scores = VecDeque::with_capacity(self.cfg.score_window as usize);
             scores.push_back(det.score);
+            let mut areas = VecDeque::with_capacity(self.cfg.score_window as usize);
+            areas.push_back(det.bbox.area());
             let centre = det.bbox.center();
             self.tracks.push(Track {
                 id,
@@ -350,6 +364,7 @@ impl Tracker {
                 stationary: false,
                 moved: false,
                 scores,
+                areas,
                 origin: centre,
                 rest: (det.bbox, ts_ms),
                 appearance: det.appearance,
@@ -434,7 +449,14 @@ impl Tracker {
     }
 
     /// Takes detection `det` into track `ti`.
-    fn observe(&mut self, ti: usize, det: &Detection, ts_ms: i64, changes: &mut Vec<TrackChange>) {
+    fn observe(
+        &mut self,
+        ti: usize,
+        det: &Detection,
+        alone: bool,
+        ts_ms: i64,
+        changes: &mut Vec<TrackChange>,
+    ) {
         let (window, min_move, still_ms) = (
             self.cfg.score_window as usize,
             self.cfg.min_move,
@@ -450,6 +472,10 @@ impl Tracker {
             t.scores.pop_front();
         }
         t.scores.push_back(det.score);
+        if t.areas.len() == window {
+            t.areas.pop_front();
+        }
+        t.areas.push_back(det.bbox.area());
         let centre = t.bbox.center();
         if !t.moved && t.distance_in_heights(t.origin, centre) >= min_move {
             t.moved = true;
@@ -464,7 +490,7 @@ impl Tracker {
             t.stationary = true;
             changes.push(TrackChange::Stationary(t.id, true));
         }
-        if !det.weak {
+        if !det.weak && alone {
             match (&mut t.appearance, &det.appearance) {
                 (Some(a), Some(new)) => a.blend(new, APPEARANCE_RATE),
                 (a @ None, Some(new)) => *a = Some(*new),
@@ -524,8 +550,10 @@ impl Tracker {
                 }
                 // An object does not double or halve its size from one frame to the next: a
                 // person walking past a cone must not take over the cone's track, nor the
-                // reverse.
-                let ratio = d.bbox.area() / p.area().max(1.0);
+                // reverse. The size is the object's typical one (the median of its latest
+                // boxes), not the prediction's, which a few boxes drawn over a neighbour too
+                // would swell until the object's own box no longer fitted.
+                let ratio = d.bbox.area() / t.typical_area().max(1.0);
                 if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
                     continue;
                 }
@@ -606,6 +634,17 @@ impl Tracker {
                 i += 1;
             }
         }
+    }
+}
+
+/// The median of some values, 0 for none.
+fn median(values: impl Iterator<Item = f32>) -> f32 {
+    let mut v: Vec<f32> = values.collect();
+    v.sort_by(f32::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -935,6 +974,76 @@ mod tests {
         assert!(
             comes_back_as(0),
             "A's colour at that place continues A's track"
+        );
+    }
+
+    #[test]
+    fn a_box_swollen_for_a_moment_by_a_neighbour_does_not_cost_the_track() {
+        // A person walks for 2 s; for half a second the detector draws their box over a
+        // neighbour too (wider and taller, growing), then gives their own box again. The
+        // swollen boxes pull the prediction's size up; the object's typical size (the median
+        // of its latest boxes) still says the own box is the same person.
+        let sized = |i: i64, w: f32, h: f32| Detection {
+            bbox: BBox::new(50.0 + 6.0 * i as f32, 200.0, w, h),
+            ..det(0.0, 0.0, 0.8)
+        };
+        let mut frames: Vec<Option<Vec<Detection>>> = Vec::new();
+        for i in 0..20 {
+            frames.push(Some(vec![sized(i, 40.0, 100.0)]));
+        }
+        for (k, (w, h)) in [(46.0, 112.0), (52.0, 124.0), (56.0, 136.0), (56.0, 140.0)]
+            .into_iter()
+            .enumerate()
+        {
+            frames.push(Some(vec![sized(20 + k as i64, w, h)]));
+        }
+        for i in 24..40 {
+            frames.push(Some(vec![sized(i, 40.0, 100.0)]));
+        }
+        let (changes, ids) = run(&mut Tracker::new(cfg()), &frames);
+        assert_one_event_on_one_track(&changes, ids);
+    }
+
+    #[test]
+    fn a_track_learns_its_colours_only_from_boxes_standing_alone() {
+        // A (colour 0) walks alone, then for 3 s beside B (colour 4), so close that A's boxes
+        // show mostly B's colours; then A is hidden for a second and comes back a little off
+        // its prediction, where only colours that agree let a track continue. Had A's signature
+        // learnt from the shared boxes, it would be B's colours by then, and A would come back
+        // as a new track.
+        let person = |x: f32, y: f32, a: Appearance| Detection {
+            appearance: Some(a),
+            ..det(x, y, 0.8)
+        };
+        let mut shared = Appearance::pure(0);
+        shared.blend(&Appearance::pure(4), 0.7);
+        let x = |i: usize| 50.0 + 6.0 * i as f32;
+        let mut frames: Vec<Option<Vec<Detection>>> = Vec::new();
+        for i in 0..15 {
+            frames.push(Some(vec![person(x(i), 200.0, Appearance::pure(0))]));
+        }
+        for i in 15..45 {
+            // B walks alongside, 15 px to the right (IoU about 0.45).
+            frames.push(Some(vec![
+                person(x(i), 200.0, shared),
+                person(x(i) + 15.0, 200.0, Appearance::pure(4)),
+            ]));
+        }
+        for i in 45..53 {
+            // A hidden; B walks off downwards.
+            let y = 200.0 + 30.0 * (i - 44) as f32;
+            frames.push(Some(vec![person(x(i) + 15.0, y, Appearance::pure(4))]));
+        }
+        for i in 53..60 {
+            // A again, 20 px ahead of where it would be (IoU about 0.33).
+            frames.push(Some(vec![person(x(i) + 20.0, 200.0, Appearance::pure(0))]));
+        }
+        let (_, ids) = run(&mut Tracker::new(cfg()), &frames);
+        let a = ids[0][0];
+        assert!(
+            ids[53..].iter().all(|f| f[0] == a),
+            "A, back alone, must keep its track {a}: {:?}",
+            &ids[44..]
         );
     }
 
