@@ -36,8 +36,15 @@ echo "| tracker | person events | on people | on nothing | people with an event 
 echo "|---|---|---|---|---|---|---|---|---|"
 row "Ocellus" "$work/ocellus.txt"
 row "Frigate's tracker, same detections" "$work/frigate.txt"
+printf '[detector]\ntiles = 2\n' >"$work/tiles.toml"
+"$bin" replay media/vtest.avi --config "$work/tiles.toml" --tracks "$work/tiles.txt" \
+    --tracks-label person >/dev/null 2>"$work/tiles-summary.txt"
+row "Ocellus with \`detector.tiles = 2\`" "$work/tiles.txt"
+tiles_ms=$(sed -n 's/.*detect \([0-9.]*\) ms.*/\1/p' "$work/tiles-summary.txt")
+detect_ms=$(sed -n 's/.*detect \([0-9.]*\) ms.*/\1/p' "$work/summary.txt")
 echo
 echo "Tracking and event logic: $track_ms ms per frame (the replay summary's track+events)."
+echo "Detector: $detect_ms ms per frame with one tile, $tiles_ms ms with two (the replay summary's detect)."
 
 # The same build on the clip transformed three ways, the ground truth transformed with it: the
 # defaults must not be tuned to one clip's geometry, frame rate or size. Mirrored (people walk

@@ -242,7 +242,14 @@ pub struct DetectorConfig {
     pub max_fps: f32,
     /// Threads OpenCV may use (0: OpenCV's default).
     pub threads: i32,
+    /// The frame is cut into this many side-by-side tiles, overlapping by a quarter of a tile,
+    /// and the network runs on each at its input size: small, far objects get that many times
+    /// the pixels, for that many times the detector's time. 1: the whole frame at once.
+    pub tiles: u32,
 }
+
+/// More tiles than this cost more than they give: each is a full network pass.
+pub const MAX_TILES: u32 = 4;
 
 impl Default for DetectorConfig {
     fn default() -> Self {
@@ -276,6 +283,7 @@ impl Default for DetectorConfig {
             when: DetectWhen::Motion,
             max_fps: 0.0,
             threads: 0,
+            tiles: 1,
         }
     }
 }
@@ -545,6 +553,12 @@ impl Config {
             return Err(invalid(
                 "detector.input_width/input_height".into(),
                 "must be between 1 and 4096".into(),
+            ));
+        }
+        if !(1..=MAX_TILES).contains(&d.tiles) {
+            return Err(invalid(
+                "detector.tiles".into(),
+                format!("{} is not between 1 and {MAX_TILES}", d.tiles),
             ));
         }
         unit("tracker.iou_threshold", self.tracker.iou_threshold)?;
@@ -820,6 +834,11 @@ mod tests {
     fn out_of_range_score_names_the_key() {
         let err = parse("[detector]\nmin_score = 1.5\n").unwrap_err();
         assert!(err.to_string().contains("detector.min_score"), "{err}");
+        for tiles in [0, MAX_TILES + 1] {
+            let err = parse(&format!("[detector]\ntiles = {tiles}\n")).unwrap_err();
+            assert!(err.to_string().contains("detector.tiles"), "{err}");
+        }
+        assert_eq!(parse("[detector]\ntiles = 2\n").unwrap().detector.tiles, 2);
     }
 
     #[test]

@@ -486,9 +486,17 @@ impl Tracker {
                 t.stationary = false;
                 changes.push(TrackChange::Stationary(t.id, false));
             }
-        } else if t.confirmed && !t.stationary && ts_ms - t.rest.1 >= still_ms {
-            t.stationary = true;
-            changes.push(TrackChange::Stationary(t.id, true));
+        } else {
+            if t.confirmed && !t.stationary && ts_ms - t.rest.1 >= still_ms {
+                t.stationary = true;
+                changes.push(TrackChange::Stationary(t.id, true));
+            }
+            // The spot a pinned track is matched against follows the object's own clear
+            // sightings: a person waiting who shifts their weight, or a box that grows as the
+            // light changes, stays matched to it. Boxes shared with a passer-by do not move it.
+            if ts_ms - t.rest.1 >= still_ms && alone && !det.weak {
+                t.rest.0 = t.bbox;
+            }
         }
         if !det.weak && alone {
             match (&mut t.appearance, &det.appearance) {
@@ -864,6 +872,26 @@ mod tests {
             .collect();
         assert_eq!(ended.len(), 1);
         assert!(ended[0].stationary);
+    }
+
+    #[test]
+    fn a_person_waiting_who_shifts_slowly_keeps_one_track() {
+        // Walks in for 3 s, then waits 20 s drifting half a pixel per frame: 100 px, under one
+        // box height from where they stopped at any moment of 10 s, so they stay stationary;
+        // their track, pinned after 10 s, must follow the drift rather than stay matched to
+        // the spot where they first stopped (which the box has left by then).
+        let frames: Vec<_> = (0..230)
+            .map(|i| {
+                let x = if i < 30 {
+                    10.0 * i as f32
+                } else {
+                    300.0 + 0.5 * (i - 30) as f32
+                };
+                Some(vec![det(x, 200.0, 0.8)])
+            })
+            .collect();
+        let (changes, ids) = run(&mut Tracker::new(cfg()), &frames);
+        assert_one_event_on_one_track(&changes, ids);
     }
 
     #[test]

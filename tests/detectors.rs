@@ -67,6 +67,46 @@ fn yolov5_fixture_boxes_come_out_at_source_pixels_after_letterbox() {
     check_planted(ModelFamily::Yolov5, "yolov5_planted.onnx");
 }
 
+/// With `tiles = 2` each tile is letterboxed on its own and its boxes put back at the tile's
+/// place: the planted model (which ignores its input) gives its boxes once per tile, each
+/// mapped through that tile's letterbox and shifted by the tile's x.
+#[test]
+fn tiled_detection_maps_each_tiles_boxes_back_to_frame_pixels() {
+    let cfg = DetectorConfig {
+        tiles: 2,
+        ..planted_config(ModelFamily::Yolo, "yolo_planted.onnx")
+    };
+    let mut det = DnnDetector::load(&cfg).unwrap();
+    assert!(det.describe().ends_with("2 tiles"), "{}", det.describe());
+    let mut found = det.detect(&blank(640, 480)).unwrap();
+    found.sort_by(|a, b| {
+        (a.label.as_str(), a.bbox.x)
+            .partial_cmp(&(b.label.as_str(), b.bbox.x))
+            .unwrap()
+    });
+    let cols = ocellus::detect::tiles::columns(640, 2);
+    // Letterboxing a tile (w x 480) into 320x320: scale 320/480, padded left and right.
+    let planted = |x0: u32, w: u32, cx: f32, cy: f32, bw: f32, bh: f32| {
+        let scale = (320.0 / w as f32).min(320.0 / 480.0);
+        let pad_x = (320.0 - (w as f32 * scale).round()) / 2.0;
+        BBox::new(
+            x0 as f32 + (cx - bw / 2.0 - pad_x) / scale,
+            (cy - bh / 2.0) / scale,
+            bw / scale,
+            bh / scale,
+        )
+    };
+    assert_eq!(found.len(), 4, "a person and a car per tile: {found:?}");
+    for (i, &(x0, w)) in cols.iter().enumerate() {
+        assert_box(&found[i], "car", planted(x0, w, 250.0, 200.0, 60.0, 30.0));
+        assert_box(
+            &found[2 + i],
+            "person",
+            planted(x0, w, 100.0, 140.0, 40.0, 80.0),
+        );
+    }
+}
+
 #[test]
 fn model_of_another_family_is_refused_at_load() {
     // A yolo export declared as yolov5 has the wrong shape for that decoder.

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use opencv::core::{self, Mat, Scalar, Size, Vector};
+use opencv::core::{self, Mat, Rect, Scalar, Size, Vector};
 use opencv::dnn;
 use opencv::imgproc;
 use opencv::prelude::*;
 
-use super::decode::{self, InputMapping};
-use super::{read_labels, ObjectDetector, PostFilter};
+use super::decode::{self, InputMapping, RawDetection};
+use super::{read_labels, tiles, ObjectDetector, PostFilter};
 use crate::config::{DetectorConfig, ModelFamily};
 use crate::errors::DetectError;
 use crate::models::Detection;
@@ -22,6 +22,8 @@ pub struct DnnDetector {
     net_h: u32,
     filter: PostFilter,
     n_labels: usize,
+    /// Side-by-side tiles each frame is cut into (`detector.tiles`).
+    tiles: u32,
     // Reused between frames so the hot path does not allocate images.
     resized: Mat,
     padded: Mat,
@@ -72,6 +74,7 @@ impl DnnDetector {
             net_h: cfg.input_height,
             filter,
             n_labels: labels.len(),
+            tiles: cfg.tiles.max(1),
             resized: Mat::default(),
             padded: Mat::default(),
             blob: Mat::default(),
@@ -126,7 +129,10 @@ impl DnnDetector {
 
     /// Runs the network; returns the first output tensor (a header sharing the network's
     /// buffer, so the decoder reads it in place).
-    fn forward(&mut self, frame: &Mat) -> Result<Mat, DetectError> {
+    fn forward(
+        &mut self,
+        frame: &(impl MatTraitConst + core::ToInputArray),
+    ) -> Result<Mat, DetectError> {
         let (w, h) = (frame.cols() as u32, frame.rows() as u32);
         let net_size = Size::new(self.net_w as i32, self.net_h as i32);
         match self.family {
@@ -193,28 +199,58 @@ impl DnnDetector {
     }
 }
 
-impl ObjectDetector for DnnDetector {
-    fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError> {
-        let (w, h) = (frame.cols() as u32, frame.rows() as u32);
-        let out = self.forward(frame)?;
+impl DnnDetector {
+    /// Runs the network on `image` (a frame, or a tile of one) and decodes its boxes in
+    /// `image`'s pixels.
+    fn detect_raw(
+        &mut self,
+        image: &(impl MatTraitConst + core::ToInputArray),
+    ) -> Result<Vec<RawDetection>, DetectError> {
+        let (w, h) = (image.cols() as u32, image.rows() as u32);
+        let out = self.forward(image)?;
         let dims = out.mat_size();
         let shape: &[i32] = &dims;
         let data = out.data_typed::<f32>()?;
         let map = self.mapping(w, h);
-        let raw = decode::decode(self.family, data, shape, &map, w, h, self.filter.floor).map_err(
-            |reason| DetectError::OutputShape {
+        decode::decode(self.family, data, shape, &map, w, h, self.filter.floor).map_err(|reason| {
+            DetectError::OutputShape {
                 path: self.path.clone(),
                 family: self.family.name(),
                 shape: shape.to_vec(),
                 expected: format!("{} ({reason})", decode::expected_shape(self.family)),
-            },
-        )?;
+            }
+        })
+    }
+}
+
+impl ObjectDetector for DnnDetector {
+    fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError> {
+        let raw = if self.tiles <= 1 {
+            self.detect_raw(frame)?
+        } else {
+            let cols = tiles::columns(frame.cols() as u32, self.tiles);
+            let mut per_tile = Vec::with_capacity(cols.len());
+            for &(x, w) in &cols {
+                let tile = Mat::roi(frame, Rect::new(x as i32, 0, w as i32, frame.rows()))?;
+                let mut raw = self.detect_raw(&tile)?;
+                for d in &mut raw {
+                    d.bbox.x += x as f32;
+                }
+                per_tile.push(raw);
+            }
+            tiles::merge(&cols, per_tile)
+        };
         Ok(self.filter.apply(raw))
     }
 
     fn describe(&self) -> String {
+        let tiles = if self.tiles > 1 {
+            format!(", {} tiles", self.tiles)
+        } else {
+            String::new()
+        };
         format!(
-            "{} {} {}x{}",
+            "{} {} {}x{}{tiles}",
             self.family.name(),
             self.path.display(),
             self.net_w,

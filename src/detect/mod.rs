@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod dnn;
 pub mod hog;
+pub mod tiles;
 
 use std::path::Path;
 
