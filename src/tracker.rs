@@ -22,6 +22,11 @@ const WEAK_IOU: f32 = 0.5;
 /// area (the median of its latest boxes).
 const MAX_AREA_RATIO: f32 = 2.0;
 
+/// A new track that starts within this long (milliseconds) of a lost event track's last sighting,
+/// where that object could have got to, continues its event (see
+/// `Tracker::lost_event_continued_by`).
+const RESUME_MS: i64 = 1000;
+
 /// A track inside another for this long (milliseconds) is a duplicate of it and goes.
 const SHADOW_MS: i64 = 1000;
 
@@ -179,6 +184,8 @@ pub struct Track {
     appearance: Option<Appearance>,
     /// Since when its box has lain inside another track's (see `Tracker::drop_shadows`).
     shadowed_since: Option<i64>,
+    /// Another track has taken over its event; it goes at the end of this update.
+    merged: bool,
 }
 
 impl Track {
@@ -369,6 +376,7 @@ impl Tracker {
                 rest: (det.bbox, ts_ms),
                 appearance: det.appearance,
                 shadowed_since: None,
+                merged: false,
             });
             changes.push(TrackChange::Improved(id));
             det_ids[di] = id;
@@ -376,21 +384,93 @@ impl Tracker {
         self.drop_shadows(ts_ms, &mut det_ids);
 
         let cfg = &self.cfg;
-        for t in &mut self.tracks {
-            if t.confirmed
-                || t.last_seen_ms != ts_ms
-                || t.hits < cfg.min_hits
-                || !t.moved
-                || t.median_score() < cfg.min_score
-            {
-                continue;
+        // A track that qualifies for an event continues a lost one if it is that object come
+        // back, else starts its own.
+        let ready: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| {
+                let t = &self.tracks[i];
+                !t.confirmed
+                    && t.last_seen_ms == ts_ms
+                    && t.hits >= cfg.min_hits
+                    && t.moved
+                    && t.median_score() >= cfg.min_score
+            })
+            .collect();
+        for ti in ready {
+            if let Some(li) = self.lost_event_continued_by(ti) {
+                let (from, to) = (self.tracks[ti].id, self.tracks[li].id);
+                if self.tracks[li].stationary {
+                    // A parked car that drives off: its event goes on, moving again.
+                    changes.push(TrackChange::Stationary(to, false));
+                }
+                self.continue_event(li, ti);
+                for id in det_ids.iter_mut().filter(|id| **id == from) {
+                    *id = to;
+                }
+            } else {
+                let t = &mut self.tracks[ti];
+                t.confirmed = true;
+                changes.push(TrackChange::Confirmed(t.id));
             }
-            t.confirmed = true;
-            changes.push(TrackChange::Confirmed(t.id));
         }
+        self.tracks.retain(|t| !t.merged);
         self.last_update_ms = Some(ts_ms);
         self.expire(ts_ms, &mut changes);
         (changes, det_ids)
+    }
+
+    /// The lost event track that the new track `ti` continues, if any: one real object, one
+    /// event. A person the detector loses for a moment (behind someone, or mid-crossing, when
+    /// the box lands too far off the prediction) comes back as a new track; if that track began
+    /// within `RESUME_MS` of the event's track being last seen, near where it was (half a box
+    /// plus a box per second between), the two were never seen at once, and their sizes and
+    /// colours agree, it is the same object and takes over the event.
+    fn lost_event_continued_by(&self, ti: usize) -> Option<usize> {
+        let t = &self.tracks[ti];
+        let mut best: Option<(usize, f32)> = None;
+        for (li, l) in self.tracks.iter().enumerate() {
+            let gap_ms = t.first_seen_ms - l.last_seen_ms;
+            if li == ti
+                || !l.confirmed
+                || l.merged
+                || l.class_id != t.class_id
+                || !(1..=RESUME_MS).contains(&gap_ms)
+            {
+                continue;
+            }
+            let ratio = t.typical_area() / l.typical_area().max(1.0);
+            if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
+                continue;
+            }
+            if let (Some(a), Some(b)) = (&l.appearance, &t.appearance) {
+                if a.distance(b) > APPEARANCE_NEAR {
+                    continue;
+                }
+            }
+            let reach = 0.5 + gap_ms as f32 / 1000.0;
+            let d = l.distance_in_heights(l.bbox.center(), t.origin);
+            if d <= reach && best.is_none_or(|(_, bd)| d < bd) {
+                best = Some((li, d));
+            }
+        }
+        best.map(|(li, _)| li)
+    }
+
+    /// Track `ti` takes over the event of lost track `li`: its id, start and best moment (the
+    /// snapshot already taken stays right); `li` is marked to go.
+    fn continue_event(&mut self, li: usize, ti: usize) {
+        let l = &mut self.tracks[li];
+        l.merged = true;
+        let (id, first_seen_ms, hits) = (l.id, l.first_seen_ms, l.hits);
+        let (top_score, best_box, best_ms) = (l.top_score, l.best_box, l.best_ms);
+        let t = &mut self.tracks[ti];
+        t.id = id;
+        t.first_seen_ms = first_seen_ms;
+        t.hits += hits;
+        t.top_score = top_score;
+        t.best_box = best_box;
+        t.best_ms = best_ms;
+        t.confirmed = true;
     }
 
     /// No two tracks on one object: a track seen in this frame whose box has lain inside
@@ -536,7 +616,8 @@ impl Tracker {
         // a parked car) is pinned there: only a detection overlapping that spot by `WEAK_IOU`
         // continues it, never a near miss. A person walking past a sign then keeps their own
         // track instead of dragging the sign's along (which would make the sign "move"); a
-        // parked car that drives off leaves its track behind and starts a new one, which moves.
+        // parked car that drives off leaves its track behind and starts a new one (which may
+        // continue its event: `lost_event_continued_by`).
         // Costs: 1 - IoU for overlaps, 1 + distance/reach for near misses, each plus the colour
         // distance; NONE otherwise.
         const NONE: f32 = 1e6;
@@ -892,6 +973,60 @@ mod tests {
             .collect();
         let (changes, ids) = run(&mut Tracker::new(cfg()), &frames);
         assert_one_event_on_one_track(&changes, ids);
+    }
+
+    #[test]
+    fn a_person_lost_for_a_moment_who_comes_back_off_their_path_continues_their_event() {
+        // A walks right for 3 s, is missed for half a second, and comes back 80 px lower than
+        // their path (beyond what a lost track reaches for): a new track, which continues A's
+        // event once it qualifies. Someone of another colour there starts their own.
+        let comes_back_in = |colour: usize| {
+            let person = |i: usize, y: f32, c: usize| Detection {
+                appearance: Some(Appearance::pure(c)),
+                ..det(50.0 + 10.0 * i as f32, y, 0.8)
+            };
+            let mut frames: Vec<Option<Vec<Detection>>> = Vec::new();
+            for i in 0..30 {
+                frames.push(Some(vec![person(i, 200.0, 0)]));
+            }
+            for _ in 30..35 {
+                frames.push(Some(Vec::new()));
+            }
+            for i in 35..70 {
+                frames.push(Some(vec![person(i, 280.0, colour)]));
+            }
+            let (changes, ids) = run(&mut Tracker::new(cfg()), &frames);
+            (starts(&changes), ids[0][0], ids[69][0])
+        };
+        let (events, first, last) = comes_back_in(0);
+        assert_eq!(events, 1, "A is one event");
+        assert_eq!(first, last, "and keeps its id");
+        let (events, first, last) = comes_back_in(4);
+        assert_eq!(events, 2, "someone else is their own event");
+        assert_ne!(first, last);
+    }
+
+    #[test]
+    fn a_car_that_parks_and_drives_off_again_is_one_event() {
+        // 5 s driving in at 20 px per frame, 15 s parked, then off again. The parked track is
+        // pinned to its spot, so the car leaving starts a new track; it continues the event,
+        // which stops being stationary.
+        let x = |i: i64| 20.0 * (i.min(50) + (i - 200).max(0)) as f32;
+        let frames: Vec<_> = (0..230)
+            .map(|i| Some(vec![det(x(i), 300.0, 0.8)]))
+            .collect();
+        let (changes, _) = run(&mut Tracker::new(cfg()), &frames);
+        assert_eq!(starts(&changes), 1);
+        let stationary: Vec<bool> = changes
+            .iter()
+            .filter_map(|c| match c {
+                TrackChange::Stationary(_, s) => Some(*s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stationary, vec![true, false]);
+        let ends = count(&changes, |c| matches!(c, TrackChange::Ended(_)));
+        assert_eq!(ends, 1);
     }
 
     #[test]
