@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use opencv::core::{Mat, Rect, Scalar, Size, Vector};
+use opencv::core::{Mat, Rect, Scalar, Size};
+use opencv::imgproc;
 use opencv::prelude::*;
-use opencv::{imgcodecs, imgproc};
 
+use crate::jpeg::JpegEncoder;
 use crate::models::{Event, EventKind, EventMsg};
 use crate::tracker::{Track, TrackChange, Tracker};
 
@@ -112,7 +113,7 @@ pub struct EventBuilder {
     /// Best-moment thumbnail per live track, confirmed or not (a track's best moment may come
     /// before it is confirmed).
     thumbs: HashMap<u64, Thumb>,
-    jpeg_buf: Vector<u8>,
+    jpeg: JpegEncoder,
 }
 
 impl EventBuilder {
@@ -129,7 +130,7 @@ impl EventBuilder {
             snap,
             open: HashMap::new(),
             thumbs: HashMap::new(),
-            jpeg_buf: Vector::new(),
+            jpeg: JpegEncoder::new(snap.quality),
         }
     }
 
@@ -295,12 +296,10 @@ impl EventBuilder {
             imgproc::LINE_8,
             0,
         )?;
-        let params =
-            Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, self.snap.quality as i32]);
-        imgcodecs::imencode(".jpg", &image, &mut self.jpeg_buf, &params)?;
+        let jpeg = Bytes::copy_from_slice(self.jpeg.encode(&image)?);
         Ok(Some(Snapshot {
             event_id,
-            jpeg: Bytes::copy_from_slice(self.jpeg_buf.as_slice()),
+            jpeg,
             width: image.cols() as u32,
             height: image.rows() as u32,
         }))

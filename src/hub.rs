@@ -8,12 +8,13 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use opencv::core::{Mat, Size, Vector};
+use opencv::core::{Mat, Size};
+use opencv::imgproc;
 use opencv::prelude::*;
-use opencv::{imgcodecs, imgproc};
 use tokio::sync::broadcast;
 
 use crate::capture::Frame;
+use crate::jpeg::JpegEncoder;
 use crate::live::SourceState;
 use crate::metrics::{inc, CameraStats};
 use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg};
@@ -144,8 +145,7 @@ pub fn spawn_encoder(
 }
 
 fn encode_loop(hub: Arc<CameraHub>, rx: Receiver<Arc<Frame>>, quality: u8) {
-    let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality as i32]);
-    let mut buf = Vector::<u8>::new();
+    let mut jpeg = JpegEncoder::new(quality);
     let mut scaled = Mat::default();
     for frame in rx {
         let (fw, fh) = (frame.mat.cols(), frame.mat.rows());
@@ -172,18 +172,14 @@ fn encode_loop(hub: Arc<CameraHub>, rx: Receiver<Arc<Frame>>, quality: u8) {
                 }
                 (&scaled, w, h)
             };
-            if let Err(e) = imgcodecs::imencode(".jpg", img, &mut buf, &params) {
-                tracing::warn!(camera = %hub.id, error = %e, "encoding a live frame failed");
-                continue;
-            }
-            let msg = frame_message(
-                &hub.id,
-                frame.seq,
-                frame.ts_ms,
-                w as u32,
-                h as u32,
-                buf.as_slice(),
-            );
+            let bytes = match jpeg.encode(img) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(camera = %hub.id, error = %e, "encoding a live frame failed");
+                    continue;
+                }
+            };
+            let msg = frame_message(&hub.id, frame.seq, frame.ts_ms, w as u32, h as u32, bytes);
             hub.stats.encode.add(t0.elapsed());
             inc(&hub.stats.stream_encodes);
             let _ = tx.send(msg);

@@ -16,6 +16,7 @@ pub mod errors;
 pub mod events;
 pub mod expect;
 pub mod hub;
+pub mod jpeg;
 pub mod live;
 pub mod logging;
 pub mod metrics;

@@ -342,14 +342,10 @@ pub fn run(
         let join = std::thread::Builder::new()
             .name(format!("enc-{}", opts.camera))
             .spawn(move || {
-                let params = opencv::core::Vector::from_slice(&[
-                    opencv::imgcodecs::IMWRITE_JPEG_QUALITY,
-                    quality as i32,
-                ]);
-                let mut buf = opencv::core::Vector::<u8>::new();
+                let mut jpeg = crate::jpeg::JpegEncoder::new(quality);
                 for frame in erx {
                     let t0 = Instant::now();
-                    if opencv::imgcodecs::imencode(".jpg", &frame.mat, &mut buf, &params).is_ok() {
+                    if jpeg.encode(&frame.mat).is_ok() {
                         stats.encode.add(t0.elapsed());
                         crate::metrics::inc(&stats.stream_encodes);
                     }
