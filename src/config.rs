@@ -434,26 +434,25 @@ pub fn point_in_polygon(poly: &[[f32; 2]], p: (f32, f32)) -> bool {
     inside
 }
 
-/// Checks a list of polygons: 3+ points each, every coordinate in 0-1.
-fn check_polygons(polygons: &[Polygon]) -> Result<(), String> {
-    for (i, poly) in polygons.iter().enumerate() {
+/// The first thing wrong with a list of polygons (each needs 3+ points, every coordinate in
+/// 0-1), said for a person; `None` when they are fine.
+fn polygon_problem(polygons: &[Polygon]) -> Option<String> {
+    polygons.iter().enumerate().find_map(|(i, poly)| {
         if poly.len() < 3 {
-            return Err(format!(
+            return Some(format!(
                 "polygon {i} has {} points; a polygon needs at least 3",
                 poly.len()
             ));
         }
-        if let Some(p) = poly
-            .iter()
+        poly.iter()
             .find(|p| !p.iter().all(|v| (0.0..=1.0).contains(v)))
-        {
-            return Err(format!(
-                "polygon {i} has the point [{}, {}]; coordinates are fractions of the frame, 0 to 1",
-                p[0], p[1]
-            ));
-        }
-    }
-    Ok(())
+            .map(|p| {
+                format!(
+                    "polygon {i} has the point [{}, {}]; coordinates are fractions of the frame, 0 to 1",
+                    p[0], p[1]
+                )
+            })
+    })
 }
 
 fn yes() -> bool {
@@ -653,8 +652,9 @@ impl Config {
                 ("object_masks", &cam.object_masks),
                 ("motion_masks", &cam.motion_masks),
             ] {
-                let key = format!("cameras[{i}].{name}");
-                check_polygons(polys).map_err(|m| invalid(key.clone(), m))?;
+                if let Some(problem) = polygon_problem(polys) {
+                    return Err(invalid(format!("cameras[{i}].{name}"), problem));
+                }
             }
         }
         Ok(())

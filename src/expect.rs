@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -36,14 +36,44 @@ pub struct ExpectedEvent {
     pub end_ms: Option<i64>,
 }
 
+/// An expectations file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectError {
+    #[error("cannot read expectations {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("expectations {}: {source}", path.display())]
+    Parse { path: PathBuf, source: ParseError },
+}
+
+/// A line of an expectations file that is neither the object form nor an event.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {source} (want a JSON object with \"events\", or one event per line as printed by --json)")]
+pub struct ParseError {
+    pub line: usize,
+    pub source: serde_json::Error,
+}
+
+/// The events did not meet the expectation: the difference, readable as it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(pub String);
+
 impl Expectation {
-    pub fn load(path: &Path) -> Result<Expectation, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read expectations {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("expectations {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Expectation, ExpectError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ExpectError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ExpectError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 
-    pub fn parse(text: &str) -> Result<Expectation, String> {
+    pub fn parse(text: &str) -> Result<Expectation, ParseError> {
         let trimmed = text.trim_start();
         // A single object with any of our keys is the object form; otherwise JSON lines.
         if trimmed.starts_with('{') {
@@ -56,11 +86,9 @@ impl Expectation {
             if line.trim().is_empty() {
                 continue;
             }
-            let e: ExpectedEvent = serde_json::from_str(line).map_err(|e| {
-                format!(
-                    "line {}: {e} (want a JSON object with \"events\", or one event per line as printed by --json)",
-                    i + 1
-                )
+            let e: ExpectedEvent = serde_json::from_str(line).map_err(|source| ParseError {
+                line: i + 1,
+                source,
             })?;
             events.push(e);
         }
@@ -70,8 +98,8 @@ impl Expectation {
         })
     }
 
-    /// `Ok(summary)` when `actual` meets the expectation, else `Err(diff)`, readable as it is.
-    pub fn compare(&self, actual: &[Event], default_tolerance_ms: i64) -> Result<String, String> {
+    /// A summary when `actual` meets the expectation, else the difference.
+    pub fn compare(&self, actual: &[Event], default_tolerance_ms: i64) -> Result<String, Mismatch> {
         let tol = self.tolerance_ms.unwrap_or(default_tolerance_ms);
         let mut used = vec![false; actual.len()];
         let mut missing = Vec::new();
@@ -162,7 +190,7 @@ impl Expectation {
         for (label, want, got) in wrong_counts {
             let _ = writeln!(out, "  # {label:<10} expected {want} events, found {got}");
         }
-        Err(out)
+        Err(Mismatch(out))
     }
 }
 
@@ -225,7 +253,8 @@ mod tests {
         .unwrap();
         let diff = exp
             .compare(&[ev("person", 1500, 3000), ev("person", 8000, 9000)], 0)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             diff.contains("1 missing, 2 unexpected, 1 wrong counts"),
             "{diff}"
@@ -240,6 +269,7 @@ mod tests {
     #[test]
     fn garbage_is_a_readable_error() {
         let err = Expectation::parse("not json").unwrap_err();
-        assert!(err.starts_with("line 1:"), "{err}");
+        assert_eq!(err.line, 1);
+        assert!(err.to_string().starts_with("line 1:"), "{err}");
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{Frame, Source};
 use crate::clock::now_ms;
 use crate::config::{CameraConfig, RtspTransport};
+use crate::errors::CaptureError;
 use crate::metrics::{inc, CameraStats};
 use crate::protocol::CameraInfo;
 
@@ -212,22 +213,35 @@ impl Default for SourceOptions {
     }
 }
 
-fn open_live(source: &Source, opts: &SourceOptions) -> Result<VideoCapture, String> {
+/// Why a live source did not open.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Rtsp(#[from] crate::rtsp::RtspError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
+fn open_live(source: &Source, opts: &SourceOptions) -> Result<VideoCapture, OpenError> {
     match source {
         // RTSP: first ask the camera ourselves, which tells refused, wrong path and wrong
         // password apart; then FFmpeg with this camera's transport and timeouts.
         Source::Url(url) if url.starts_with("rtsp://") || url.starts_with("rtsps://") => {
-            crate::rtsp::preflight(url, opts.open_timeout).map_err(|e| e.to_string())?;
-            crate::rtsp::open(
+            crate::rtsp::preflight(url, opts.open_timeout)?;
+            Ok(crate::rtsp::open(
                 url,
                 opts.rtsp_transport,
                 opts.open_timeout,
                 opts.read_timeout,
-            )
-            .map_err(|e| e.to_string())
+            )?)
         }
         // Other network streams get timeouts so a dead camera cannot hang the thread.
         Source::Url(url) => {
+            let source_name = source.display_name();
+            let opencv = |source| CaptureError::OpenCv {
+                source_name: source_name.clone(),
+                source,
+            };
             let params = Vector::from_slice(&[
                 videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
                 opts.open_timeout.as_millis() as i32,
@@ -235,17 +249,18 @@ fn open_live(source: &Source, opts: &SourceOptions) -> Result<VideoCapture, Stri
                 opts.read_timeout.as_millis() as i32,
             ]);
             let cap = VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &params)
-                .map_err(|e| e.message)?;
-            if cap.is_opened().map_err(|e| e.message)? {
+                .map_err(opencv)?;
+            if cap.is_opened().map_err(opencv)? {
                 Ok(cap)
             } else {
-                Err(format!(
-                    "cannot open {}: unreachable, refused, or not a stream",
-                    source.display_name()
-                ))
+                Err(CaptureError::Open {
+                    source_name,
+                    reason: "unreachable, refused, or not a stream".into(),
+                }
+                .into())
             }
         }
-        _ => source.open().map_err(|e| e.to_string()),
+        _ => Ok(source.open()?),
     }
 }
 
@@ -272,7 +287,7 @@ pub fn run_capture(
             Err(e) => {
                 let wait = backoff(attempt);
                 tracing::warn!(camera = %state.id, source = %name, error = %e, state = "retrying", "camera {} retrying in {}: {e}", state.id, seconds(wait));
-                state.set(SourceStatus::Retrying, Some(e));
+                state.set(SourceStatus::Retrying, Some(e.to_string()));
                 if !sleep_unless_cancelled(wait, &cancel) {
                     break;
                 }

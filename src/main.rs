@@ -122,16 +122,25 @@ struct ReplayArgs {
     workers: Option<usize>,
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
+/// A `--input-size` that is not WIDTHxHEIGHT with each side 1-4096.
+#[derive(Debug, thiserror::Error)]
+enum SizeError {
+    #[error("{0:?} is not WIDTHxHEIGHT")]
+    Form(String),
+    #[error("{0:?} is not a size between 1 and 4096")]
+    Side(String),
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), SizeError> {
     let (w, h) = s
         .split_once(['x', 'X'])
-        .ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
+        .ok_or_else(|| SizeError::Form(s.to_string()))?;
     let n = |v: &str| {
         v.trim()
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=4096).contains(n))
-            .ok_or_else(|| format!("{v:?} is not a size between 1 and 4096"))
+            .ok_or_else(|| SizeError::Side(v.to_string()))
     };
     Ok((n(w)?, n(h)?))
 }

@@ -400,7 +400,7 @@ impl Client {
             Request::Ping => self.reply(id, "ping"),
             Request::Subscribe(topic) => match self.subscribe(&topic) {
                 Ok(()) => self.reply(id, "subscribe"),
-                Err(msg) => self.error(id, "unknown_camera", &msg),
+                Err(e) => self.error(id, "unknown_camera", &e.to_string()),
             },
             Request::Unsubscribe(topic) => {
                 let key = topic.key();
@@ -427,14 +427,14 @@ impl Client {
         Flow::Continue
     }
 
-    fn subscribe(&mut self, topic: &Topic) -> Result<(), String> {
+    fn subscribe(&mut self, topic: &Topic) -> Result<(), UnknownCamera> {
         let key = topic.key();
         let state = self.state.clone();
         let hub = |camera: &str| {
             state
                 .camera(camera)
                 .cloned()
-                .ok_or_else(|| format!("no camera {camera:?}"))
+                .ok_or_else(|| UnknownCamera(camera.to_string()))
         };
         let sub = match topic {
             Topic::Events => text_stream(state.events.subscribe()),
@@ -464,6 +464,11 @@ impl Client {
         Ok(())
     }
 }
+
+/// A subscription to a camera the daemon does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("no camera {0:?}")]
+struct UnknownCamera(String);
 
 /// The close frame for a read error: oversize messages get 1009, invalid UTF-8 1007.
 fn read_error_close(e: &axum::Error) -> CloseFrame {

@@ -74,6 +74,17 @@ pub struct RawDetection {
     pub bbox: BBox,
 }
 
+/// An output tensor whose layout is not its family's.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{values} values for shape {shape:?}")]
+    Size { values: usize, shape: Vec<i32> },
+    #[error("want {0} dimensions")]
+    Dimensions(usize),
+    #[error("want at least {0} {1}")]
+    TooFew(usize, &'static str),
+}
+
 /// Decodes `data` (a tensor of `shape`) for `family`; candidates scoring below `score_floor` are
 /// skipped early. Boxes are clamped to the `src_w` x `src_h` frame.
 pub fn decode(
@@ -84,10 +95,13 @@ pub fn decode(
     src_w: u32,
     src_h: u32,
     score_floor: f32,
-) -> Result<Vec<RawDetection>, String> {
+) -> Result<Vec<RawDetection>, LayoutError> {
     let total: i64 = shape.iter().map(|&d| d as i64).product();
     if shape.iter().any(|&d| d <= 0) || total as usize != data.len() {
-        return Err(format!("{} values for shape {shape:?}", data.len()));
+        return Err(LayoutError::Size {
+            values: data.len(),
+            shape: shape.to_vec(),
+        });
     }
     let mut out = match family {
         ModelFamily::Fastestdet => decode_fastestdet(data, shape, src_w, src_h, score_floor)?,
@@ -132,13 +146,13 @@ fn decode_fastestdet(
     src_w: u32,
     src_h: u32,
     score_floor: f32,
-) -> Result<Vec<RawDetection>, String> {
+) -> Result<Vec<RawDetection>, LayoutError> {
     let [1, channels, grid_h, grid_w] = shape else {
-        return Err("want 4 dimensions".into());
+        return Err(LayoutError::Dimensions(4));
     };
     let (channels, gh, gw) = (*channels as usize, *grid_h as usize, *grid_w as usize);
     if channels < 6 {
-        return Err("want at least 6 channels".into());
+        return Err(LayoutError::TooFew(6, "channels"));
     }
     let plane = gh * gw;
     let at = |c: usize, cell: usize| data[c * plane + cell];
@@ -185,13 +199,13 @@ fn decode_yolo(
     shape: &[i32],
     map: &InputMapping,
     score_floor: f32,
-) -> Result<Vec<RawDetection>, String> {
+) -> Result<Vec<RawDetection>, LayoutError> {
     let [1, rows, n] = shape else {
-        return Err("want 3 dimensions".into());
+        return Err(LayoutError::Dimensions(3));
     };
     let (rows, n) = (*rows as usize, *n as usize);
     if rows < 5 {
-        return Err("want at least 5 rows".into());
+        return Err(LayoutError::TooFew(5, "rows"));
     }
     let at = |r: usize, i: usize| data[r * n + i];
     let mut out = Vec::new();
@@ -216,13 +230,13 @@ fn decode_yolov5(
     shape: &[i32],
     map: &InputMapping,
     score_floor: f32,
-) -> Result<Vec<RawDetection>, String> {
+) -> Result<Vec<RawDetection>, LayoutError> {
     let [1, n, cols] = shape else {
-        return Err("want 3 dimensions".into());
+        return Err(LayoutError::Dimensions(3));
     };
     let (n, cols) = (*n as usize, *cols as usize);
     if cols < 6 {
-        return Err("want at least 6 columns".into());
+        return Err(LayoutError::TooFew(6, "columns"));
     }
     let mut out = Vec::new();
     for row in data.chunks_exact(cols).take(n) {
