@@ -172,18 +172,19 @@ fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
 }
 
 fn run_cmd(args: RunArgs) -> ExitCode {
-    let mut cfg = match Config::load(&args.config) {
+    let mut cfg = match Config::read(&args.config) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
     if let Some(listen) = args.listen {
         cfg.server.listen = listen;
-        if let Err(e) = cfg.check_listen(&args.config) {
-            return fail(&e);
-        }
     }
     if let Some(db) = args.db {
         cfg.storage.path = db;
+    }
+    // Once, on what will run.
+    if let Err(e) = cfg.validate(&args.config) {
+        return fail(&e);
     }
     let target = ocellus::logging::init(&cfg.log.level);
     ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
@@ -252,7 +253,7 @@ async fn watch_signals(stop: CancellationToken) {
 
 fn replay_cmd(args: ReplayArgs) -> ExitCode {
     let mut cfg = match &args.config {
-        Some(path) => match Config::load(path) {
+        Some(path) => match Config::read(path) {
             Ok(c) => c,
             Err(e) => return fail(&e),
         },
@@ -276,6 +277,14 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
     }
     if let Some((w, h)) = args.input_size {
         (cfg.detector.input_width, cfg.detector.input_height) = (w, h);
+    }
+    // Once, on what will run: the file's settings with the command line's on top.
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("(defaults)"));
+    if let Err(e) = cfg.validate(&config_path) {
+        return fail(&e);
     }
     if !ocellus::config::valid_camera_id(&args.camera) {
         eprintln!(

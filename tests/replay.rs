@@ -528,3 +528,38 @@ fn a_tracks_or_trace_file_that_cannot_be_written_fails_before_the_replay_and_nam
         assert!(!stderr(&out).contains("frames   795"), "{}", stderr(&out));
     }
 }
+
+/// The config is checked once, on what will run: the file's settings with the command line's on
+/// top. A bad setting in the file fails before any frame, naming the key; so does a `--listen`
+/// that would put the daemon on the network without a token, though the file alone is fine.
+#[test]
+fn config_is_validated_after_command_line_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[detector]\ntiles = 9\n").unwrap();
+    let video = common::vtest();
+    let out = ocellus(&[
+        "replay",
+        video.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("detector.tiles"), "{}", stderr(&out));
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let out = ocellus(&[
+        "run",
+        "--config",
+        good.to_str().unwrap(),
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("server.listen") && stderr(&out).contains("server.token"),
+        "{}",
+        stderr(&out)
+    );
+}

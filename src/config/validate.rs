@@ -1,0 +1,197 @@
+//! Checks on a whole configuration, run once on what will run (after any command-line
+//! overrides): ranges, cross-field rules, and the camera entries. Errors name the key.
+
+use std::path::Path;
+
+use super::{Config, Polygon, MAX_TILES};
+use crate::errors::ConfigError;
+
+impl Config {
+    /// Checks every setting; the error names the key (`detector.min_score`, `cameras[1].id`).
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let unit = |key: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key.into(), format!("{v} is not between 0 and 1")))
+            }
+        };
+        let d = &self.detector;
+        unit("detector.min_score", d.min_score)?;
+        unit("detector.keep_alive_score", d.keep_alive_score)?;
+        unit("detector.nms_iou", d.nms_iou)?;
+        for (label, v) in &d.min_score_per_label {
+            unit(&format!("detector.min_score_per_label.{label}"), *v)?;
+        }
+        if d.input_width == 0
+            || d.input_height == 0
+            || d.input_width > 4096
+            || d.input_height > 4096
+        {
+            return Err(invalid(
+                "detector.input_width/input_height".into(),
+                "must be between 1 and 4096".into(),
+            ));
+        }
+        if !(1..=MAX_TILES).contains(&d.tiles) {
+            return Err(invalid(
+                "detector.tiles".into(),
+                format!("{} is not between 1 and {MAX_TILES}", d.tiles),
+            ));
+        }
+        unit("tracker.iou_threshold", self.tracker.iou_threshold)?;
+        unit("tracker.min_score", self.tracker.min_score)?;
+        if self.tracker.min_hits == 0 || self.tracker.score_window == 0 {
+            return Err(invalid(
+                "tracker.min_hits/score_window".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.tracker.min_move) {
+            return Err(invalid(
+                "tracker.min_move".into(),
+                format!(
+                    "{} is not between 0 and 100 box heights",
+                    self.tracker.min_move
+                ),
+            ));
+        }
+        if self.motion.width < 32 {
+            return Err(invalid("motion.width".into(), "must be at least 32".into()));
+        }
+        if !(0.0..=1.0).contains(&self.motion.light_change_fraction) {
+            return Err(invalid(
+                "motion.light_change_fraction".into(),
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.storage.snapshot_quality) {
+            return Err(invalid(
+                "storage.snapshot_quality".into(),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        if self.storage.snapshot_max_side < 16 {
+            return Err(invalid(
+                "storage.snapshot_max_side".into(),
+                "must be at least 16".into(),
+            ));
+        }
+        self.check_listen(path)?;
+        if !(1..=100).contains(&self.server.stream_quality) {
+            return Err(invalid(
+                "server.stream_quality".into(),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        if self
+            .server
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 8)
+        {
+            return Err(invalid(
+                "server.token".into(),
+                "must be at least 8 characters".into(),
+            ));
+        }
+        if self.server.max_clients == 0 || self.server.max_message_bytes < 256 {
+            return Err(invalid(
+                "server.max_clients/max_message_bytes".into(),
+                "max_clients must be at least 1 and max_message_bytes at least 256".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = format!("cameras[{i}].id");
+            if !valid_camera_id(&cam.id) {
+                return Err(invalid(
+                    key,
+                    format!("{:?} must be 1-64 letters, digits, '-' or '_'", cam.id),
+                ));
+            }
+            if !seen.insert(cam.id.as_str()) {
+                return Err(invalid(key, format!("{:?} is used twice", cam.id)));
+            }
+            if cam.source.trim().is_empty() {
+                return Err(invalid(format!("cameras[{i}].source"), "is empty".into()));
+            }
+            for (name, v) in [
+                ("open_timeout_s", cam.open_timeout_s),
+                ("read_timeout_s", cam.read_timeout_s),
+            ] {
+                if !(1..=600).contains(&v) {
+                    return Err(invalid(
+                        format!("cameras[{i}].{name}"),
+                        format!("{v} is not between 1 and 600 seconds"),
+                    ));
+                }
+            }
+            for (name, polys) in [
+                ("object_masks", &cam.object_masks),
+                ("motion_masks", &cam.motion_masks),
+            ] {
+                if let Some(problem) = polygon_problem(polys) {
+                    return Err(invalid(format!("cameras[{i}].{name}"), problem));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address must parse, and reaching beyond loopback needs a token (or an
+    /// explicit `allow_no_token`).
+    fn check_listen(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: "server.listen".into(),
+            message,
+        };
+        let addr: std::net::SocketAddr = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| invalid(format!("{:?} is not an address:port", self.server.listen)))?;
+        if !addr.ip().is_loopback() && self.server.token.is_none() && !self.server.allow_no_token {
+            return Err(invalid(format!(
+                "{addr} is reachable from the network, so set server.token (or server.allow_no_token = true to serve without one)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The first thing wrong with a list of polygons (each needs 3+ points, every coordinate in
+/// 0-1), said for a person; `None` when they are fine.
+fn polygon_problem(polygons: &[Polygon]) -> Option<String> {
+    polygons.iter().enumerate().find_map(|(i, poly)| {
+        if poly.len() < 3 {
+            return Some(format!(
+                "polygon {i} has {} points; a polygon needs at least 3",
+                poly.len()
+            ));
+        }
+        poly.iter()
+            .find(|p| !p.iter().all(|v| (0.0..=1.0).contains(v)))
+            .map(|p| {
+                format!(
+                    "polygon {i} has the point [{}, {}]; coordinates are fractions of the frame, 0 to 1",
+                    p[0], p[1]
+                )
+            })
+    })
+}
+
+/// Camera ids appear in URLs, journal fields and file names, so they are kept plain.
+pub fn valid_camera_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
