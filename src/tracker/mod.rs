@@ -4,7 +4,14 @@
 //!
 //! Pure and deterministic: the same detections at the same timestamps give the same tracks.
 
+mod assign;
+mod identity;
+mod kalman;
+
 use std::collections::VecDeque;
+
+use assign::{hungarian, median, overlap_of_smaller};
+use kalman::BoxFilter;
 
 use crate::appearance::Appearance;
 use crate::config::TrackerConfig;
@@ -47,107 +54,6 @@ const CROWDED_IOU: f32 = 0.2;
 /// A new track is not started on a detection that lies this much (intersection over the smaller
 /// box) inside a box already matched in the frame: it is a part of an object already tracked.
 const DUPLICATE_OVERLAP: f32 = 0.8;
-
-/// One coordinate of a box under a constant-velocity Kalman filter: position and velocity, with
-/// their 2x2 covariance. Time is in units of 100 ms, so the noise figures read as per frame of a
-/// 10 fps camera.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Axis {
-    pos: f32,
-    vel: f32,
-    p: [[f32; 2]; 2],
-}
-
-impl Axis {
-    fn new(pos: f32, pos_sd: f32, vel_sd: f32) -> Self {
-        Self {
-            pos,
-            vel: 0.0,
-            p: [[pos_sd * pos_sd, 0.0], [0.0, vel_sd * vel_sd]],
-        }
-    }
-
-    fn predict(&mut self, dt: f32, pos_sd: f32, vel_sd: f32) {
-        self.pos += self.vel * dt;
-        let [[a, b], [c, d]] = self.p;
-        // P = F P F^T + Q, F = [[1, dt], [0, 1]], Q growing with dt.
-        self.p = [
-            [
-                a + dt * (b + c) + dt * dt * d + pos_sd * pos_sd * dt,
-                b + dt * d,
-            ],
-            [c + dt * d, d + vel_sd * vel_sd * dt],
-        ];
-    }
-
-    fn update(&mut self, z: f32, meas_sd: f32) {
-        let [[a, b], [c, d]] = self.p;
-        let s = a + meas_sd * meas_sd;
-        let (k0, k1) = (a / s, c / s);
-        let innovation = z - self.pos;
-        self.pos += k0 * innovation;
-        self.vel += k1 * innovation;
-        self.p = [[(1.0 - k0) * a, (1.0 - k0) * b], [c - k1 * a, d - k1 * b]];
-    }
-}
-
-/// A box (centre x, centre y, width, height) under four independent constant-velocity filters.
-/// The noise is proportional to the box's height, as in SORT and ByteTrack: a box twice as tall
-/// jitters twice as many pixels.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct BoxFilter {
-    axes: [Axis; 4],
-    at_ms: i64,
-}
-
-impl BoxFilter {
-    const POS: f32 = 1.0 / 20.0;
-    const VEL: f32 = 1.0 / 160.0;
-    const MEAS: f32 = 1.0 / 20.0;
-
-    fn new(b: BBox, ts_ms: i64) -> Self {
-        let (cx, cy) = b.center();
-        let h = b.h.max(1.0);
-        let axis = |v| Axis::new(v, 2.0 * Self::POS * h, 10.0 * Self::VEL * h);
-        Self {
-            axes: [axis(cx), axis(cy), axis(b.w), axis(b.h)],
-            at_ms: ts_ms,
-        }
-    }
-
-    fn bbox(&self) -> BBox {
-        let [cx, cy, w, h] = self.axes.map(|a| a.pos);
-        BBox::from_center(cx, cy, w.max(1.0), h.max(1.0))
-    }
-
-    /// The box at `ts_ms`, without changing the filter.
-    fn peek(&self, ts_ms: i64) -> BBox {
-        let mut f = *self;
-        f.predict(ts_ms);
-        f.bbox()
-    }
-
-    fn predict(&mut self, ts_ms: i64) {
-        let dt = (ts_ms - self.at_ms) as f32 / 100.0;
-        if dt <= 0.0 {
-            return;
-        }
-        let h = self.axes[3].pos.max(1.0);
-        for a in &mut self.axes {
-            a.predict(dt, Self::POS * h, Self::VEL * h);
-        }
-        self.at_ms = ts_ms;
-    }
-
-    fn update(&mut self, b: BBox, ts_ms: i64) {
-        self.predict(ts_ms);
-        let (cx, cy) = b.center();
-        let sd = Self::MEAS * self.axes[3].pos.max(1.0);
-        for (a, z) in self.axes.iter_mut().zip([cx, cy, b.w, b.h]) {
-            a.update(z, sd);
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Track {
@@ -419,115 +325,6 @@ impl Tracker {
         (changes, det_ids)
     }
 
-    /// The lost event track that the new track `ti` continues, if any: one real object, one
-    /// event. A person the detector loses for a moment (behind someone, or mid-crossing, when
-    /// the box lands too far off the prediction) comes back as a new track; if that track began
-    /// within `RESUME_MS` of the event's track being last seen, near where it was (half a box
-    /// plus a box per second between), the two were never seen at once, and their sizes and
-    /// colours agree, it is the same object and takes over the event.
-    fn lost_event_continued_by(&self, ti: usize) -> Option<usize> {
-        let t = &self.tracks[ti];
-        let mut best: Option<(usize, f32)> = None;
-        for (li, l) in self.tracks.iter().enumerate() {
-            let gap_ms = t.first_seen_ms - l.last_seen_ms;
-            if li == ti
-                || !l.confirmed
-                || l.merged
-                || l.class_id != t.class_id
-                || !(1..=RESUME_MS).contains(&gap_ms)
-            {
-                continue;
-            }
-            let ratio = t.typical_area() / l.typical_area().max(1.0);
-            if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
-                continue;
-            }
-            if let (Some(a), Some(b)) = (&l.appearance, &t.appearance) {
-                if a.distance(b) > APPEARANCE_NEAR {
-                    continue;
-                }
-            }
-            let reach = 0.5 + gap_ms as f32 / 1000.0;
-            let d = l.distance_in_heights(l.bbox.center(), t.origin);
-            if d <= reach && best.is_none_or(|(_, bd)| d < bd) {
-                best = Some((li, d));
-            }
-        }
-        best.map(|(li, _)| li)
-    }
-
-    /// Track `ti` takes over the event of lost track `li`: its id, start and best moment (the
-    /// snapshot already taken stays right); `li` is marked to go.
-    fn continue_event(&mut self, li: usize, ti: usize) {
-        let l = &mut self.tracks[li];
-        l.merged = true;
-        let (id, first_seen_ms, hits) = (l.id, l.first_seen_ms, l.hits);
-        let (top_score, best_box, best_ms) = (l.top_score, l.best_box, l.best_ms);
-        let t = &mut self.tracks[ti];
-        t.id = id;
-        t.first_seen_ms = first_seen_ms;
-        t.hits += hits;
-        t.top_score = top_score;
-        t.best_box = best_box;
-        t.best_ms = best_ms;
-        t.confirmed = true;
-    }
-
-    /// No two tracks on one object: a track seen in this frame whose box has lain inside
-    /// another's (same class, also seen) for `SHADOW_MS` is a part of that object, or a ghost
-    /// that latched onto it. It goes, unless it is already an event; of two such tracks the one
-    /// that is not an event goes, else the younger.
-    fn drop_shadows(&mut self, ts_ms: i64, det_ids: &mut [u64]) {
-        let seen: Vec<usize> = (0..self.tracks.len())
-            .filter(|&i| self.tracks[i].last_seen_ms == ts_ms)
-            .collect();
-        let mut shadowed = vec![false; self.tracks.len()];
-        for &a in &seen {
-            for &b in &seen {
-                let (ta, tb) = (&self.tracks[a], &self.tracks[b]);
-                if a == b || ta.class_id != tb.class_id || ta.bbox.area() > tb.bbox.area() {
-                    continue;
-                }
-                // `a` is the smaller box; which of the two would go?
-                if overlap_of_smaller(&ta.bbox, &tb.bbox) < DUPLICATE_OVERLAP {
-                    continue;
-                }
-                let loser = match (ta.confirmed, tb.confirmed) {
-                    (true, true) => continue,
-                    (false, true) => a,
-                    (true, false) => b,
-                    // The younger goes (ids break ties, so both orders agree).
-                    (false, false) if (ta.first_seen_ms, ta.id) > (tb.first_seen_ms, tb.id) => a,
-                    (false, false) => b,
-                };
-                shadowed[loser] = true;
-            }
-        }
-        for (i, t) in self.tracks.iter_mut().enumerate() {
-            if !shadowed[i] {
-                t.shadowed_since = None;
-            } else if t.shadowed_since.is_none() {
-                t.shadowed_since = Some(ts_ms);
-            }
-        }
-        let gone: Vec<u64> = self
-            .tracks
-            .iter()
-            .filter(|t| {
-                t.shadowed_since
-                    .is_some_and(|since| ts_ms - since >= SHADOW_MS)
-            })
-            .map(|t| t.id)
-            .collect();
-        if gone.is_empty() {
-            return;
-        }
-        self.tracks.retain(|t| !gone.contains(&t.id));
-        for id in det_ids.iter_mut().filter(|id| gone.contains(id)) {
-            *id = 0;
-        }
-    }
-
     /// Takes detection `det` into track `ti`.
     fn observe(
         &mut self,
@@ -726,102 +523,6 @@ impl Tracker {
     }
 }
 
-/// The median of some values, 0 for none.
-fn median(values: impl Iterator<Item = f32>) -> f32 {
-    let mut v: Vec<f32> = values.collect();
-    v.sort_by(f32::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Intersection over the smaller box's area: 1 when one box lies inside the other.
-fn overlap_of_smaller(a: &BBox, b: &BBox) -> f32 {
-    let iw = ((a.x + a.w).min(b.x + b.w) - a.x.max(b.x)).max(0.0);
-    let ih = ((a.y + a.h).min(b.y + b.h) - a.y.max(b.y)).max(0.0);
-    let smaller = a.area().min(b.area());
-    if smaller <= 0.0 {
-        0.0
-    } else {
-        iw * ih / smaller
-    }
-}
-
-/// Minimum-cost assignment of rows to columns for a `rows` x `cols` cost matrix (row-major), by
-/// the Hungarian method with potentials (O(n^2 m)); returns the (row, column) pairs, one per row
-/// or column, whichever are fewer. Deterministic for equal costs.
-fn hungarian(cost: &[f32], rows: usize, cols: usize) -> Vec<(usize, usize)> {
-    // The algorithm wants rows <= cols; solve the transpose otherwise.
-    if rows > cols {
-        let t: Vec<f32> = (0..cols * rows)
-            .map(|i| cost[(i % rows) * cols + i / rows])
-            .collect();
-        return hungarian(&t, cols, rows)
-            .into_iter()
-            .map(|(c, r)| (r, c))
-            .collect();
-    }
-    let (n, m) = (rows, cols);
-    let a = |i: usize, j: usize| cost[(i - 1) * m + (j - 1)] as f64;
-    // 1-based, as in the classic formulation: p[j] is the row matched to column j.
-    let mut u = vec![0f64; n + 1];
-    let mut v = vec![0f64; m + 1];
-    let mut p = vec![0usize; m + 1];
-    let mut way = vec![0usize; m + 1];
-    for i in 1..=n {
-        p[0] = i;
-        let mut j0 = 0;
-        let mut minv = vec![f64::INFINITY; m + 1];
-        let mut used = vec![false; m + 1];
-        loop {
-            used[j0] = true;
-            let i0 = p[j0];
-            let mut delta = f64::INFINITY;
-            let mut j1 = 0;
-            for j in 1..=m {
-                if used[j] {
-                    continue;
-                }
-                let cur = a(i0, j) - u[i0] - v[j];
-                if cur < minv[j] {
-                    minv[j] = cur;
-                    way[j] = j0;
-                }
-                if minv[j] < delta {
-                    delta = minv[j];
-                    j1 = j;
-                }
-            }
-            for j in 0..=m {
-                if used[j] {
-                    u[p[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    minv[j] -= delta;
-                }
-            }
-            j0 = j1;
-            if p[j0] == 0 {
-                break;
-            }
-        }
-        loop {
-            let j1 = way[j0];
-            p[j0] = p[j1];
-            j0 = j1;
-            if j0 == 0 {
-                break;
-            }
-        }
-    }
-    (1..=m)
-        .filter(|&j| p[j] != 0)
-        .map(|j| (p[j] - 1, j - 1))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,30 +587,6 @@ mod tests {
 
     fn starts(changes: &[TrackChange]) -> usize {
         count(changes, |c| matches!(c, TrackChange::Confirmed(_)))
-    }
-
-    #[test]
-    fn kalman_filter_follows_a_steady_walk_and_predicts_ahead() {
-        let mut f = BoxFilter::new(BBox::new(0.0, 0.0, 40.0, 100.0), 0);
-        for i in 1..30 {
-            f.update(BBox::new(5.0 * i as f32, 0.0, 40.0, 100.0), i * 100);
-        }
-        let (cx, _) = f.peek(3000).center();
-        assert!((cx - (150.0 + 20.0)).abs() < 2.0, "predicted centre {cx}");
-    }
-
-    #[test]
-    fn hungarian_finds_the_optimal_assignment_where_greedy_would_not() {
-        // Greedy takes (0,0) at 0.1 and is left with (1,1) at 0.9: total 1.0. Optimal: 0.4.
-        let cost = [0.1, 0.2, 0.2, 0.9];
-        let mut got = hungarian(&cost, 2, 2);
-        got.sort();
-        assert_eq!(got, vec![(0, 1), (1, 0)]);
-        // Rectangular, both ways.
-        assert_eq!(hungarian(&[0.5, 0.1, 0.3], 1, 3), vec![(0, 1)]);
-        let mut tall = hungarian(&[0.5, 0.1, 0.3], 3, 1);
-        tall.sort();
-        assert_eq!(tall, vec![(1, 0)]);
     }
 
     #[test]
