@@ -124,20 +124,12 @@ impl Daemon {
                 Some(db.clone()),
                 Box::new(sink),
                 stats.clone(),
-                false,
             )?;
             let detect = {
                 let stop = pipelines_stop.clone();
                 std::thread::Builder::new()
                     .name(format!("detect-{}", cam.id))
-                    .spawn(move || {
-                        while !stop.is_cancelled() {
-                            if let Some(frame) = slot.take(Duration::from_millis(100)) {
-                                pipeline.process(&frame);
-                            }
-                        }
-                        pipeline.finish();
-                    })?
+                    .spawn(move || pipeline.run(&*slot, &stop, |_| {}))?
             };
             let source = Source::parse(&cam.source).display_name();
             tracing::info!(camera = %cam.id, source = %source, state = "connecting", "camera {} starting: {source}", cam.id);

@@ -45,6 +45,18 @@ impl FrameSlot {
     }
 }
 
+/// The newest frame, whichever it is (the live daemon); the slot never closes, the pipeline
+/// stops on its cancel token.
+impl crate::pipeline::Feed for FrameSlot {
+    type Item = Arc<Frame>;
+    fn next(&self, wait: Duration) -> crate::pipeline::Next<Arc<Frame>> {
+        match self.take(wait) {
+            Some(frame) => crate::pipeline::Next::Item(frame),
+            None => crate::pipeline::Next::Idle,
+        }
+    }
+}
+
 /// Connection state of a source, as shown in stats, the API and the dashboard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceStatus {

@@ -1,8 +1,9 @@
 //! The per-camera detect stage: motion gate -> object detector -> tracker -> events, and where
 //! their results go (database writer, live subscribers). Runs on its own thread, fed by capture.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use opencv::prelude::*;
@@ -86,7 +87,8 @@ pub type Detected = (
 /// consecutive frames at once, with the results put back in frame order. On a 2-core box two
 /// single-stream DNN inferences in parallel get ~35% more frames through than one inference
 /// using both cores, whose layers do not all parallelise. Only for pipelines that detect every
-/// frame ([`Pipeline::detects_every_frame`]).
+/// frame (`detector.when = "always"`), so that whether the detector runs never depends on the
+/// tracker's state.
 pub struct DetectorPool {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -174,11 +176,61 @@ impl DetectorPool {
     }
 }
 
-/// A sink that drops everything (a pipeline whose only output is the database).
-pub struct NullSink;
+/// What reaches the detect stage: a frame (owned, or shared with the live stream) and what the
+/// stages before it have already found.
+pub enum Staged<F> {
+    /// Straight from capture.
+    Captured(F),
+    /// Through a [`motion_stage`].
+    Moved(F, MotionResult),
+    /// Through a [`DetectorPool`] too (`None`: the detector did not run).
+    Detected(F, MotionResult, Option<Result<Vec<Detection>, DetectError>>),
+}
 
-impl Sink for NullSink {
-    fn event(&mut self, _msg: &EventMsg) {}
+impl From<Arc<Frame>> for Staged<Arc<Frame>> {
+    fn from(frame: Arc<Frame>) -> Self {
+        Staged::Captured(frame)
+    }
+}
+
+impl From<(Frame, MotionResult)> for Staged<Frame> {
+    fn from((frame, motion): (Frame, MotionResult)) -> Self {
+        Staged::Moved(frame, motion)
+    }
+}
+
+impl From<Detected> for Staged<Frame> {
+    fn from((frame, motion, result): Detected) -> Self {
+        Staged::Detected(frame, motion, result)
+    }
+}
+
+/// What a feed has for the pipeline after a wait.
+pub enum Next<T> {
+    Item(T),
+    /// Nothing yet.
+    Idle,
+    /// Nothing ever again.
+    Closed,
+}
+
+/// Where a pipeline's input comes from.
+pub trait Feed {
+    type Item;
+    /// The next item, waiting at most `wait`.
+    fn next(&self, wait: Duration) -> Next<Self::Item>;
+}
+
+/// An in-order channel: nothing is dropped (replay).
+impl<T> Feed for Receiver<T> {
+    type Item = T;
+    fn next(&self, wait: Duration) -> Next<T> {
+        match self.recv_timeout(wait) {
+            Ok(item) => Next::Item(item),
+            Err(RecvTimeoutError::Timeout) => Next::Idle,
+            Err(RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
 }
 
 pub struct Pipeline {
@@ -201,8 +253,6 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `replay` ignores `detector.max_fps`: a replay processes every frame.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         camera: &str,
         cfg: &Config,
@@ -211,7 +261,6 @@ impl Pipeline {
         db: Option<DbHandle>,
         sink: Box<dyn Sink>,
         stats: Arc<CameraStats>,
-        replay: bool,
     ) -> opencv::Result<Self> {
         let camera_cfg = cfg.camera(camera);
         let motion = if cfg.motion.enabled {
@@ -222,7 +271,7 @@ impl Pipeline {
         } else {
             None
         };
-        let min_detect_interval_ms = if replay || cfg.detector.max_fps <= 0.0 {
+        let min_detect_interval_ms = if cfg.detector.max_fps <= 0.0 {
             0
         } else {
             (1000.0 / cfg.detector.max_fps as f64).round() as i64
@@ -254,100 +303,60 @@ impl Pipeline {
         })
     }
 
-    /// Processes frames until the channel closes or `cancel` fires, then ends the open events.
-    /// Each frame is handed to `then` once processed.
-    pub fn run(
+    /// Processes what `feed` delivers until it closes or `cancel` fires, then ends the open
+    /// events. Each frame is handed to `then` once processed. The one way to run a pipeline:
+    /// the daemon feeds it from a newest-wins slot of captured frames, replay from an in-order
+    /// channel of frames whose motion (and, with a detector pool, detections) are already found.
+    pub fn run<F: Borrow<Frame>, T: Into<Staged<F>>>(
         &mut self,
-        rx: Receiver<Frame>,
+        feed: &impl Feed<Item = T>,
         cancel: &CancellationToken,
-        then: impl FnMut(Frame),
+        mut then: impl FnMut(F),
     ) {
-        self.drive(
-            rx,
-            cancel,
-            |p, frame| {
-                p.process(&frame);
-                frame
-            },
-            then,
-        );
-    }
-
-    /// As [`Pipeline::run`], for frames whose motion was found by a [`motion_stage`] thread.
-    pub fn run_with_motion(
-        &mut self,
-        rx: Receiver<(Frame, MotionResult)>,
-        cancel: &CancellationToken,
-        then: impl FnMut(Frame),
-    ) {
-        self.drive(
-            rx,
-            cancel,
-            |p, (frame, motion)| {
-                p.process_with(&frame, motion);
-                frame
-            },
-            then,
-        );
-    }
-
-    /// As [`Pipeline::run`], for frames already through a [`DetectorPool`].
-    pub fn run_detected(
-        &mut self,
-        rx: Receiver<Detected>,
-        cancel: &CancellationToken,
-        then: impl FnMut(Frame),
-    ) {
-        self.drive(
-            rx,
-            cancel,
-            |p, (frame, motion, result)| {
-                p.process_detected(&frame, motion, result);
-                frame
-            },
-            then,
-        );
-    }
-
-    /// The loop behind the `run*` methods: `step` processes one item and gives its frame back.
-    fn drive<T>(
-        &mut self,
-        rx: Receiver<T>,
-        cancel: &CancellationToken,
-        mut step: impl FnMut(&mut Self, T) -> Frame,
-        mut then: impl FnMut(Frame),
-    ) {
-        // The sender closes the channel when it stops; the timeout only bounds how long a stop
-        // waits when capture itself is stuck in a blocking read.
+        // The feed's timeout only bounds how long a stop waits when its producer is stuck in a
+        // blocking read.
         while !cancel.is_cancelled() {
-            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(item) => {
-                    let frame = step(self, item);
+            match feed.next(Duration::from_millis(100)) {
+                Next::Item(item) => {
+                    let frame = self.step(item.into());
                     then(frame);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Next::Idle => {}
+                Next::Closed => break,
             }
         }
         self.finish();
     }
 
+    /// Runs one item through the stages it has not been through yet.
+    fn step<F: Borrow<Frame>>(&mut self, item: Staged<F>) -> F {
+        match item {
+            Staged::Captured(frame) => {
+                let t0 = Instant::now();
+                let motion = detect_motion(self.motion.as_mut(), frame.borrow(), &self.camera);
+                self.stats.motion.since(t0);
+                self.after_motion(frame.borrow(), motion);
+                frame
+            }
+            Staged::Moved(frame, motion) => {
+                self.after_motion(frame.borrow(), motion);
+                frame
+            }
+            Staged::Detected(frame, motion, result) => {
+                self.track(frame.borrow(), motion, result);
+                frame
+            }
+        }
+    }
+
     /// Takes the motion detector out, for a caller that runs motion on its own thread (see
-    /// [`motion_stage`]) and hands the results to [`Pipeline::process_with`] in frame order.
+    /// [`motion_stage`]) and feeds the results to [`Pipeline::run`] in frame order.
     pub fn take_motion(&mut self) -> Option<MotionDetector> {
         self.motion.take()
     }
 
-    /// Runs one frame through every stage.
-    pub fn process(&mut self, frame: &Frame) {
-        let t0 = Instant::now();
-        let motion = detect_motion(self.motion.as_mut(), frame, &self.camera);
-        self.stats.motion.since(t0);
-        self.process_with(frame, motion);
-    }
-
     /// Runs one frame through the stages after motion, given its motion result.
-    pub fn process_with(&mut self, frame: &Frame, motion: MotionResult) {
+    fn after_motion(&mut self, frame: &Frame, motion: MotionResult) {
         let t1 = Instant::now();
         let ts = frame.ts_ms;
         let gate_open = match self.when {
@@ -363,19 +372,12 @@ impl Pipeline {
             .filter(|_| gate_open && rate_ok)
             .map(|d| d.detect(&frame.mat));
         self.stats.detect.since(t1);
-        self.process_detected(frame, motion, result);
-    }
-
-    /// Whether frames can be detected ahead of tracking, in parallel (see [`DetectorPool`]):
-    /// only when the detector runs on every frame, so that whether it runs never depends on the
-    /// tracker's state, and with no rate limit.
-    pub fn detects_every_frame(&self) -> bool {
-        self.when == DetectWhen::Always && self.min_detect_interval_ms == 0
+        self.track(frame, motion, result);
     }
 
     /// Runs one frame through tracking and events, given its motion result and what the
     /// detector found on it (`None`: the detector did not run).
-    pub fn process_detected(
+    fn track(
         &mut self,
         frame: &Frame,
         motion: MotionResult,

@@ -307,15 +307,17 @@ pub fn run(
         trace: trace_slot.clone(),
         tracks: track_rows.clone(),
     };
+    // `detector.max_fps` spares a live camera's CPU; a replay processes every frame.
+    let mut pipeline_cfg = cfg.clone();
+    pipeline_cfg.detector.max_fps = 0.0;
     let mut pipeline = Pipeline::new(
         &opts.camera,
-        cfg,
+        &pipeline_cfg,
         detector,
         ids,
         Some(db_handle.clone()),
         Box::new(sink),
         stats.clone(),
-        true,
     )?;
 
     let (width, height, fps, announced) = (
@@ -402,8 +404,8 @@ pub fn run(
                     }
                 };
                 match fed {
-                    Fed::Detected(rx) => pipeline.run_detected(rx, &cancel, then),
-                    Fed::Motion(rx) => pipeline.run_with_motion(rx, &cancel, then),
+                    Fed::Detected(rx) => pipeline.run(&rx, &cancel, then),
+                    Fed::Motion(rx) => pipeline.run(&rx, &cancel, then),
                 }
                 if let Some(mut out) = trace_out {
                     use std::io::Write;
