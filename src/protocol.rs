@@ -52,8 +52,6 @@ pub struct RequestError {
     pub message: String,
 }
 
-/// Parses one text message: a JSON object with `op`, an optional `id` (string or number) and the
-/// op's own fields; unknown fields and wrong types are refused.
 /// Error messages quote what the client sent (an op, a field name, a value); they are cut to this
 /// many bytes so a reply is never much larger than a fixed size whatever the client sends.
 pub const MAX_ERROR_MESSAGE: usize = 200;
@@ -70,6 +68,8 @@ fn clipped(mut message: String) -> String {
     message
 }
 
+/// Parses one text message: a JSON object with `op`, an optional `id` (string or number) and the
+/// op's own fields; unknown fields and wrong types are refused.
 pub fn parse_request(text: &str) -> Result<Envelope, RequestError> {
     let err = |id: Option<serde_json::Value>, code, message: String| RequestError {
         id,
