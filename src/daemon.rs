@@ -22,9 +22,10 @@ use crate::errors::{DbError, DetectError};
 use crate::events::EventIds;
 use crate::hub::{self, CameraHub, LiveSink};
 use crate::live::{self, FrameSlot, SourceState};
-use crate::metrics::{get, CameraStats};
+use crate::metrics::CameraStats;
 use crate::pipeline::Pipeline;
 use crate::state::{AppState, ServerMetrics};
+use crate::stats::StatsSnapshot;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -157,7 +158,7 @@ impl Daemon {
             writer: writer_stats,
             metrics: ServerMetrics::default(),
             started: Instant::now(),
-            latest_stats: std::sync::Mutex::new(serde_json::Value::Null),
+            latest_stats: std::sync::Mutex::new(None),
             shutdown: CancellationToken::new(),
         });
         Ok(Daemon {
@@ -229,89 +230,20 @@ impl Daemon {
     }
 }
 
-/// Per-camera counters at one moment, for rates.
-struct Sample {
-    at: Instant,
-    counts: Vec<(u64, u64, u64)>,
-}
-
-fn sample(state: &AppState) -> Sample {
-    Sample {
-        at: Instant::now(),
-        counts: state
-            .cameras
-            .iter()
-            .map(|c| {
-                (
-                    get(&c.stats.captured),
-                    get(&c.stats.processed),
-                    get(&c.stats.skipped),
-                )
-            })
-            .collect(),
-    }
-}
-
-/// The stats message: daemon-wide and per-camera counters, with rates since `prev`.
-fn stats_json(state: &AppState, prev: Option<&Sample>, now: &Sample) -> serde_json::Value {
-    let dt = prev.map(|p| (now.at - p.at).as_secs_f64()).unwrap_or(0.0);
-    let cameras: Vec<_> = state
-        .cameras
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let info = c.state.info();
-            let (cap, proc, skip) = now.counts[i];
-            let rate = |f: fn(&(u64, u64, u64)) -> u64| match prev {
-                Some(p) if dt > 0.0 => {
-                    (f(&now.counts[i]).saturating_sub(f(&p.counts[i]))) as f64 / dt
-                }
-                _ => 0.0,
-            };
-            serde_json::json!({
-                "id": c.id,
-                "name": info.name,
-                "state": info.state,
-                "last_error": info.last_error,
-                "since_ms": info.since_ms,
-                "width": info.width,
-                "height": info.height,
-                "captured": cap,
-                "processed": proc,
-                "skipped": skip,
-                "captured_fps": (rate(|t| t.0) * 10.0).round() / 10.0,
-                "processed_fps": (rate(|t| t.1) * 10.0).round() / 10.0,
-                "detect_ms": (c.stats.detect.mean_ms() * 100.0).round() / 100.0,
-                "events_started": get(&c.stats.events_started),
-                "stream_encodes": get(&c.stats.stream_encodes),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "type": "stats",
-        "uptime_s": state.started.elapsed().as_secs(),
-        "clients": get(&state.metrics.clients),
-        "cameras": cameras,
-        "db": {
-            "commits": get(&state.writer.commits),
-            "rows": get(&state.writer.rows),
-            "errors": get(&state.writer.errors),
-            "pending": get(&state.writer.pending),
-            "dropped": get(&state.writer.dropped),
-        },
-    })
-}
-
 async fn stats_loop(state: Arc<AppState>) {
-    let mut prev = sample(&state);
+    let (_, mut prev) = StatsSnapshot::take(&state, None);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
         tick.tick().await;
-        let now = sample(&state);
-        let json = stats_json(&state, Some(&prev), &now);
-        *state.latest_stats.lock().unwrap_or_else(|p| p.into_inner()) = json.clone();
-        let _ = state.stats.send(Utf8Bytes::from(json.to_string()));
+        let (snapshot, now) = StatsSnapshot::take(&state, Some(&prev));
+        match serde_json::to_string(&snapshot) {
+            Ok(json) => {
+                let _ = state.stats.send(Utf8Bytes::from(json));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialise the stats"),
+        }
+        *state.latest_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
         prev = now;
     }
 }

@@ -28,6 +28,7 @@ pub mod replay;
 pub mod rtsp;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod systemd;
 pub mod tracker;
 pub mod ws;

@@ -34,7 +34,8 @@ pub struct CameraStats {
     pub encode: StageTime,
 }
 
-/// One exported per-camera counter.
+/// One exported counter.
+#[derive(Clone, Debug)]
 pub struct Counter {
     /// The Prometheus name.
     pub name: &'static str,

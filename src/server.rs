@@ -23,6 +23,7 @@ use crate::metrics::get as load;
 use crate::models::EventQuery;
 use crate::protocol::CameraInfo;
 use crate::state::{ApiError, AppState};
+use crate::stats::StatsSnapshot;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let guarded = Router::new()
@@ -217,14 +218,8 @@ async fn cameras(State(state): State<Arc<AppState>>) -> Json<Vec<CameraInfo>> {
     Json(state.camera_infos())
 }
 
-async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(
-        state
-            .latest_stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-    )
+async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsSnapshot> {
+    Json(StatsSnapshot::clone(&state.stats()))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -275,24 +270,35 @@ async fn metrics(
             .map(|c| (format!("{{camera=\"{}\"}}", c.id), f(c)))
             .collect()
     };
-    // The per-camera counters, from the one list of them.
-    let per_counter: Vec<Vec<crate::metrics::Counter>> = state
-        .cameras
-        .iter()
-        .map(|c| c.stats.counters().into())
-        .collect();
-    for (i, first) in crate::metrics::CameraStats::default()
-        .counters()
-        .iter()
-        .enumerate()
-    {
-        let samples = state
-            .cameras
-            .iter()
-            .zip(&per_counter)
-            .map(|(c, counters)| (format!("{{camera=\"{}\"}}", c.id), counters[i].value as f64))
-            .collect();
-        family(first.name, "counter", first.help, samples);
+    // The counters, from one fresh snapshot: every per-camera counter, then the database's.
+    let (snapshot, _) = StatsSnapshot::take(&state, None);
+    if let Some(first) = snapshot.cameras.first() {
+        for (i, counter) in first.counters.iter().enumerate() {
+            let samples = snapshot
+                .cameras
+                .iter()
+                .map(|c| {
+                    (
+                        format!("{{camera=\"{}\"}}", c.id),
+                        c.counters[i].value as f64,
+                    )
+                })
+                .collect();
+            family(counter.name, "counter", counter.help, samples);
+        }
+    }
+    for counter in snapshot.db.counters() {
+        let kind = if counter.name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        family(
+            counter.name,
+            kind,
+            counter.help,
+            vec![(String::new(), counter.value as f64)],
+        );
     }
     family(
         "ocellus_camera_up",
@@ -388,36 +394,6 @@ async fn metrics(
         "counter",
         "Malformed or refused client messages.",
         one(&m.client_errors),
-    );
-    family(
-        "ocellus_db_commits_total",
-        "counter",
-        "Database transactions committed.",
-        one(&state.writer.commits),
-    );
-    family(
-        "ocellus_db_rows_total",
-        "counter",
-        "Rows written.",
-        one(&state.writer.rows),
-    );
-    family(
-        "ocellus_db_errors_total",
-        "counter",
-        "Failed commits (retried).",
-        one(&state.writer.errors),
-    );
-    family(
-        "ocellus_db_pending_writes",
-        "gauge",
-        "Writes held in memory while commits fail (a full disk); 0 when healthy.",
-        one(&state.writer.pending),
-    );
-    family(
-        "ocellus_db_dropped_total",
-        "counter",
-        "Writes given up because the backlog held while commits failed was full.",
-        one(&state.writer.dropped),
     );
     family(
         "ocellus_uptime_seconds",

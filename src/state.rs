@@ -18,6 +18,7 @@ use crate::errors::DbError;
 use crate::hub::CameraHub;
 use crate::models::EventQuery;
 use crate::protocol::CameraInfo;
+use crate::stats::StatsSnapshot;
 
 /// Counters of the server side.
 #[derive(Debug, Default)]
@@ -48,13 +49,23 @@ pub struct AppState {
     pub metrics: ServerMetrics,
     pub client_slots: Arc<Semaphore>,
     pub started: Instant,
-    /// The latest stats message, refreshed every second by the stats task.
-    pub latest_stats: std::sync::Mutex<serde_json::Value>,
+    /// The latest stats, refreshed every second by the stats task.
+    pub latest_stats: std::sync::Mutex<Option<Arc<StatsSnapshot>>>,
     /// Fires when the server should close its connections (after the pipelines have stopped).
     pub shutdown: CancellationToken,
 }
 
 impl AppState {
+    /// The stats task's latest snapshot; a fresh one (without rates) before its first.
+    pub fn stats(&self) -> Arc<StatsSnapshot> {
+        let latest = self
+            .latest_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        latest.unwrap_or_else(|| Arc::new(StatsSnapshot::take(self, None).0))
+    }
+
     /// Runs an event query with the configured cap; shared by REST and WebSocket. Returns the
     /// events and the cursor of the next page.
     pub async fn query_events(

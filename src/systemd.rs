@@ -58,34 +58,7 @@ fn progress(state: &AppState) -> Vec<Progress> {
 
 /// The one-line summary for `systemctl status`.
 pub fn status_line(state: &AppState) -> String {
-    let connected = state
-        .cameras
-        .iter()
-        .filter(|c| c.state.status() == SourceStatus::Connected)
-        .count();
-    let stats = state
-        .latest_stats
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let fps: f64 = stats["cameras"]
-        .as_array()
-        .map(|cams| {
-            cams.iter()
-                .filter_map(|c| c["processed_fps"].as_f64())
-                .sum()
-        })
-        .unwrap_or(0.0);
-    let events: u64 = state
-        .cameras
-        .iter()
-        .map(|c| get(&c.stats.events_started))
-        .sum();
-    format!(
-        "{connected}/{} cameras connected, {fps:.1} fps processed, {} clients, {events} events",
-        state.cameras.len(),
-        get(&state.metrics.clients),
-    )
+    state.stats().status_line()
 }
 
 /// Sends WATCHDOG=1 at half the watchdog period while the pipelines are healthy, and STATUS=

@@ -568,7 +568,8 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
 }
 
 /// Every counter the pipeline keeps is exported, per camera (the list is
-/// `CameraStats::counters`, which names every field).
+/// `CameraStats::counters`, which names every field), and every count in the stats snapshot
+/// (`/api/stats`, the `stats` message) is one of the exported figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_counter_in_the_stats_appears_in_metrics() {
     let dmn = DaemonProc::street("");
@@ -576,6 +577,39 @@ async fn every_counter_in_the_stats_appears_in_metrics() {
     let (status, body) = d::http_get(&dmn.url("/metrics"), &[]).await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body).unwrap();
+    let (status, body) = d::http_get(&dmn.url("/api/stats"), &[]).await;
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(stats["type"], "stats");
+    // The snapshot's counts: per camera (the rates and times are derived, not counters) and
+    // the database writer's.
+    let camera = stats["cameras"][0].as_object().unwrap();
+    for (field, v) in camera {
+        if !v.is_u64() || ["since_ms", "width", "height"].contains(&field.as_str()) {
+            continue;
+        }
+        // The metric's name holds the field's, except where the metric is older.
+        let name = match field.as_str() {
+            "stream_encodes" => "jpeg_encodes",
+            f => f,
+        };
+        let exported = text.lines().any(|l| {
+            l.starts_with("ocellus_") && l.contains(name) && l.contains("camera=\"street\"")
+        });
+        assert!(
+            exported,
+            "stats field cameras[].{field} is not in /metrics:\n{text}"
+        );
+    }
+    let db = stats["db"].as_object().unwrap();
+    assert_eq!(db.len(), 6, "{db:?}");
+    for field in db.keys() {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("ocellus_db_{field}"))),
+            "stats field db.{field} is not in /metrics:\n{text}"
+        );
+    }
     let counters = ocellus::metrics::CameraStats::default().counters();
     assert_eq!(counters.len(), 10);
     for c in counters {
