@@ -9,7 +9,7 @@ use opencv::core::{Mat, Rect};
 use opencv::imgproc;
 use opencv::prelude::*;
 
-use crate::models::BBox;
+use crate::geometry::BBox;
 
 const HUE_BINS: usize = 8;
 const SAT_BINS: usize = 4;

@@ -25,7 +25,6 @@ use crate::live::{self, FrameSlot, SourceState};
 use crate::metrics::CameraStats;
 use crate::pipeline::Pipeline;
 use crate::state::{AppState, ServerMetrics};
-use crate::stats::StatsSnapshot;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -231,12 +230,12 @@ impl Daemon {
 }
 
 async fn stats_loop(state: Arc<AppState>) {
-    let (_, mut prev) = StatsSnapshot::take(&state, None);
+    let (_, mut prev) = state.take_stats(None);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
         tick.tick().await;
-        let (snapshot, now) = StatsSnapshot::take(&state, Some(&prev));
+        let (snapshot, now) = state.take_stats(Some(&prev));
         match serde_json::to_string(&snapshot) {
             Ok(json) => {
                 let _ = state.stats.send(Utf8Bytes::from(json));

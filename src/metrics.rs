@@ -46,6 +46,17 @@ pub struct Counter {
 impl CameraStats {
     /// Every counter, as `/metrics` exports it. The destructuring names every field, so a new
     /// counter does not compile until it is listed here.
+    /// The timed stages, by name.
+    pub fn stages(&self) -> [(&'static str, &StageTime); 5] {
+        [
+            ("decode", &self.decode),
+            ("motion", &self.motion),
+            ("detect", &self.detect),
+            ("track", &self.track),
+            ("encode", &self.encode),
+        ]
+    }
+
     pub fn counters(&self) -> [Counter; 10] {
         let CameraStats {
             captured,

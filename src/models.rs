@@ -5,64 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// An axis-aligned box in the pixel coordinates of the source frame (top-left corner, size).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct BBox {
-    pub x: f32,
-    pub y: f32,
-    pub w: f32,
-    pub h: f32,
-}
-
-impl BBox {
-    pub fn new(x: f32, y: f32, w: f32, h: f32) -> Self {
-        Self { x, y, w, h }
-    }
-
-    /// A box from its centre and size.
-    pub fn from_center(cx: f32, cy: f32, w: f32, h: f32) -> Self {
-        Self::new(cx - w / 2.0, cy - h / 2.0, w, h)
-    }
-
-    pub fn area(&self) -> f32 {
-        self.w.max(0.0) * self.h.max(0.0)
-    }
-
-    pub fn center(&self) -> (f32, f32) {
-        (self.x + self.w / 2.0, self.y + self.h / 2.0)
-    }
-
-    /// Intersection over union; 0 for degenerate boxes.
-    pub fn iou(&self, other: &BBox) -> f32 {
-        let x1 = self.x.max(other.x);
-        let y1 = self.y.max(other.y);
-        let x2 = (self.x + self.w).min(other.x + other.w);
-        let y2 = (self.y + self.h).min(other.y + other.h);
-        let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
-        let union = self.area() + other.area() - inter;
-        if union <= 0.0 {
-            0.0
-        } else {
-            inter / union
-        }
-    }
-
-    /// The part of the box inside a `width` x `height` frame.
-    pub fn clamp_to(&self, width: f32, height: f32) -> BBox {
-        let x1 = self.x.clamp(0.0, width);
-        let y1 = self.y.clamp(0.0, height);
-        let x2 = (self.x + self.w).clamp(0.0, width);
-        let y2 = (self.y + self.h).clamp(0.0, height);
-        BBox::new(x1, y1, x2 - x1, y2 - y1)
-    }
-
-    /// The same box with every coordinate rounded to 0.1 px, so that serialised output is stable
-    /// and readable.
-    pub fn rounded(&self) -> BBox {
-        let r = |v: f32| (v * 10.0).round() / 10.0;
-        BBox::new(r(self.x), r(self.y), r(self.w), r(self.h))
-    }
-}
+pub use crate::geometry::BBox;
 
 /// One object found in one frame by a detector, after filtering and NMS.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,43 +1,33 @@
-//! The HTTP side of the daemon on one port: REST API, `/healthz`, `/metrics`, the `/ws` upgrade
-//! (with token, Origin and client-count checks), and the shared state every handler reads.
+//! The HTTP side of the daemon on one port: the router (REST in rest.rs, `/metrics` in
+//! prometheus.rs, `/ws` in ws.rs, the dashboard in dashboard.rs), the token check in front of
+//! them, and the accept loop that bounds connections and slow request heads.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Router;
 use tokio::sync::Semaphore;
 
-use crate::db;
-use crate::hub::CameraHub;
-use crate::metrics::get as load;
-use crate::models::EventQuery;
-use crate::protocol::CameraInfo;
 use crate::state::{ApiError, AppState};
-use crate::stats::StatsSnapshot;
 
+/// Everything the daemon serves: behind the token (when one is set) the WebSocket and the REST
+/// API; open for probes `/healthz` and `/metrics`; and the dashboard, whose page asks for the
+/// token itself.
 pub fn router(state: Arc<AppState>) -> Router {
     let guarded = Router::new()
         .merge(crate::ws::routes())
-        .route("/api/events", get(list_events))
-        .route("/api/events/{id}", get(get_event))
-        .route("/api/events/{id}/snapshot.jpg", get(get_snapshot))
-        .route("/api/cameras", get(cameras))
-        .route("/api/stats", get(stats))
+        .merge(crate::rest::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(guarded)
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(crate::rest::healthz))
+        .route("/metrics", get(crate::prometheus::metrics))
         .merge(crate::dashboard::routes())
         .with_state(state)
 }
@@ -156,252 +146,6 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
         }
     }
     next.run(req).await
-}
-
-/// One page of events and the cursor for the next.
-#[derive(Serialize)]
-struct EventPage {
-    events: Vec<crate::models::Event>,
-    next_before_id: Option<i64>,
-}
-
-async fn list_events(
-    State(state): State<Arc<AppState>>,
-    q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let (events, next_before_id) = state.query_events(q).await?;
-    Ok(Json(EventPage {
-        events,
-        next_before_id,
-    })
-    .into_response())
-}
-
-async fn get_event(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
-    match state.readers.run(move |c| db::get_event(c, id)).await? {
-        Some(e) => Ok(Json(e).into_response()),
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no event {id}"),
-        )),
-    }
-}
-
-async fn get_snapshot(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
-    match state.readers.run(move |c| db::get_snapshot(c, id)).await? {
-        Some(jpeg) => Ok((
-            [
-                (header::CONTENT_TYPE, "image/jpeg"),
-                (header::CACHE_CONTROL, "max-age=60"),
-            ],
-            jpeg,
-        )
-            .into_response()),
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no snapshot for event {id}"),
-        )),
-    }
-}
-
-async fn cameras(State(state): State<Arc<AppState>>) -> Json<Vec<CameraInfo>> {
-    Json(state.camera_infos())
-}
-
-async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsSnapshot> {
-    Json(StatsSnapshot::clone(&state.stats()))
-}
-
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let cameras: BTreeMap<String, String> = state
-        .cameras
-        .iter()
-        .map(|c| (c.id.clone(), c.state.status().as_str().to_string()))
-        .collect();
-    let status = if state.shutdown.is_cancelled() {
-        "stopping"
-    } else {
-        "ok"
-    };
-    let code = if state.shutdown.is_cancelled() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (
-        code,
-        Json(serde_json::json!({
-            "status": status,
-            "uptime_s": state.started.elapsed().as_secs(),
-            "cameras": cameras,
-            "db_errors": load(&state.writer.errors),
-            "db_pending": load(&state.writer.pending),
-        })),
-    )
-        .into_response()
-}
-
-/// Prometheus text exposition.
-async fn metrics(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(_addr): ConnectInfo<SocketAddr>,
-) -> Response {
-    let mut out = String::with_capacity(4096);
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    let per_cam = |f: &dyn Fn(&CameraHub) -> f64| -> Vec<(String, f64)> {
-        state
-            .cameras
-            .iter()
-            .map(|c| (format!("{{camera=\"{}\"}}", c.id), f(c)))
-            .collect()
-    };
-    // The counters, from one fresh snapshot: every per-camera counter, then the database's.
-    let (snapshot, _) = StatsSnapshot::take(&state, None);
-    if let Some(first) = snapshot.cameras.first() {
-        for (i, counter) in first.counters.iter().enumerate() {
-            let samples = snapshot
-                .cameras
-                .iter()
-                .map(|c| {
-                    (
-                        format!("{{camera=\"{}\"}}", c.id),
-                        c.counters[i].value as f64,
-                    )
-                })
-                .collect();
-            family(counter.name, "counter", counter.help, samples);
-        }
-    }
-    for counter in snapshot.db.counters() {
-        let kind = if counter.name.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
-        };
-        family(
-            counter.name,
-            kind,
-            counter.help,
-            vec![(String::new(), counter.value as f64)],
-        );
-    }
-    family(
-        "ocellus_camera_up",
-        "gauge",
-        "1 when the camera's source is connected.",
-        per_cam(&|c| (c.state.status() == crate::live::SourceStatus::Connected) as u8 as f64),
-    );
-    let mut stages = Vec::new();
-    let mut runs = Vec::new();
-    for c in &state.cameras {
-        for (stage, t) in [
-            ("decode", &c.stats.decode),
-            ("motion", &c.stats.motion),
-            ("detect", &c.stats.detect),
-            ("track", &c.stats.track),
-            ("encode", &c.stats.encode),
-        ] {
-            let labels = format!("{{camera=\"{}\",stage=\"{stage}\"}}", c.id);
-            stages.push((labels.clone(), t.total().as_secs_f64()));
-            runs.push((labels, load(&t.count) as f64));
-        }
-    }
-    family(
-        "ocellus_stage_seconds_total",
-        "counter",
-        "Time spent per pipeline stage.",
-        stages,
-    );
-    family(
-        "ocellus_stage_runs_total",
-        "counter",
-        "Runs per pipeline stage.",
-        runs,
-    );
-    let m = &state.metrics;
-    let one = |v: &AtomicU64| vec![(String::new(), load(v) as f64)];
-    family(
-        "ocellus_ws_clients",
-        "gauge",
-        "WebSocket clients connected.",
-        one(&m.clients),
-    );
-    family(
-        "ocellus_ws_clients_total",
-        "counter",
-        "WebSocket clients accepted.",
-        one(&m.clients_total),
-    );
-    family(
-        "ocellus_ws_clients_refused_total",
-        "counter",
-        "WebSocket clients refused (limit).",
-        one(&m.clients_refused),
-    );
-    family(
-        "ocellus_ws_clients_dropped_slow_total",
-        "counter",
-        "Clients dropped because their socket stayed blocked.",
-        one(&m.clients_dropped_slow),
-    );
-    family(
-        "ocellus_ws_messages_sent_total",
-        "counter",
-        "Messages sent to clients.",
-        one(&m.messages_sent),
-    );
-    family(
-        "ocellus_ws_bytes_sent_total",
-        "counter",
-        "Payload bytes sent to clients.",
-        one(&m.bytes_sent),
-    );
-    family(
-        "ocellus_ws_frames_dropped_total",
-        "counter",
-        "Live frames clients missed by falling behind.",
-        one(&m.frames_dropped),
-    );
-    family(
-        "ocellus_ws_messages_dropped_total",
-        "counter",
-        "Other messages clients missed by falling behind.",
-        one(&m.messages_dropped),
-    );
-    family(
-        "ocellus_http_connections_refused_total",
-        "counter",
-        "TCP connections closed at accept because too many HTTP connections were open.",
-        one(&m.connections_refused),
-    );
-    family(
-        "ocellus_ws_client_errors_total",
-        "counter",
-        "Malformed or refused client messages.",
-        one(&m.client_errors),
-    );
-    family(
-        "ocellus_uptime_seconds",
-        "gauge",
-        "Seconds since start.",
-        vec![(String::new(), state.started.elapsed().as_secs_f64())],
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 #[cfg(test)]

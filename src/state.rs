@@ -16,9 +16,10 @@ use crate::config::ServerConfig;
 use crate::db::{self, ReadPool, WriterStats};
 use crate::errors::DbError;
 use crate::hub::CameraHub;
+use crate::metrics::{get, Counter};
 use crate::models::EventQuery;
 use crate::protocol::CameraInfo;
-use crate::stats::StatsSnapshot;
+use crate::stats::{Sample, Sources, StatsSnapshot};
 
 /// Counters of the server side.
 #[derive(Debug, Default)]
@@ -36,6 +37,82 @@ pub struct ServerMetrics {
     pub messages_dropped: AtomicU64,
     pub clients_dropped_slow: AtomicU64,
     pub client_errors: AtomicU64,
+}
+
+impl ServerMetrics {
+    /// Every counter, as `/metrics` exports it; the destructuring names every field, so a new
+    /// one does not compile until it is listed here.
+    pub fn counters(&self) -> [Counter; 10] {
+        let ServerMetrics {
+            clients,
+            clients_total,
+            clients_refused,
+            connections_refused,
+            messages_sent,
+            bytes_sent,
+            frames_dropped,
+            messages_dropped,
+            clients_dropped_slow,
+            client_errors,
+        } = self;
+        let c = |name, help, v: &AtomicU64| Counter {
+            name,
+            help,
+            value: get(v),
+        };
+        [
+            c(
+                "ocellus_ws_clients",
+                "WebSocket clients connected.",
+                clients,
+            ),
+            c(
+                "ocellus_ws_clients_total",
+                "WebSocket clients accepted.",
+                clients_total,
+            ),
+            c(
+                "ocellus_ws_clients_refused_total",
+                "WebSocket clients refused (limit).",
+                clients_refused,
+            ),
+            c(
+                "ocellus_ws_clients_dropped_slow_total",
+                "Clients dropped because their socket stayed blocked.",
+                clients_dropped_slow,
+            ),
+            c(
+                "ocellus_ws_messages_sent_total",
+                "Messages sent to clients.",
+                messages_sent,
+            ),
+            c(
+                "ocellus_ws_bytes_sent_total",
+                "Payload bytes sent to clients.",
+                bytes_sent,
+            ),
+            c(
+                "ocellus_ws_frames_dropped_total",
+                "Live frames clients missed by falling behind.",
+                frames_dropped,
+            ),
+            c(
+                "ocellus_ws_messages_dropped_total",
+                "Other messages clients missed by falling behind.",
+                messages_dropped,
+            ),
+            c(
+                "ocellus_http_connections_refused_total",
+                "TCP connections closed at accept because too many HTTP connections were open.",
+                connections_refused,
+            ),
+            c(
+                "ocellus_ws_client_errors_total",
+                "Malformed or refused client messages.",
+                client_errors,
+            ),
+        ]
+    }
 }
 
 /// Everything the handlers share.
@@ -63,7 +140,18 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        latest.unwrap_or_else(|| Arc::new(StatsSnapshot::take(self, None).0))
+        latest.unwrap_or_else(|| Arc::new(self.take_stats(None).0))
+    }
+
+    /// A snapshot of the stats now; with `prev`, frame rates since then.
+    pub fn take_stats(&self, prev: Option<&Sample>) -> (StatsSnapshot, Sample) {
+        let sources = Sources {
+            cameras: &self.cameras,
+            started: self.started,
+            clients: get(&self.metrics.clients),
+            writer: &self.writer,
+        };
+        StatsSnapshot::take(&sources, prev)
     }
 
     /// Runs an event query with the configured cap; shared by REST and WebSocket. Returns the

@@ -4,13 +4,15 @@
 //! scrape never sees counters a second old. Every counter kept per camera and by the database
 //! writer is in it, and `/metrics` exports each (a test checks).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::db::WriterStats;
+use crate::hub::CameraHub;
 use crate::live::SourceStatus;
 use crate::metrics::{get, Counter};
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatsSnapshot {
@@ -102,11 +104,10 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn now(state: &AppState) -> Self {
+    pub fn now(cameras: &[Arc<CameraHub>]) -> Self {
         Self {
             at: Instant::now(),
-            counts: state
-                .cameras
+            counts: cameras
                 .iter()
                 .map(|c| (get(&c.stats.captured), get(&c.stats.processed)))
                 .collect(),
@@ -114,10 +115,19 @@ impl Sample {
     }
 }
 
+/// What a snapshot is taken of.
+pub struct Sources<'a> {
+    pub cameras: &'a [Arc<CameraHub>],
+    pub started: Instant,
+    /// WebSocket clients connected now.
+    pub clients: u64,
+    pub writer: &'a WriterStats,
+}
+
 impl StatsSnapshot {
     /// The stats now; with `prev`, frame rates since then.
-    pub fn take(state: &AppState, prev: Option<&Sample>) -> (Self, Sample) {
-        let now = Sample::now(state);
+    pub fn take(src: &Sources, prev: Option<&Sample>) -> (Self, Sample) {
+        let now = Sample::now(src.cameras);
         let dt = prev.map(|p| (now.at - p.at).as_secs_f64()).unwrap_or(0.0);
         let rate = |i: usize, f: fn(&(u64, u64)) -> u64| match prev {
             Some(p) if dt > 0.0 && i < p.counts.len() => {
@@ -126,7 +136,7 @@ impl StatsSnapshot {
             }
             _ => 0.0,
         };
-        let cameras = state
+        let cameras = src
             .cameras
             .iter()
             .enumerate()
@@ -153,11 +163,11 @@ impl StatsSnapshot {
                 }
             })
             .collect();
-        let w = &state.writer;
+        let w = src.writer;
         let snapshot = Self {
             kind: "stats",
-            uptime_s: state.started.elapsed().as_secs(),
-            clients: get(&state.metrics.clients),
+            uptime_s: src.started.elapsed().as_secs(),
+            clients: src.clients,
             cameras,
             db: DbSnapshot {
                 commits: get(&w.commits),

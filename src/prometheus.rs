@@ -1,0 +1,122 @@
+//! `/metrics`: the Prometheus text exposition, rendered from tables: the per-camera counters and
+//! the database's from a fresh stats snapshot, the stage timings, the server's counters.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::live::SourceStatus;
+use crate::metrics::{get as load, Counter};
+use crate::state::AppState;
+
+/// One metric family: its samples as (labels, value).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, f64)>,
+}
+
+impl Family {
+    /// A counter, or a gauge when its name does not end in `_total` (Prometheus' convention).
+    fn of(c: &Counter, samples: Vec<(String, f64)>) -> Self {
+        let kind = if c.name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        Self {
+            name: c.name,
+            kind,
+            help: c.help,
+            samples,
+        }
+    }
+
+    fn unlabelled(c: &Counter) -> Self {
+        Self::of(c, vec![(String::new(), c.value as f64)])
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&state),
+    )
+        .into_response()
+}
+
+fn render(state: &AppState) -> String {
+    let mut families = Vec::new();
+    let (snapshot, _) = state.take_stats(None);
+    let camera = |id: &str| format!("{{camera=\"{id}\"}}");
+    // Every per-camera counter, each with one sample per camera.
+    if let Some(first) = snapshot.cameras.first() {
+        for (i, counter) in first.counters.iter().enumerate() {
+            let samples = snapshot
+                .cameras
+                .iter()
+                .map(|c| (camera(&c.id), c.counters[i].value as f64))
+                .collect();
+            families.push(Family::of(counter, samples));
+        }
+    }
+    families.push(Family {
+        name: "ocellus_camera_up",
+        kind: "gauge",
+        help: "1 when the camera's source is connected.",
+        samples: snapshot
+            .cameras
+            .iter()
+            .map(|c| {
+                let up = c.state == SourceStatus::Connected.as_str();
+                (camera(&c.id), f64::from(u8::from(up)))
+            })
+            .collect(),
+    });
+    let (mut seconds, mut runs) = (Vec::new(), Vec::new());
+    for c in &state.cameras {
+        for (stage, t) in c.stats.stages() {
+            let labels = format!("{{camera=\"{}\",stage=\"{stage}\"}}", c.id);
+            seconds.push((labels.clone(), t.total().as_secs_f64()));
+            runs.push((labels, load(&t.count) as f64));
+        }
+    }
+    families.push(Family {
+        name: "ocellus_stage_seconds_total",
+        kind: "counter",
+        help: "Time spent per pipeline stage.",
+        samples: seconds,
+    });
+    families.push(Family {
+        name: "ocellus_stage_runs_total",
+        kind: "counter",
+        help: "Runs per pipeline stage.",
+        samples: runs,
+    });
+    families.extend(state.metrics.counters().iter().map(Family::unlabelled));
+    families.extend(snapshot.db.counters().iter().map(Family::unlabelled));
+    families.push(Family {
+        name: "ocellus_uptime_seconds",
+        kind: "gauge",
+        help: "Seconds since start.",
+        samples: vec![(String::new(), state.started.elapsed().as_secs_f64())],
+    });
+
+    let mut out = String::with_capacity(4096);
+    for f in families {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            f.name, f.help, f.name, f.kind
+        );
+        for (labels, v) in f.samples {
+            let _ = writeln!(out, "{}{labels} {v}", f.name);
+        }
+    }
+    out
+}

@@ -1,0 +1,124 @@
+//! The REST API: events (paged, filtered), one event, its snapshot, the cameras, the latest
+//! stats; and `/healthz`. Every handler reads the shared state; queries go through the read
+//! pool, never the writer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::db;
+use crate::metrics::get as load;
+use crate::models::EventQuery;
+use crate::protocol::CameraInfo;
+use crate::state::{ApiError, AppState};
+use crate::stats::StatsSnapshot;
+
+/// The `/api` routes (behind the token, when one is set).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/events", get(list_events))
+        .route("/api/events/{id}", get(get_event))
+        .route("/api/events/{id}/snapshot.jpg", get(get_snapshot))
+        .route("/api/cameras", get(cameras))
+        .route("/api/stats", get(stats))
+}
+
+/// One page of events and the cursor for the next.
+#[derive(Serialize)]
+struct EventPage {
+    events: Vec<crate::models::Event>,
+    next_before_id: Option<i64>,
+}
+
+async fn list_events(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let (events, next_before_id) = state.query_events(q).await?;
+    Ok(Json(EventPage {
+        events,
+        next_before_id,
+    })
+    .into_response())
+}
+
+async fn get_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    match state.readers.run(move |c| db::get_event(c, id)).await? {
+        Some(e) => Ok(Json(e).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no event {id}"),
+        )),
+    }
+}
+
+async fn get_snapshot(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    match state.readers.run(move |c| db::get_snapshot(c, id)).await? {
+        Some(jpeg) => Ok((
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "max-age=60"),
+            ],
+            jpeg,
+        )
+            .into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no snapshot for event {id}"),
+        )),
+    }
+}
+
+async fn cameras(State(state): State<Arc<AppState>>) -> Json<Vec<CameraInfo>> {
+    Json(state.camera_infos())
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsSnapshot> {
+    Json(StatsSnapshot::clone(&state.stats()))
+}
+
+/// Liveness for probes and load balancers: 200 while serving, 503 once stopping.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let cameras: BTreeMap<String, String> = state
+        .cameras
+        .iter()
+        .map(|c| (c.id.clone(), c.state.status().as_str().to_string()))
+        .collect();
+    let status = if state.shutdown.is_cancelled() {
+        "stopping"
+    } else {
+        "ok"
+    };
+    let code = if state.shutdown.is_cancelled() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        Json(serde_json::json!({
+            "status": status,
+            "uptime_s": state.started.elapsed().as_secs(),
+            "cameras": cameras,
+            "db_errors": load(&state.writer.errors),
+            "db_pending": load(&state.writer.pending),
+        })),
+    )
+        .into_response()
+}
