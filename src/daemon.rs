@@ -14,6 +14,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::capture::live::{self, FrameSlot, SourceState};
 use crate::capture::Source;
 use crate::config::Config;
 use crate::db::{self, DbHandle, ReadPool, WriterOptions};
@@ -21,7 +22,6 @@ use crate::detect;
 use crate::errors::{DbError, DetectError};
 use crate::events::EventIds;
 use crate::hub::{self, CameraHub, LiveSink};
-use crate::live::{self, FrameSlot, SourceState};
 use crate::metrics::CameraStats;
 use crate::pipeline::Pipeline;
 use crate::state::{AppState, ServerMetrics};
@@ -94,7 +94,7 @@ impl Daemon {
             let (encoder, encoder_join) =
                 hub::spawn_encoder(hub.clone(), cfg.server.stream_quality)?;
             let capture = {
-                let opts = live::SourceOptions::from_camera(cam);
+                let opts = crate::capture::SourceOptions::from_camera(cam);
                 let (source, slot, state, stats, stop) = (
                     Source::parse(&cam.source),
                     slot.clone(),

@@ -13,9 +13,9 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use tokio::sync::broadcast;
 
+use crate::capture::live::SourceState;
 use crate::capture::Frame;
 use crate::jpeg::JpegEncoder;
-use crate::live::SourceState;
 use crate::metrics::{inc, CameraStats};
 use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg};
 use crate::pipeline::Sink;

@@ -10,6 +10,7 @@ use opencv::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::appearance::Appearance;
+use crate::capture::live::FrameSlot;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
 use crate::db::{DbCommand, DbHandle};
@@ -229,6 +230,18 @@ impl<T> Feed for Receiver<T> {
             Ok(item) => Next::Item(item),
             Err(RecvTimeoutError::Timeout) => Next::Idle,
             Err(RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
+}
+
+/// The newest frame, whichever it is (the live daemon); the slot never closes, the pipeline
+/// stops on its cancel token.
+impl Feed for FrameSlot {
+    type Item = Arc<Frame>;
+    fn next(&self, wait: Duration) -> Next<Arc<Frame>> {
+        match self.take(wait) {
+            Some(frame) => Next::Item(frame),
+            None => Next::Idle,
         }
     }
 }

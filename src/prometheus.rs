@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::live::SourceStatus;
+use crate::capture::live::SourceStatus;
 use crate::metrics::{get as load, Counter};
 use crate::state::AppState;
 

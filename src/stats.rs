@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::capture::live::SourceStatus;
 use crate::db::WriterStats;
 use crate::hub::CameraHub;
-use crate::live::SourceStatus;
 use crate::metrics::{get, Counter};
 
 #[derive(Clone, Debug, Serialize)]

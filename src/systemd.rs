@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::live::SourceStatus;
+use crate::capture::live::SourceStatus;
 use crate::metrics::get;
 use crate::state::AppState;
 

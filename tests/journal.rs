@@ -65,9 +65,10 @@ status=0
 JOURNAL_STREAM=8:1 timeout --preserve-status -s TERM 12 "$@" >/dev/null 2>&1 || status=$?
 journalctl --sync
 # The daemon's last line is "ocellus stopped": once journald has it, it has every line before.
+# (Up to 30 s: a journald in a namespace on a loaded machine has been seen to take over 10.)
 i=0
 until journalctl -t ocellus -o cat | grep -qx 'ocellus stopped'; do
-    i=$((i + 1)); [ $i -lt 200 ] || break
+    i=$((i + 1)); [ $i -lt 600 ] || break
     sleep 0.05
 done
 while IFS= read -r q; do

@@ -92,7 +92,8 @@ pub struct ServerConfig {
     pub send_timeout_s: u64,
     /// Most events one query may return.
     pub query_max_limit: u32,
-    /// Queries a client may make per second (WebSocket and REST alike, per connection).
+    /// Queries a WebSocket client may make per second (per connection). REST queries are
+    /// bounded by the read pool instead (4 at once).
     pub queries_per_second: u32,
     /// JPEG quality of live frames (1-100).
     pub stream_quality: u8,

@@ -5,15 +5,13 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use opencv::core::{Mat, Vector};
+use opencv::core::Mat;
 use opencv::prelude::*;
-use opencv::videoio::{self, VideoCapture};
+use opencv::videoio;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{Frame, Source};
+use super::{sleep_unless_cancelled, Frame, Source, SourceOptions};
 use crate::clock::now_ms;
-use crate::config::{CameraConfig, RtspTransport};
-use crate::errors::CaptureError;
 use crate::metrics::{inc, CameraStats};
 use crate::protocol::CameraInfo;
 
@@ -42,18 +40,6 @@ impl FrameSlot {
             .wait_timeout_while(slot, timeout, |f| f.is_none())
             .unwrap_or_else(|p| p.into_inner());
         slot.take()
-    }
-}
-
-/// The newest frame, whichever it is (the live daemon); the slot never closes, the pipeline
-/// stops on its cancel token.
-impl crate::pipeline::Feed for FrameSlot {
-    type Item = Arc<Frame>;
-    fn next(&self, wait: Duration) -> crate::pipeline::Next<Arc<Frame>> {
-        match self.take(wait) {
-            Some(frame) => crate::pipeline::Next::Item(frame),
-            None => crate::pipeline::Next::Idle,
-        }
     }
 }
 
@@ -183,99 +169,6 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-/// Sleeps `d`, waking early when cancelled. Returns false when cancelled.
-fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
-    let end = Instant::now() + d;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        if cancel.is_cancelled() {
-            return false;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
-    }
-    !cancel.is_cancelled()
-}
-
-/// How a camera's network source is opened and read (from its `[[cameras]]` entry).
-#[derive(Clone, Copy, Debug)]
-pub struct SourceOptions {
-    pub rtsp_transport: RtspTransport,
-    /// Connecting, up to the first decoded frame.
-    pub open_timeout: Duration,
-    /// Longest wait for a frame once streaming: longer is a stall.
-    pub read_timeout: Duration,
-}
-
-impl SourceOptions {
-    pub fn from_camera(cam: &CameraConfig) -> Self {
-        Self {
-            rtsp_transport: cam.rtsp_transport,
-            open_timeout: Duration::from_secs(cam.open_timeout_s),
-            read_timeout: Duration::from_secs(cam.read_timeout_s),
-        }
-    }
-}
-
-impl Default for SourceOptions {
-    fn default() -> Self {
-        Self {
-            rtsp_transport: RtspTransport::default(),
-            open_timeout: Duration::from_secs(crate::config::default_open_timeout_s()),
-            read_timeout: Duration::from_secs(crate::config::default_read_timeout_s()),
-        }
-    }
-}
-
-/// Why a live source did not open.
-#[derive(Debug, thiserror::Error)]
-enum OpenError {
-    #[error(transparent)]
-    Rtsp(#[from] crate::rtsp::RtspError),
-    #[error(transparent)]
-    Capture(#[from] CaptureError),
-}
-
-fn open_live(source: &Source, opts: &SourceOptions) -> Result<VideoCapture, OpenError> {
-    match source {
-        // RTSP: first ask the camera ourselves, which tells refused, wrong path and wrong
-        // password apart; then FFmpeg with this camera's transport and timeouts.
-        Source::Url(url) if url.starts_with("rtsp://") || url.starts_with("rtsps://") => {
-            crate::rtsp::preflight(url, opts.open_timeout)?;
-            Ok(crate::rtsp::open(
-                url,
-                opts.rtsp_transport,
-                opts.open_timeout,
-                opts.read_timeout,
-            )?)
-        }
-        // Other network streams get timeouts so a dead camera cannot hang the thread.
-        Source::Url(url) => {
-            let source_name = source.display_name();
-            let opencv = |source| CaptureError::OpenCv {
-                source_name: source_name.clone(),
-                source,
-            };
-            let params = Vector::from_slice(&[
-                videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
-                opts.open_timeout.as_millis() as i32,
-                videoio::CAP_PROP_READ_TIMEOUT_MSEC,
-                opts.read_timeout.as_millis() as i32,
-            ]);
-            let cap = VideoCapture::from_file_with_params(url, videoio::CAP_FFMPEG, &params)
-                .map_err(opencv)?;
-            if cap.is_opened().map_err(opencv)? {
-                Ok(cap)
-            } else {
-                Err(CaptureError::Open {
-                    source_name,
-                    reason: "unreachable, refused, or not a stream".into(),
-                }
-                .into())
-            }
-        }
-        _ => Ok(source.open()?),
-    }
-}
-
 /// The capture thread's body: runs until `cancel`. Files loop forever, paced at their fps;
 /// other sources are read as fast as they deliver. Frames are stamped with the wall clock and
 /// given to `live` (the live stream, which must not block) before they go into `slot`: the
@@ -294,7 +187,7 @@ pub fn run_capture(
     let name = source.display_name();
     while !cancel.is_cancelled() {
         state.set(SourceStatus::Connecting, None);
-        let mut cap = match open_live(&source, &opts) {
+        let mut cap = match source.open(&opts) {
             Ok(cap) => cap,
             Err(e) => {
                 let wait = backoff(attempt);
@@ -336,7 +229,7 @@ pub fn run_capture(
                     (Source::Url(url), 0) => format!(
                         "connected, but no decodable frame within {} s ({}){}",
                         opts.read_timeout.as_secs(),
-                        crate::rtsp::codec(&cap),
+                        crate::capture::rtsp::codec(&cap),
                         if url.starts_with("rtsp") {
                             format!(
                                 "; try rtsp_transport = \"{}\"",

@@ -1,17 +1,23 @@
-//! Frame capture through OpenCV `VideoCapture`: which backend a source string means, opening it
-//! with a clear error, and the replay reader that stamps frames with the video's own clock.
+//! Frame capture through OpenCV `VideoCapture`: which backend a source string means, and the one
+//! way to open it, with a clear error. live.rs keeps a camera open and feeds the daemon;
+//! reader.rs reads a recording for replay; rtsp.rs asks an RTSP camera before FFmpeg does.
+
+pub mod live;
+mod reader;
+pub mod rtsp;
+
+pub use reader::ReplayReader;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-use opencv::core::Mat;
+use opencv::core::{Mat, Vector};
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{CameraConfig, RtspTransport};
 use crate::errors::CaptureError;
-use crate::metrics::CameraStats;
 
 /// One decoded frame.
 pub struct Frame {
@@ -66,8 +72,11 @@ impl Source {
         }
     }
 
-    /// Opens the source; for a file, checks that it exists first so the message is plain.
-    pub fn open(&self) -> Result<VideoCapture, CaptureError> {
+    /// Opens the source: the one way every source is opened, live or replayed. A file is checked
+    /// first so the message is plain; a network stream gets `opts`' timeouts so that a dead
+    /// camera cannot hang the thread; an RTSP camera is asked first by the pre-flight, which
+    /// tells refused, wrong path and wrong password apart, then opened with its transport.
+    pub fn open(&self, opts: &SourceOptions) -> Result<VideoCapture, CaptureError> {
         let name = self.display_name();
         let ocv = |source| CaptureError::OpenCv {
             source_name: name.clone(),
@@ -94,7 +103,24 @@ impl Source {
                 Ok(index) => VideoCapture::new(index, videoio::CAP_V4L2).map_err(ocv)?,
                 Err(_) => VideoCapture::from_file(d, videoio::CAP_V4L2).map_err(ocv)?,
             },
-            Source::Url(u) => VideoCapture::from_file(u, videoio::CAP_FFMPEG).map_err(ocv)?,
+            Source::Url(u) if u.starts_with("rtsp://") || u.starts_with("rtsps://") => {
+                rtsp::preflight(u, opts.open_timeout)?;
+                return Ok(rtsp::open(
+                    u,
+                    opts.rtsp_transport,
+                    opts.open_timeout,
+                    opts.read_timeout,
+                )?);
+            }
+            Source::Url(u) => {
+                let params = Vector::from_slice(&[
+                    videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    opts.open_timeout.as_millis() as i32,
+                    videoio::CAP_PROP_READ_TIMEOUT_MSEC,
+                    opts.read_timeout.as_millis() as i32,
+                ]);
+                VideoCapture::from_file_with_params(u, videoio::CAP_FFMPEG, &params).map_err(ocv)?
+            }
             Source::Gstreamer(p) => {
                 VideoCapture::from_file(p, videoio::CAP_GSTREAMER).map_err(ocv)?
             }
@@ -113,6 +139,48 @@ impl Source {
         }
         Ok(cap)
     }
+}
+
+/// How a camera's network source is opened and read (from its `[[cameras]]` entry).
+#[derive(Clone, Copy, Debug)]
+pub struct SourceOptions {
+    pub rtsp_transport: RtspTransport,
+    /// Connecting, up to the first decoded frame.
+    pub open_timeout: Duration,
+    /// Longest wait for a frame once streaming: longer is a stall.
+    pub read_timeout: Duration,
+}
+
+impl SourceOptions {
+    pub fn from_camera(cam: &CameraConfig) -> Self {
+        Self {
+            rtsp_transport: cam.rtsp_transport,
+            open_timeout: Duration::from_secs(cam.open_timeout_s),
+            read_timeout: Duration::from_secs(cam.read_timeout_s),
+        }
+    }
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            rtsp_transport: RtspTransport::default(),
+            open_timeout: Duration::from_secs(crate::config::default_open_timeout_s()),
+            read_timeout: Duration::from_secs(crate::config::default_read_timeout_s()),
+        }
+    }
+}
+
+/// Sleeps `d`, waking early when cancelled. Returns false when cancelled.
+fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
+    let end = Instant::now() + d;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    !cancel.is_cancelled()
 }
 
 /// Whether `p` names a numbered image sequence for FFmpeg's image2 reader, such as
@@ -135,127 +203,6 @@ pub(crate) fn redact_url(u: &str) -> String {
             format!("{}://***@{}", &u[..scheme], &u[at + 1..])
         }
         _ => u.to_string(),
-    }
-}
-
-/// A video file opened for replay, with its first frame already decoded (which proves it is a
-/// video before anything else is set up).
-pub struct ReplayReader {
-    name: String,
-    cap: VideoCapture,
-    first: Option<Mat>,
-    pub fps: f64,
-    /// Frame count from the container header, when it has one.
-    pub announced_frames: Option<u64>,
-    pub width: u32,
-    pub height: u32,
-}
-
-impl ReplayReader {
-    pub fn open(path: &Path) -> Result<Self, CaptureError> {
-        let source = Source::File(path.to_owned());
-        let name = source.display_name();
-        let mut cap = source.open()?;
-        let ocv = |source| CaptureError::OpenCv {
-            source_name: name.clone(),
-            source,
-        };
-        let mut first = Mat::default();
-        let got = cap.read(&mut first).unwrap_or(false);
-        if !got || first.empty() {
-            return Err(CaptureError::NoFrames { source_name: name });
-        }
-        let fps = cap.get(videoio::CAP_PROP_FPS).map_err(ocv)?;
-        let count = cap.get(videoio::CAP_PROP_FRAME_COUNT).map_err(ocv)?;
-        Ok(Self {
-            width: first.cols() as u32,
-            height: first.rows() as u32,
-            first: Some(first),
-            fps: if fps.is_finite() && fps > 0.0 {
-                fps
-            } else {
-                25.0
-            },
-            announced_frames: (count.is_finite() && count >= 1.0).then_some(count as u64),
-            cap,
-            name,
-        })
-    }
-
-    /// Milliseconds since the start of the clip for frame `seq`: the frame's position on the
-    /// video's own clock.
-    pub fn timestamp_ms(&self, seq: u64) -> i64 {
-        (seq as f64 * 1000.0 / self.fps).round() as i64
-    }
-
-    /// Reads every frame into `tx` (blocking when the detector is behind: replay never drops),
-    /// paced at the file's fps when `realtime`. Returns the number of frames read. Stops early,
-    /// without error, when `cancel` fires or the receiver is gone.
-    pub fn run(
-        mut self,
-        tx: Sender<Frame>,
-        realtime: bool,
-        cancel: &CancellationToken,
-        stats: &CameraStats,
-    ) -> Result<u64, CaptureError> {
-        let started = Instant::now();
-        let mut seq = 0u64;
-        loop {
-            if cancel.is_cancelled() {
-                break;
-            }
-            let t0 = Instant::now();
-            let mat = match self.first.take() {
-                Some(m) => m,
-                None => {
-                    let mut m = Mat::default();
-                    // A decode error mid-file ends the clip like EOF does; the caller compares
-                    // the count with the header to report truncation.
-                    match self.cap.read(&mut m) {
-                        Ok(true) if !m.empty() => m,
-                        _ => break,
-                    }
-                }
-            };
-            stats.decode.add(t0.elapsed());
-            crate::metrics::inc(&stats.captured);
-            let ts_ms = self.timestamp_ms(seq);
-            if realtime {
-                let due = started + Duration::from_millis(ts_ms as u64);
-                while let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    if cancel.is_cancelled() {
-                        return Ok(seq);
-                    }
-                    std::thread::sleep(wait.min(Duration::from_millis(50)));
-                }
-            }
-            if tx.send(Frame { seq, ts_ms, mat }).is_err() {
-                break;
-            }
-            seq += 1;
-        }
-        Ok(seq)
-    }
-
-    /// An error when fewer frames decoded than the header announced (by more than a small
-    /// margin, since headers of some containers round).
-    pub fn check_complete(
-        name: &str,
-        decoded: u64,
-        announced: Option<u64>,
-    ) -> Result<(), CaptureError> {
-        match announced {
-            Some(n) if decoded + 2 < n && decoded * 100 < n * 98 => Err(CaptureError::Truncated {
-                source_name: name.to_string(),
-                decoded,
-                announced: n,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -291,7 +238,9 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_plain_not_found_error() {
-        let err = Source::parse("/nonexistent/clip.avi").open().unwrap_err();
+        let err = Source::parse("/nonexistent/clip.avi")
+            .open(&SourceOptions::default())
+            .unwrap_err();
         assert!(matches!(err, CaptureError::NotFound(_)), "{err}");
     }
 
@@ -326,7 +275,7 @@ mod tests {
                 tx,
                 false,
                 &CancellationToken::new(),
-                &CameraStats::default(),
+                &crate::metrics::CameraStats::default(),
             )
             .unwrap();
         assert_eq!(n, 3);
