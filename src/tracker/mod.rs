@@ -429,6 +429,8 @@ impl Tracker {
             } else {
                 (p, min_iou, reach)
             };
+            // The object's typical size (the median of its latest boxes), once per track.
+            let typical_area = t.typical_area().max(1.0);
             for (c, &di) in det_idx.iter().enumerate() {
                 let d = &dets[di];
                 if d.class_id != t.class_id {
@@ -436,10 +438,10 @@ impl Tracker {
                 }
                 // An object does not double or halve its size from one frame to the next: a
                 // person walking past a cone must not take over the cone's track, nor the
-                // reverse. The size is the object's typical one (the median of its latest
-                // boxes), not the prediction's, which a few boxes drawn over a neighbour too
-                // would swell until the object's own box no longer fitted.
-                let ratio = d.bbox.area() / t.typical_area().max(1.0);
+                // reverse. The size is the object's typical one, not the prediction's, which a
+                // few boxes drawn over a neighbour too would swell until the object's own box
+                // no longer fitted.
+                let ratio = d.bbox.area() / typical_area;
                 if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
                     continue;
                 }
@@ -585,6 +587,17 @@ mod tests {
         assert_eq!(seen.len(), 1, "{seen:?}");
     }
 
+    /// The `stationary` values the changes announced, in order.
+    fn stationary_changes(changes: &[TrackChange]) -> Vec<bool> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                TrackChange::Stationary(_, s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn starts(changes: &[TrackChange]) -> usize {
         count(changes, |c| matches!(c, TrackChange::Confirmed(_)))
     }
@@ -613,13 +626,7 @@ mod tests {
             .collect();
         let (changes, _) = run(&mut tr, &frames);
         assert_eq!(starts(&changes), 1);
-        let stationary: Vec<bool> = changes
-            .iter()
-            .filter_map(|c| match c {
-                TrackChange::Stationary(_, s) => Some(*s),
-                _ => None,
-            })
-            .collect();
+        let stationary = stationary_changes(&changes);
         assert_eq!(stationary, vec![true]);
         let ended: Vec<&Box<Track>> = changes
             .iter()
@@ -694,13 +701,7 @@ mod tests {
             .collect();
         let (changes, _) = run(&mut Tracker::new(cfg()), &frames);
         assert_eq!(starts(&changes), 1);
-        let stationary: Vec<bool> = changes
-            .iter()
-            .filter_map(|c| match c {
-                TrackChange::Stationary(_, s) => Some(*s),
-                _ => None,
-            })
-            .collect();
+        let stationary = stationary_changes(&changes);
         assert_eq!(stationary, vec![true, false]);
         let ends = count(&changes, |c| matches!(c, TrackChange::Ended(_)));
         assert_eq!(ends, 1);
