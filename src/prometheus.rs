@@ -60,7 +60,7 @@ fn render(state: &AppState) -> String {
             let samples = snapshot
                 .cameras
                 .iter()
-                .map(|c| (camera(&c.id), c.counters[i].value as f64))
+                .map(|c| (camera(&c.camera.id), c.counters[i].value as f64))
                 .collect();
             families.push(Family::of(counter, samples));
         }
@@ -73,8 +73,8 @@ fn render(state: &AppState) -> String {
             .cameras
             .iter()
             .map(|c| {
-                let up = c.state == SourceStatus::Connected.as_str();
-                (camera(&c.id), f64::from(u8::from(up)))
+                let up = c.camera.state == SourceStatus::Connected.as_str();
+                (camera(&c.camera.id), f64::from(u8::from(up)))
             })
             .collect(),
     });

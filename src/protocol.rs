@@ -184,9 +184,9 @@ pub fn stream_width(requested: Option<u32>) -> u32 {
     }
 }
 
-/// A camera as announced in `hello` and `GET /api/cameras`.
+/// A camera's identity and connection state, as in `hello`, `GET /api/cameras` and `stats`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CameraInfo {
+pub struct CameraStatus {
     pub id: String,
     pub name: String,
     /// `connecting`, `connected`, `retrying` or `stopped`.
@@ -196,6 +196,13 @@ pub struct CameraInfo {
     pub since_ms: i64,
     pub width: u32,
     pub height: u32,
+}
+
+/// A camera as announced in `hello` and `GET /api/cameras`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CameraInfo {
+    #[serde(flatten)]
+    pub status: CameraStatus,
     /// The camera's object masks and motion masks (polygons of `[x, y]` in fractions of the
     /// frame), for drawing.
     pub object_masks: Vec<crate::config::Polygon>,

@@ -13,6 +13,7 @@ use crate::capture::live::SourceStatus;
 use crate::db::WriterStats;
 use crate::hub::CameraHub;
 use crate::metrics::{get, Counter};
+use crate::protocol::CameraStatus;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatsSnapshot {
@@ -28,14 +29,8 @@ pub struct StatsSnapshot {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CameraSnapshot {
-    pub id: String,
-    pub name: String,
-    /// `connecting`, `connected`, `retrying` or `stopped`.
-    pub state: String,
-    pub last_error: Option<String>,
-    pub since_ms: i64,
-    pub width: u32,
-    pub height: u32,
+    #[serde(flatten)]
+    pub camera: CameraStatus,
     pub captured: u64,
     pub processed: u64,
     pub skipped: u64,
@@ -141,16 +136,9 @@ impl StatsSnapshot {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let info = c.state.info();
                 let counters: Vec<Counter> = c.stats.counters().into();
                 CameraSnapshot {
-                    id: c.id.clone(),
-                    name: info.name,
-                    state: info.state,
-                    last_error: info.last_error,
-                    since_ms: info.since_ms,
-                    width: info.width,
-                    height: info.height,
+                    camera: c.state.current(),
                     captured: get(&c.stats.captured),
                     processed: get(&c.stats.processed),
                     skipped: get(&c.stats.skipped),
@@ -187,7 +175,7 @@ impl StatsSnapshot {
         let connected = self
             .cameras
             .iter()
-            .filter(|c| c.state == SourceStatus::Connected.as_str())
+            .filter(|c| c.camera.state == SourceStatus::Connected.as_str())
             .count();
         let fps: f64 = self.cameras.iter().map(|c| c.processed_fps).sum();
         let events: u64 = self.cameras.iter().map(|c| c.events_started).sum();

@@ -36,14 +36,17 @@ struct Progress {
 /// that is retrying is healthy (its thread keeps trying, and a restart would not bring it back);
 /// a connected camera whose frames stopped is a stalled pipeline, which a restart may fix.
 fn healthy(state: &AppState, before: &[Progress], now: &[Progress]) -> bool {
-    state.cameras.iter().enumerate().all(|(i, c)| {
-        let info = c.state.info();
-        match c.state.status() {
+    state
+        .cameras
+        .iter()
+        .enumerate()
+        .all(|(i, c)| match c.state.status() {
             SourceStatus::Connected => now[i].processed > before[i].processed,
-            SourceStatus::Connecting => crate::clock::now_ms() - info.since_ms < 60_000,
+            SourceStatus::Connecting => {
+                crate::clock::now_ms() - c.state.current().since_ms < 60_000
+            }
             SourceStatus::Retrying | SourceStatus::Stopped => true,
-        }
-    })
+        })
 }
 
 fn progress(state: &AppState) -> Vec<Progress> {

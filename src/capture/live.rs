@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{sleep_unless_cancelled, Frame, Source, SourceOptions};
 use crate::clock::now_ms;
 use crate::metrics::{inc, CameraStats};
-use crate::protocol::CameraInfo;
+use crate::protocol::{CameraInfo, CameraStatus};
 
 /// Holds at most one frame. Capture puts (replacing an unread frame, which counts as skipped);
 /// detection takes. This is what keeps live latency low: a busy detector never sees a backlog.
@@ -139,9 +139,10 @@ impl SourceState {
         self.lock().retries
     }
 
-    pub fn info(&self) -> CameraInfo {
+    /// Identity and connection state now.
+    pub fn current(&self) -> CameraStatus {
         let s = self.lock();
-        CameraInfo {
+        CameraStatus {
             id: self.id.clone(),
             name: self.name.clone(),
             state: s.status.as_str().to_string(),
@@ -149,6 +150,13 @@ impl SourceState {
             since_ms: s.since_ms,
             width: s.width,
             height: s.height,
+        }
+    }
+
+    /// As announced to clients: the state with the camera's masks.
+    pub fn info(&self) -> CameraInfo {
+        CameraInfo {
+            status: self.current(),
             object_masks: self.object_masks.clone(),
             motion_masks: self.motion_masks.clone(),
         }
@@ -357,8 +365,8 @@ mod tests {
             std::thread::yield_now();
         }
         let info = state.info();
-        assert_eq!(info.state, "retrying");
-        assert!(info.last_error.unwrap().contains("does not exist"));
+        assert_eq!(info.status.state, "retrying");
+        assert!(info.status.last_error.unwrap().contains("does not exist"));
         cancel.cancel();
         handle.join().unwrap();
         assert_eq!(state.status(), SourceStatus::Stopped);
