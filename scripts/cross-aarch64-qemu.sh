@@ -94,10 +94,12 @@ cargo build --release --locked --bin ocellus
 clip=$work/frames
 rm -rf "$clip" && mkdir -p "$clip"
 cargo run --release --locked --example cut_clip -- media/vtest.avi "$clip/%04d.png" "$frames" >/dev/null
-target/release/ocellus replay "$clip/%04d.png" --json --trace "$work/native.trace" > "$work/native.jsonl"
+# Both on OpenCV's DNN module: the x86-64 ONNX Runtime in vendor/ cannot load into the aarch64
+# build, and the point is the same pipeline on the same runtime.
+target/release/ocellus replay "$clip/%04d.png" --runtime opencv --json --trace "$work/native.trace" > "$work/native.jsonl"
 log "native: $(wc -l < "$work/native.jsonl") events"
 t0=$(date +%s)
-qemu-aarch64 -L "$sysroot" "$bin" replay "$clip/%04d.png" --json --trace "$work/aarch64.trace" > "$work/aarch64.jsonl"
+qemu-aarch64 -L "$sysroot" "$bin" replay "$clip/%04d.png" --runtime opencv --json --trace "$work/aarch64.trace" > "$work/aarch64.jsonl"
 log "aarch64 under qemu: $(wc -l < "$work/aarch64.jsonl") events in $(( $(date +%s) - t0 ))s"
 [ -s "$work/native.jsonl" ] || { echo "cross-aarch64: the native run found no events to compare" >&2; exit 1; }
 # Same input pixels (the traces' per-frame hashes), then same events: labels, track ids, start/end

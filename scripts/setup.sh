@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Ocellus needs to build and test, and puts the sample clip and the default model
-# in place. Idempotent: a second run checks and does nothing.
+# Installs what Ocellus needs to build and test, and puts the sample clip, the default model and
+# ONNX Runtime's library (vendor/onnxruntime/) in place. Idempotent: a second run checks and does nothing.
 #
 #   scripts/setup.sh            packages + assets
 #   scripts/setup.sh --assets   assets only (no apt)
@@ -13,7 +13,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates)
+# unzip: ONNX Runtime's library comes out of its Python wheel (scripts/fetch-onnxruntime.sh).
+packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates unzip)
 # The dashboard's browser test drives Debian's headless Chromium; the RTSP tests run GStreamer's
 # RTSP server (through python3-gi) on an H.264 clip that ffmpeg encodes; the journal test runs
 # systemd-journald and journalctl (package systemd; the checks use systemd-analyze too) and
@@ -51,6 +52,7 @@ install_assets() {
         "$root/../shared/media/pets09-s2l1/gt.txt" \
         https://raw.githubusercontent.com/gonzalocarreteroh/MASA-OA/ff2036cf4ddee289aec4d9e5cc03bdd734580b7a/benchmarks/MOT15/PETS09-S2L1/gt/gt.txt
     models/fetch.sh
+    scripts/fetch-onnxruntime.sh
 }
 
 if [ "${1:-}" != "--assets" ]; then

@@ -89,7 +89,16 @@ impl Daemon {
                     .with_masks(cam.object_masks.clone(), cam.motion_masks.clone()),
             );
             let stats = Arc::new(CameraStats::default());
-            let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone()));
+            let info = detector.as_ref().map(|d| d.info());
+            match &info {
+                Some(info) => {
+                    tracing::info!(camera = %cam.id, runtime = info.runtime, provider = info.provider, "camera {} detector: {info}", cam.id)
+                }
+                None => {
+                    tracing::info!(camera = %cam.id, "camera {} has no object detector (detector.kind = \"none\"): motion only", cam.id)
+                }
+            }
+            let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone(), info));
             let slot = Arc::new(FrameSlot::default());
             let (encoder, encoder_join) =
                 hub::spawn_encoder(hub.clone(), cfg.server.stream_quality)?;

@@ -103,6 +103,10 @@ pub enum DetectError {
     },
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
+    #[error("ONNX Runtime: {0}")]
+    Onnxruntime(String),
+    #[error("detector.runtime = \"onnxruntime\", but no ONNX Runtime library could be loaded ({tried}); install libonnxruntime, run scripts/setup.sh (it fetches one into vendor/onnxruntime/), set detector.onnxruntime_library or ORT_DYLIB_PATH, or set detector.runtime = \"opencv\"")]
+    NoOnnxruntime { tried: String },
 }
 
 /// Storage failures.

@@ -33,17 +33,25 @@ pub struct CameraHub {
     pub id: String,
     pub state: Arc<SourceState>,
     pub stats: Arc<CameraStats>,
+    /// The camera's object detector (`None`: motion only), as `/api/stats` reports it.
+    pub detector: Option<crate::detect::DetectorInfo>,
     pub detections: broadcast::Sender<Utf8Bytes>,
     /// One channel per entry of [`STREAM_WIDTHS`].
     pub frames: Vec<(u32, broadcast::Sender<Bytes>)>,
 }
 
 impl CameraHub {
-    pub fn new(id: &str, state: Arc<SourceState>, stats: Arc<CameraStats>) -> Self {
+    pub fn new(
+        id: &str,
+        state: Arc<SourceState>,
+        stats: Arc<CameraStats>,
+        detector: Option<crate::detect::DetectorInfo>,
+    ) -> Self {
         Self {
             id: id.to_string(),
             state,
             stats,
+            detector,
             detections: broadcast::channel(MESSAGE_CAPACITY).0,
             frames: STREAM_WIDTHS
                 .iter()

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use ocellus::config::{Config, DetectorKind, ModelFamily};
+use ocellus::config::{Config, DetectorKind, DetectorRuntime, ModelFamily};
 use ocellus::daemon::Daemon;
 use ocellus::errors::chain;
 use ocellus::expect::Expectation;
@@ -81,6 +81,10 @@ struct ReplayArgs {
     /// Detector: auto (the model if present, else HOG), dnn, hog or none.
     #[arg(long, value_enum)]
     detector: Option<DetectorKind>,
+    /// What runs a DNN model: auto (ONNX Runtime when its library loads, else OpenCV),
+    /// onnxruntime or opencv.
+    #[arg(long, value_enum)]
+    runtime: Option<DetectorRuntime>,
     /// ONNX model file (implies --detector dnn).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -265,6 +269,9 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
     }
     if let Some(kind) = args.detector {
         cfg.detector.kind = kind;
+    }
+    if let Some(runtime) = args.runtime {
+        cfg.detector.runtime = runtime;
     }
     if let Some(family) = args.family {
         cfg.detector.family = family;

@@ -84,12 +84,16 @@ pub type Detected = (
     Option<Result<Vec<Detection>, DetectError>>,
 );
 
-/// Several detectors (one per worker thread, each its own copy of the network) working on
+/// Several detectors (one per worker thread, each its own network state) working on
 /// consecutive frames at once, with the results put back in frame order. On a 2-core box two
 /// single-stream DNN inferences in parallel get ~35% more frames through than one inference
-/// using both cores, whose layers do not all parallelise. Only for pipelines that detect every
-/// frame (`detector.when = "always"`), so that whether the detector runs never depends on the
-/// tracker's state.
+/// using both cores, whose layers do not all parallelise.
+///
+/// With `detector.when = "motion"` the workers detect the frames with motion, which is known
+/// before the tracker sees the frame; a frame without motion comes back undetected, and the
+/// pipeline detects it itself if its tracker still follows something (see
+/// [`Pipeline::run`]). The detector thus runs on exactly the frames it would run on without
+/// the pool, and the events are the same.
 pub struct DetectorPool {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -99,6 +103,7 @@ impl DetectorPool {
     /// the same order with their detections. Stops when `rx` closes or `tx`'s receiver is gone.
     pub fn start(
         detectors: Vec<Box<dyn ObjectDetector>>,
+        when: DetectWhen,
         camera: &str,
         stats: Arc<CameraStats>,
         rx: Receiver<(Frame, MotionResult)>,
@@ -119,13 +124,13 @@ impl DetectorPool {
                     .name(format!("dnn{i}-{camera}"))
                     .spawn(move || {
                         for (order, frame, motion) in in_rx {
-                            let t0 = Instant::now();
-                            let result = det.detect(&frame.mat);
-                            stats.detect.since(t0);
-                            if done_tx
-                                .send((order, (frame, motion, Some(result))))
-                                .is_err()
-                            {
+                            let result = (when == DetectWhen::Always || motion.motion).then(|| {
+                                let t0 = Instant::now();
+                                let result = det.detect(&frame.mat);
+                                stats.detect.since(t0);
+                                result
+                            });
+                            if done_tx.send((order, (frame, motion, result))).is_err() {
                                 break;
                             }
                         }
@@ -356,6 +361,11 @@ impl Pipeline {
                 frame
             }
             Staged::Detected(frame, motion, result) => {
+                // The pool leaves frames without motion to us: the tracker's state decides.
+                let result = match result {
+                    Some(result) => Some(result),
+                    None => self.detect_if_due(frame.borrow(), &motion),
+                };
                 self.track(frame.borrow(), motion, result);
                 frame
             }
@@ -370,22 +380,29 @@ impl Pipeline {
 
     /// Runs one frame through the stages after motion, given its motion result.
     fn after_motion(&mut self, frame: &Frame, motion: MotionResult) {
-        let t1 = Instant::now();
-        let ts = frame.ts_ms;
+        let result = self.detect_if_due(frame, &motion);
+        self.track(frame, motion, result);
+    }
+
+    /// Runs the detector when `detector.when` and `max_fps` say so: always, or while there is
+    /// motion or a track to follow. `None`: it did not run.
+    fn detect_if_due(
+        &mut self,
+        frame: &Frame,
+        motion: &MotionResult,
+    ) -> Option<Result<Vec<Detection>, DetectError>> {
         let gate_open = match self.when {
             DetectWhen::Always => true,
             DetectWhen::Motion => motion.motion || !self.tracker.tracks().is_empty(),
         };
         let rate_ok = self
             .last_detect_ms
-            .is_none_or(|last| ts - last >= self.min_detect_interval_ms);
-        let result = self
-            .detector
-            .as_mut()
-            .filter(|_| gate_open && rate_ok)
-            .map(|d| d.detect(&frame.mat));
-        self.stats.detect.since(t1);
-        self.track(frame, motion, result);
+            .is_none_or(|last| frame.ts_ms - last >= self.min_detect_interval_ms);
+        let detector = self.detector.as_mut().filter(|_| gate_open && rate_ok)?;
+        let t0 = Instant::now();
+        let result = detector.detect(&frame.mat);
+        self.stats.detect.since(t0);
+        Some(result)
     }
 
     /// Runs one frame through tracking and events, given its motion result and what the

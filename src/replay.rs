@@ -246,21 +246,25 @@ pub fn run(
     on_progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ReplayReport, ReplayError> {
     let reader = ReplayReader::open(&opts.video)?;
-    let mut detector = detect::build(&cfg.detector)?;
-    // More detectors for a pool, when every frame is detected (the choice to run the detector
-    // then never depends on the tracker, so frames can be detected ahead of it).
-    let mut pool_detectors = Vec::new();
-    if opts.detect_workers > 1 && cfg.detector.when == crate::config::DetectWhen::Always {
-        if let Some(first) = detector.take() {
-            pool_detectors.push(first);
-            for _ in 1..opts.detect_workers {
-                pool_detectors.extend(detect::build(&cfg.detector)?);
-            }
-        }
-    }
+    // With several workers, a pool detects frames ahead of the tracker: every frame
+    // (`when = "always"`), or the frames with motion (`when = "motion"`; the pipeline keeps
+    // a detector of its own for the frames without motion where a track is still followed).
+    // Built at once, so the model is loaded and checked once and its weights shared.
+    let workers = opts.detect_workers.max(1);
+    let own = usize::from(cfg.detector.when == crate::config::DetectWhen::Motion);
+    let mut pool_detectors = if workers > 1 {
+        detect::build_many(&cfg.detector, workers + own)?
+    } else {
+        Vec::new()
+    };
+    let detector = match (workers, own) {
+        (1, _) => detect::build(&cfg.detector)?,
+        (_, 1) => pool_detectors.pop(),
+        _ => None,
+    };
     let detector_name = match (&detector, pool_detectors.first()) {
-        (Some(d), _) => d.describe(),
-        (None, Some(d)) => format!("{} x{} workers", d.describe(), pool_detectors.len()),
+        (_, Some(d)) => format!("{} x{} workers", d.describe(), pool_detectors.len()),
+        (Some(d), None) => d.describe(),
         (None, None) => "none (motion only)".into(),
     };
 
@@ -378,6 +382,7 @@ pub fn run(
         let (dtx, drx) = crossbeam_channel::bounded(2);
         let pool = crate::pipeline::DetectorPool::start(
             pool_detectors,
+            cfg.detector.when,
             &opts.camera,
             stats.clone(),
             mrx,

@@ -39,6 +39,8 @@ pub struct CameraSnapshot {
     pub processed_fps: f64,
     /// Mean detector time per run since start.
     pub detect_ms: f64,
+    /// The object detector and what runs it (`null`: motion only).
+    pub detector: Option<crate::detect::DetectorInfo>,
     pub events_started: u64,
     pub stream_encodes: u64,
     /// Every per-camera counter, under its Prometheus name (the fields above are some of them).
@@ -145,6 +147,7 @@ impl StatsSnapshot {
                     captured_fps: rate(i, |t| t.0),
                     processed_fps: rate(i, |t| t.1),
                     detect_ms: (c.stats.detect.mean_ms() * 100.0).round() / 100.0,
+                    detector: c.detector.clone(),
                     events_started: get(&c.stats.events_started),
                     stream_encodes: get(&c.stats.stream_encodes),
                     counters,

@@ -9,7 +9,6 @@ use opencv::core::{Mat, Rect, Scalar, CV_8UC3};
 use opencv::prelude::*;
 
 use ocellus::config::{DetectorConfig, DetectorKind, TrackerConfig};
-use ocellus::detect::{dnn::DnnDetector, ObjectDetector};
 
 /// vtest.avi: 795 frames at 10 fps.
 const CLIP_MS: i64 = 79_400;
@@ -68,38 +67,63 @@ fn short_clip(dir: &Path, n: usize) -> std::path::PathBuf {
     path
 }
 
-/// With the detector on every frame, frames are detected by several workers at once and put
-/// back in order: the events, and every frame's detections, are the same for any number.
+/// Frames are detected by several workers at once and put back in order, with the detector on
+/// every frame and with the default motion gate (where the workers take the frames with motion
+/// and the pipeline the rest): the events, and every frame's detections, are the same for any
+/// number of workers.
 #[test]
 fn detector_workers_change_nothing_but_speed() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = short_clip(dir.path(), 120);
-    let run = |workers: &str| {
-        let trace = dir.path().join(format!("trace{workers}.jsonl"));
-        let out = ocellus(&[
-            "replay",
-            clip.to_str().unwrap(),
-            "--every-frame",
-            "--json",
-            "--workers",
-            workers,
-            "--trace",
-            trace.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(
-            stderr(&out).contains(&format!("x{workers} workers")) || workers == "1",
-            "{}",
-            stderr(&out)
-        );
-        (stdout(&out), std::fs::read_to_string(trace).unwrap())
-    };
-    let (one, one_trace) = run("1");
-    let (three, three_trace) = run("3");
-    assert!(events_of(&one) >= 5, "{one}");
-    assert_eq!(one, three);
-    assert_eq!(one_trace.lines().count(), 120);
-    assert_eq!(one_trace, three_trace);
+    // 80 frames of the street, then the last one held for 40: motion stops while the people
+    // are still tracked, so the pipeline detects those frames itself.
+    let clip = dir.path().join("held.avi");
+    let mut frames = common::read_frames(&common::vtest(), 0, 80);
+    let last = frames[79].clone();
+    frames.extend(std::iter::repeat_n(last, 40));
+    common::write_clip(&clip, &frames, 10.0);
+    for every_frame in [true, false] {
+        let run = |workers: &str| {
+            let trace = dir.path().join(format!("trace{workers}.jsonl"));
+            let mut args = vec![
+                "replay",
+                clip.to_str().unwrap(),
+                "--json",
+                "--workers",
+                workers,
+                "--trace",
+                trace.to_str().unwrap(),
+            ];
+            if every_frame {
+                args.push("--every-frame");
+            }
+            let out = ocellus(&args);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&format!("x{workers} workers")) || workers == "1",
+                "{}",
+                stderr(&out)
+            );
+            (stdout(&out), std::fs::read_to_string(trace).unwrap())
+        };
+        let (one, one_trace) = run("1");
+        let (three, three_trace) = run("3");
+        assert!(events_of(&one) >= 5, "every frame {every_frame}: {one}");
+        assert_eq!(one, three, "every frame {every_frame}");
+        assert_eq!(one_trace.lines().count(), 120);
+        assert_eq!(one_trace, three_trace, "every frame {every_frame}");
+        if !every_frame {
+            // The held frames have no motion but tracked people: detected by the pipeline,
+            // not the workers, and the same with either.
+            let held_detected = three_trace
+                .lines()
+                .filter(|l| l.contains("\"motion\":false") && l.contains("\"detector_ran\":true"))
+                .count();
+            assert!(
+                held_detected >= 10,
+                "{held_detected} frames without motion detected"
+            );
+        }
+    }
 }
 
 fn events_of(json_lines: &str) -> usize {
@@ -154,12 +178,13 @@ fn expect_passes_on_a_recorded_run_and_fails_with_a_diff_on_a_wrong_one() {
 /// Two real people, cut out of the street clip, walk through each other on a plain background.
 #[test]
 fn two_people_crossing_end_as_exactly_two_tracks() {
-    let mut det = DnnDetector::load(&DetectorConfig {
+    let mut det = ocellus::detect::build(&DetectorConfig {
         kind: DetectorKind::Dnn,
         model: common::fastestdet(),
         labels: common::asset("models/fastestdet/coco.names"),
         ..Default::default()
     })
+    .unwrap()
     .unwrap();
     // Two confident, reasonably large people with nobody else inside their crop, from the
     // first frame (of a few) that has them.

@@ -174,6 +174,52 @@ pub enum DetectorKind {
     None,
 }
 
+/// Which inference library runs a DNN model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorRuntime {
+    /// ONNX Runtime when its library can be loaded and takes the model, else OpenCV's DNN
+    /// module (with a warning saying why).
+    #[default]
+    Auto,
+    /// ONNX Runtime, loaded at run time; an error when its library cannot be loaded.
+    Onnxruntime,
+    /// OpenCV's DNN module.
+    Opencv,
+}
+
+impl DetectorRuntime {
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorRuntime::Auto => "auto",
+            DetectorRuntime::Onnxruntime => "onnxruntime",
+            DetectorRuntime::Opencv => "opencv",
+        }
+    }
+}
+
+/// An ONNX Runtime execution provider (where the network runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    /// NVIDIA TensorRT (Jetson, desktop GPUs); needs an ONNX Runtime built with it.
+    Tensorrt,
+    /// NVIDIA CUDA; needs an ONNX Runtime built with it.
+    Cuda,
+    /// The CPU; always there, and where every node another provider cannot run goes.
+    Cpu,
+}
+
+impl ExecutionProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionProvider::Tensorrt => "tensorrt",
+            ExecutionProvider::Cuda => "cuda",
+            ExecutionProvider::Cpu => "cpu",
+        }
+    }
+}
+
 /// How a model's output tensor is laid out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +260,17 @@ pub enum DetectWhen {
 pub struct DetectorConfig {
     /// `auto`, `dnn`, `hog` or `none`.
     pub kind: DetectorKind,
+    /// What runs a DNN model: `auto` (ONNX Runtime when its library loads, else OpenCV),
+    /// `onnxruntime` or `opencv`. Both take the same input tensor and give the same boxes.
+    pub runtime: DetectorRuntime,
+    /// The ONNX Runtime shared library. Unset: `ORT_DYLIB_PATH`, then the system's library
+    /// path (`libonnxruntime.so`, `libonnxruntime.so.1`, a distribution's
+    /// `libonnxruntime.so.1.N`), then the copy scripts/setup.sh puts in `vendor/onnxruntime/`.
+    pub onnxruntime_library: Option<PathBuf>,
+    /// ONNX Runtime execution providers in order of preference, e.g. `["tensorrt", "cuda",
+    /// "cpu"]`; one this ONNX Runtime lacks is skipped with a warning. The CPU is always the
+    /// last resort.
+    pub execution_providers: Vec<ExecutionProvider>,
     /// Output layout of the model: `fastestdet`, `yolo` or `yolov5`.
     pub family: ModelFamily,
     /// The ONNX model file.
@@ -244,7 +301,8 @@ pub struct DetectorConfig {
     pub when: DetectWhen,
     /// Run the detector at most this often per camera (0: no limit). Replay ignores it.
     pub max_fps: f32,
-    /// Threads OpenCV may use (0: OpenCV's default).
+    /// Threads one inference may use: OpenCV's thread count, or ONNX Runtime's intra-op
+    /// threads (0: the library's default, one a core).
     pub threads: i32,
     /// The frame is cut into this many side-by-side tiles, overlapping by a quarter of a tile,
     /// and the network runs on each at its input size: small, far objects get that many times
@@ -259,6 +317,9 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
             kind: DetectorKind::Auto,
+            runtime: DetectorRuntime::Auto,
+            onnxruntime_library: None,
+            execution_providers: vec![ExecutionProvider::Cpu],
             family: ModelFamily::Fastestdet,
             model: PathBuf::from("models/fastestdet/FastestDet.onnx"),
             labels: PathBuf::from("models/fastestdet/coco.names"),
@@ -641,6 +702,40 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("test.toml:3:"), "{msg}");
         assert!(msg.contains("min_hitz"), "{msg}");
+    }
+
+    #[test]
+    fn runtime_and_execution_providers_are_read_and_an_unknown_provider_names_its_line() {
+        let cfg = parse(
+            "[detector]\nruntime = \"onnxruntime\"\nonnxruntime_library = \"/opt/ort/libonnxruntime.so\"\nexecution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\nthreads = 2\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.detector.runtime, DetectorRuntime::Onnxruntime);
+        assert_eq!(
+            cfg.detector.onnxruntime_library.as_deref(),
+            Some(Path::new("/opt/ort/libonnxruntime.so"))
+        );
+        assert_eq!(
+            cfg.detector.execution_providers,
+            [
+                ExecutionProvider::Tensorrt,
+                ExecutionProvider::Cuda,
+                ExecutionProvider::Cpu
+            ]
+        );
+        let defaults = Config::default().detector;
+        assert_eq!(defaults.runtime, DetectorRuntime::Auto);
+        assert_eq!(defaults.execution_providers, [ExecutionProvider::Cpu]);
+        let err = parse("[detector]\n\nexecution_providers = [\"cpu\", \"npu\"]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("test.toml:3:") && msg.contains("npu"),
+            "{msg}"
+        );
+        let err = parse("[detector]\nruntime = \"tensorflow\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("test.toml:2:"), "{err}");
+        let err = parse("[detector]\nthreads = -1\n").unwrap_err();
+        assert!(err.to_string().contains("detector.threads"), "{err}");
     }
 
     #[test]

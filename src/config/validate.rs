@@ -44,6 +44,15 @@ impl Config {
                 format!("{} is not between 1 and {MAX_TILES}", d.tiles),
             ));
         }
+        if !(0..=256).contains(&d.threads) {
+            return Err(invalid(
+                "detector.threads".into(),
+                format!(
+                    "{} is not between 0 (the library's default) and 256",
+                    d.threads
+                ),
+            ));
+        }
         unit("tracker.iou_threshold", self.tracker.iou_threshold)?;
         unit("tracker.min_score", self.tracker.min_score)?;
         if self.tracker.min_hits == 0 || self.tracker.score_window == 0 {

@@ -1,5 +1,6 @@
-//! The OpenCV DNN detector: loads an ONNX model, prepares its input the way its family expects
-//! (stretch or letterbox) and hands the output tensor to the family's decoder.
+//! The DNN detector: loads an ONNX model, prepares its input the way its family expects
+//! (stretch or letterbox, with OpenCV, the same tensor for every runtime), runs it on ONNX
+//! Runtime or OpenCV's DNN module, and hands the output tensor to the family's decoder.
 
 use std::path::PathBuf;
 
@@ -9,13 +10,115 @@ use opencv::imgproc;
 use opencv::prelude::*;
 
 use super::decode::{self, InputMapping, RawDetection};
-use super::{read_labels, tiles, ObjectDetector, PostFilter};
+use super::onnxruntime::{OrtEngine, Shared};
+use super::{read_labels, tiles, DetectorInfo, ObjectDetector, PostFilter};
 use crate::config::{DetectorConfig, ModelFamily};
 use crate::errors::DetectError;
 use crate::models::Detection;
 
+/// What runs the network.
+pub enum Engine {
+    OpenCv {
+        net: dnn::Net,
+        outputs: Vector<Mat>,
+        out_names: Vector<String>,
+        /// The first output, kept so the decoder can read it in place.
+        out: Mat,
+        shape: Vec<i32>,
+    },
+    Onnxruntime {
+        engine: Box<OrtEngine>,
+        version: String,
+    },
+}
+
+impl Engine {
+    /// OpenCV's DNN module with the model read from its file.
+    pub fn opencv(cfg: &DetectorConfig) -> Result<Self, DetectError> {
+        let path = &cfg.model;
+        let path_str = path.to_str().ok_or_else(|| DetectError::ModelLoad {
+            path: path.clone(),
+            reason: "path is not valid UTF-8".into(),
+        })?;
+        let load_err = |e: opencv::Error| DetectError::ModelLoad {
+            path: path.clone(),
+            reason: first_line(&e.message),
+        };
+        let mut net = dnn::read_net_from_onnx(path_str).map_err(load_err)?;
+        if net.empty().map_err(load_err)? {
+            return Err(DetectError::ModelLoad {
+                path: path.clone(),
+                reason: "OpenCV read no layers from it".into(),
+            });
+        }
+        net.set_preferable_backend(dnn::DNN_BACKEND_OPENCV)?;
+        net.set_preferable_target(dnn::DNN_TARGET_CPU)?;
+        let out_names = net.get_unconnected_out_layers_names().map_err(load_err)?;
+        Ok(Engine::OpenCv {
+            net,
+            outputs: Vector::new(),
+            out_names,
+            out: Mat::default(),
+            shape: Vec::new(),
+        })
+    }
+
+    /// An ONNX Runtime session of the model, sharing `shared`'s weights.
+    pub fn onnxruntime(
+        cfg: &DetectorConfig,
+        shared: &Shared,
+        version: &str,
+    ) -> Result<Self, DetectError> {
+        Ok(Engine::Onnxruntime {
+            engine: Box::new(OrtEngine::new(cfg, shared)?),
+            version: version.to_string(),
+        })
+    }
+
+    /// Runs the network on an NCHW float blob; returns its first output's shape and data.
+    fn infer(&mut self, blob: &Mat) -> Result<(&[i32], &[f32]), DetectError> {
+        match self {
+            Engine::OpenCv {
+                net,
+                outputs,
+                out_names,
+                out,
+                shape,
+            } => {
+                net.set_input(blob, "", 1.0, Scalar::default())?;
+                net.forward(outputs, out_names)?;
+                *out = outputs.get(0)?;
+                *shape = out.mat_size().to_vec();
+                Ok((shape, out.data_typed::<f32>()?))
+            }
+            Engine::Onnxruntime { engine, .. } => {
+                let dims = blob.mat_size();
+                let [n, c, h, w] = dims[..] else {
+                    return Err(DetectError::Onnxruntime(format!(
+                        "input blob of shape {:?}, not NCHW",
+                        &dims[..]
+                    )));
+                };
+                let shape = [n, c, h, w].map(|d| d.max(0) as usize);
+                engine
+                    .run(shape, blob.data_typed::<f32>()?)
+                    .map_err(DetectError::Onnxruntime)
+            }
+        }
+    }
+
+    fn runtime(&self) -> (&'static str, String, &'static str) {
+        match self {
+            Engine::OpenCv { .. } => ("opencv", opencv::core::CV_VERSION.to_string(), "cpu"),
+            Engine::Onnxruntime { engine, version } => {
+                ("onnxruntime", version.clone(), engine.provider)
+            }
+        }
+    }
+}
+
 pub struct DnnDetector {
-    net: dnn::Net,
+    engine: Engine,
     family: ModelFamily,
     path: PathBuf,
     net_w: u32,
@@ -28,37 +131,15 @@ pub struct DnnDetector {
     resized: Mat,
     padded: Mat,
     blob: Mat,
-    outputs: Vector<Mat>,
-    out_names: Vector<String>,
 }
 
 impl DnnDetector {
-    /// Loads and checks the model: a forward pass on a blank frame must give a tensor that the
-    /// family's decoder understands, with as many classes as the labels file has lines.
-    pub fn load(cfg: &DetectorConfig) -> Result<Self, DetectError> {
+    /// Loads and checks the model on `engine`: a forward pass on a blank frame must give a
+    /// tensor that the family's decoder understands, with as many classes as the labels file
+    /// has lines.
+    pub fn load(cfg: &DetectorConfig, engine: Engine) -> Result<Self, DetectError> {
         let path = cfg.model.clone();
-        if !path.exists() {
-            return Err(DetectError::ModelMissing(path));
-        }
         let labels = read_labels(&cfg.labels)?;
-        let path_str = path.to_str().ok_or_else(|| DetectError::ModelLoad {
-            path: path.clone(),
-            reason: "path is not valid UTF-8".into(),
-        })?;
-        let load_err = |e: opencv::Error| DetectError::ModelLoad {
-            path: path.clone(),
-            reason: first_line(&e.message),
-        };
-        let mut net = dnn::read_net_from_onnx(path_str).map_err(load_err)?;
-        if net.empty().map_err(load_err)? {
-            return Err(DetectError::ModelLoad {
-                path,
-                reason: "OpenCV read no layers from it".into(),
-            });
-        }
-        net.set_preferable_backend(dnn::DNN_BACKEND_OPENCV)?;
-        net.set_preferable_target(dnn::DNN_TARGET_CPU)?;
-        let out_names = net.get_unconnected_out_layers_names().map_err(load_err)?;
         let filter = PostFilter::new(cfg, labels.clone());
         let unknown = filter.unknown_allowed(cfg);
         // The default list names labels of several model families; only a list the user wrote
@@ -67,7 +148,7 @@ impl DnnDetector {
             tracing::warn!(labels = ?unknown, "detector.labels_allow names labels the model does not have");
         }
         let mut det = Self {
-            net,
+            engine,
             family: cfg.family,
             path,
             net_w: cfg.input_width,
@@ -78,8 +159,6 @@ impl DnnDetector {
             resized: Mat::default(),
             padded: Mat::default(),
             blob: Mat::default(),
-            outputs: Vector::new(),
-            out_names,
         };
         det.self_test()?;
         Ok(det)
@@ -92,12 +171,15 @@ impl DnnDetector {
             core::CV_8UC3,
             Scalar::all(0.0),
         )?;
-        let out = self.forward(&blank).map_err(|e| DetectError::ModelLoad {
-            path: self.path.clone(),
-            reason: first_line(&e.to_string()),
-        })?;
-        let shape: Vec<i32> = out.mat_size().to_vec();
-        let data = out.data_typed::<f32>()?;
+        self.prepare(&blank)?;
+        let (shape, data) = self
+            .engine
+            .infer(&self.blob)
+            .map_err(|e| DetectError::ModelLoad {
+                path: self.path.clone(),
+                reason: first_line(&e.to_string()),
+            })?;
+        let shape = shape.to_vec();
         let classes = match (self.family, shape.as_slice()) {
             (ModelFamily::Fastestdet, [1, c, _, _]) => *c as usize - 5.min(*c as usize),
             (ModelFamily::Yolo, [1, r, _]) => *r as usize - 4.min(*r as usize),
@@ -127,12 +209,11 @@ impl DnnDetector {
         Ok(())
     }
 
-    /// Runs the network; returns the first output tensor (a header sharing the network's
-    /// buffer, so the decoder reads it in place).
-    fn forward(
+    /// Makes the network's input tensor from `frame` in `self.blob`.
+    fn prepare(
         &mut self,
         frame: &(impl MatTraitConst + core::ToInputArray),
-    ) -> Result<Mat, DetectError> {
+    ) -> Result<(), DetectError> {
         let (w, h) = (frame.cols() as u32, frame.rows() as u32);
         let net_size = Size::new(self.net_w as i32, self.net_h as i32);
         match self.family {
@@ -184,9 +265,7 @@ impl DnnDetector {
                 )?;
             }
         }
-        self.net.set_input(&self.blob, "", 1.0, Scalar::default())?;
-        self.net.forward(&mut self.outputs, &self.out_names)?;
-        Ok(self.outputs.get(0)?)
+        Ok(())
     }
 
     fn mapping(&self, w: u32, h: u32) -> InputMapping {
@@ -207,11 +286,9 @@ impl DnnDetector {
         image: &(impl MatTraitConst + core::ToInputArray),
     ) -> Result<Vec<RawDetection>, DetectError> {
         let (w, h) = (image.cols() as u32, image.rows() as u32);
-        let out = self.forward(image)?;
-        let dims = out.mat_size();
-        let shape: &[i32] = &dims;
-        let data = out.data_typed::<f32>()?;
+        self.prepare(image)?;
         let map = self.mapping(w, h);
+        let (shape, data) = self.engine.infer(&self.blob)?;
         decode::decode(self.family, data, shape, &map, w, h, self.filter.floor).map_err(|reason| {
             DetectError::OutputShape {
                 path: self.path.clone(),
@@ -243,19 +320,18 @@ impl ObjectDetector for DnnDetector {
         Ok(self.filter.apply(raw))
     }
 
-    fn describe(&self) -> String {
-        let tiles = if self.tiles > 1 {
-            format!(", {} tiles", self.tiles)
-        } else {
-            String::new()
-        };
-        format!(
-            "{} {} {}x{}{tiles}",
-            self.family.name(),
-            self.path.display(),
-            self.net_w,
-            self.net_h
-        )
+    fn info(&self) -> DetectorInfo {
+        let (runtime, version, provider) = self.engine.runtime();
+        DetectorInfo {
+            kind: "dnn",
+            family: Some(self.family.name()),
+            model: Some(self.path.display().to_string()),
+            input: Some([self.net_w, self.net_h]),
+            tiles: self.tiles,
+            runtime,
+            runtime_version: version,
+            provider,
+        }
     }
 }
 

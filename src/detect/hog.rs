@@ -65,8 +65,17 @@ impl ObjectDetector for HogDetector {
         Ok(self.filter.apply(raw))
     }
 
-    fn describe(&self) -> String {
-        "hog people detector (built into OpenCV)".to_string()
+    fn info(&self) -> super::DetectorInfo {
+        super::DetectorInfo {
+            kind: "hog",
+            family: None,
+            model: None,
+            input: None,
+            tiles: 1,
+            runtime: "opencv",
+            runtime_version: opencv::core::CV_VERSION.to_string(),
+            provider: "cpu",
+        }
     }
 }
 

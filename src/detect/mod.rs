@@ -4,13 +4,15 @@
 pub mod decode;
 pub mod dnn;
 pub mod hog;
+pub mod onnxruntime;
 pub mod tiles;
 
 use std::path::Path;
 
 use opencv::core::Mat;
+use serde::Serialize;
 
-use crate::config::{DetectorConfig, DetectorKind};
+use crate::config::{DetectorConfig, DetectorKind, DetectorRuntime};
 use crate::errors::DetectError;
 use crate::models::Detection;
 
@@ -22,31 +24,148 @@ pub trait ObjectDetector: Send {
     /// Detections in source-frame pixels, filtered and NMS'd, best first.
     fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError>;
 
-    /// A short description for logs and summaries, e.g. `fastestdet FastestDet.onnx 352x352`.
-    fn describe(&self) -> String;
+    /// What this detector is and what runs it, for logs, summaries and `/api/stats`.
+    fn info(&self) -> DetectorInfo;
+
+    /// A short description, e.g. `fastestdet models/fastestdet/FastestDet.onnx 352x352 on
+    /// onnxruntime 1.32.0 (cpu)`.
+    fn describe(&self) -> String {
+        self.info().to_string()
+    }
+}
+
+/// A detector as reported in the log, a replay's summary and `GET /api/stats`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DetectorInfo {
+    /// `dnn` or `hog`.
+    pub kind: &'static str,
+    pub family: Option<&'static str>,
+    pub model: Option<String>,
+    /// The network's input width and height.
+    pub input: Option<[u32; 2]>,
+    pub tiles: u32,
+    /// `onnxruntime` or `opencv`: what runs the network.
+    pub runtime: &'static str,
+    pub runtime_version: String,
+    /// The execution provider that takes the network's nodes first (`cpu`, `cuda`, ...).
+    pub provider: &'static str,
+}
+
+impl std::fmt::Display for DetectorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.family, &self.model, &self.input) {
+            (Some(family), Some(model), Some([w, h])) => write!(f, "{family} {model} {w}x{h}")?,
+            _ => write!(f, "{} people detector (built into OpenCV)", self.kind)?,
+        }
+        if self.tiles > 1 {
+            write!(f, ", {} tiles", self.tiles)?;
+        }
+        write!(
+            f,
+            " on {} {} ({})",
+            self.runtime, self.runtime_version, self.provider
+        )
+    }
 }
 
 /// Builds the configured detector; `None` when `kind = "none"`. Fails on a missing or broken
 /// model, so that it can be called before anything else is created.
 pub fn build(cfg: &DetectorConfig) -> Result<Option<Box<dyn ObjectDetector>>, DetectError> {
+    Ok(build_many(cfg, 1)?.pop())
+}
+
+/// Builds `n` detectors of the configured kind (none when `kind = "none"`), for threads that
+/// detect at once: each has its own network state, and with ONNX Runtime their sessions share
+/// the model's pre-packed weights.
+pub fn build_many(
+    cfg: &DetectorConfig,
+    n: usize,
+) -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
     if cfg.threads > 0 {
         opencv::core::set_num_threads(cfg.threads)?;
     }
+    let hog = |n| -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
+        (0..n)
+            .map(|_| Ok(Box::new(hog::HogDetector::new(cfg)?) as Box<dyn ObjectDetector>))
+            .collect()
+    };
     match cfg.kind {
-        DetectorKind::None => Ok(None),
-        DetectorKind::Hog => Ok(Some(Box::new(hog::HogDetector::new(cfg)?))),
-        DetectorKind::Dnn => Ok(Some(Box::new(dnn::DnnDetector::load(cfg)?))),
+        DetectorKind::None => Ok(Vec::new()),
+        DetectorKind::Hog => hog(n),
+        DetectorKind::Dnn => build_dnn(cfg, n),
         DetectorKind::Auto => {
             if cfg.model.exists() {
-                Ok(Some(Box::new(dnn::DnnDetector::load(cfg)?)))
+                build_dnn(cfg, n)
             } else {
                 tracing::warn!(
                     model = %cfg.model.display(),
                     "model file not found; using the HOG people detector (run scripts/setup.sh to fetch the default model)"
                 );
-                Ok(Some(Box::new(hog::HogDetector::new(cfg)?)))
+                hog(n)
             }
         }
+    }
+}
+
+/// DNN detectors on the configured runtime: ONNX Runtime when asked for or (`auto`) when its
+/// library loads and takes the model, else OpenCV's DNN module.
+fn build_dnn(cfg: &DetectorConfig, n: usize) -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
+    if !cfg.model.exists() {
+        return Err(DetectError::ModelMissing(cfg.model.clone()));
+    }
+    let opencv = |n| -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
+        (0..n)
+            .map(|_| {
+                let engine = dnn::Engine::opencv(cfg)?;
+                Ok(Box::new(dnn::DnnDetector::load(cfg, engine)?) as Box<dyn ObjectDetector>)
+            })
+            .collect()
+    };
+    let onnxruntime =
+        |lib: &onnxruntime::Library| -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
+            let shared = onnxruntime::Shared::new(&cfg.model)?;
+            let mut session_cfg = cfg.clone();
+            if n > 1 && cfg.threads == 0 {
+                // Detectors working at once are the parallelism: a thread each, not a thread pool
+                // each competing for the same cores.
+                session_cfg.threads = 1;
+            }
+            (0..n)
+                .map(|_| {
+                    let engine = dnn::Engine::onnxruntime(&session_cfg, &shared, &lib.version)?;
+                    Ok(Box::new(dnn::DnnDetector::load(cfg, engine)?) as Box<dyn ObjectDetector>)
+                })
+                .collect()
+        };
+    match cfg.runtime {
+        DetectorRuntime::Opencv => opencv(n),
+        DetectorRuntime::Onnxruntime => {
+            let lib = onnxruntime::load(cfg.onnxruntime_library.as_deref()).map_err(|e| {
+                DetectError::NoOnnxruntime {
+                    tried: e.describe(),
+                }
+            })?;
+            onnxruntime(&lib)
+        }
+        DetectorRuntime::Auto => match onnxruntime::load(cfg.onnxruntime_library.as_deref()) {
+            // A model ONNX Runtime refuses may still run on OpenCV; a model both refuse is
+            // broken, and ONNX Runtime's reason is the one given.
+            Ok(lib) => onnxruntime(&lib).or_else(|ort_err| match opencv(n) {
+                Ok(detectors) => {
+                    tracing::warn!(error = %ort_err, library = %lib.path.display(), "ONNX Runtime cannot run the model; using OpenCV's DNN module");
+                    Ok(detectors)
+                }
+                Err(_) => Err(ort_err),
+            }),
+            Err(e) => {
+                if e.explicit {
+                    tracing::warn!(tried = %e.describe(), "the ONNX Runtime library named cannot be loaded; using OpenCV's DNN module, about 4x slower");
+                } else {
+                    tracing::warn!(tried = %e.describe(), "no ONNX Runtime library found; using OpenCV's DNN module, about 4x slower (install libonnxruntime or run scripts/setup.sh)");
+                }
+                opencv(n)
+            }
+        },
     }
 }
 
