@@ -170,6 +170,9 @@ mem_run "$min_bin" "$min_secs" > "$out/mem_min"; mapfile -t mem_min < "$out/mem_
 echo "== event truth against the ground truth"
 bench/event_truth.sh "$bin" > "$out/event_truth"; cat "$out/event_truth"
 
+echo "== detector runtimes"
+bench/runtime.sh "$runs" > "$out/runtime"; cat "$out/runtime"
+
 {
 echo "# Benchmarks"
 echo
@@ -252,5 +255,7 @@ echo "- ${mem_min[0]}"
 echo "- ${mem_min[1]}"
 echo
 cat "$out/event_truth"
+echo
+cat "$out/runtime"
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"
