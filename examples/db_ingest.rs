@@ -22,6 +22,8 @@ fn event(i: i64) -> Event {
         best_ms: 1_764_000_000_000 + i * 37 + 900,
         hits: 12,
         stationary: false,
+        zones: Vec::new(),
+        crossings: Vec::new(),
     }
 }
 

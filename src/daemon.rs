@@ -86,7 +86,8 @@ impl Daemon {
             let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
             let state = Arc::new(
                 SourceState::new(&cam.id, &name)
-                    .with_masks(cam.object_masks.clone(), cam.motion_masks.clone()),
+                    .with_masks(cam.object_masks.clone(), cam.motion_masks.clone())
+                    .with_zones(crate::protocol::Shape::of(cam)),
             );
             let stats = Arc::new(CameraStats::default());
             let info = detector.as_ref().map(|d| d.info());

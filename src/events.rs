@@ -199,6 +199,8 @@ impl EventBuilder {
                         best_ms: track.best_ms,
                         hits: 0,
                         stationary: false,
+                        zones: Vec::new(),
+                        crossings: Vec::new(),
                     };
                     fill_from_track(&mut event, track);
                     out.snapshots.extend(self.snapshot(tid, event.id));
@@ -252,6 +254,60 @@ impl EventBuilder {
                 .retain(|tid, _| tracker.get(*tid).is_some() || self.open.contains_key(tid));
         }
         out
+    }
+
+    /// Brings the zones and crossings of open events up to date with what their tracks did
+    /// (`zones`), after [`EventBuilder::apply`] made `out` for the same frame: an event that
+    /// started in this frame carries its object's zones and crossings from before it was
+    /// confirmed in its start message; an open event that gained one is updated at once (a
+    /// client shows it as it happens). Returns the crossings newly on events, for the counts.
+    pub fn sync_zones(
+        &mut self,
+        zones: &crate::zones::Zones,
+        changed: &[u64],
+        out: &mut EventOutput,
+    ) -> Vec<crate::zones::Crossing> {
+        let mut new_crossings = Vec::new();
+        let started: Vec<u64> = out
+            .messages
+            .iter()
+            .filter(|m| m.kind == EventKind::Start)
+            .map(|m| m.event.track_id)
+            .collect();
+        for &tid in started.iter().chain(changed) {
+            let (Some(open), Some(rec)) = (self.open.get_mut(&tid), zones.record(tid)) else {
+                continue;
+            };
+            if open.event.zones == rec.entered && open.event.crossings == rec.crossings {
+                continue;
+            }
+            // A continued event (a new track took over a lost one) keeps what it had.
+            for z in &rec.entered {
+                if !open.event.zones.contains(z) {
+                    open.event.zones.push(z.clone());
+                }
+            }
+            for c in &rec.crossings {
+                if !open.event.crossings.contains(c) {
+                    open.event.crossings.push(c.clone());
+                    new_crossings.push(c.clone());
+                }
+            }
+            match out
+                .messages
+                .iter_mut()
+                .find(|m| m.kind == EventKind::Start && m.event.id == open.event.id)
+            {
+                Some(start) => start.event = open.event.clone(),
+                None => {
+                    out.messages.push(EventMsg {
+                        kind: EventKind::Update,
+                        event: open.event.clone(),
+                    });
+                }
+            }
+        }
+        new_crossings
     }
 
     /// The event's snapshot, or nothing (logged) when encoding fails.

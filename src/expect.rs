@@ -223,6 +223,8 @@ mod tests {
             best_ms: start,
             hits: 3,
             stationary: false,
+            zones: Vec::new(),
+            crossings: Vec::new(),
         }
     }
 

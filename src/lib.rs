@@ -33,3 +33,4 @@ pub mod stats;
 pub mod systemd;
 pub mod tracker;
 pub mod ws;
+pub mod zones;

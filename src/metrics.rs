@@ -32,6 +32,8 @@ pub struct CameraStats {
     pub detect: StageTime,
     pub track: StageTime,
     pub encode: StageTime,
+    /// Objects in each zone and crossings per line (empty without zones and lines).
+    pub zones: std::sync::Mutex<crate::zones::Counts>,
 }
 
 /// One exported counter.
@@ -74,6 +76,8 @@ impl CameraStats {
             detect: _,
             track: _,
             encode: _,
+            // Labelled by zone and line: exported as their own families.
+            zones: _,
         } = self;
         let c = |name, help, v: &AtomicU64| Counter {
             name,

@@ -53,6 +53,12 @@ pub struct Event {
     /// becomes false again when it moves.
     #[serde(default)]
     pub stationary: bool,
+    /// The camera's zones the object entered, in order (docs/zones.md).
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// The camera's counting lines the object crossed, with direction and time.
+    #[serde(default)]
+    pub crossings: Vec<crate::zones::Crossing>,
 }
 
 impl Event {
@@ -75,6 +81,8 @@ pub struct EventQuery {
     pub before_id: Option<i64>,
     /// At most this many (capped by the caller).
     pub limit: Option<u32>,
+    /// Only events whose object entered this zone.
+    pub zone: Option<String>,
 }
 
 /// What happened to an event.
@@ -123,6 +131,9 @@ pub struct TrackedBox {
     pub event_id: Option<i64>,
     /// The object has stayed in one spot for `tracker.stationary_after_ms`.
     pub stationary: bool,
+    /// The camera's zones the object is in now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
 
 /// The result of processing one frame: the boxes of the tracks matched in it.
@@ -177,6 +188,8 @@ mod tests {
             best_ms: 50,
             hits: 3,
             stationary: false,
+            zones: Vec::new(),
+            crossings: Vec::new(),
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["box"]["w"], 3.0);

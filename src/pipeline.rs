@@ -21,6 +21,7 @@ use crate::metrics::{inc, CameraStats};
 use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg, TrackedBox};
 use crate::motion::{MotionDetector, MotionResult};
 use crate::tracker::Tracker;
+use crate::zones::{Counts, Zones};
 
 /// Where a pipeline's results go besides the database. Implementations must not block: they run
 /// on the detect thread.
@@ -264,6 +265,8 @@ pub struct Pipeline {
     /// one are dropped before tracking.
     object_masks: Vec<crate::config::Polygon>,
     events: EventBuilder,
+    /// The camera's zones and counting lines, followed per track.
+    zones: Zones,
     db: Option<DbHandle>,
     sink: Box<dyn Sink>,
     pub stats: Arc<CameraStats>,
@@ -314,6 +317,11 @@ impl Pipeline {
                     quality: cfg.storage.snapshot_quality,
                 },
             ),
+            zones: {
+                let zones = Zones::new(camera_cfg);
+                *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) = Counts::new(&zones);
+                zones
+            },
             db,
             sink,
             stats,
@@ -449,9 +457,12 @@ impl Pipeline {
         } else {
             (self.tracker.tick(ts), Vec::new())
         };
-        let out = self
+        let mut out = self
             .events
             .apply(changes, &self.tracker, Some(&frame.mat), ts);
+        if !self.zones.is_empty() {
+            self.follow_zones(frame, &assigned, &mut out);
+        }
         stats.track.since(t2);
         self.emit(out);
 
@@ -469,6 +480,7 @@ impl Pipeline {
                         confirmed: track.confirmed,
                         event_id: self.events.event_id(tid),
                         stationary: track.stationary,
+                        zones: self.zones.current(tid),
                     })
                 })
                 .collect();
@@ -485,6 +497,46 @@ impl Pipeline {
             self.sink.detections(msg, &dets, &assigned);
         }
         inc(&stats.processed);
+    }
+
+    /// Zones and lines for the tracks seen in this frame (`assigned`: each detection's track),
+    /// on their smoothed boxes: events get what their objects did, the counts are brought up
+    /// to date.
+    fn follow_zones(&mut self, frame: &Frame, assigned: &[u64], out: &mut EventOutput) {
+        let (w, h) = (frame.mat.cols() as f32, frame.mat.rows() as f32);
+        let mut seen: Vec<u64> = assigned.iter().copied().filter(|&t| t != 0).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let tracker = &self.tracker;
+        let happened = self.zones.update(
+            frame.ts_ms,
+            w,
+            h,
+            seen.iter()
+                .filter_map(|&t| tracker.get(t).map(|tr| (t, tr.label.as_str(), tr.bbox))),
+        );
+        self.zones.retain(|t| tracker.get(t).is_some());
+        let mut changed: Vec<u64> = happened.iter().map(|(t, _)| *t).collect();
+        changed.dedup();
+        let crossed = self.events.sync_zones(&self.zones, &changed, out);
+        let mut counts = self.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
+        for c in &crossed {
+            counts.crossed(c);
+        }
+        // Objects in a zone: those with an event (confirmed), inside now.
+        let inside: Vec<Vec<String>> = self
+            .tracker
+            .tracks()
+            .iter()
+            .filter(|t| self.events.event_id(t.id).is_some())
+            .map(|t| self.zones.current(t.id))
+            .collect();
+        counts.refresh(frame.ts_ms, |zone| {
+            inside
+                .iter()
+                .filter(|z| z.iter().any(|n| n == zone))
+                .count() as u64
+        });
     }
 
     /// Ends every open event (the source ended or the daemon is stopping); their end time is

@@ -78,6 +78,39 @@ fn render(state: &AppState) -> String {
             })
             .collect(),
     });
+    let (mut in_zone, mut crossings) = (Vec::new(), Vec::new());
+    for c in &snapshot.cameras {
+        let id = &c.camera.id;
+        for z in &c.zones {
+            in_zone.push((
+                format!("{{camera=\"{id}\",zone=\"{}\"}}", z.name),
+                z.objects as f64,
+            ));
+        }
+        for l in &c.lines {
+            for (direction, n) in [("left", l.left), ("right", l.right)] {
+                crossings.push((
+                    format!(
+                        "{{camera=\"{id}\",line=\"{}\",direction=\"{direction}\"}}",
+                        l.name
+                    ),
+                    n as f64,
+                ));
+            }
+        }
+    }
+    families.push(Family {
+        name: "ocellus_zone_objects",
+        kind: "gauge",
+        help: "Objects with an event in the zone now.",
+        samples: in_zone,
+    });
+    families.push(Family {
+        name: "ocellus_line_crossings_total",
+        kind: "counter",
+        help: "Objects with an event that crossed the line, by direction.",
+        samples: crossings,
+    });
     let (mut seconds, mut runs) = (Vec::new(), Vec::new());
     for c in &state.cameras {
         for (stage, t) in c.stats.stages() {

@@ -207,6 +207,41 @@ pub struct CameraInfo {
     /// frame), for drawing.
     pub object_masks: Vec<crate::config::Polygon>,
     pub motion_masks: Vec<crate::config::Polygon>,
+    /// The camera's zones (polygons) and counting lines (2 points), named, for drawing.
+    #[serde(default)]
+    pub zones: Vec<Shape>,
+    #[serde(default)]
+    pub lines: Vec<Shape>,
+}
+
+/// A named polygon or line, points `[x, y]` in fractions of the frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Shape {
+    pub name: String,
+    pub points: Vec<[f32; 2]>,
+}
+
+impl Shape {
+    /// The shapes of a camera's zones and lines.
+    pub fn of(camera: &crate::config::CameraConfig) -> (Vec<Shape>, Vec<Shape>) {
+        let zones = camera
+            .zones
+            .iter()
+            .map(|z| Shape {
+                name: z.name.clone(),
+                points: z.points.clone(),
+            })
+            .collect();
+        let lines = camera
+            .lines
+            .iter()
+            .map(|l| Shape {
+                name: l.name.clone(),
+                points: l.points.to_vec(),
+            })
+            .collect();
+        (zones, lines)
+    }
 }
 
 /// Server -> client text messages.

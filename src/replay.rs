@@ -521,6 +521,28 @@ impl ReplayReport {
             commits,
             self.events.len(),
             labels
-        )
+        ) + &self.zone_summary()
+    }
+
+    /// Per zone, the events that entered it; per line, the crossings each way (empty without
+    /// zones or lines).
+    fn zone_summary(&self) -> String {
+        let counts = self.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        for z in &counts.zones {
+            let entered = self
+                .events
+                .iter()
+                .filter(|e| e.zones.contains(&z.name))
+                .count();
+            out.push_str(&format!("\nzone     {}: {entered} events entered", z.name));
+        }
+        for l in &counts.lines {
+            out.push_str(&format!(
+                "\nline     {}: {} crossings left, {} right",
+                l.name, l.left, l.right
+            ));
+        }
+        out
     }
 }

@@ -43,6 +43,10 @@ pub struct CameraSnapshot {
     pub detector: Option<crate::detect::DetectorInfo>,
     pub events_started: u64,
     pub stream_encodes: u64,
+    /// Objects with an event in each of the camera's zones now.
+    pub zones: Vec<crate::zones::ZoneCount>,
+    /// Crossings of each of the camera's lines, each way, since start and in the last hour.
+    pub lines: Vec<crate::zones::LineCount>,
     /// Every per-camera counter, under its Prometheus name (the fields above are some of them).
     #[serde(skip)]
     pub counters: Vec<Counter>,
@@ -139,6 +143,10 @@ impl StatsSnapshot {
             .enumerate()
             .map(|(i, c)| {
                 let counters: Vec<Counter> = c.stats.counters().into();
+                let (zones, lines) = {
+                    let counts = c.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
+                    (counts.zones.clone(), counts.lines.clone())
+                };
                 CameraSnapshot {
                     camera: c.state.current(),
                     captured: get(&c.stats.captured),
@@ -150,6 +158,8 @@ impl StatsSnapshot {
                     detector: c.detector.clone(),
                     events_started: get(&c.stats.events_started),
                     stream_encodes: get(&c.stats.stream_encodes),
+                    zones,
+                    lines,
                     counters,
                 }
             })

@@ -228,3 +228,73 @@ async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_resta
     c.close().await.unwrap();
     drop(dmn);
 }
+
+/// A zone and a counting line on the street: both are drawn on the live view (and not once
+/// the toggle is off), and the line's counter in the stats panel moves as people cross.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
+    let dmn = DaemonProc::start(
+        "",
+        &format!(
+            "[[cameras]]\nid = \"street\"\nsource = {:?}\n\
+             [[cameras.zones]]\nname = \"right_half\"\npoints = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]\n\
+             [[cameras.lines]]\nname = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\n",
+            common::vtest().to_str().unwrap()
+        ),
+    );
+    let (_driver, c, _profile) = browser().await;
+    c.goto(&dmn.url("/")).await.unwrap();
+    until(&c, "zones, lines and a crossing counted", |p| {
+        p["zonesDrawn"].as_u64() >= Some(1)
+            && p["linesDrawn"].as_u64() >= Some(1)
+            && p["crossings"].as_u64() >= Some(1)
+    })
+    .await;
+    // The counter row says it, and it keeps counting.
+    let row = |c: Client| async move {
+        c.find(Locator::Css("#stats tr[data-line=\"middle\"]"))
+            .await
+            .unwrap()
+            .attr("data-total")
+            .await
+            .unwrap()
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let first = row(c.clone()).await;
+    assert!(first >= 1);
+    until(&c, "another crossing", |p| {
+        p["crossings"].as_u64() > Some(first)
+    })
+    .await;
+    let text = c
+        .find(Locator::Css("#stats tr[data-line=\"middle\"]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.starts_with("line middle:") && text.contains("left"),
+        "{text}"
+    );
+
+    // Off: frames keep coming, zones and lines are no longer drawn.
+    c.find(Locator::Css("#zones-toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let p = probe(&c).await;
+    let (frames, zones) = (
+        p["framesDrawn"].as_u64().unwrap(),
+        p["zonesDrawn"].as_u64().unwrap(),
+    );
+    let p = until(&c, "frames with the toggle off", |p| {
+        p["framesDrawn"].as_u64() >= Some(frames + 10)
+    })
+    .await;
+    // A frame being drawn as the click landed may still have drawn them once.
+    assert!(p["zonesDrawn"].as_u64().unwrap() <= zones + 1, "{p}");
+}

@@ -9,7 +9,9 @@ if (params.get("token")) localStorage.setItem("ocellus.token", params.get("token
 let token = localStorage.getItem("ocellus.token") || "";
 
 // Counters the browser test reads; each is bumped where the thing really happens.
-const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, masksDrawn: 0, eventsShown: 0, connects: 0 });
+const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, masksDrawn: 0, zonesDrawn: 0, linesDrawn: 0, eventsShown: 0, connects: 0 });
+// Zones and counting lines on the live view: on unless the user turned them off.
+let showZones = localStorage.getItem("ocellus.zones") !== "off";
 
 const cams = new Map();       // id -> camera view state
 const events = new Map();     // event id -> latest event
@@ -217,6 +219,7 @@ function draw(cam, canvas) {
   const ctx = canvas.getContext("2d");
   ctx.drawImage(bmp, 0, 0);
   drawMasks(ctx, cam.info, bmp.width, bmp.height);
+  if (showZones) drawZones(ctx, cam.info, bmp.width, bmp.height);
   const d = detsFor(cam, f);
   if (!d || !d.tracks.length) return;
   const sx = bmp.width / d.width, sy = bmp.height / d.height;
@@ -254,6 +257,44 @@ function drawMasks(ctx, info, w, h) {
       ctx.fill();
       probe.masksDrawn++;
     }
+  }
+}
+
+/// The camera's zones (outlined, named) and counting lines (an arrow from the first point to
+/// the second: `left` crossings go onto its left).
+function drawZones(ctx, info, w, h) {
+  const fontPx = Math.max(11, Math.round(w / 64));
+  ctx.font = `${fontPx}px system-ui, sans-serif`;
+  ctx.lineWidth = Math.max(2, Math.round(w / 400));
+  for (const z of info.zones || []) {
+    ctx.beginPath();
+    z.points.forEach(([x, y], i) => (i ? ctx.lineTo(x * w, y * h) : ctx.moveTo(x * w, y * h)));
+    ctx.closePath();
+    ctx.fillStyle = "rgba(120, 200, 255, 0.10)";
+    ctx.fill();
+    ctx.strokeStyle = "rgba(120, 200, 255, 0.85)";
+    ctx.stroke();
+    ctx.fillStyle = "rgba(120, 200, 255, 0.95)";
+    ctx.textBaseline = "top";
+    ctx.fillText(z.name, z.points[0][0] * w + 4, z.points[0][1] * h + 4);
+    probe.zonesDrawn++;
+  }
+  for (const l of info.lines || []) {
+    const [[ax, ay], [bx, by]] = l.points.map(([x, y]) => [x * w, y * h]);
+    ctx.strokeStyle = "rgba(255, 230, 90, 0.95)";
+    ctx.beginPath();
+    ctx.moveTo(ax, ay);
+    ctx.lineTo(bx, by);
+    // Arrow head at the second point.
+    const a = Math.atan2(by - ay, bx - ax), k = fontPx;
+    ctx.lineTo(bx - k * Math.cos(a - 0.4), by - k * Math.sin(a - 0.4));
+    ctx.moveTo(bx, by);
+    ctx.lineTo(bx - k * Math.cos(a + 0.4), by - k * Math.sin(a + 0.4));
+    ctx.stroke();
+    ctx.fillStyle = "rgba(255, 230, 90, 0.95)";
+    ctx.textBaseline = "bottom";
+    ctx.fillText(l.name, ax + 4, ay - 2 > fontPx ? ay - 2 : ay + fontPx + 2);
+    probe.linesDrawn++;
   }
 }
 
@@ -352,6 +393,18 @@ function renderEvent(e, isNew) {
     b.textContent = "ongoing";
     li.querySelector(".l1").append(b);
   }
+  for (const z of e.zones || []) {
+    const b = document.createElement("span");
+    b.className = "badge zone";
+    b.textContent = z;
+    li.querySelector(".l1").append(b);
+  }
+  for (const c of e.crossings || []) {
+    const b = document.createElement("span");
+    b.className = "badge crossing";
+    b.textContent = `${c.line} ${c.direction === "left" ? "⟲" : "⟳"} ${c.direction}`;
+    li.querySelector(".l1").append(b);
+  }
   li.querySelector(".l2").textContent =
     `${e.camera} · ${fmtTime(e.start_ms)} · ${ongoing ? "for " + fmtDur(Date.now() - e.start_ms) : fmtDur(e.end_ms - e.start_ms)}`;
   li.dataset.ongoing = ongoing ? "1" : "";
@@ -371,6 +424,8 @@ function openDetail(id) {
     ["Box", `${Math.round(e.box.w)}×${Math.round(e.box.h)} at ${Math.round(e.box.x)},${Math.round(e.box.y)}`],
     ["Detections", String(e.hits)],
   ];
+  if (e.zones && e.zones.length) rows.push(["Zones", e.zones.join(", ")]);
+  for (const c of e.crossings || []) rows.push([`Crossed ${c.line}`, `${c.direction} at ${fmtTime(c.ms)}`]);
   const dl = $("#detail-list");
   dl.replaceChildren();
   for (const [k, v] of rows) {
@@ -394,12 +449,35 @@ function onStats(s) {
     }
     tr.dataset.camera = c.id;
     body.append(tr);
+    // Per camera: objects in each zone now, crossings per line (since start, last hour).
+    for (const z of c.zones || []) {
+      const zr = document.createElement("tr");
+      zr.className = "count";
+      zr.dataset.zone = z.name;
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      td.textContent = `zone ${z.name}: ${z.objects} now`;
+      zr.append(td);
+      body.append(zr);
+    }
+    for (const l of c.lines || []) {
+      const lr = document.createElement("tr");
+      lr.className = "count";
+      lr.dataset.line = l.name;
+      lr.dataset.total = String(l.left + l.right);
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      td.textContent = `line ${l.name}: ${l.left} left, ${l.right} right (last hour ${l.left_last_hour} / ${l.right_last_hour})`;
+      lr.append(td);
+      body.append(lr);
+    }
     const cam = cams.get(c.id);
     if (cam) {
       updateTile(cam, c);
       cam.tile.querySelector(".fps").textContent = `${c.processed_fps.toFixed(1)} fps`;
     }
   }
+  probe.crossings = s.cameras.reduce((n, c) => n + (c.lines || []).reduce((m, l) => m + l.left + l.right, 0), 0);
   const up = s.uptime_s;
   $("#daemon-stats").textContent =
     `${s.clients} client${s.clients === 1 ? "" : "s"} · up ${Math.floor(up / 3600)} h ${Math.floor(up / 60) % 60} min` +
@@ -416,6 +494,12 @@ function onStats(s) {
 $("#f-camera").addEventListener("change", reloadEvents);
 $("#f-label").addEventListener("change", reloadEvents);
 $("#older").addEventListener("click", loadOlder);
+$("#zones-toggle").checked = showZones;
+$("#zones-toggle").addEventListener("change", (ev) => {
+  showZones = ev.target.checked;
+  localStorage.setItem("ocellus.zones", showZones ? "on" : "off");
+  for (const cam of cams.values()) if (cam.last) redraw(cam);
+});
 for (const b of document.querySelectorAll("dialog .close")) b.addEventListener("click", () => b.closest("dialog").close());
 
 function openTokenDialog() {

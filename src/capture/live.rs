@@ -80,6 +80,9 @@ pub struct SourceState {
     /// The camera's masks as configured, shown to clients.
     pub object_masks: Vec<crate::config::Polygon>,
     pub motion_masks: Vec<crate::config::Polygon>,
+    /// The camera's zones and lines, shown to clients.
+    pub zones: Vec<crate::protocol::Shape>,
+    pub lines: Vec<crate::protocol::Shape>,
     inner: Mutex<StateInner>,
 }
 
@@ -90,6 +93,8 @@ impl SourceState {
             name: name.to_string(),
             object_masks: Vec::new(),
             motion_masks: Vec::new(),
+            zones: Vec::new(),
+            lines: Vec::new(),
             inner: Mutex::new(StateInner {
                 status: SourceStatus::Connecting,
                 last_error: None,
@@ -109,6 +114,16 @@ impl SourceState {
     ) -> Self {
         self.object_masks = object_masks;
         self.motion_masks = motion_masks;
+        self
+    }
+
+    /// The same state, with the camera's zones and lines to show to clients.
+    pub fn with_zones(
+        mut self,
+        (zones, lines): (Vec<crate::protocol::Shape>, Vec<crate::protocol::Shape>),
+    ) -> Self {
+        self.zones = zones;
+        self.lines = lines;
         self
     }
 
@@ -159,6 +174,8 @@ impl SourceState {
             status: self.current(),
             object_masks: self.object_masks.clone(),
             motion_masks: self.motion_masks.clone(),
+            zones: self.zones.clone(),
+            lines: self.lines.clone(),
         }
     }
 }

@@ -480,10 +480,155 @@ pub struct CameraConfig {
     /// trees in the wind, a busy road beyond the fence, a timestamp overlay.
     #[serde(default)]
     pub motion_masks: Vec<Polygon>,
+    /// Zones: named polygons (relative coordinates); an event records the zones its object
+    /// entered, and the stats count the objects in each (docs/zones.md).
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Counting lines: named segments (relative coordinates); an event records each crossing
+    /// with its direction, and the stats count them (docs/zones.md).
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
 }
 
 /// A polygon of points `[x, y]`, each in 0-1 of the frame's width and height.
 pub type Polygon = Vec<[f32; 2]>;
+
+/// `[[cameras.zones]]`: checked as it is read, so a mistake is reported with its line.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "ZoneFields")]
+pub struct ZoneConfig {
+    /// Letters, digits, `-` and `_`; unique among the camera's zones and lines.
+    pub name: String,
+    /// 3 or more points `[x, y]` in 0-1. An object is in the zone when the bottom-centre of its
+    /// tracked box (where it stands) is inside.
+    pub points: Polygon,
+    /// Only objects with these labels count (empty: every label).
+    pub labels: Vec<String>,
+    /// Frames an object must be inside before it has entered (and outside before it has left),
+    /// so a box flickering on the edge does not enter and leave over and over.
+    pub inertia: u32,
+    /// Greater than 0: only an object that stays this many seconds has entered (loitering).
+    pub loitering_s: f32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneFields {
+    name: String,
+    points: Polygon,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default = "default_inertia")]
+    inertia: u32,
+    #[serde(default)]
+    loitering_s: f32,
+}
+
+fn default_inertia() -> u32 {
+    3
+}
+
+impl TryFrom<ZoneFields> for ZoneConfig {
+    type Error = String;
+    fn try_from(f: ZoneFields) -> Result<Self, String> {
+        check_name("zone", &f.name)?;
+        if f.points.len() < 3 {
+            return Err(format!(
+                "zone {:?} has {} points; a zone needs at least 3",
+                f.name,
+                f.points.len()
+            ));
+        }
+        check_points("zone", &f.name, &f.points)?;
+        if !(1..=1000).contains(&f.inertia) {
+            return Err(format!(
+                "zone {:?}: inertia {} is not between 1 and 1000 frames",
+                f.name, f.inertia
+            ));
+        }
+        if !(0.0..=86_400.0).contains(&f.loitering_s) {
+            return Err(format!(
+                "zone {:?}: loitering_s {} is not between 0 and 86400",
+                f.name, f.loitering_s
+            ));
+        }
+        Ok(Self {
+            name: f.name,
+            points: f.points,
+            labels: f.labels,
+            inertia: f.inertia,
+            loitering_s: f.loitering_s,
+        })
+    }
+}
+
+/// `[[cameras.lines]]`: checked as it is read, so a mistake is reported with its line.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "LineFields")]
+pub struct LineConfig {
+    /// Letters, digits, `-` and `_`; unique among the camera's zones and lines.
+    pub name: String,
+    /// Exactly 2 points `[x, y]` in 0-1: the line goes from the first to the second, which
+    /// names the crossing directions (`left`: onto the left of that arrow as drawn).
+    pub points: [[f32; 2]; 2],
+    /// Only objects with these labels count (empty: every label).
+    pub labels: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineFields {
+    name: String,
+    points: Polygon,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+impl TryFrom<LineFields> for LineConfig {
+    type Error = String;
+    fn try_from(f: LineFields) -> Result<Self, String> {
+        check_name("line", &f.name)?;
+        let [a, b] = f.points[..] else {
+            return Err(format!(
+                "line {:?} has {} points; a line has exactly 2",
+                f.name,
+                f.points.len()
+            ));
+        };
+        check_points("line", &f.name, &f.points)?;
+        if (a[0] - b[0]).abs() < 1e-3 && (a[1] - b[1]).abs() < 1e-3 {
+            return Err(format!("line {:?}: its two points are the same", f.name));
+        }
+        Ok(Self {
+            name: f.name,
+            points: [a, b],
+            labels: f.labels,
+        })
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if valid_camera_id(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name {name:?} must be 1-64 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+fn check_points(what: &str, name: &str, points: &[[f32; 2]]) -> Result<(), String> {
+    match points
+        .iter()
+        .find(|p| !p.iter().all(|v| (0.0..=1.0).contains(v)))
+    {
+        Some(p) => Err(format!(
+            "{what} {name:?} has the point [{}, {}]; coordinates are fractions of the frame, 0 to 1",
+            p[0], p[1]
+        )),
+        None => Ok(()),
+    }
+}
 
 /// Whether `p` lies inside `poly` (even-odd rule; both in the same coordinates).
 pub fn point_in_polygon(poly: &[[f32; 2]], p: (f32, f32)) -> bool {
@@ -736,6 +881,42 @@ mod tests {
         assert!(err.to_string().starts_with("test.toml:2:"), "{err}");
         let err = parse("[detector]\nthreads = -1\n").unwrap_err();
         assert!(err.to_string().contains("detector.threads"), "{err}");
+    }
+
+    #[test]
+    fn zones_and_lines_are_checked_and_a_mistake_names_its_line() {
+        let good = "[[cameras]]\nid = \"c\"\nsource = \"x.avi\"\n\
+            [[cameras.zones]]\nname = \"drive\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\nlabels = [\"car\"]\n\
+            [[cameras.lines]]\nname = \"door\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n";
+        let cfg = parse(good).unwrap();
+        let cam = &cfg.cameras[0];
+        assert_eq!(cam.zones[0].name, "drive");
+        assert_eq!((cam.zones[0].inertia, cam.zones[0].loitering_s), (3, 0.0));
+        assert_eq!(cam.zones[0].labels, ["car"]);
+        assert_eq!(cam.lines[0].points, [[0.5, 0.2], [0.5, 0.9]]);
+        let head = "[[cameras]]\nid = \"c\"\nsource = \"x.avi\"\n";
+        for (bad, line, says) in [
+            ("[[cameras.zones]]\nname = \"z\"\npoints = [[0.1, 0.5], [0.6, 0.5]]\n", 4, "at least 3"),
+            ("[[cameras.zones]]\nname = \"z\"\npoints = [[0.1, 0.5], [1.6, 0.5], [0.0, 1.0]]\n", 4, "0 to 1"),
+            ("[[cameras.zones]]\nname = \"a zone\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n", 4, "letters, digits"),
+            ("[[cameras.lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n", 4, "exactly 2"),
+            ("[[cameras.lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.1, 0.5]]\n", 4, "the same"),
+        ] {
+            let err = parse(&format!("{head}{bad}")).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("test.toml:{line}:")) && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
+        let twice = format!(
+            "{head}[[cameras.zones]]\nname = \"x\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n\
+             [[cameras.lines]]\nname = \"x\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n"
+        );
+        let err = parse(&twice).unwrap_err().to_string();
+        assert!(
+            err.contains("cameras[0].lines") && err.contains("used twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -149,6 +149,16 @@ impl Config {
                     return Err(invalid(format!("cameras[{i}].{name}"), problem));
                 }
             }
+            let mut names = std::collections::HashSet::new();
+            let zone_names = cam.zones.iter().map(|z| ("zones", &z.name));
+            for (kind, name) in zone_names.chain(cam.lines.iter().map(|l| ("lines", &l.name))) {
+                if !names.insert(name.as_str()) {
+                    return Err(invalid(
+                        format!("cameras[{i}].{kind}"),
+                        format!("the name {name:?} is used twice on this camera; zones and lines need their own names"),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 /// insert binds them: written once.
 macro_rules! event_columns {
     () => {
-        "id, camera, label, track_id, start_ms, end_ms, top_score, box_x, box_y, box_w, box_h, best_ms, hits, stationary"
+        "id, camera, label, track_id, start_ms, end_ms, top_score, box_x, box_y, box_w, box_h, best_ms, hits, stationary, zones, crossings"
     };
 }
 
@@ -102,6 +102,8 @@ pub(crate) mod tests {
             best_ms: start_ms + 10,
             hits: 7,
             stationary: false,
+            zones: Vec::new(),
+            crossings: Vec::new(),
         }
     }
 

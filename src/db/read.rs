@@ -91,6 +91,10 @@ fn event_from_row(r: &rusqlite::Row) -> rusqlite::Result<Event> {
         best_ms: r.get(11)?,
         hits: r.get::<_, i64>(12)? as u32,
         stationary: r.get(13)?,
+        // Written by this program as JSON; a row edited by hand into something else reads as
+        // no zones rather than failing the whole query.
+        zones: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
+        crossings: serde_json::from_str(&r.get::<_, String>(15)?).unwrap_or_default(),
     })
 }
 
@@ -106,11 +110,20 @@ pub fn query_events(
          WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR label = ?2)
            AND (?3 IS NULL OR start_ms >= ?3) AND (?4 IS NULL OR start_ms < ?4)
            AND (?5 IS NULL OR id < ?5)
+           AND (?7 IS NULL OR EXISTS (SELECT 1 FROM json_each(events.zones) WHERE value = ?7))
          ORDER BY start_ms DESC, id DESC LIMIT ?6"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        params![q.camera, q.label, q.from_ms, q.to_ms, q.before_id, limit],
+        params![
+            q.camera,
+            q.label,
+            q.from_ms,
+            q.to_ms,
+            q.before_id,
+            limit,
+            q.zone
+        ],
         event_from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)

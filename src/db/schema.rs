@@ -10,7 +10,8 @@ use crate::errors::DbError;
 /// Schema upgrades, in order: entry `i` takes the schema from version `i` to `i + 1`. Each runs
 /// in its own transaction together with the `user_version` bump, so a crash leaves the database
 /// at one version or the next, never in between.
-const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] = &[v0_to_v1, v1_to_v2, v2_to_v3];
+const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] =
+    &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -57,6 +58,16 @@ fn v1_to_v2(tx: &Transaction) -> rusqlite::Result<()> {
 /// Events say whether their object has become stationary (a parked car).
 fn v2_to_v3(tx: &Transaction) -> rusqlite::Result<()> {
     tx.execute_batch("ALTER TABLE events ADD COLUMN stationary INTEGER NOT NULL DEFAULT 0;")
+}
+
+/// Events record the zones their object entered and the lines it crossed, as JSON arrays
+/// (`["driveway"]`, `[{"line": "door", "direction": "left", "ms": 1234}]`); queries filter by
+/// zone with `json_each`.
+fn v3_to_v4(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE events ADD COLUMN zones TEXT NOT NULL DEFAULT '[]';
+         ALTER TABLE events ADD COLUMN crossings TEXT NOT NULL DEFAULT '[]';",
+    )
 }
 
 /// Upgrades the schema to `target` (the latest, except in tests that build old databases).

@@ -296,13 +296,14 @@ impl Writer {
             let mut up = tx.prepare_cached(concat!(
                 "INSERT INTO events (",
                 event_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT (id) DO UPDATE SET
                     end_ms = excluded.end_ms, top_score = excluded.top_score,
                     box_x = excluded.box_x, box_y = excluded.box_y,
                     box_w = excluded.box_w, box_h = excluded.box_h,
                     best_ms = excluded.best_ms, hits = excluded.hits,
-                    stationary = excluded.stationary"
+                    stationary = excluded.stationary, zones = excluded.zones,
+                    crossings = excluded.crossings"
             ))?;
             for e in batch.events.values() {
                 up.execute(params![
@@ -320,6 +321,8 @@ impl Writer {
                     e.best_ms,
                     e.hits as i64,
                     e.stationary,
+                    serde_json::to_string(&e.zones).unwrap_or_else(|_| "[]".into()),
+                    serde_json::to_string(&e.crossings).unwrap_or_else(|_| "[]".into()),
                 ])?;
             }
             let mut snap = tx.prepare_cached(
