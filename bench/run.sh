@@ -173,6 +173,9 @@ bench/event_truth.sh "$bin" > "$out/event_truth"; cat "$out/event_truth"
 echo "== detector runtimes"
 bench/runtime.sh "$runs" > "$out/runtime"; cat "$out/runtime"
 
+echo "== MQTT"
+bench/mqtt.sh "$runs" > "$out/mqtt"; cat "$out/mqtt"
+
 {
 echo "# Benchmarks"
 echo
@@ -257,5 +260,7 @@ echo
 cat "$out/event_truth"
 echo
 cat "$out/runtime"
+echo
+cat "$out/mqtt"
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

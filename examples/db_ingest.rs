@@ -44,6 +44,7 @@ fn main() {
         retention_ms: None,
         max_events: 0,
         max_bytes: 0,
+        outbox: None,
     };
     let (h, j) = db::spawn_writer(conn, path.clone(), opts, stats.clone()).unwrap();
     let t0 = Instant::now();

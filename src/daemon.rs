@@ -57,6 +57,8 @@ pub struct Daemon {
     writer: JoinHandle<()>,
     pipelines_stop: CancellationToken,
     db_path: PathBuf,
+    /// The MQTT client, started with the server.
+    mqtt: Option<crate::mqtt::Client>,
 }
 
 impl Daemon {
@@ -64,6 +66,7 @@ impl Daemon {
     /// before starting anything on a bad database or model.
     pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
         let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
+        let enabled_ids: Vec<String> = enabled.iter().map(|c| c.id.clone()).collect();
         // Load every detector before anything is created: a broken model stops the start.
         let mut detectors = Vec::new();
         for cam in &enabled {
@@ -74,7 +77,13 @@ impl Daemon {
             detectors.push(d);
         }
         let db_path = cfg.storage.path.clone();
-        let storage = db::start(&db_path, WriterOptions::from_config(&cfg.storage, true))?;
+        let mut writer_opts = WriterOptions::from_config(&cfg.storage, true);
+        writer_opts.outbox = cfg.mqtt.as_ref().map(|m| crate::db::OutboxLimits {
+            max_messages: m.outbox_max_messages,
+            max_age_ms: m.outbox_max_age_h as i64 * 3_600_000,
+        });
+        let mqtt_topics = cfg.mqtt.as_ref().map(crate::mqtt::Topics::new);
+        let storage = db::start(&db_path, writer_opts)?;
         let ids = EventIds::after(storage.max_event_id);
         let (db, writer, writer_stats) = (storage.handle, storage.thread, storage.stats);
 
@@ -135,6 +144,9 @@ impl Daemon {
                 Box::new(sink),
                 stats.clone(),
             )?;
+            if let Some(t) = &mqtt_topics {
+                pipeline = pipeline.with_outbox(t.events());
+            }
             let detect = {
                 let stop = pipelines_stop.clone();
                 std::thread::Builder::new()
@@ -157,6 +169,27 @@ impl Daemon {
             );
         }
 
+        let mqtt = match (&cfg.mqtt, mqtt_topics) {
+            (Some(m), Some(topics)) => {
+                let labels: Vec<String> = if cfg.detector.labels_allow.is_empty() {
+                    vec!["person".into()]
+                } else {
+                    cfg.detector.labels_allow.clone()
+                };
+                tracing::info!(broker = %m.url, topics = %topics.base, "MQTT: publishing to {} under {}/", m.url, topics.base);
+                Some(crate::mqtt::Client {
+                    cfg: m.clone(),
+                    topics,
+                    cameras: enabled_ids
+                        .iter()
+                        .map(|id| (id.clone(), labels.clone()))
+                        .collect(),
+                    stats: Arc::new(crate::mqtt::MqttStats::default()),
+                    db: db.clone(),
+                })
+            }
+            _ => None,
+        };
         let state = Arc::new(AppState {
             client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
             cfg: cfg.server.clone(),
@@ -169,6 +202,7 @@ impl Daemon {
             started: Instant::now(),
             latest_stats: std::sync::Mutex::new(None),
             shutdown: CancellationToken::new(),
+            mqtt: mqtt.as_ref().map(|m| (m.stats.clone(), m.cfg.url.clone())),
         });
         Ok(Daemon {
             state,
@@ -177,6 +211,7 @@ impl Daemon {
             writer,
             pipelines_stop,
             db_path,
+            mqtt,
         })
     }
 
@@ -189,6 +224,10 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let state = self.state.clone();
         let stats_task = tokio::spawn(stats_loop(state.clone()));
+        let mqtt_stop = CancellationToken::new();
+        let mqtt_task = self
+            .mqtt
+            .map(|m| tokio::spawn(m.run(state.clone(), mqtt_stop.clone())));
         let server = tokio::spawn(crate::server::serve(listener, state.clone()));
         // The database is open (start) and the port is bound (the caller's listener).
         crate::systemd::ready(&crate::systemd::status_line(&state));
@@ -221,6 +260,16 @@ impl Daemon {
         .await
         .ok();
         tracing::info!(db = %self.db_path.display(), "events flushed; closing client connections");
+        if let Some(task) = mqtt_task {
+            // It sends what the outbox holds for a few seconds, then says offline.
+            mqtt_stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(8), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("MQTT: did not finish within 8 s");
+            }
+        }
 
         state.shutdown.cancel();
         stats_task.abort();

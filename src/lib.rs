@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod motion;
+pub mod mqtt;
 pub mod pipeline;
 pub mod prometheus;
 pub mod protocol;

@@ -267,6 +267,8 @@ pub struct Pipeline {
     events: EventBuilder,
     /// The camera's zones and counting lines, followed per track.
     zones: Zones,
+    /// The MQTT topic event messages go to through the outbox (none without MQTT).
+    outbox_topic: Option<String>,
     db: Option<DbHandle>,
     sink: Box<dyn Sink>,
     pub stats: Arc<CameraStats>,
@@ -322,6 +324,7 @@ impl Pipeline {
                 *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) = Counts::new(&zones);
                 zones
             },
+            outbox_topic: None,
             db,
             sink,
             stats,
@@ -378,6 +381,13 @@ impl Pipeline {
                 frame
             }
         }
+    }
+
+    /// Puts every event message into the MQTT outbox too, under `topic`, in the same writer
+    /// batches as the events (docs/mqtt.md).
+    pub fn with_outbox(mut self, topic: String) -> Self {
+        self.outbox_topic = Some(topic);
+        self
     }
 
     /// Takes the motion detector out, for a caller that runs motion on its own thread (see
@@ -560,6 +570,14 @@ impl Pipeline {
                 // The event goes to the database before anyone is told about it.
                 if db.send(DbCommand::Event(msg.event.clone())).is_err() {
                     tracing::error!(camera = %self.camera, "database writer is gone; event not stored");
+                }
+                if let Some(topic) = &self.outbox_topic {
+                    let json = crate::protocol::ServerMsg::Event {
+                        kind: msg.kind,
+                        event: &msg.event,
+                    }
+                    .to_json();
+                    let _ = db.send(DbCommand::Outbox(crate::mqtt::event_message(topic, json)));
                 }
             }
             tracing::trace!(camera = %self.camera, event_id = msg.event.id, kind = msg.kind.as_str(), label = %msg.event.label, "event message to the database and clients");

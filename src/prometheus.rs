@@ -131,6 +131,41 @@ fn render(state: &AppState) -> String {
         help: "Runs per pipeline stage.",
         samples: runs,
     });
+    if let Some(m) = &snapshot.mqtt {
+        for (name, kind, help, v) in [
+            (
+                "ocellus_mqtt_connected",
+                "gauge",
+                "1 while connected to the MQTT broker.",
+                u64::from(m.connected),
+            ),
+            (
+                "ocellus_mqtt_published_total",
+                "counter",
+                "Messages the MQTT broker acknowledged.",
+                m.published,
+            ),
+            (
+                "ocellus_mqtt_pending_messages",
+                "gauge",
+                "Messages in the MQTT outbox, waiting for the broker.",
+                m.pending,
+            ),
+            (
+                "ocellus_mqtt_dropped_total",
+                "counter",
+                "MQTT outbox messages given up by its bounds (count, age).",
+                m.dropped,
+            ),
+        ] {
+            families.push(Family {
+                name,
+                kind,
+                help,
+                samples: vec![(String::new(), v as f64)],
+            });
+        }
+    }
     families.extend(state.metrics.counters().iter().map(Family::unlabelled));
     families.extend(snapshot.db.counters().iter().map(Family::unlabelled));
     families.push(Family {

@@ -130,6 +130,8 @@ pub struct AppState {
     pub latest_stats: std::sync::Mutex<Option<Arc<StatsSnapshot>>>,
     /// Fires when the server should close its connections (after the pipelines have stopped).
     pub shutdown: CancellationToken,
+    /// The MQTT client's state and its broker's URL, when `[mqtt]` is set.
+    pub mqtt: Option<(Arc<crate::mqtt::MqttStats>, String)>,
 }
 
 impl AppState {
@@ -150,6 +152,7 @@ impl AppState {
             started: self.started,
             clients: get(&self.metrics.clients),
             writer: &self.writer,
+            mqtt: self.mqtt.as_ref().map(|(m, url)| (&**m, url.as_str())),
         };
         StatsSnapshot::take(&sources, prev)
     }

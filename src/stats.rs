@@ -25,6 +25,9 @@ pub struct StatsSnapshot {
     pub clients: u64,
     pub cameras: Vec<CameraSnapshot>,
     pub db: DbSnapshot,
+    /// The MQTT client (absent without `[mqtt]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<crate::mqtt::MqttSnapshot>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -123,6 +126,8 @@ pub struct Sources<'a> {
     /// WebSocket clients connected now.
     pub clients: u64,
     pub writer: &'a WriterStats,
+    /// The MQTT client and its broker's URL, when `[mqtt]` is set.
+    pub mqtt: Option<(&'a crate::mqtt::MqttStats, &'a str)>,
 }
 
 impl StatsSnapshot {
@@ -178,6 +183,9 @@ impl StatsSnapshot {
                 dropped: get(&w.dropped),
                 deleted_by_retention: get(&w.deleted_by_retention),
             },
+            mqtt: src
+                .mqtt
+                .map(|(m, url)| m.snapshot(url, get(&w.outbox_dropped))),
         };
         (snapshot, now)
     }

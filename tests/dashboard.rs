@@ -278,6 +278,24 @@ async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
         text.starts_with("line middle:") && text.contains("left"),
         "{text}"
     );
+    // The REST API lists the events by zone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = common::daemon::get_json(&dmn.url("/api/events?zone=right_half")).await;
+        let evs = v["events"].as_array().unwrap().clone();
+        assert!(evs.iter().all(|e| e["zones"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|z| z == "right_half")));
+        if !evs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event entered the zone");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let none = common::daemon::get_json(&dmn.url("/api/events?zone=nowhere")).await;
+    assert_eq!(none["events"].as_array().unwrap().len(), 0);
 
     // Off: frames keep coming, zones and lines are no longer drawn.
     c.find(Locator::Css("#zones-toggle"))

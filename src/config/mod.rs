@@ -31,6 +31,108 @@ pub struct Config {
     pub tracker: TrackerConfig,
     /// The cameras to watch (`[[cameras]]` tables).
     pub cameras: Vec<CameraConfig>,
+    /// Publishing to an MQTT broker (none without an `[mqtt]` section; docs/mqtt.md).
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// `[mqtt]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` (1883 by default) or `mqtts://host:port` (TLS, 8883 by default,
+    /// checked against the system's certificate authorities).
+    pub url: String,
+    /// Every topic starts with `<topic_prefix>/<device_id>/`.
+    pub topic_prefix: String,
+    /// This box's name in topics and in Home Assistant; default: the host name.
+    pub device_id: Option<String>,
+    pub username: Option<String>,
+    /// Never printed (shown as `***`).
+    pub password: Option<Secret>,
+    /// 0 or 1. With 1 every event message is kept in the outbox until the broker acknowledges
+    /// it; with 0 it is sent once, unacknowledged.
+    pub qos: u8,
+    /// Home Assistant MQTT discovery: an occupancy binary_sensor and a count sensor per camera
+    /// and label.
+    pub ha_discovery: bool,
+    pub discovery_prefix: String,
+    /// The outbox of undelivered messages keeps at most this many (the oldest go first)...
+    pub outbox_max_messages: u64,
+    /// ...and none older than this many hours; what is given up is counted as dropped.
+    pub outbox_max_age_h: u64,
+    /// Seconds between `stats` messages.
+    pub stats_interval_s: u64,
+}
+
+/// Where an `[mqtt]` url points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl MqttConfig {
+    /// The broker's address, from `url`.
+    pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
+        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = self.url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "{:?} must start with mqtt:// or mqtts://",
+                self.url
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{:?}: {p:?} is not a port", self.url))?,
+            ),
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') || host.contains('@') {
+            return Err(format!("{:?} has no usable host", self.url));
+        }
+        Ok(MqttEndpoint {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// `device_id`, or the host name.
+    pub fn device(&self) -> String {
+        self.device_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| valid_camera_id(h))
+                .unwrap_or_else(|| "ocellus".into())
+        })
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: "mqtt://localhost:1883".into(),
+            topic_prefix: "ocellus".into(),
+            device_id: None,
+            username: None,
+            password: None,
+            qos: 1,
+            ha_discovery: true,
+            discovery_prefix: "homeassistant".into(),
+            outbox_max_messages: 100_000,
+            outbox_max_age_h: 24 * 7,
+            stats_interval_s: 60,
+        }
+    }
 }
 
 /// `[log]`
@@ -745,12 +847,16 @@ impl Config {
 #[cfg(unix)]
 pub fn warn_if_readable_by_others(path: &Path, cfg: &Config) {
     use std::os::unix::fs::PermissionsExt;
-    if cfg.server.token.is_none() {
+    let secret = if cfg.server.token.is_some() {
+        "server.token"
+    } else if cfg.mqtt.as_ref().is_some_and(|m| m.password.is_some()) {
+        "mqtt.password"
+    } else {
         return;
-    }
+    };
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(config = %path.display(), "the config holds server.token and is readable by every user; chmod o-r it");
+            tracing::warn!(config = %path.display(), "the config holds {secret} and is readable by every user; chmod o-r it");
         }
     }
 }
@@ -917,6 +1023,47 @@ mod tests {
             err.contains("cameras[0].lines") && err.contains("used twice"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn mqtt_section_is_read_checked_and_its_password_never_printed() {
+        assert!(parse("").unwrap().mqtt.is_none(), "no section, no MQTT");
+        let cfg = parse(
+            "[mqtt]\nurl = \"mqtts://broker.local\"\ndevice_id = \"garage-pi\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        let m = cfg.mqtt.unwrap();
+        assert_eq!(
+            m.endpoint().unwrap(),
+            MqttEndpoint {
+                tls: true,
+                host: "broker.local".into(),
+                port: 8883
+            }
+        );
+        assert_eq!(
+            (m.qos, m.ha_discovery, m.topic_prefix.as_str()),
+            (1, true, "ocellus")
+        );
+        assert_eq!(m.device(), "garage-pi");
+        assert!(!format!("{m:?}").contains("hunter2"));
+        let m = parse("[mqtt]\nurl = \"mqtt://10.0.0.5:1884\"\n")
+            .unwrap()
+            .mqtt
+            .unwrap();
+        assert_eq!(m.endpoint().unwrap().port, 1884);
+        for (bad, key) in [
+            ("url = \"http://broker\"", "mqtt.url"),
+            ("url = \"mqtt://broker:port\"", "mqtt.url"),
+            ("qos = 2", "mqtt.qos"),
+            ("topic_prefix = \"a/#\"", "mqtt.topic_prefix"),
+            ("device_id = \"my box\"", "mqtt.device_id"),
+        ] {
+            let err = parse(&format!("[mqtt]\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let err = parse("[mqtt]\nurl = \"mqtt://b\"\nretain = true\n").unwrap_err();
+        assert!(err.to_string().starts_with("test.toml:3:"), "{err}");
     }
 
     #[test]

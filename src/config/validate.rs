@@ -53,6 +53,47 @@ impl Config {
                 ),
             ));
         }
+        if let Some(m) = &self.mqtt {
+            m.endpoint().map_err(|e| invalid("mqtt.url".into(), e))?;
+            if m.qos > 1 {
+                return Err(invalid(
+                    "mqtt.qos".into(),
+                    format!("{} is not 0 or 1", m.qos),
+                ));
+            }
+            for (key, v) in [
+                ("mqtt.topic_prefix", m.topic_prefix.as_str()),
+                ("mqtt.discovery_prefix", m.discovery_prefix.as_str()),
+            ] {
+                if v.is_empty() || v.contains(['+', '#']) || v.starts_with('/') || v.ends_with('/')
+                {
+                    return Err(invalid(
+                        key.into(),
+                        format!("{v:?} must be a topic without wildcards (+, #) or a leading or trailing /"),
+                    ));
+                }
+            }
+            if let Some(d) = &m.device_id {
+                if !valid_camera_id(d) {
+                    return Err(invalid(
+                        "mqtt.device_id".into(),
+                        format!("{d:?} must be 1-64 letters, digits, '-' or '_'"),
+                    ));
+                }
+            }
+            if !(1..=86_400).contains(&m.stats_interval_s) {
+                return Err(invalid(
+                    "mqtt.stats_interval_s".into(),
+                    format!("{} is not between 1 and 86400", m.stats_interval_s),
+                ));
+            }
+            if m.outbox_max_messages == 0 || m.outbox_max_age_h == 0 {
+                return Err(invalid(
+                    "mqtt.outbox_max_messages/outbox_max_age_h".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         unit("tracker.iou_threshold", self.tracker.iou_threshold)?;
         unit("tracker.min_score", self.tracker.min_score)?;
         if self.tracker.min_hits == 0 || self.tracker.score_window == 0 {

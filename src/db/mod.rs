@@ -34,7 +34,9 @@ pub use crate::clock::now_ms;
 pub use crate::models::EventQuery;
 pub use read::{get_event, get_snapshot, max_event_id, open_reader, query_events, ReadPool};
 pub use schema::{migrate, SCHEMA_VERSION};
-pub use writer::{spawn_writer, DbCommand, DbHandle, WriterOptions, WriterStats};
+pub use writer::{
+    spawn_writer, DbCommand, DbHandle, OutboxLimits, OutboxMessage, WriterOptions, WriterStats,
+};
 
 /// Opens (creating if needed) the database read-write and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
@@ -119,11 +121,73 @@ pub(crate) mod tests {
                 retention_ms: None,
                 max_events: 0,
                 max_bytes: 0,
+                outbox: None,
             },
             stats.clone(),
         )
         .unwrap();
         (h, j, stats)
+    }
+
+    /// The MQTT outbox keeps its order, loses what is acknowledged, and past its bounds gives
+    /// up the oldest messages, counted.
+    #[test]
+    fn outbox_is_ordered_trimmed_by_count_and_age_and_emptied_by_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let conn = open(&path).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let opts = |max_messages| WriterOptions {
+            batch: Duration::from_millis(20),
+            batch_max: 100,
+            retention_ms: None,
+            max_events: 0,
+            max_bytes: 0,
+            outbox: Some(OutboxLimits {
+                max_messages,
+                max_age_ms: 3_600_000,
+            }),
+        };
+        let (h, j) = spawn_writer(conn, path.clone(), opts(5), stats.clone()).unwrap();
+        let msg = |i: i64, age_ms: i64| {
+            DbCommand::Outbox(OutboxMessage {
+                topic: format!("t/{i}"),
+                payload: vec![i as u8],
+                retain: false,
+                created_ms: now_ms() - age_ms,
+            })
+        };
+        // Two older than an hour, then eight fresh ones: 5 kept, the newest.
+        h.send(msg(0, 7_200_000)).unwrap();
+        h.send(msg(1, 7_200_000)).unwrap();
+        for i in 2..10 {
+            h.send(msg(i, 0)).unwrap();
+        }
+        h.flush().unwrap();
+        let reader = open_reader(&path).unwrap();
+        let rows = |r: &Connection| -> Vec<(i64, String)> {
+            r.prepare("SELECT seq, topic FROM mqtt_outbox ORDER BY seq")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let kept = rows(&reader);
+        let topics: Vec<&str> = kept.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(topics, ["t/5", "t/6", "t/7", "t/8", "t/9"]);
+        assert_eq!(stats.outbox_dropped.load(Ordering::Relaxed), 5);
+        // Acknowledged ones go; a new message gets a higher seq than any before.
+        h.send(DbCommand::OutboxSent(vec![kept[0].0, kept[1].0]))
+            .unwrap();
+        h.send(msg(10, 0)).unwrap();
+        h.flush().unwrap();
+        let left = rows(&reader);
+        assert_eq!(left.len(), 4);
+        assert_eq!(left[0].1, "t/7");
+        assert!(left.last().unwrap().0 > kept.last().unwrap().0);
+        drop(h);
+        j.join().unwrap();
     }
 
     /// (name, type, notnull, default, pk) of every column, and every index, of every table.
@@ -333,6 +397,7 @@ pub(crate) mod tests {
                 retention_ms: None,
                 max_events: 3,
                 max_bytes: 0,
+                outbox: None,
             },
             stats.clone(),
         )
@@ -368,6 +433,7 @@ pub(crate) mod tests {
                 retention_ms: None,
                 max_events: 0,
                 max_bytes: limit,
+                outbox: None,
             },
             stats.clone(),
         )

@@ -11,7 +11,7 @@ use crate::errors::DbError;
 /// in its own transaction together with the `user_version` bump, so a crash leaves the database
 /// at one version or the next, never in between.
 const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] =
-    &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4];
+    &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -67,6 +67,21 @@ fn v3_to_v4(tx: &Transaction) -> rusqlite::Result<()> {
     tx.execute_batch(
         "ALTER TABLE events ADD COLUMN zones TEXT NOT NULL DEFAULT '[]';
          ALTER TABLE events ADD COLUMN crossings TEXT NOT NULL DEFAULT '[]';",
+    )
+}
+
+/// The MQTT outbox: messages for the broker, written in the same transactions as the events
+/// they tell of, deleted when the broker acknowledges them (docs/mqtt.md). `seq` never goes
+/// back (AUTOINCREMENT), so the order survives deletes.
+fn v4_to_v5(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE mqtt_outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            retain INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL
+        );",
     )
 }
 

@@ -27,6 +27,26 @@ pub enum DbCommand {
     },
     /// Commit everything sent before this, then answer.
     Flush(Sender<()>),
+    /// A message for the MQTT broker, kept in the outbox until it is acknowledged.
+    Outbox(OutboxMessage),
+    /// Outbox messages the broker acknowledged (their `seq`s).
+    OutboxSent(Vec<i64>),
+}
+
+/// An MQTT message waiting in the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub created_ms: i64,
+}
+
+/// Bounds of the MQTT outbox; `None` in a writer without MQTT.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    pub max_messages: u64,
+    pub max_age_ms: i64,
 }
 
 /// Writer tuning; `retention_ms` is `None` in replay, whose clip-relative times are not ages.
@@ -38,6 +58,8 @@ pub struct WriterOptions {
     pub max_events: u64,
     /// Oldest ended events are deleted while the data in the file exceeds this (0: no limit).
     pub max_bytes: u64,
+    /// The MQTT outbox's bounds, when MQTT is on.
+    pub outbox: Option<OutboxLimits>,
 }
 
 impl WriterOptions {
@@ -51,6 +73,7 @@ impl WriterOptions {
                 .then(|| storage.retention_days as i64 * 86_400_000),
             max_events: storage.max_events,
             max_bytes: storage.max_size_mb * 1024 * 1024,
+            outbox: None,
         }
     }
 }
@@ -67,6 +90,8 @@ pub struct WriterStats {
     pub dropped: AtomicU64,
     /// Writes waiting in memory for a commit that keeps failing (0 when healthy).
     pub pending: AtomicU64,
+    /// MQTT outbox messages given up by its bounds (count, age) before the broker took them.
+    pub outbox_dropped: AtomicU64,
 }
 
 /// The sending side of the writer: cheap to clone, one per pipeline.
@@ -82,12 +107,30 @@ impl DbHandle {
         self.tx.send(cmd).map_err(|_| DbError::WriterGone)
     }
 
+    /// Queues a write if the queue has room (for async callers, which must not block).
+    pub fn try_send(&self, cmd: DbCommand) -> Result<(), DbError> {
+        self.tx.try_send(cmd).map_err(|_| DbError::WriterGone)
+    }
+
     /// Waits until everything queued so far is committed.
     pub fn flush(&self) -> Result<(), DbError> {
         let (tx, rx) = bounded(1);
         self.send(DbCommand::Flush(tx))?;
         rx.recv().map_err(|_| DbError::WriterGone)
     }
+}
+
+/// Drops the outbox's oldest messages beyond its bounds; returns how many.
+fn trim_outbox(tx: &rusqlite::Transaction, limits: OutboxLimits) -> rusqlite::Result<usize> {
+    let old = tx.execute(
+        "DELETE FROM mqtt_outbox WHERE created_ms < ?1",
+        [now_ms() - limits.max_age_ms],
+    )?;
+    let over = tx.execute(
+        "DELETE FROM mqtt_outbox WHERE seq IN (SELECT seq FROM mqtt_outbox ORDER BY seq DESC LIMIT -1 OFFSET ?1)",
+        [limits.max_messages as i64],
+    )?;
+    Ok(old + over)
 }
 
 /// Capacity of the writer's queue: enough for bursts of events without letting a stuck disk
@@ -142,6 +185,9 @@ struct Batch {
     writes: usize,
     /// Writes given up to keep the batch within its bounds.
     dropped: u64,
+    /// MQTT messages to add to the outbox, in order, and acknowledged ones to remove.
+    outbox: Vec<OutboxMessage>,
+    sent: Vec<i64>,
 }
 
 impl Batch {
@@ -181,15 +227,35 @@ impl Batch {
                 self.writes += 1;
             }
             DbCommand::Flush(w) => self.waiters.push(w),
+            DbCommand::Outbox(m) => {
+                if self.outbox.len() >= MAX_PENDING_EVENTS {
+                    self.outbox.remove(0);
+                    self.dropped += 1;
+                }
+                self.outbox.push(m);
+                self.writes += 1;
+            }
+            DbCommand::OutboxSent(seqs) => {
+                self.sent.extend(seqs);
+                self.writes += 1;
+            }
         }
     }
 
     fn len(&self) -> usize {
-        self.events.len() + self.snapshots.len()
+        self.events.len() + self.snapshots.len() + self.outbox.len() + self.sent.len()
+    }
+
+    /// No writes in it (there may be waiters).
+    fn no_writes(&self) -> bool {
+        self.events.is_empty()
+            && self.snapshots.is_empty()
+            && self.outbox.is_empty()
+            && self.sent.is_empty()
     }
 
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.snapshots.is_empty() && self.waiters.is_empty()
+        self.no_writes() && self.waiters.is_empty()
     }
 }
 
@@ -287,7 +353,7 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &Batch) -> rusqlite::Result<()> {
-        if batch.events.is_empty() && batch.snapshots.is_empty() {
+        if batch.no_writes() {
             return Ok(());
         }
         let started = Instant::now();
@@ -332,6 +398,24 @@ impl Writer {
             )?;
             for (id, (jpeg, w, h)) in &batch.snapshots {
                 snap.execute(params![id, jpeg.as_ref(), w, h])?;
+            }
+            let mut out = tx.prepare_cached(
+                "INSERT INTO mqtt_outbox (topic, payload, retain, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for m in &batch.outbox {
+                out.execute(params![m.topic, m.payload, m.retain, m.created_ms])?;
+            }
+            let mut sent = tx.prepare_cached("DELETE FROM mqtt_outbox WHERE seq = ?1")?;
+            for seq in &batch.sent {
+                sent.execute([seq])?;
+            }
+        }
+        if !batch.outbox.is_empty() {
+            if let Some(limits) = self.opts.outbox {
+                let dropped = trim_outbox(&tx, limits)?;
+                self.stats
+                    .outbox_dropped
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
             }
         }
         tx.commit()?;
