@@ -69,7 +69,7 @@ max_clients = 200
 path = "$out/fanout.db"
 [[cameras]]
 id = "street"
-source = "media/vtest.avi"
+source = "$PWD/media/vtest.avi"
 TOML
 start_daemon fanout "$bin" run --config "$cfg" --listen 127.0.0.1:0
 fan=()
@@ -93,7 +93,7 @@ kind = "none"
 enabled = false
 [[cameras]]
 id = "street"
-source = "media/vtest.avi"
+source = "$PWD/media/vtest.avi"
 TOML
 start_daemon pyb /usr/bin/python3 bench/py_broadcast.py media/vtest.avi
 pyb=$daemon pyaddr=$addr

@@ -69,7 +69,7 @@ path = "$out/live.db"
 runtime = "$1"
 [[cameras]]
 id = "street"
-source = "media/vtest.avi"
+source = "$PWD/media/vtest.avi"
 TOML
     "$bin" run --config "$out/live.toml" --listen 127.0.0.1:0 > "$out/live.out" 2>/dev/null &
     daemon=$!

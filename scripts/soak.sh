@@ -22,7 +22,7 @@ max_clients = 64
 path = "$out/soak.db"
 [[cameras]]
 id = "street"
-source = "media/vtest.avi"
+source = "$PWD/media/vtest.avi"
 TOML
 target/release/ocellus run --config "$out/soak.toml" --listen 127.0.0.1:0 > "$out/stdout" 2> "$out/stderr" &
 daemon=$!

@@ -288,12 +288,25 @@ impl Daemon {
     }
 }
 
+/// How often a detector that is not the configured one (a missing model) is said again in the
+/// log, so that it is not lost in a long journal.
+const WARN_AGAIN_S: u64 = 300;
+
 async fn stats_loop(state: Arc<AppState>) {
     let (_, mut prev) = state.take_stats(None);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
+    let mut seconds = 0u64;
     loop {
         tick.tick().await;
+        seconds += 1;
+        if seconds.is_multiple_of(WARN_AGAIN_S) {
+            for c in &state.cameras {
+                if let Some(w) = c.detector.as_ref().and_then(|d| d.warning.as_ref()) {
+                    tracing::warn!(camera = %c.id, "camera {}: {w}", c.id);
+                }
+            }
+        }
         let (snapshot, now) = state.take_stats(Some(&prev));
         match serde_json::to_string(&snapshot) {
             Ok(json) => {

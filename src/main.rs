@@ -186,6 +186,7 @@ fn run_cmd(args: RunArgs) -> ExitCode {
     if let Some(db) = args.db {
         cfg.storage.path = db;
     }
+    cfg.locate_defaults();
     // Once, on what will run.
     if let Err(e) = cfg.validate(&args.config) {
         return fail(&e);
@@ -290,6 +291,7 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("(defaults)"));
+    cfg.locate_defaults();
     if let Err(e) = cfg.validate(&config_path) {
         return fail(&e);
     }

@@ -110,6 +110,15 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::OK
     };
+    // What is running but not as configured (a missing model: HOG instead of the DNN).
+    let warnings: Vec<String> = state
+        .cameras
+        .iter()
+        .filter_map(|c| {
+            let w = c.detector.as_ref()?.warning.as_ref()?;
+            Some(format!("camera {}: {w}", c.id))
+        })
+        .collect();
     (
         code,
         Json(serde_json::json!({
@@ -118,6 +127,7 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             "cameras": cameras,
             "db_errors": load(&state.writer.errors),
             "db_pending": load(&state.writer.pending),
+            "warnings": warnings,
         })),
     )
         .into_response()

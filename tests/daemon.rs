@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{
@@ -633,4 +634,88 @@ async fn every_counter_in_the_stats_appears_in_metrics() {
             c.name
         );
     }
+}
+
+/// Started from another directory, the daemon finds what its config names relative to the
+/// config file (the model, the clip, the database), and with no model named it finds the
+/// default one (the source checkout here; /usr/share/ocellus in a package) instead of falling
+/// back to HOG; a replay from anywhere does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_paths_are_relative_to_the_config_file_not_the_working_directory() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let m = cfg_dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::copy(common::fastestdet(), m.join("net.onnx")).unwrap();
+    std::fs::copy(
+        common::asset("models/fastestdet/coco.names"),
+        m.join("labels.txt"),
+    )
+    .unwrap();
+    std::fs::copy(common::vtest(), cfg_dir.path().join("clip.avi")).unwrap();
+    let cfg = cfg_dir.path().join("ocellus.toml");
+    std::fs::write(
+        &cfg,
+        "[detector]\nkind = \"dnn\"\nmodel = \"m/net.onnx\"\nlabels = \"m/labels.txt\"\n\
+         [storage]\npath = \"events.db\"\n\
+         [[cameras]]\nid = \"street\"\nsource = \"clip.avi\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
+    cmd.args([
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .current_dir(elsewhere.path());
+    let db = cfg_dir.path().join("events.db");
+    let dmn = DaemonProc::spawn(cmd, tempfile::tempdir().unwrap(), db.clone());
+    wait_state(&dmn, "connected").await;
+    let stats = d::get_json(&dmn.url("/api/stats")).await;
+    let det = &stats["cameras"][0]["detector"];
+    assert_eq!(det["kind"], "dnn", "{det}");
+    assert!(
+        det["model"].as_str().unwrap().ends_with("m/net.onnx"),
+        "{det}"
+    );
+    assert!(db.exists(), "the database is next to the config");
+    let health = d::get_json(&dmn.url("/healthz")).await;
+    assert_eq!(health["warnings"].as_array().unwrap().len(), 0, "{health}");
+    drop(dmn);
+
+    // No model named, started elsewhere: the default model, found, not HOG.
+    let clip = cfg_dir.path().join("clip.avi");
+    let out = Command::new(env!("CARGO_BIN_EXE_ocellus"))
+        .args(["replay", clip.to_str().unwrap()])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("detector fastestdet "), "{err}");
+    assert!(!err.contains("HOG"), "{err}");
+}
+
+/// A missing model with `kind = "auto"` is not silent: the stats name it, `/healthz` lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_to_hog_is_reported_in_the_stats_and_healthz() {
+    let dmn = DaemonProc::street("[detector]\nmodel = \"/nonexistent/model.onnx\"\n");
+    wait_state(&dmn, "connected").await;
+    let stats = d::get_json(&dmn.url("/api/stats")).await;
+    let det = &stats["cameras"][0]["detector"];
+    assert_eq!(det["kind"], "hog", "{det}");
+    assert!(
+        det["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("/nonexistent/model.onnx")),
+        "{det}"
+    );
+    let health = d::get_json(&dmn.url("/healthz")).await;
+    let warnings = health["warnings"].as_array().unwrap();
+    assert!(
+        warnings.len() == 1 && warnings[0].as_str().unwrap().contains("HOG"),
+        "{health}"
+    );
 }

@@ -1,10 +1,13 @@
 //! The TOML configuration: serde structs with a default and a doc comment on every field.
 //!
-//! Unknown keys are refused; parse errors name the file and line. Relative paths are relative to
-//! the working directory of the process.
+//! Unknown keys are refused; parse errors name the file and line. Relative paths written in a
+//! config file are relative to that file's directory; the built-in default model is looked for
+//! in the working directory, where a package installs it, and the source checkout (paths.rs).
 
+mod paths;
 mod validate;
 
+pub use paths::{checkout_dirs, find_data, INSTALLED_DATA};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 pub use validate::valid_camera_id;
@@ -803,7 +806,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse_unchecked(&text, path)
+        let mut config = Self::parse_unchecked(&text, path)?;
+        config.resolve_relative_to(path, &text);
+        Ok(config)
     }
 
     /// Parses and validates config text; `path` is only used in messages.
@@ -905,10 +910,14 @@ mod tests {
             }
             let c = Config::load(&path).unwrap();
             assert_eq!(c.detector.kind, DetectorKind::Dnn, "{}", path.display());
+            // Relative to the model's own directory, wherever the daemon starts.
+            let here = path.parent().unwrap();
+            assert_eq!(c.detector.model.parent(), Some(here), "{}", path.display());
+            assert_eq!(c.detector.labels.parent(), Some(here), "{}", path.display());
             assert!(
-                c.detector.model.starts_with("models/"),
+                c.detector.labels.exists(),
                 "{}",
-                path.display()
+                c.detector.labels.display()
             );
             seen += 1;
         }
@@ -927,7 +936,9 @@ mod tests {
     fn demo_config_loads() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"));
         let c = Config::load(path).unwrap();
-        assert_eq!(c.cameras[0].source, "media/vtest.avi");
+        // Relative to the file: the clip setup.sh puts in media/.
+        assert!(c.cameras[0].source.ends_with("config/../media/vtest.avi"));
+        assert!(c.storage.path.ends_with("config/../ocellus-demo.db"));
     }
 
     #[test]

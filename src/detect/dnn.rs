@@ -323,6 +323,7 @@ impl ObjectDetector for DnnDetector {
     fn info(&self) -> DetectorInfo {
         let (runtime, version, provider) = self.engine.runtime();
         DetectorInfo {
+            warning: None,
             kind: "dnn",
             family: Some(self.family.name()),
             model: Some(self.path.display().to_string()),

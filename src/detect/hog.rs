@@ -67,6 +67,7 @@ impl ObjectDetector for HogDetector {
 
     fn info(&self) -> super::DetectorInfo {
         super::DetectorInfo {
+            warning: None,
             kind: "hog",
             family: None,
             model: None,

@@ -34,9 +34,33 @@ pub trait ObjectDetector: Send {
     }
 }
 
+/// A detector that is not the one configured (the model file is missing and `kind = "auto"`
+/// fell back to HOG): it says so in its info, which the stats, `/healthz` and a periodic log
+/// line show.
+struct Fallback {
+    inner: Box<dyn ObjectDetector>,
+    warning: String,
+}
+
+impl ObjectDetector for Fallback {
+    fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError> {
+        self.inner.detect(frame)
+    }
+
+    fn info(&self) -> DetectorInfo {
+        DetectorInfo {
+            warning: Some(self.warning.clone()),
+            ..self.inner.info()
+        }
+    }
+}
+
 /// A detector as reported in the log, a replay's summary and `GET /api/stats`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DetectorInfo {
+    /// Set when this is not the detector the config asked for, and why (a missing model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     /// `dnn` or `hog`.
     pub kind: &'static str,
     pub family: Option<&'static str>,
@@ -97,11 +121,20 @@ pub fn build_many(
             if cfg.model.exists() {
                 build_dnn(cfg, n)
             } else {
-                tracing::warn!(
-                    model = %cfg.model.display(),
-                    "model file not found; using the HOG people detector (run scripts/setup.sh to fetch the default model)"
+                let warning = format!(
+                    "the model file {} does not exist: detecting people only, with OpenCV's HOG detector (slower and less accurate); install the model (the Debian package has it, scripts/setup.sh fetches it) or set detector.model",
+                    cfg.model.display()
                 );
-                hog(n)
+                tracing::warn!(model = %cfg.model.display(), "{warning}");
+                Ok(hog(n)?
+                    .into_iter()
+                    .map(|inner| {
+                        Box::new(Fallback {
+                            inner,
+                            warning: warning.clone(),
+                        }) as Box<dyn ObjectDetector>
+                    })
+                    .collect())
             }
         }
     }

@@ -62,10 +62,17 @@ pub fn candidates(configured: Option<&Path>, env: Option<OsString>) -> (Vec<Path
     // Debian's and Ubuntu's runtime package (libonnxruntime1.21) has only its versioned
     // soname, libonnxruntime.so.1.21, in the multiarch directory: the newest found.
     list.extend(versioned_in(&library_dirs()));
-    // The setup script's copy, found from the working directory as the default model is.
+    // The setup script's copy: from the working directory, or the source checkout the binary
+    // was built in.
     if vendored.exists() {
         list.push(vendored);
     }
+    list.extend(
+        crate::config::checkout_dirs()
+            .map(|d| d.join(VENDORED))
+            .filter(|p| p.exists())
+            .take(1),
+    );
     (list, false)
 }
 

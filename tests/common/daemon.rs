@@ -95,8 +95,11 @@ impl DaemonProc {
         db: PathBuf,
         stderr: Stdio,
     ) -> DaemonProc {
+        // From the repository root, unless the caller chose a directory.
+        if cmd.get_current_dir().is_none() {
+            cmd.current_dir(super::root());
+        }
         let mut child = cmd
-            .current_dir(super::root())
             .env("OCELLUS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(stderr)
