@@ -41,6 +41,13 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Write the man page (ocellus.1) and shell completions (bash, zsh, fish) into DIR, for
+    /// packaging.
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where to write them.
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -167,7 +174,44 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::GenerateDocs { dir } => match generate_docs(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// The man page and completions, from the same clap definitions the binary parses with.
+fn generate_docs(dir: &Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    std::fs::write(dir.join("ocellus.1"), page)?;
+    // A page per subcommand, as the main page refers to them (ocellus-run(1), ...).
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("ocellus-{}", sub.get_name());
+        let file = dir.join(format!("{name}.1"));
+        // clap names are static strings; this command runs once and exits.
+        let sub = sub.clone().name(&*name.leak());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub).render(&mut page)?;
+        std::fs::write(file, page)?;
+    }
+    for (shell, name) in [
+        (clap_complete::Shell::Bash, "ocellus.bash"),
+        (clap_complete::Shell::Zsh, "_ocellus"),
+        (clap_complete::Shell::Fish, "ocellus.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), "ocellus", &mut out);
+        std::fs::write(dir.join(name), out)?;
+    }
+    Ok(())
 }
 
 fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {

@@ -36,7 +36,8 @@ do_install:append() {
         > ${D}${systemd_system_unitdir}/ocellus.service
     chmod 0644 ${D}${systemd_system_unitdir}/ocellus.service
     install -d ${D}${sysconfdir}/ocellus
-    install -m 0640 ${S}/systemd/ocellus.toml ${D}${sysconfdir}/ocellus/ocellus.toml
+    # Readable by the service's DynamicUser (ConfigurationDirectory= does not chown it).
+    install -m 0644 ${S}/systemd/ocellus.toml ${D}${sysconfdir}/ocellus/ocellus.toml
 }
 
 FILES:${PN} += "${systemd_system_unitdir}/ocellus.service"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the Debian package: target/debian/ocellus_<version>-1_<arch>.deb.
+#   scripts/build-deb.sh                      for this machine
+#   scripts/build-deb.sh aarch64-unknown-linux-gnu
+#       packages target/aarch64-unknown-linux-gnu/release/ocellus, built beforehand by cross
+#       or scripts/cross-aarch64-qemu.sh (its $auto dependencies need the arm64 libraries the
+#       binary links, so run it where dpkg-shlibdeps can see them, e.g. in the cross image).
+# Needs cargo-deb (installed if missing) and dpkg-dev; fetches the model with setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:-}
+scripts/setup.sh --assets >/dev/null
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
+if [ -z "$target" ]; then
+    cargo build --release --locked --bin ocellus
+    bin=target/release/ocellus
+else
+    bin=target/$target/release/ocellus
+    [ -x "$bin" ] || { echo "build-deb: $bin is missing; build it for $target first" >&2; exit 1; }
+fi
+# The man pages and completions come from the binary's own argument definitions; a cross-built
+# binary cannot run here, and they are the same for every architecture.
+if [ -z "$target" ]; then
+    "$bin" generate-docs target/generated
+else
+    cargo run --release --locked --bin ocellus -- generate-docs target/generated
+fi
+cargo deb --no-build --locked --strip ${target:+--target "$target"} 2>&1 | tail -1

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Checks the Debian package on this machine, as root (CI runs as root on a throwaway machine;
+# elsewhere it uses sudo): builds the .deb, lints it, installs it, runs the packaged binary from
+# a temporary directory, verifies the installed unit, reinstalls over an edited config, removes
+# and purges it, and checks what is left at each step.
+#   scripts/check-deb.sh            packages the dev-profile build the tests use (fast; CI)
+#   scripts/check-deb.sh --release  packages a release build, as scripts/build-deb.sh does
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+profile=dev
+[ "${1:-}" = "--release" ] && profile=release
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "check-deb: needs root (dpkg -i) or sudo" >&2; exit 1; }
+    sudo=sudo
+fi
+if dpkg-query -W -f='${Status}' ocellus 2>/dev/null | grep -q "installed"; then
+    echo "check-deb: an ocellus package is already installed here; not touching it" >&2
+    exit 1
+fi
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
+cargo build --locked --profile "$profile" --bin ocellus 2>&1 | tail -1
+bindir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+"$bindir/ocellus" generate-docs target/generated
+deb=$(cargo deb --no-build --locked --strip --profile "$profile" 2>&1 | tail -1)
+[ -f "$deb" ] || { echo "check-deb: cargo deb failed: $deb" >&2; exit 1; }
+fail() { echo "check-deb: $*" >&2; exit 1; }
+
+# Lint: no errors (warnings are printed).
+lintian --fail-on error "$deb" || fail "lintian found errors"
+
+trap '$sudo dpkg -P ocellus >/dev/null 2>&1 || true' EXIT
+$sudo dpkg -i "$deb" >/dev/null || fail "dpkg -i failed"
+for f in /usr/bin/ocellus /etc/ocellus/ocellus.toml /usr/lib/systemd/system/ocellus.service \
+    /usr/share/ocellus/models/fastestdet/FastestDet.onnx /usr/share/man/man1/ocellus.1.gz \
+    /usr/share/bash-completion/completions/ocellus; do
+    [ -e "$f" ] || fail "$f is not installed"
+done
+# Enabled the Debian way (deb-systemd-helper; systemd need not be running).
+[ -L /etc/systemd/system/multi-user.target.wants/ocellus.service ] || fail "the unit is not enabled"
+systemd-analyze verify /usr/lib/systemd/system/ocellus.service || fail "the installed unit does not verify"
+
+# From anywhere, the packaged binary uses the packaged model (not HOG).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"; $sudo dpkg -P ocellus >/dev/null 2>&1 || true' EXIT
+(cd "$tmp" && /usr/bin/ocellus replay "$root/media/vtest.avi" > "$tmp/events" 2> "$tmp/summary") ||
+    fail "replay failed: $(cat "$tmp/summary")"
+grep -q "detector fastestdet /usr/share/ocellus/models/fastestdet/FastestDet.onnx" "$tmp/summary" ||
+    fail "the replay did not use the packaged model: $(grep detector "$tmp/summary")"
+grep -q "person" "$tmp/summary" || fail "no person events: $(cat "$tmp/summary")"
+
+# An upgrade (the same package again) keeps the edited config and the data.
+echo "# edited by check-deb" | $sudo tee -a /etc/ocellus/ocellus.toml >/dev/null
+$sudo mkdir -p /var/lib/ocellus && echo data | $sudo tee /var/lib/ocellus/kept >/dev/null
+$sudo dpkg -i "$deb" >/dev/null || fail "reinstall failed"
+grep -q "edited by check-deb" /etc/ocellus/ocellus.toml || fail "the reinstall replaced the edited config"
+[ -f /var/lib/ocellus/kept ] || fail "the reinstall lost the data"
+
+# remove keeps config and data; purge takes everything.
+$sudo dpkg -r ocellus >/dev/null || fail "dpkg -r failed"
+[ ! -e /usr/bin/ocellus ] || fail "dpkg -r left the binary"
+[ -f /etc/ocellus/ocellus.toml ] && [ -f /var/lib/ocellus/kept ] || fail "dpkg -r did not keep config and data"
+$sudo dpkg -P ocellus >/dev/null || fail "dpkg -P failed"
+for f in /usr/bin/ocellus /etc/ocellus /var/lib/ocellus /usr/share/ocellus /usr/lib/systemd/system/ocellus.service \
+    /etc/systemd/system/multi-user.target.wants/ocellus.service /usr/share/doc/ocellus; do
+    [ ! -e "$f" ] && [ ! -L "$f" ] || fail "dpkg -P left $f"
+done
+echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1), $profile build): lintian clean of errors, installs, replays with the packaged model, keeps an edited config over a reinstall, removes and purges cleanly"
