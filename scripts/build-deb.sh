@@ -2,9 +2,9 @@
 # Builds the Debian package: target/debian/ocellus_<version>-1_<arch>.deb.
 #   scripts/build-deb.sh                      for this machine
 #   scripts/build-deb.sh aarch64-unknown-linux-gnu
-#       packages target/aarch64-unknown-linux-gnu/release/ocellus, built beforehand by cross
-#       or scripts/cross-aarch64-qemu.sh (its $auto dependencies need the arm64 libraries the
-#       binary links, so run it where dpkg-shlibdeps can see them, e.g. in the cross image).
+#       packages target/aarch64-unknown-linux-gnu/release/ocellus, built beforehand by
+#       scripts/cross-aarch64-qemu.sh (Debian 12's arm64 OpenCV): its dependencies are named
+#       explicitly for Debian 12 (the bookworm-arm64 variant in Cargo.toml).
 # Needs cargo-deb (installed if missing) and dpkg-dev; fetches the model with setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +25,7 @@ if [ -z "$target" ]; then
 else
     cargo run --release --locked --bin ocellus -- generate-docs target/generated
 fi
-cargo deb --no-build --locked --strip ${target:+--target "$target"} 2>&1 | tail -1
+variant=()
+# A cross-built aarch64 binary: dependencies named for Debian 12 (see Cargo.toml).
+[ "$target" = aarch64-unknown-linux-gnu ] && variant=(--variant bookworm-arm64)
+cargo deb --no-build --locked --strip ${target:+--target "$target"} "${variant[@]}" 2>&1 | tail -1
