@@ -529,24 +529,14 @@ impl Pipeline {
         let mut changed: Vec<u64> = happened.iter().map(|(t, _)| *t).collect();
         changed.dedup();
         let crossed = self.events.sync_zones(&self.zones, &changed, out);
+        // Objects in a zone: those with an event (confirmed), inside now.
+        let events = &self.events;
+        let occupancy = self.zones.occupancy(|t| events.event_id(t).is_some());
         let mut counts = self.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
         for c in &crossed {
             counts.crossed(c);
         }
-        // Objects in a zone: those with an event (confirmed), inside now.
-        let inside: Vec<Vec<String>> = self
-            .tracker
-            .tracks()
-            .iter()
-            .filter(|t| self.events.event_id(t.id).is_some())
-            .map(|t| self.zones.current(t.id))
-            .collect();
-        counts.refresh(frame.ts_ms, |zone| {
-            inside
-                .iter()
-                .filter(|z| z.iter().any(|n| n == zone))
-                .count() as u64
-        });
+        counts.refresh(frame.ts_ms, &occupancy);
     }
 
     /// Ends every open event (the source ended or the daemon is stopping); their end time is

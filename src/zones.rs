@@ -242,6 +242,20 @@ impl Zones {
         self.tracks.get(&track_id)
     }
 
+    /// How many of the tracks `counted` selects are in each zone now, in the zones' order.
+    pub fn occupancy(&self, mut counted: impl FnMut(u64) -> bool) -> Vec<u64> {
+        let mut n = vec![0; self.zones.len()];
+        for (&id, rec) in &self.tracks {
+            if !counted(id) {
+                continue;
+            }
+            for (count, st) in n.iter_mut().zip(&rec.zones) {
+                *count += u64::from(st.inside);
+            }
+        }
+        n
+    }
+
     /// The zones a track is in now.
     pub fn current(&self, track_id: u64) -> Vec<String> {
         self.tracks
@@ -342,10 +356,11 @@ impl Counts {
         self.recent[i][usize::from(c.direction == Direction::Right)].push_back(c.ms);
     }
 
-    /// Objects in each zone now, and the last hour's crossings as of `now_ms`.
-    pub fn refresh(&mut self, now_ms: i64, objects_in: impl Fn(&str) -> u64) {
-        for z in &mut self.zones {
-            z.objects = objects_in(&z.name);
+    /// Objects in each zone now (`occupancy`, in the zones' order, as [`Zones::occupancy`]
+    /// gives it), and the last hour's crossings as of `now_ms`.
+    pub fn refresh(&mut self, now_ms: i64, occupancy: &[u64]) {
+        for (z, &n) in self.zones.iter_mut().zip(occupancy) {
+            z.objects = n;
         }
         for (line, recent) in self.lines.iter_mut().zip(&mut self.recent) {
             for q in recent.iter_mut() {
@@ -520,13 +535,13 @@ mod tests {
             direction: Direction::Right,
             ms: 2_000,
         });
-        counts.refresh(3_600_500, |name| u64::from(name == "yard") * 2);
+        counts.refresh(3_600_500, &[2]);
         let line = &counts.lines[0];
         assert_eq!((line.left, line.right), (3, 1));
         // Only 0 is an hour or more before 3_600_500.
         assert_eq!((line.left_last_hour, line.right_last_hour), (2, 1));
         assert_eq!(counts.zones[0].objects, 2);
-        counts.refresh(3_602_500, |_| 0);
+        counts.refresh(3_602_500, &[0]);
         let line = &counts.lines[0];
         assert_eq!((line.left_last_hour, line.right_last_hour), (1, 0));
         assert_eq!((line.left, line.right), (3, 1));
