@@ -48,7 +48,7 @@ impl Config {
         }
         for cam in &mut self.cameras {
             if is_relative_file(&cam.source) {
-                cam.source = dir.join(&cam.source).to_string_lossy().into_owned();
+                cam.source = dir.join(cam.source.trim()).to_string_lossy().into_owned();
             }
         }
     }
@@ -70,14 +70,16 @@ impl Config {
     }
 }
 
-/// A camera source that is a file path relative to somewhere: not a URL, a device, an
-/// absolute path or a GStreamer pipeline.
+/// A camera source that is a relative file path. The classification is `capture::Source::parse`'s
+/// (a pipeline has `!` and `appsink`, a URL `://`, a device is `/dev/video*` or an index,
+/// anything else a file), repeated here because capture depends on config, not the reverse;
+/// a test holds the two together.
 fn is_relative_file(source: &str) -> bool {
-    !source.contains("://")
-        && !source.contains('!')
-        && !source.starts_with('/')
-        && !source.trim().is_empty()
-        && source.parse::<u32>().is_err()
+    let s = source.trim();
+    let pipeline = s.contains('!') && s.contains("appsink");
+    let url = s.contains("://");
+    let device = s.starts_with("/dev/video") || s.parse::<u32>().is_ok();
+    !(pipeline || url || device || s.is_empty()) && Path::new(s).is_relative()
 }
 
 /// `rel` (a default data path such as `models/fastestdet/FastestDet.onnx`) under the installed
@@ -107,6 +109,25 @@ pub fn checkout_dirs() -> impl Iterator<Item = PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_file_source_is_what_capture_opens_as_a_file() {
+        use crate::capture::Source;
+        for s in [
+            "clip.avi",
+            "media/a b.mp4",
+            "  frames/%04d.png",
+            "/var/clips/a.avi",
+            "/dev/video0",
+            "0",
+            "rtsp://cam/stream",
+            "videotestsrc ! appsink",
+            "a!b.avi",
+        ] {
+            let file = matches!(Source::parse(s), Source::File(p) if p.is_relative());
+            assert_eq!(is_relative_file(s), file, "{s:?}");
+        }
+    }
 
     #[test]
     fn relative_paths_in_a_file_are_relative_to_it_and_the_rest_stays() {
