@@ -661,15 +661,8 @@ async fn relative_paths_are_relative_to_the_config_file_not_the_working_director
          [[cameras]]\nid = \"street\"\nsource = \"clip.avi\"\n",
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
-    cmd.args([
-        "run",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .current_dir(elsewhere.path());
+    let mut cmd = DaemonProc::command(&cfg, "127.0.0.1:0");
+    cmd.current_dir(elsewhere.path());
     let db = cfg_dir.path().join("events.db");
     let dmn = DaemonProc::spawn(cmd, tempfile::tempdir().unwrap(), db.clone());
     wait_state(&dmn, "connected").await;

@@ -50,6 +50,13 @@ impl DaemonProc {
         (dir, db, cfg)
     }
 
+    /// `ocellus run --config CFG --listen LISTEN`, for [`DaemonProc::spawn`] to start.
+    pub fn command(cfg: &std::path::Path, listen: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
+        cmd.args(["run", "--config", cfg.to_str().unwrap(), "--listen", listen]);
+        cmd
+    }
+
     /// Starts on a given address (to restart a daemon where a client expects it).
     pub fn start_at(
         cfg: PathBuf,
@@ -58,9 +65,8 @@ impl DaemonProc {
         listen: &str,
         env: &[(&str, &str)],
     ) -> DaemonProc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
-        cmd.args(["run", "--config", cfg.to_str().unwrap(), "--listen", listen])
-            .envs(env.iter().copied());
+        let mut cmd = Self::command(&cfg, listen);
+        cmd.envs(env.iter().copied());
         Self::spawn(cmd, dir, db)
     }
 
@@ -73,14 +79,7 @@ impl DaemonProc {
     pub fn start_logged(extra: &str, cameras: &str) -> DaemonProc {
         let (dir, db, cfg) = Self::config(extra, cameras);
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocellus"));
-        cmd.args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ]);
+        let cmd = Self::command(&cfg, "127.0.0.1:0");
         Self::spawn_with(cmd, dir, db, Stdio::from(log))
     }
 
