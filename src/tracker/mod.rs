@@ -189,10 +189,12 @@ impl Tracker {
             &mut track_used,
             &mut det_track,
         );
-        // 2. Tracks seen in the previous update that are still unmatched, against weak
+        // 2. Established tracks seen in the previous update and still unmatched, against weak
         //    detections: a poorly seen frame does not lose the object.
+        let seen_last = |t: &Track| Some(t.last_seen_ms) == self.last_update_ms;
         let second: Vec<usize> = (0..self.tracks.len())
-            .filter(|&t| !track_used[t] && Some(self.tracks[t].last_seen_ms) == self.last_update_ms)
+            .filter(|&t| !track_used[t] && established(&self.tracks[t]))
+            .filter(|&t| seen_last(&self.tracks[t]))
             .collect();
         self.associate(
             &second,
@@ -204,21 +206,43 @@ impl Tracker {
             &mut track_used,
             &mut det_track,
         );
-        // 3. Young tracks against the confident detections left.
+        // 3. Young tracks against the confident detections left, then (those seen in the
+        //    previous update) against the weak ones left: a young track takes its object's
+        //    confident box before a weak one, so the confident box does not start a second
+        //    track on the same object (ByteTrack too keeps unconfirmed tracks out of its
+        //    weak-box stage).
         let third: Vec<usize> = (0..self.tracks.len())
             .filter(|&t| !track_used[t] && !established(&self.tracks[t]))
             .collect();
-        let left: Vec<usize> = strong
-            .iter()
-            .copied()
-            .filter(|&d| det_track[d].is_none())
-            .collect();
+        let unmatched = |pool: &[usize], det_track: &[Option<usize>]| -> Vec<usize> {
+            pool.iter()
+                .copied()
+                .filter(|&d| det_track[d].is_none())
+                .collect()
+        };
+        let left = unmatched(&strong, &det_track);
         self.associate(
             &third,
             &left,
             dets,
             &predicted,
             self.cfg.iou_threshold,
+            false,
+            &mut track_used,
+            &mut det_track,
+        );
+        let fourth: Vec<usize> = third
+            .iter()
+            .copied()
+            .filter(|&t| !track_used[t] && seen_last(&self.tracks[t]))
+            .collect();
+        let weak_left = unmatched(&weak, &det_track);
+        self.associate(
+            &fourth,
+            &weak_left,
+            dets,
+            &predicted,
+            WEAK_IOU,
             false,
             &mut track_used,
             &mut det_track,
@@ -886,6 +910,22 @@ mod tests {
             "A, back alone, must keep its track {a}: {:?}",
             &ids[44..]
         );
+    }
+
+    #[test]
+    fn a_young_track_takes_its_confident_box_before_a_weak_one() {
+        // A young track, and in its next frame two boxes on the object: a weak one right on the
+        // prediction and a confident one a little off it (not inside the weak one enough to be
+        // a part of it). The confident box continues the track; no second track starts.
+        let mut tr = Tracker::new(cfg());
+        let (_, first) = tr.update(0, &[det(100.0, 200.0, 0.8)]);
+        let (_, ids) = tr.update(100, &[det(100.0, 200.0, 0.3), det(112.0, 200.0, 0.8)]);
+        assert_eq!(
+            ids[1], first[0],
+            "the confident box continues the young track"
+        );
+        assert_eq!(ids[0], 0, "the weak box is left over");
+        assert_eq!(tr.tracks().len(), 1);
     }
 
     #[test]
