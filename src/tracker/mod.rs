@@ -34,6 +34,12 @@ const MAX_AREA_RATIO: f32 = 2.0;
 /// `Tracker::lost_event_continued_by`).
 const RESUME_MS: i64 = 1000;
 
+/// How far beyond its prediction a lost track may find its object again, in the object's typical
+/// sizes (larger side) per second lost: a walking person covers about one body height a second
+/// (1.4 m/s for 1.7 m), and the prediction, which goes on at the last velocity, knows nothing of
+/// a turn or a stop. Only with colours that agree (`APPEARANCE_NEAR`).
+const LOST_REACH_PER_S: f32 = 1.0;
+
 /// A track inside another for this long (milliseconds) is a duplicate of it and goes.
 const SHADOW_MS: i64 = 1000;
 
@@ -85,6 +91,9 @@ pub struct Track {
     /// The areas of the latest detection boxes, at most `score_window`: the object's typical
     /// size, which one box merged with a neighbour's does not move.
     areas: VecDeque<f32>,
+    /// The larger sides of the same boxes: the object's typical extent, which a box cut short
+    /// by an occlusion does not shrink.
+    extents: VecDeque<f32>,
     /// Centre where the track was first seen.
     origin: (f32, f32),
     /// Where, and since when, the object has been staying (for `stationary`).
@@ -111,6 +120,11 @@ impl Track {
     /// The median area of the latest detection boxes.
     fn typical_area(&self) -> f32 {
         median(self.areas.iter().copied())
+    }
+
+    /// The median larger side of the latest detection boxes.
+    fn typical_extent(&self) -> f32 {
+        median(self.extents.iter().copied())
     }
 
     /// Whether the object has stayed in one spot for `stationary_after_ms` when last seen: its
@@ -286,6 +300,8 @@ impl Tracker {
             scores.push_back(det.score);
             let mut areas = VecDeque::with_capacity(self.cfg.score_window as usize);
             areas.push_back(det.bbox.area());
+            let mut extents = VecDeque::with_capacity(self.cfg.score_window as usize);
+            extents.push_back(det.bbox.h.max(det.bbox.w));
             let centre = det.bbox.center();
             self.tracks.push(Track {
                 id,
@@ -305,6 +321,7 @@ impl Tracker {
                 moved: false,
                 scores,
                 areas,
+                extents,
                 origin: centre,
                 rest: (det.bbox, ts_ms),
                 appearance: det.appearance,
@@ -380,6 +397,10 @@ impl Tracker {
             t.areas.pop_front();
         }
         t.areas.push_back(det.bbox.area());
+        if t.extents.len() == window {
+            t.extents.pop_front();
+        }
+        t.extents.push_back(det.bbox.h.max(det.bbox.w));
         let centre = t.bbox.center();
         if !t.moved && t.distance_in_heights(t.origin, centre) >= min_move {
             t.moved = true;
@@ -419,8 +440,10 @@ impl Tracker {
 
     /// Optimal one-to-one matching of `tracks` to `dets` (indices) of the same class and similar
     /// size, by IoU with the predicted box. With `reach`, a track may also take a detection it
-    /// does not overlap enough, whose centre is within half its height of the prediction: small
-    /// boxes missed for a second drift off their prediction.
+    /// does not overlap enough, whose centre is within half its height of the prediction, plus
+    /// `LOST_REACH_PER_S` of its typical size for every second it has been lost, if the colours
+    /// agree: small boxes missed for a second drift off their prediction, and a person hidden
+    /// for a while may have turned or stopped.
     #[allow(clippy::too_many_arguments)]
     fn associate(
         &self,
@@ -446,6 +469,25 @@ impl Tracker {
         // distance; NONE otherwise.
         const NONE: f32 = 1e6;
         let mut cost = vec![NONE; tracks.len() * det_idx.len()];
+        // Which pinned track's spot, if any, each detection lies on (IoU `WEAK_IOU`): a box
+        // where a sign or a parked car stands is that object's, or a part of it, not a lost
+        // object found again. A lost track does not take it (a person who vanished beside a sign
+        // would otherwise take over the sign's second box and stay on it as an event forever);
+        // a track seen in the previous frame does (a person walking past the sign).
+        let on_pinned: Vec<Option<u64>> = det_idx
+            .iter()
+            .map(|&di| {
+                let d = &dets[di];
+                self.tracks
+                    .iter()
+                    .find(|o| {
+                        o.class_id == d.class_id
+                            && o.pinned(&self.cfg)
+                            && o.rest.0.iou(&d.bbox) >= WEAK_IOU
+                    })
+                    .map(|o| o.id)
+            })
+            .collect();
         for (r, &ti) in tracks.iter().enumerate() {
             let t = &self.tracks[ti];
             let p = predicted[ti];
@@ -456,11 +498,19 @@ impl Tracker {
             } else {
                 (p, min_iou, reach)
             };
+            // How long the track had been lost when the detector last ran (0 for a track seen
+            // then, whatever the frame rate).
+            let lost_s = self
+                .last_update_ms
+                .map_or(0.0, |last| (last - t.last_seen_ms).max(0) as f32 / 1000.0);
             // The object's typical size (the median of its latest boxes), once per track.
             let typical_area = t.typical_area().max(1.0);
             for (c, &di) in det_idx.iter().enumerate() {
                 let d = &dets[di];
                 if d.class_id != t.class_id {
+                    continue;
+                }
+                if lost_s > 0.0 && on_pinned[c].is_some_and(|id| id != t.id) {
                     continue;
                 }
                 // An object does not double or halve its size from one frame to the next: a
@@ -491,7 +541,7 @@ impl Tracker {
                     let (px, py) = p.center();
                     let (dx, dy) = d.bbox.center();
                     let dist = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
-                    let limit = 0.5 * p.h.max(p.w);
+                    let limit = 0.5 * p.h.max(p.w) + LOST_REACH_PER_S * lost_s * t.typical_extent();
                     if dist <= limit {
                         *cell = 1.0 + dist / limit.max(1.0) + colour_cost;
                     }
@@ -689,8 +739,9 @@ mod tests {
     #[test]
     fn a_person_lost_for_a_moment_who_comes_back_off_their_path_continues_their_event() {
         // A walks right for 3 s, is missed for half a second, and comes back 80 px lower than
-        // their path (beyond what a lost track reaches for): a new track, which continues A's
-        // event once it qualifies. Someone of another colour there starts their own.
+        // their path: found again by the lost track's reach, or as a new track that continues
+        // A's event once it qualifies; one event either way. Someone of another colour there
+        // starts their own.
         let comes_back_in = |colour: usize| {
             let person = |i: usize, y: f32, c: usize| Detection {
                 appearance: Some(Appearance::pure(c)),
@@ -842,6 +893,75 @@ mod tests {
         assert!(
             comes_back_as(0),
             "A's colour at that place continues A's track"
+        );
+    }
+
+    #[test]
+    fn a_person_hidden_for_a_second_and_a_half_who_turned_meanwhile_keeps_their_track() {
+        // A walks right at 100 px/s for 2 s, is hidden for 1.5 s, and reappears having turned
+        // down: 75 px along their path and 110 px below it, 130 px from where the prediction
+        // (still going right) expects them, far beyond half a box. A lost track reaches a box
+        // height further per second lost, with colours that agree; someone else there starts
+        // their own track.
+        let comes_back_as = |colour: usize| {
+            let person = |x: f32, y: f32, c: usize| Detection {
+                appearance: Some(Appearance::pure(c)),
+                ..det(x, y, 0.8)
+            };
+            let mut tr = Tracker::new(cfg());
+            for i in 0..20 {
+                tr.update(i * 100, &[person(50.0 + 10.0 * i as f32, 200.0, 0)]);
+            }
+            let a = tr.tracks()[0].id;
+            for i in 20..35 {
+                tr.update(i * 100, &[]);
+            }
+            let (_, ids) = tr.update(3500, &[person(50.0 + 190.0 + 75.0, 310.0, colour)]);
+            ids[0] == a
+        };
+        assert!(comes_back_as(0), "A's colours there continue A's track");
+        assert!(!comes_back_as(4), "another colour must not continue it");
+    }
+
+    #[test]
+    fn a_person_who_vanishes_beside_a_sign_does_not_take_over_the_sign() {
+        // A sign the detector calls a person stands at x=300 from the start, pinned after 10 s.
+        // A person walks up to it, waits beside it for a second and vanishes (behind it, or out
+        // of the detector's sight); half a second later the detector starts drawing a second,
+        // slightly shifted box on the sign as well, overlapping where the person stood. That box
+        // is the sign's: the person's event ends after `unseen_timeout_ms` instead of staying
+        // on the sign.
+        let sign = det(300.0, 200.0, 0.65);
+        let mut tr = Tracker::new(cfg());
+        let mut person_id = None;
+        for i in 0..180i64 {
+            let mut dets = vec![sign.clone()];
+            if (100..120).contains(&i) {
+                let x = 100.0 + 19.0 * (i - 100).min(10) as f32;
+                dets.push(det(x, 200.0, 0.8));
+            }
+            if i >= 125 {
+                dets.push(det(304.0, 196.0, 0.65));
+            }
+            let (_, ids) = tr.update(i * 100, &dets);
+            if i == 119 {
+                person_id = Some(ids[1]);
+                assert!(tr.get(ids[1]).unwrap().confirmed, "the person is an event");
+            }
+        }
+        let person_id = person_id.unwrap();
+        assert!(
+            tr.get(person_id).is_none(),
+            "the person's track ended: {:?}",
+            tr.get(person_id).map(|t| (t.bbox, t.last_seen_ms))
+        );
+        let sign_track = tr
+            .tracks()
+            .iter()
+            .find(|t| t.bbox.x > 295.0 && t.bbox.x < 305.0);
+        assert!(
+            sign_track.is_some_and(|t| !t.confirmed),
+            "the sign is still no event"
         );
     }
 
