@@ -155,6 +155,25 @@ pub enum TrackChange {
     Ended(Box<Track>),
 }
 
+/// One update's matching so far: the tracks' predicted boxes, which tracks have a detection, and
+/// which track each detection went to (indices into the tracker's tracks).
+struct Matching<'a> {
+    dets: &'a [Detection],
+    predicted: Vec<BBox>,
+    track_used: Vec<bool>,
+    det_track: Vec<Option<usize>>,
+}
+
+impl Matching<'_> {
+    /// The detections of `pool` that no track has taken yet.
+    fn unmatched(&self, pool: &[usize]) -> Vec<usize> {
+        pool.iter()
+            .copied()
+            .filter(|&d| self.det_track[d].is_none())
+            .collect()
+    }
+}
+
 pub struct Tracker {
     cfg: TrackerConfig,
     tracks: Vec<Track>,
@@ -185,85 +204,51 @@ impl Tracker {
     /// of the track it was assigned to, 0 for none (same order as `dets`).
     pub fn update(&mut self, ts_ms: i64, dets: &[Detection]) -> (Vec<TrackChange>, Vec<u64>) {
         let mut changes = Vec::new();
-        let predicted: Vec<BBox> = self.tracks.iter().map(|t| t.predict(ts_ms)).collect();
-        let mut det_track: Vec<Option<usize>> = vec![None; dets.len()];
-        let mut track_used = vec![false; self.tracks.len()];
+        let mut m = Matching {
+            dets,
+            predicted: self.tracks.iter().map(|t| t.predict(ts_ms)).collect(),
+            track_used: vec![false; self.tracks.len()],
+            det_track: vec![None; dets.len()],
+        };
         let strong: Vec<usize> = (0..dets.len()).filter(|&i| !dets[i].weak).collect();
         let weak: Vec<usize> = (0..dets.len()).filter(|&i| dets[i].weak).collect();
         let established = |t: &Track| t.hits >= self.cfg.min_hits || t.confirmed;
+        let seen_last = |t: &Track| Some(t.last_seen_ms) == self.last_update_ms;
 
         // 1. Established tracks, seen lately or not, against confident detections.
         let first: Vec<usize> = (0..self.tracks.len())
             .filter(|&t| established(&self.tracks[t]))
             .collect();
-        self.associate(
-            &first,
-            &strong,
-            dets,
-            &predicted,
-            self.cfg.iou_threshold,
-            true,
-            &mut track_used,
-            &mut det_track,
-        );
+        self.associate(&mut m, &first, &strong, self.cfg.iou_threshold, true);
         // 2. Established tracks seen in the previous update and still unmatched, against weak
         //    detections: a poorly seen frame does not lose the object.
-        let seen_last = |t: &Track| Some(t.last_seen_ms) == self.last_update_ms;
         let second: Vec<usize> = (0..self.tracks.len())
-            .filter(|&t| !track_used[t] && established(&self.tracks[t]))
+            .filter(|&t| !m.track_used[t] && established(&self.tracks[t]))
             .filter(|&t| seen_last(&self.tracks[t]))
             .collect();
-        self.associate(
-            &second,
-            &weak,
-            dets,
-            &predicted,
-            WEAK_IOU,
-            false,
-            &mut track_used,
-            &mut det_track,
-        );
+        self.associate(&mut m, &second, &weak, WEAK_IOU, false);
         // 3. Young tracks against the confident detections left, then (those seen in the
         //    previous update) against the weak ones left: a young track takes its object's
         //    confident box before a weak one, so the confident box does not start a second
         //    track on the same object (ByteTrack too keeps unconfirmed tracks out of its
         //    weak-box stage).
         let third: Vec<usize> = (0..self.tracks.len())
-            .filter(|&t| !track_used[t] && !established(&self.tracks[t]))
+            .filter(|&t| !m.track_used[t] && !established(&self.tracks[t]))
             .collect();
-        let unmatched = |pool: &[usize], det_track: &[Option<usize>]| -> Vec<usize> {
-            pool.iter()
-                .copied()
-                .filter(|&d| det_track[d].is_none())
-                .collect()
-        };
-        let left = unmatched(&strong, &det_track);
-        self.associate(
-            &third,
-            &left,
-            dets,
-            &predicted,
-            self.cfg.iou_threshold,
-            false,
-            &mut track_used,
-            &mut det_track,
-        );
+        let left = m.unmatched(&strong);
+        self.associate(&mut m, &third, &left, self.cfg.iou_threshold, false);
         let fourth: Vec<usize> = third
             .iter()
             .copied()
-            .filter(|&t| !track_used[t] && seen_last(&self.tracks[t]))
+            .filter(|&t| !m.track_used[t] && seen_last(&self.tracks[t]))
             .collect();
-        let weak_left = unmatched(&weak, &det_track);
-        self.associate(
-            &fourth,
-            &weak_left,
-            dets,
-            &predicted,
-            WEAK_IOU,
-            false,
-            &mut track_used,
-            &mut det_track,
-        );
+        let weak_left = m.unmatched(&weak);
+        self.associate(&mut m, &fourth, &weak_left, WEAK_IOU, false);
+        let Matching {
+            track_used,
+            det_track,
+            ..
+        } = m;
 
         let mut det_ids = vec![0u64; dets.len()];
         for (di, det) in dets.iter().enumerate() {
@@ -444,21 +429,18 @@ impl Tracker {
     /// `LOST_REACH_PER_S` of its typical size for every second it has been lost, if the colours
     /// agree: small boxes missed for a second drift off their prediction, and a person hidden
     /// for a while may have turned or stopped.
-    #[allow(clippy::too_many_arguments)]
     fn associate(
         &self,
+        m: &mut Matching,
         tracks: &[usize],
         det_idx: &[usize],
-        dets: &[Detection],
-        predicted: &[BBox],
         min_iou: f32,
         reach: bool,
-        track_used: &mut [bool],
-        det_track: &mut [Option<usize>],
     ) {
         if tracks.is_empty() || det_idx.is_empty() {
             return;
         }
+        let dets = m.dets;
         // A track whose object has stayed in one spot for `stationary_after_ms` (a sign, a cone,
         // a parked car) is pinned there: only a detection overlapping that spot by `WEAK_IOU`
         // continues it, never a near miss. A person walking past a sign then keeps their own
@@ -490,7 +472,7 @@ impl Tracker {
             .collect();
         for (r, &ti) in tracks.iter().enumerate() {
             let t = &self.tracks[ti];
-            let p = predicted[ti];
+            let p = m.predicted[ti];
             // A pinned track is matched against the spot where it rests, not its prediction:
             // boxes merged with a passer-by must not lead it away step by step.
             let (p, min_iou, reach) = if t.pinned(&self.cfg) {
@@ -550,8 +532,8 @@ impl Tracker {
         }
         for (r, c) in hungarian(&cost, tracks.len(), det_idx.len()) {
             if cost[r * det_idx.len() + c] < NONE {
-                track_used[tracks[r]] = true;
-                det_track[det_idx[c]] = Some(tracks[r]);
+                m.track_used[tracks[r]] = true;
+                m.det_track[det_idx[c]] = Some(tracks[r]);
             }
         }
     }
