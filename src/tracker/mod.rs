@@ -160,6 +160,12 @@ pub enum TrackChange {
 struct Matching<'a> {
     dets: &'a [Detection],
     predicted: Vec<BBox>,
+    /// Per detection, the pinned track whose spot it lies on (IoU `WEAK_IOU`), if any: a box
+    /// where a sign or a parked car stands is that object's, or a part of it, not a lost object
+    /// found again. A lost track does not take it (a person who vanished beside a sign would
+    /// otherwise take over the sign's second box and stay on it as an event forever); a track
+    /// seen in the previous frame does (a person walking past the sign).
+    on_pinned: Vec<Option<u64>>,
     track_used: Vec<bool>,
     det_track: Vec<Option<usize>>,
 }
@@ -204,9 +210,19 @@ impl Tracker {
     /// of the track it was assigned to, 0 for none (same order as `dets`).
     pub fn update(&mut self, ts_ms: i64, dets: &[Detection]) -> (Vec<TrackChange>, Vec<u64>) {
         let mut changes = Vec::new();
+        let pinned: Vec<&Track> = self.tracks.iter().filter(|t| t.pinned(&self.cfg)).collect();
         let mut m = Matching {
             dets,
             predicted: self.tracks.iter().map(|t| t.predict(ts_ms)).collect(),
+            on_pinned: dets
+                .iter()
+                .map(|d| {
+                    pinned
+                        .iter()
+                        .find(|o| o.class_id == d.class_id && o.rest.0.iou(&d.bbox) >= WEAK_IOU)
+                        .map(|o| o.id)
+                })
+                .collect(),
             track_used: vec![false; self.tracks.len()],
             det_track: vec![None; dets.len()],
         };
@@ -451,25 +467,6 @@ impl Tracker {
         // distance; NONE otherwise.
         const NONE: f32 = 1e6;
         let mut cost = vec![NONE; tracks.len() * det_idx.len()];
-        // Which pinned track's spot, if any, each detection lies on (IoU `WEAK_IOU`): a box
-        // where a sign or a parked car stands is that object's, or a part of it, not a lost
-        // object found again. A lost track does not take it (a person who vanished beside a sign
-        // would otherwise take over the sign's second box and stay on it as an event forever);
-        // a track seen in the previous frame does (a person walking past the sign).
-        let on_pinned: Vec<Option<u64>> = det_idx
-            .iter()
-            .map(|&di| {
-                let d = &dets[di];
-                self.tracks
-                    .iter()
-                    .find(|o| {
-                        o.class_id == d.class_id
-                            && o.pinned(&self.cfg)
-                            && o.rest.0.iou(&d.bbox) >= WEAK_IOU
-                    })
-                    .map(|o| o.id)
-            })
-            .collect();
         for (r, &ti) in tracks.iter().enumerate() {
             let t = &self.tracks[ti];
             let p = m.predicted[ti];
@@ -492,7 +489,7 @@ impl Tracker {
                 if d.class_id != t.class_id {
                     continue;
                 }
-                if lost_s > 0.0 && on_pinned[c].is_some_and(|id| id != t.id) {
+                if lost_s > 0.0 && m.on_pinned[di].is_some_and(|id| id != t.id) {
                     continue;
                 }
                 // An object does not double or halve its size from one frame to the next: a
