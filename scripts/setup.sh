@@ -14,7 +14,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 # unzip: ONNX Runtime's library comes out of its Python wheel (scripts/fetch-onnxruntime.sh).
-packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates unzip)
+# python3-onnx: models/fetch.sh converts the default model, NanoDet-g, from TF.js to ONNX.
+packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates unzip python3-onnx)
 # The dashboard's browser test drives Debian's headless Chromium; the RTSP tests run GStreamer's
 # RTSP server (through python3-gi) on an H.264 clip that ffmpeg encodes; the journal test runs
 # systemd-journald and journalctl (package systemd; the checks use systemd-analyze too) and
