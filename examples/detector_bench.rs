@@ -1,10 +1,11 @@
 //! The detector alone: milliseconds per `detect` call (input tensor, inference, decoding,
 //! filtering) on frames of a video, with one runtime and thread count.
 //!
-//!     cargo run --release --example detector_bench -- VIDEO RUNTIME THREADS [CALLS]
+//!     cargo run --release --example detector_bench -- VIDEO RUNTIME THREADS [CALLS [CONFIG]]
 //!
 //! RUNTIME: onnxruntime or opencv; THREADS: threads one inference may use (0: the library's
-//! default). Prints: `RUNTIME threads T: M ms per inference (median of CALLS, after 20 warm-up)`.
+//! default); CONFIG: a config file whose `[detector]` is the model (a `model.toml`), else the
+//! default model. Prints: `RUNTIME threads T: M ms per inference (median of CALLS, after 20 warm-up)`.
 
 use opencv::prelude::*;
 use opencv::videoio;
@@ -14,7 +15,7 @@ use ocellus::config::{DetectorConfig, DetectorKind, DetectorRuntime};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: detector_bench VIDEO onnxruntime|opencv THREADS [CALLS]");
+        eprintln!("usage: detector_bench VIDEO onnxruntime|opencv THREADS [CALLS [CONFIG]]");
         std::process::exit(2);
     }
     let runtime = match args[2].as_str() {
@@ -24,11 +25,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let threads: i32 = args[3].parse()?;
     let calls: usize = args.get(4).map(|c| c.parse()).transpose()?.unwrap_or(300);
+    let model = match args.get(5) {
+        Some(path) => ocellus::config::Config::read(std::path::Path::new(path))?.detector,
+        None => DetectorConfig::default(),
+    };
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
         runtime,
         threads,
-        ..Default::default()
+        ..model
     };
     let mut det = ocellus::detect::build(&cfg)?.ok_or("no detector")?;
     // A few dozen real frames, cycled: the decoder's work depends on what is in them.

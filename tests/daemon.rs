@@ -656,7 +656,8 @@ async fn relative_paths_are_relative_to_the_config_file_not_the_working_director
     let cfg = cfg_dir.path().join("ocellus.toml");
     std::fs::write(
         &cfg,
-        "[detector]\nkind = \"dnn\"\nmodel = \"m/net.onnx\"\nlabels = \"m/labels.txt\"\n\
+        "[detector]\nkind = \"dnn\"\nfamily = \"fastestdet\"\nmodel = \"m/net.onnx\"\n\
+         labels = \"m/labels.txt\"\ninput_width = 352\ninput_height = 352\n\
          [storage]\npath = \"events.db\"\n\
          [[cameras]]\nid = \"street\"\nsource = \"clip.avi\"\n",
     )
@@ -687,7 +688,7 @@ async fn relative_paths_are_relative_to_the_config_file_not_the_working_director
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("detector fastestdet "), "{err}");
+    assert!(err.contains("detector nanodet "), "{err}");
     assert!(!err.contains("HOG"), "{err}");
 }
 

@@ -1,6 +1,7 @@
 //! Detectors on real models and real frames: the planted-box fixtures for the `yolo` and
-//! `yolov5` decoders, FastestDet and HOG on the street clip, and broken model files; every DNN
-//! case on both runtimes (ONNX Runtime, which scripts/setup.sh fetches, and OpenCV's DNN).
+//! `yolov5` decoders, NanoDet-g (and its converter against the reference conversion), FastestDet
+//! and HOG on the street clip, and broken model files; every DNN case on both runtimes (ONNX
+//! Runtime, which scripts/setup.sh fetches, and OpenCV's DNN).
 
 mod common;
 
@@ -171,8 +172,7 @@ fn corrupt_model_file_is_a_load_error_not_a_panic() {
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
         model: bad,
-        labels: common::asset("models/fastestdet/coco.names"),
-        ..Default::default()
+        ..common::fastestdet_config()
     };
     for rt in RUNTIMES {
         let err = load(&cfg, rt).err().expect("truncated model must fail");
@@ -206,9 +206,7 @@ fn fastestdet_finds_people_on_the_street_clip() {
     let frame = &common::read_frames(&common::vtest(), 100, 101)[0];
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
-        model: common::fastestdet(),
-        labels: common::asset("models/fastestdet/coco.names"),
-        ..Default::default()
+        ..common::fastestdet_config()
     };
     let mut all = Vec::new();
     for rt in RUNTIMES {
@@ -254,4 +252,114 @@ fn hog_finds_people_on_the_street_clip() {
         !found.is_empty() && found.iter().all(|d| d.label == "person"),
         "{found:?}"
     );
+}
+
+#[test]
+fn nanodet_finds_the_people_on_the_street_clip_and_both_runtimes_agree() {
+    let frame = &common::read_frames(&common::vtest(), 100, 101)[0];
+    let cfg = DetectorConfig {
+        kind: DetectorKind::Dnn,
+        model: common::nanodet(),
+        labels: common::asset("models/nanodet-g/coco80.names"),
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    for rt in RUNTIMES {
+        let mut det = load(&cfg, rt).unwrap();
+        assert!(det.describe().starts_with("nanodet "), "{}", det.describe());
+        let found = det.detect(frame).unwrap();
+        let people: Vec<&Detection> = found.iter().filter(|d| d.label == "person").collect();
+        // The ground truth has 6 people in this frame (MOT frame 101).
+        assert!(people.len() >= 5, "{rt:?}: {found:?}");
+        all.push(found);
+    }
+    let (cv, ort) = (&all[0], &all[1]);
+    assert_eq!(cv.len(), ort.len(), "opencv {cv:?}\nonnxruntime {ort:?}");
+    for (a, b) in cv.iter().zip(ort) {
+        assert_eq!(a.label, b.label);
+        assert!((a.score - b.score).abs() < 1e-3, "{a:?} vs {b:?}");
+        assert!(a.bbox.iou(&b.bbox) > 0.99, "{a:?} vs {b:?}");
+    }
+}
+
+/// NanoDet's input tensor for `frame` at `w` x `h` (its own normalisation), NCHW.
+fn nanodet_blob(frame: &Mat, w: i32, h: i32) -> Vec<f32> {
+    use opencv::core::{Size, CV_32F};
+    use opencv::prelude::*;
+    let blob = opencv::dnn::blob_from_image(
+        frame,
+        1.0,
+        Size::new(w, h),
+        Scalar::new(103.53, 116.28, 123.675, 0.0),
+        false,
+        false,
+        CV_32F,
+    )
+    .unwrap();
+    let std = [57.375f32, 57.12, 58.395];
+    let plane = (w * h) as usize;
+    blob.data_typed::<f32>()
+        .unwrap()
+        .chunks(plane)
+        .zip(std)
+        .flat_map(|(c, s)| c.iter().map(move |v| v / s))
+        .collect()
+}
+
+#[test]
+fn the_converter_gives_the_reference_conversions_outputs_on_real_frames() {
+    use ocellus::detect::onnxruntime::{self, OrtEngine, Shared};
+    let Some(reference) = common::nanodet_reference() else {
+        eprintln!("skipped: no ../shared/models/nanodet-g/reference-416.onnx on this clone");
+        return;
+    };
+    // The converter, run as models/fetch.sh runs it, at the reference's input size.
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("nanodet-416.onnx");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(common::asset("models/tfjs2onnx.py"))
+        .arg(common::asset("models/nanodet-g/nanodet.json"))
+        .arg(&ours)
+        .args(["--width", "416", "--height", "416"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    onnxruntime::load(None).expect("ONNX Runtime (scripts/setup.sh fetches it)");
+    let session = |model: &std::path::Path| {
+        let cfg = DetectorConfig {
+            model: model.to_owned(),
+            threads: 1,
+            ..Default::default()
+        };
+        OrtEngine::new(&cfg, &Shared::new(model).unwrap()).unwrap()
+    };
+    let (mut theirs, mut mine) = (session(&reference), session(&ours));
+    let mut worst = 0.0f32;
+    // Five frames across the clip: people near and far, in groups and alone.
+    for k in [0, 160, 320, 480, 640] {
+        let frame = &common::read_frames(&common::vtest(), k, k + 1)[0];
+        let blob = nanodet_blob(frame, 416, 416);
+        let a: Vec<(Vec<i32>, Vec<f32>)> = theirs
+            .run([1, 3, 416, 416], &blob)
+            .unwrap()
+            .iter()
+            .map(|t| (t.shape.to_vec(), t.data.to_vec()))
+            .collect();
+        let b = mine.run([1, 3, 416, 416], &blob).unwrap();
+        assert_eq!(a.len(), 6);
+        assert_eq!(b.len(), 6);
+        // Matched by shape, as the decoder finds them (names may differ between converters).
+        for (shape, data) in &a {
+            let t = b.iter().find(|t| t.shape == shape.as_slice()).unwrap();
+            for (x, y) in data.iter().zip(t.data) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    eprintln!("converter vs reference: max abs difference {worst:e} over 5 frames");
+    assert!(worst < 1e-4, "max abs difference {worst}");
 }

@@ -180,9 +180,7 @@ fn expect_passes_on_a_recorded_run_and_fails_with_a_diff_on_a_wrong_one() {
 fn two_people_crossing_end_as_exactly_two_tracks() {
     let mut det = ocellus::detect::build(&DetectorConfig {
         kind: DetectorKind::Dnn,
-        model: common::fastestdet(),
-        labels: common::asset("models/fastestdet/coco.names"),
-        ..Default::default()
+        ..common::fastestdet_config()
     })
     .unwrap()
     .unwrap();
@@ -456,9 +454,8 @@ fn mot_rows(text: &str) -> Vec<(u32, u64, ocellus::models::BBox, f32)> {
 }
 
 /// The event-truth check on the sample clip against its public ground truth (19 people, each one
-/// walk), with the default config: every person gets an event, the cones, the sign and the
-/// tripod that the detector calls "person" all along get none, and a person is not announced
-/// again every time their track drops. An event is on a person when half of its track's boxes
+/// walk), with the default config: every person gets an event, nothing that is not a person
+/// gets one, and a person is not announced again every time their track drops. An event is on a person when half of its track's boxes
 /// overlap one of theirs by IoU 0.3 (bench/mot_eval.py counts the same way).
 ///
 /// Before the tracker and event rule of docs/events.md: 123 person events, 38 on nothing.
@@ -625,7 +622,7 @@ fn replay_ignores_the_live_detector_rate_limit() {
     );
 }
 
-/// A zone over the right half of the street and a line down its middle: some person events
+/// A zone over the right third of the street and a line down its middle: some person events
 /// entered the zone and some did not, people crossed the line both ways, the summary's counts
 /// are the events' crossings, and the database keeps zones and crossings and filters by zone.
 #[test]
@@ -640,8 +637,8 @@ id = "street"
 source = "media/vtest.avi"
 
 [[cameras.zones]]
-name = "right_half"
-points = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
+name = "right_third"
+points = [[0.67, 0.0], [1.0, 0.0], [1.0, 1.0], [0.67, 1.0]]
 labels = ["person"]
 
 [[cameras.lines]]
@@ -675,7 +672,7 @@ points = [[0.5, 0.0], [0.5, 1.0]]
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|z| z == "right_half")
+                .any(|z| z == "right_third")
         })
         .count();
     assert!(
@@ -703,7 +700,7 @@ points = [[0.5, 0.0], [0.5, 1.0]]
     }
     let summary = stderr(&out);
     assert!(
-        summary.contains(&format!("zone     right_half: {entered} events entered")),
+        summary.contains(&format!("zone     right_third: {entered} events entered")),
         "{summary}"
     );
     assert!(
@@ -715,7 +712,7 @@ points = [[0.5, 0.0], [0.5, 1.0]]
     // The database has them, and the zone filter finds exactly the events that entered.
     let conn = ocellus::db::open_reader(&db).unwrap();
     let q = ocellus::models::EventQuery {
-        zone: Some("right_half".into()),
+        zone: Some("right_third".into()),
         limit: Some(500),
         ..Default::default()
     };
@@ -723,7 +720,7 @@ points = [[0.5, 0.0], [0.5, 1.0]]
     assert_eq!(stored.len(), entered);
     assert!(stored
         .iter()
-        .all(|e| e.zones.contains(&"right_half".to_string())));
+        .all(|e| e.zones.contains(&"right_third".to_string())));
     let stored_crossings: usize = ocellus::db::query_events(
         &conn,
         &ocellus::models::EventQuery {
@@ -737,4 +734,39 @@ points = [[0.5, 0.0], [0.5, 1.0]]
     .map(|e| e.crossings.len())
     .sum();
     assert_eq!(stored_crossings, left + right);
+}
+
+/// Without the default model (NanoDet-g not converted, say), a replay detects with FastestDet,
+/// and says why: never a silent change of model.
+#[test]
+fn without_the_default_model_fastestdet_runs_and_says_why() {
+    // The binary, outside the checkout (above it, it would find NanoDet-g), beside FastestDet
+    // only; a hard link where the file system allows it (the binary is large), else a copy.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("ocellus");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_ocellus"), &bin).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_ocellus"), &bin).unwrap();
+    }
+    let models = dir.path().join("models/fastestdet");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(common::fastestdet(), models.join("FastestDet.onnx")).unwrap();
+    std::fs::copy(
+        common::asset("models/fastestdet/coco.names"),
+        models.join("coco.names"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["replay", common::vtest().to_str().unwrap()])
+        .current_dir(dir.path())
+        .env_remove("OCELLUS_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the default model, NanoDet-g (models/nanodet-g/nanodet-g-384x288.onnx), is not installed: using FastestDet"),
+        "{err}"
+    );
+    assert!(err.contains("detector fastestdet "), "{err}");
+    assert!(err.contains("person"), "{err}");
 }

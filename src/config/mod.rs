@@ -336,6 +336,9 @@ pub enum ModelFamily {
     Yolo,
     /// YOLOv5 export: output [1, N, 5+C], letterboxed input.
     Yolov5,
+    /// NanoDet (GFL head): per stride [1, N, C] class scores and [1, N, 4*B] side bins;
+    /// stretched BGR input, normalised per channel.
+    Nanodet,
 }
 
 impl ModelFamily {
@@ -344,8 +347,67 @@ impl ModelFamily {
             ModelFamily::Fastestdet => "fastestdet",
             ModelFamily::Yolo => "yolo",
             ModelFamily::Yolov5 => "yolov5",
+            ModelFamily::Nanodet => "nanodet",
         }
     }
+
+    /// How the family's published models take their input, unless `model.toml` (the
+    /// `[detector]` table) says otherwise.
+    pub fn preprocess(self) -> Preprocess {
+        let unit = Preprocess {
+            channels: ChannelOrder::Bgr,
+            resize: ResizeMode::Stretch,
+            scale: 1.0 / 255.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        match self {
+            ModelFamily::Fastestdet => unit,
+            ModelFamily::Yolo | ModelFamily::Yolov5 => Preprocess {
+                channels: ChannelOrder::Rgb,
+                resize: ResizeMode::Letterbox,
+                ..unit
+            },
+            // NanoDet's own normalisation (nanodet-g.yml), on 0..255 BGR pixels.
+            ModelFamily::Nanodet => Preprocess {
+                scale: 1.0,
+                mean: [103.53, 116.28, 123.675],
+                std: [57.375, 57.12, 58.395],
+                ..unit
+            },
+        }
+    }
+}
+
+/// The order of the colour channels a model takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// As OpenCV decodes frames.
+    Bgr,
+    Rgb,
+}
+
+/// How a frame is fitted to the network's input size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Scaled to the input size, ignoring the aspect ratio.
+    Stretch,
+    /// Scaled to fit keeping the aspect ratio, centred, padded with grey (114).
+    Letterbox,
+}
+
+/// How a frame becomes the network's input tensor: `(pixel * scale - mean[c]) / std[c]` per
+/// channel, in `channels` order, after `resize`. Means and deviations are in the model's channel
+/// order and in scaled units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Preprocess {
+    pub channels: ChannelOrder,
+    pub resize: ResizeMode,
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
 }
 
 /// When the object detector runs on a frame.
@@ -386,6 +448,17 @@ pub struct DetectorConfig {
     pub input_width: u32,
     /// Network input height in pixels.
     pub input_height: u32,
+    /// Channel order the model takes, `bgr` or `rgb`; unset: the family's (below).
+    pub channels: Option<ChannelOrder>,
+    /// `stretch` or `letterbox`; unset: the family's (fastestdet and nanodet stretch, yolo and
+    /// yolov5 letterbox).
+    pub resize: Option<ResizeMode>,
+    /// Pixels (0..255) are multiplied by this; unset: 1/255, or 1 for nanodet.
+    pub scale: Option<f32>,
+    /// Subtracted per channel after scaling (model channel order); unset: the family's.
+    pub mean: Option<[f32; 3]>,
+    /// Divided per channel after the mean (model channel order); unset: the family's.
+    pub std: Option<[f32; 3]>,
     /// Minimum score for a confident detection, one that can start a track, unless
     /// `min_score_per_label` says otherwise.
     pub min_score: f32,
@@ -425,11 +498,16 @@ impl Default for DetectorConfig {
             runtime: DetectorRuntime::Auto,
             onnxruntime_library: None,
             execution_providers: vec![ExecutionProvider::Cpu],
-            family: ModelFamily::Fastestdet,
-            model: PathBuf::from("models/fastestdet/FastestDet.onnx"),
-            labels: PathBuf::from("models/fastestdet/coco.names"),
-            input_width: 352,
-            input_height: 352,
+            family: ModelFamily::Nanodet,
+            model: PathBuf::from(DEFAULT_MODEL),
+            labels: PathBuf::from("models/nanodet-g/coco80.names"),
+            input_width: 384,
+            input_height: 288,
+            channels: None,
+            resize: None,
+            scale: None,
+            mean: None,
+            std: None,
             min_score: 0.4,
             keep_alive_score: 0.15,
             min_score_per_label: BTreeMap::new(),
@@ -458,7 +536,61 @@ impl Default for DetectorConfig {
     }
 }
 
+/// The default model: NanoDet-g, made by models/fetch.sh (paths relative to where the data is).
+pub const DEFAULT_MODEL: &str = "models/nanodet-g/nanodet-g-384x288.onnx";
+/// The smallest model, and the fallback when the default is not installed.
+pub const FASTESTDET_MODEL: &str = "models/fastestdet/FastestDet.onnx";
+
 impl DetectorConfig {
+    /// FastestDet's settings in place of the model's own (family, files, input, preprocessing
+    /// and score thresholds; models/fastestdet/model.toml), the rest of `self` kept.
+    pub fn fastestdet(&self) -> DetectorConfig {
+        DetectorConfig {
+            family: ModelFamily::Fastestdet,
+            model: PathBuf::from(FASTESTDET_MODEL),
+            labels: PathBuf::from("models/fastestdet/coco.names"),
+            input_width: 352,
+            input_height: 352,
+            channels: None,
+            resize: None,
+            scale: None,
+            mean: None,
+            std: None,
+            min_score: 0.4,
+            keep_alive_score: 0.15,
+            min_score_per_label: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+
+    /// When the model is the default one (wherever the config says it is installed) and it is
+    /// missing, FastestDet's settings if FastestDet is there (in the working directory, the
+    /// installed data or the source checkout).
+    pub fn fastestdet_fallback(&self) -> Option<DetectorConfig> {
+        if !self.model.ends_with(DEFAULT_MODEL) || self.model.exists() {
+            return None;
+        }
+        let mut f = self.fastestdet();
+        for p in [&mut f.model, &mut f.labels] {
+            if !p.exists() {
+                *p = find_data(p)?;
+            }
+        }
+        Some(f)
+    }
+
+    /// The input tensor's recipe: the family's, with what the config sets instead.
+    pub fn preprocess(&self) -> Preprocess {
+        let p = self.family.preprocess();
+        Preprocess {
+            channels: self.channels.unwrap_or(p.channels),
+            resize: self.resize.unwrap_or(p.resize),
+            scale: self.scale.unwrap_or(p.scale),
+            mean: self.mean.unwrap_or(p.mean),
+            std: self.std.unwrap_or(p.std),
+        }
+    }
+
     /// The minimum score for `label`.
     pub fn min_score_for(&self, label: &str) -> f32 {
         self.min_score_per_label
@@ -897,6 +1029,12 @@ mod tests {
         assert_eq!(c.motion.var_threshold, d.motion.var_threshold);
         assert_eq!(c.storage.batch_max, d.storage.batch_max);
         assert_eq!(c.detector.model, d.detector.model);
+        assert_eq!(c.detector.family, d.detector.family);
+        assert_eq!(
+            (c.detector.input_width, c.detector.input_height),
+            (d.detector.input_width, d.detector.input_height)
+        );
+        assert_eq!(c.detector.preprocess(), d.detector.preprocess());
     }
 
     #[test]

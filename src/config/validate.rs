@@ -38,6 +38,26 @@ impl Config {
                 "must be between 1 and 4096".into(),
             ));
         }
+        if d.scale.is_some_and(|s| !s.is_finite() || s <= 0.0) {
+            return Err(invalid(
+                "detector.scale".into(),
+                "must be a positive number".into(),
+            ));
+        }
+        if d.mean.is_some_and(|m| m.iter().any(|v| !v.is_finite())) {
+            return Err(invalid(
+                "detector.mean".into(),
+                "must be three numbers".into(),
+            ));
+        }
+        if d.std
+            .is_some_and(|m| m.iter().any(|v| !v.is_finite() || *v <= 0.0))
+        {
+            return Err(invalid(
+                "detector.std".into(),
+                "must be three positive numbers".into(),
+            ));
+        }
         if !(1..=MAX_TILES).contains(&d.tiles) {
             return Err(invalid(
                 "detector.tiles".into(),

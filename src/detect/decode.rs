@@ -85,28 +85,50 @@ pub enum LayoutError {
     TooFew(usize, &'static str),
 }
 
-/// Decodes `data` (a tensor of `shape`) for `family`; candidates scoring below `score_floor` are
-/// skipped early. Boxes are clamped to the `src_w` x `src_h` frame.
+/// One output tensor of a network: its shape and its values, row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor<'a> {
+    pub shape: &'a [i32],
+    pub data: &'a [f32],
+}
+
+impl Tensor<'_> {
+    fn check(&self) -> Result<(), LayoutError> {
+        let total: i64 = self.shape.iter().map(|&d| d as i64).product();
+        if self.shape.iter().any(|&d| d <= 0) || total as usize != self.data.len() {
+            return Err(LayoutError::Size {
+                values: self.data.len(),
+                shape: self.shape.to_vec(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a network's `outputs` for `family` (a model of `classes` classes); candidates
+/// scoring below `score_floor` are skipped early. Boxes are clamped to the `src` (width,
+/// height) frame. Single-tensor families read the first output; `nanodet` finds its tensors by
+/// shape.
 pub fn decode(
     family: ModelFamily,
-    data: &[f32],
-    shape: &[i32],
+    classes: usize,
+    outputs: &[Tensor],
     map: &InputMapping,
-    src_w: u32,
-    src_h: u32,
+    src: (u32, u32),
     score_floor: f32,
 ) -> Result<Vec<RawDetection>, LayoutError> {
-    let total: i64 = shape.iter().map(|&d| d as i64).product();
-    if shape.iter().any(|&d| d <= 0) || total as usize != data.len() {
-        return Err(LayoutError::Size {
-            values: data.len(),
-            shape: shape.to_vec(),
-        });
+    let (src_w, src_h) = src;
+    for t in outputs {
+        t.check()?;
     }
+    let first = outputs.first().ok_or(LayoutError::TooFew(1, "outputs"))?;
     let mut out = match family {
-        ModelFamily::Fastestdet => decode_fastestdet(data, shape, src_w, src_h, score_floor)?,
-        ModelFamily::Yolo => decode_yolo(data, shape, map, score_floor)?,
-        ModelFamily::Yolov5 => decode_yolov5(data, shape, map, score_floor)?,
+        ModelFamily::Fastestdet => {
+            decode_fastestdet(first.data, first.shape, src_w, src_h, score_floor)?
+        }
+        ModelFamily::Yolo => decode_yolo(first.data, first.shape, map, score_floor)?,
+        ModelFamily::Yolov5 => decode_yolov5(first.data, first.shape, map, score_floor)?,
+        ModelFamily::Nanodet => decode_nanodet(outputs, classes, map, score_floor)?,
     };
     for d in &mut out {
         d.bbox = d.bbox.clamp_to(src_w as f32, src_h as f32);
@@ -121,6 +143,7 @@ pub fn expected_shape(family: ModelFamily) -> &'static str {
         ModelFamily::Fastestdet => "[1, 5+C, H, W]",
         ModelFamily::Yolo => "[1, 4+C, N]",
         ModelFamily::Yolov5 => "[1, N, 5+C]",
+        ModelFamily::Nanodet => "per stride, [1, N, C] class scores and [1, N, 4*B] side bins",
     }
 }
 
@@ -258,6 +281,89 @@ fn decode_yolov5(
     Ok(out)
 }
 
+/// The strides a NanoDet-style head may use, finest first.
+const NANODET_STRIDES: [u32; 5] = [8, 16, 32, 64, 128];
+
+/// NanoDet (GFL head): per stride, a class-score tensor `[1, N, C]` (already sigmoid) and a
+/// box tensor `[1, N, 4 * B]`: for each side (left, top, right, bottom) B logits over the
+/// distances 0..B-1 in units of the stride. The distance is the softmax's expected value; sides
+/// are measured from the cell centre `((col + 0.5) * stride, (row + 0.5) * stride)` in network
+/// pixels. N is the grid of the stride over the network input, which is how each pair is found
+/// (output names differ between converters). Score = the best class score.
+fn decode_nanodet(
+    outputs: &[Tensor],
+    classes: usize,
+    map: &InputMapping,
+    score_floor: f32,
+) -> Result<Vec<RawDetection>, LayoutError> {
+    let (net_w, net_h) = (map.net_w as u32, map.net_h as u32);
+    let grid = |s: u32| (net_w.div_ceil(s) as usize, net_h.div_ceil(s) as usize);
+    let rows = |t: &Tensor| match t.shape {
+        [1, n, c] => Some((*n as usize, *c as usize)),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let mut levels = 0;
+    for stride in NANODET_STRIDES {
+        let (gw, gh) = grid(stride);
+        let n = gw * gh;
+        let at_level: Vec<(usize, usize, &Tensor)> = outputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| rows(t).filter(|&(rn, _)| rn == n).map(|(_, c)| (i, c, t)))
+            .collect();
+        let Some(&(si, _, scores)) = at_level.iter().find(|&&(_, c, _)| c == classes) else {
+            continue;
+        };
+        let Some(&(_, box_cols, boxes)) = at_level
+            .iter()
+            .find(|&&(i, c, _)| i != si && c % 4 == 0 && c >= 8)
+        else {
+            continue;
+        };
+        levels += 1;
+        let bins = box_cols / 4;
+        let s = stride as f32;
+        for cell in 0..n {
+            let cls = &scores.data[cell * classes..(cell + 1) * classes];
+            let (class, score) = argmax(cls.iter().copied());
+            if score < score_floor {
+                continue;
+            }
+            let (row, col) = (cell / gw, cell % gw);
+            let (cx, cy) = ((col as f32 + 0.5) * s, (row as f32 + 0.5) * s);
+            let dist = &boxes.data[cell * 4 * bins..(cell + 1) * 4 * bins];
+            let side = |k: usize| expected_bin(&dist[k * bins..(k + 1) * bins]) * s;
+            let (l, t, r, b) = (side(0), side(1), side(2), side(3));
+            let (x1, y1, x2, y2) = (cx - l, cy - t, cx + r, cy + b);
+            out.push(RawDetection {
+                class_id: class as u32,
+                score,
+                bbox: map.box_to_source((x1 + x2) / 2.0, (y1 + y2) / 2.0, x2 - x1, y2 - y1),
+            });
+        }
+    }
+    if levels == 0 {
+        return Err(LayoutError::TooFew(
+            1,
+            "stride with a [1, N, C] and a [1, N, 4*B] output",
+        ));
+    }
+    Ok(out)
+}
+
+/// The expected value of the distribution given by `logits` over 0, 1, .. len-1 (a softmax).
+fn expected_bin(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::MIN, f32::max);
+    let (mut sum, mut weighted) = (0.0f32, 0.0f32);
+    for (i, &v) in logits.iter().enumerate() {
+        let e = (v - max).exp();
+        sum += e;
+        weighted += e * i as f32;
+    }
+    weighted / sum
+}
+
 /// Class-wise non-maximum suppression: of boxes of one class that overlap more than `iou`, the
 /// best-scoring one stays. The result is sorted by score, best first (ties by class, then x), so
 /// it does not depend on the order of the input.
@@ -284,6 +390,46 @@ pub fn nms(mut dets: Vec<RawDetection>, iou: f32) -> Vec<RawDetection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The single-tensor families' decoders, as the engines hand them one output.
+    fn decode1(
+        family: ModelFamily,
+        data: &[f32],
+        shape: &[i32],
+        map: &InputMapping,
+        src_w: u32,
+        src_h: u32,
+        floor: f32,
+    ) -> Result<Vec<RawDetection>, LayoutError> {
+        decode(
+            family,
+            0,
+            &[Tensor { shape, data }],
+            map,
+            (src_w, src_h),
+            floor,
+        )
+    }
+
+    /// Planted NanoDet outputs for a `net` x `net` input, strides 8/16/32, `classes` classes and
+    /// 11 bins: every score 0 and every bin logit equal, but for what `plant` writes.
+    fn nanodet_outputs(net: u32, classes: usize) -> Vec<(Vec<i32>, Vec<f32>)> {
+        let mut out = Vec::new();
+        for s in [8u32, 16, 32] {
+            let n = (net.div_ceil(s) * net.div_ceil(s)) as usize;
+            out.push((vec![1, n as i32, classes as i32], vec![0.0; n * classes]));
+            out.push((vec![1, n as i32, 44], vec![0.0; n * 44]));
+        }
+        out
+    }
+
+    /// Sets the bin logits of one side so that its expected distance is exactly `bins` (an
+    /// integer number of strides): one very large logit at that bin.
+    fn plant_side(boxes: &mut [f32], cell: usize, side: usize, bin: usize) {
+        let base = cell * 44 + side * 11;
+        boxes[base..base + 11].iter_mut().for_each(|v| *v = -50.0);
+        boxes[base + bin] = 50.0;
+    }
 
     fn approx(a: BBox, b: BBox) -> bool {
         (a.x - b.x).abs() < 0.5
@@ -315,7 +461,7 @@ mod tests {
         set(&mut data, 4, (0.25f32 / 0.75).ln()); // sigmoid = 0.25 of the height
         set(&mut data, 7, 0.8);
         let map = InputMapping::stretch(200, 100, 352, 352);
-        let out = decode(
+        let out = decode1(
             ModelFamily::Fastestdet,
             &data,
             &[1, c as i32, gh as i32, gw as i32],
@@ -353,7 +499,7 @@ mod tests {
         // candidate 1: below the floor
         put(&mut data, 4, 1, 0.05);
         let map = InputMapping::letterbox(768, 576, 640, 640);
-        let out = decode(
+        let out = decode1(
             ModelFamily::Yolo,
             &data,
             &[1, rows as i32, n as i32],
@@ -377,7 +523,7 @@ mod tests {
     fn yolov5_score_is_objectness_times_class() {
         let row = [100.0, 100.0, 20.0, 40.0, 0.5, 0.2, 0.9];
         let map = InputMapping::letterbox(640, 640, 640, 640);
-        let out = decode(ModelFamily::Yolov5, &row, &[1, 1, 7], &map, 640, 640, 0.1).unwrap();
+        let out = decode1(ModelFamily::Yolov5, &row, &[1, 1, 7], &map, 640, 640, 0.1).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].class_id, 1);
         assert!((out[0].score - 0.45).abs() < 1e-6);
@@ -387,7 +533,7 @@ mod tests {
     #[test]
     fn wrong_shape_is_an_error_not_a_panic() {
         let map = InputMapping::stretch(10, 10, 10, 10);
-        assert!(decode(
+        assert!(decode1(
             ModelFamily::Yolo,
             &[0.0; 12],
             &[1, 85, 22, 22],
@@ -397,7 +543,7 @@ mod tests {
             0.1
         )
         .is_err());
-        assert!(decode(
+        assert!(decode1(
             ModelFamily::Yolov5,
             &[0.0; 6],
             &[1, 2, 6],
@@ -407,7 +553,7 @@ mod tests {
             0.1
         )
         .is_err());
-        assert!(decode(
+        assert!(decode1(
             ModelFamily::Fastestdet,
             &[0.0; 4],
             &[1, 4],
@@ -417,6 +563,68 @@ mod tests {
             0.1
         )
         .is_err());
+    }
+
+    #[test]
+    fn nanodet_cell_decodes_to_source_pixels_from_its_centre_and_side_bins() {
+        // 64x64 network, 2 classes: strides 8, 16, 32 give 8x8, 4x4 and 2x2 grids.
+        let mut outs = nanodet_outputs(64, 2);
+        // Stride 16, cell (row 1, col 2): centre (2.5 * 16, 1.5 * 16) = (40, 24). Class 1 at 0.8.
+        let cell = 4 + 2;
+        outs[2].1[cell * 2 + 1] = 0.8;
+        for (side, bin) in [(0, 1), (1, 1), (2, 1), (3, 2)] {
+            plant_side(&mut outs[3].1, cell, side, bin);
+        }
+        // The converter's order is not the decoder's: shuffle the tensors.
+        outs.reverse();
+        let tensors: Vec<Tensor> = outs
+            .iter()
+            .map(|(shape, data)| Tensor { shape, data })
+            .collect();
+        // Source 128x96, stretched: x / 2, y / 1.5 back to source pixels.
+        let map = InputMapping::stretch(128, 96, 64, 64);
+        let out = decode(ModelFamily::Nanodet, 2, &tensors, &map, (128, 96), 0.5).unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].class_id, 1);
+        assert!((out[0].score - 0.8).abs() < 1e-6);
+        // Sides l 16, t 16, r 16, b 32 around (40, 24): x 24..56, y 8..56 in network pixels,
+        // x 48..112, y 12..84 in the source's.
+        assert!(
+            approx(out[0].bbox, BBox::new(48.0, 12.0, 64.0, 72.0)),
+            "{:?}",
+            out[0].bbox
+        );
+    }
+
+    #[test]
+    fn nanodet_side_distance_is_the_expected_bin_of_the_softmax() {
+        // Two equal logits at bins 2 and 3: 2.5 strides.
+        let mut logits = [-50.0f32; 11];
+        logits[2] = 1.0;
+        logits[3] = 1.0;
+        assert!((expected_bin(&logits) - 2.5).abs() < 1e-5);
+        // All equal: the middle, 5.
+        assert!((expected_bin(&[0.3; 11]) - 5.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn nanodet_without_a_class_tensor_of_the_label_count_is_a_layout_error() {
+        let outs = nanodet_outputs(64, 80);
+        let tensors: Vec<Tensor> = outs
+            .iter()
+            .map(|(shape, data)| Tensor { shape, data })
+            .collect();
+        let map = InputMapping::stretch(64, 64, 64, 64);
+        // 91 labels for an 80-class model: nothing to pair.
+        assert!(decode(ModelFamily::Nanodet, 91, &tensors, &map, (64, 64), 0.1).is_err());
+        assert!(decode(ModelFamily::Nanodet, 80, &tensors, &map, (64, 64), 0.1).is_ok());
+        // A FastestDet tensor given to the NanoDet decoder.
+        let grid = [0.0f32; 85 * 4];
+        let t = [Tensor {
+            shape: &[1, 85, 2, 2],
+            data: &grid,
+        }];
+        assert!(decode(ModelFamily::Nanodet, 80, &t, &map, (64, 64), 0.1).is_err());
     }
 
     #[test]

@@ -9,10 +9,10 @@ use opencv::dnn;
 use opencv::imgproc;
 use opencv::prelude::*;
 
-use super::decode::{self, InputMapping, RawDetection};
+use super::decode::{self, InputMapping, RawDetection, Tensor};
 use super::onnxruntime::{OrtEngine, Shared};
 use super::{read_labels, tiles, DetectorInfo, ObjectDetector, PostFilter};
-use crate::config::{DetectorConfig, ModelFamily};
+use crate::config::{ChannelOrder, DetectorConfig, ModelFamily, Preprocess, ResizeMode};
 use crate::errors::DetectError;
 use crate::models::Detection;
 
@@ -22,9 +22,9 @@ pub enum Engine {
         net: dnn::Net,
         outputs: Vector<Mat>,
         out_names: Vector<String>,
-        /// The first output, kept so the decoder can read it in place.
-        out: Mat,
-        shape: Vec<i32>,
+        /// The outputs of the last run, kept so the decoder can read them in place.
+        mats: Vec<Mat>,
+        shapes: Vec<Vec<i32>>,
     },
     Onnxruntime {
         engine: Box<OrtEngine>,
@@ -58,8 +58,8 @@ impl Engine {
             net,
             outputs: Vector::new(),
             out_names,
-            out: Mat::default(),
-            shape: Vec::new(),
+            mats: Vec::new(),
+            shapes: Vec::new(),
         })
     }
 
@@ -75,21 +75,31 @@ impl Engine {
         })
     }
 
-    /// Runs the network on an NCHW float blob; returns its first output's shape and data.
-    fn infer(&mut self, blob: &Mat) -> Result<(&[i32], &[f32]), DetectError> {
+    /// Runs the network on an NCHW float blob; returns its outputs in the model's order.
+    fn infer(&mut self, blob: &Mat) -> Result<Vec<Tensor<'_>>, DetectError> {
         match self {
             Engine::OpenCv {
                 net,
                 outputs,
                 out_names,
-                out,
-                shape,
+                mats,
+                shapes,
             } => {
                 net.set_input(blob, "", 1.0, Scalar::default())?;
                 net.forward(outputs, out_names)?;
-                *out = outputs.get(0)?;
-                *shape = out.mat_size().to_vec();
-                Ok((shape, out.data_typed::<f32>()?))
+                mats.clear();
+                mats.extend(outputs.iter());
+                shapes.clear();
+                shapes.extend(mats.iter().map(|m| m.mat_size().to_vec()));
+                mats.iter()
+                    .zip(shapes.iter())
+                    .map(|(m, shape)| {
+                        Ok(Tensor {
+                            shape,
+                            data: m.data_typed::<f32>()?,
+                        })
+                    })
+                    .collect()
             }
             Engine::Onnxruntime { engine, .. } => {
                 let dims = blob.mat_size();
@@ -120,6 +130,7 @@ impl Engine {
 pub struct DnnDetector {
     engine: Engine,
     family: ModelFamily,
+    pre: Preprocess,
     path: PathBuf,
     net_w: u32,
     net_h: u32,
@@ -150,6 +161,7 @@ impl DnnDetector {
         let mut det = Self {
             engine,
             family: cfg.family,
+            pre: cfg.preprocess(),
             path,
             net_w: cfg.input_width,
             net_h: cfg.input_height,
@@ -172,65 +184,82 @@ impl DnnDetector {
             Scalar::all(0.0),
         )?;
         self.prepare(&blank)?;
-        let (shape, data) = self
+        let map = self.mapping(self.net_w, self.net_h);
+        let (family, n_labels, path) = (self.family, self.n_labels, self.path.clone());
+        let outputs = self
             .engine
             .infer(&self.blob)
             .map_err(|e| DetectError::ModelLoad {
-                path: self.path.clone(),
+                path: path.clone(),
                 reason: first_line(&e.to_string()),
             })?;
-        let shape = shape.to_vec();
-        let classes = match (self.family, shape.as_slice()) {
+        let shapes: Vec<Vec<i32>> = outputs.iter().map(|t| t.shape.to_vec()).collect();
+        let shape_err = |expected: String| DetectError::OutputShape {
+            path: path.clone(),
+            family: family.name(),
+            shape: shapes.concat(),
+            expected,
+        };
+        let first = shapes.first().map(Vec::as_slice).unwrap_or(&[]);
+        let classes = match (family, first) {
             (ModelFamily::Fastestdet, [1, c, _, _]) => *c as usize - 5.min(*c as usize),
             (ModelFamily::Yolo, [1, r, _]) => *r as usize - 4.min(*r as usize),
             (ModelFamily::Yolov5, [1, _, c]) => *c as usize - 5.min(*c as usize),
+            // Its tensors are found by the class count: decoding is the check.
+            (ModelFamily::Nanodet, _) => {
+                let size = (self.net_w, self.net_h);
+                return match decode::decode(family, n_labels, &outputs, &map, size, 2.0) {
+                    Ok(_) => Ok(()),
+                    Err(reason) => Err(shape_err(format!(
+                        "{} with C = {n_labels} classes, one per line of the labels file ({reason}; got {shapes:?})",
+                        decode::expected_shape(family)
+                    ))),
+                };
+            }
             _ => 0,
         };
-        if classes == 0 || data.is_empty() {
-            return Err(DetectError::OutputShape {
-                path: self.path.clone(),
-                family: self.family.name(),
-                shape,
-                expected: decode::expected_shape(self.family).into(),
-            });
+        if classes == 0 || outputs.first().is_none_or(|t| t.data.is_empty()) {
+            return Err(shape_err(decode::expected_shape(family).into()));
         }
-        if classes != self.n_labels {
-            return Err(DetectError::OutputShape {
-                path: self.path.clone(),
-                family: self.family.name(),
-                shape,
-                expected: format!(
-                    "{} with C = {} classes, one per line of the labels file",
-                    decode::expected_shape(self.family),
-                    self.n_labels
-                ),
-            });
+        if classes != n_labels {
+            return Err(shape_err(format!(
+                "{} with C = {} classes, one per line of the labels file",
+                decode::expected_shape(family),
+                n_labels
+            )));
         }
         Ok(())
     }
 
-    /// Makes the network's input tensor from `frame` in `self.blob`.
+    /// Makes the network's input tensor from `frame` in `self.blob`:
+    /// `(pixel * scale - mean) / std` per channel, after the resize the model wants.
     fn prepare(
         &mut self,
         frame: &(impl MatTraitConst + core::ToInputArray),
     ) -> Result<(), DetectError> {
         let (w, h) = (frame.cols() as u32, frame.rows() as u32);
         let net_size = Size::new(self.net_w as i32, self.net_h as i32);
-        match self.family {
-            ModelFamily::Fastestdet => {
-                // BGR as OpenCV reads it, stretched, scaled to [0, 1].
-                dnn::blob_from_image_to(
-                    frame,
-                    &mut self.blob,
-                    1.0 / 255.0,
-                    net_size,
-                    Scalar::default(),
-                    false,
-                    false,
-                    core::CV_32F,
-                )?;
-            }
-            ModelFamily::Yolo | ModelFamily::Yolov5 => {
+        let p = self.pre;
+        // blobFromImage computes (pixel - mean) * scale, with the mean in the output's order.
+        let mean = Scalar::new(
+            (p.mean[0] / p.scale) as f64,
+            (p.mean[1] / p.scale) as f64,
+            (p.mean[2] / p.scale) as f64,
+            0.0,
+        );
+        let swap_rb = p.channels == ChannelOrder::Rgb;
+        match p.resize {
+            ResizeMode::Stretch => dnn::blob_from_image_to(
+                frame,
+                &mut self.blob,
+                p.scale as f64,
+                net_size,
+                mean,
+                swap_rb,
+                false,
+                core::CV_32F,
+            )?,
+            ResizeMode::Letterbox => {
                 let map = self.mapping(w, h);
                 let (sw, sh) = map.scaled_size(w, h);
                 imgproc::resize(
@@ -252,28 +281,33 @@ impl DnnDetector {
                     core::BORDER_CONSTANT,
                     Scalar::all(114.0),
                 )?;
-                // Ultralytics models take RGB.
                 dnn::blob_from_image_to(
                     &self.padded,
                     &mut self.blob,
-                    1.0 / 255.0,
+                    p.scale as f64,
                     net_size,
-                    Scalar::default(),
-                    true,
+                    mean,
+                    swap_rb,
                     false,
                     core::CV_32F,
                 )?;
+            }
+        }
+        if p.std != [1.0; 3] {
+            let plane = (self.net_w * self.net_h) as usize;
+            let data = self.blob.data_typed_mut::<f32>()?;
+            for (c, chunk) in data.chunks_exact_mut(plane).enumerate() {
+                let k = 1.0 / p.std[c % 3];
+                chunk.iter_mut().for_each(|v| *v *= k);
             }
         }
         Ok(())
     }
 
     fn mapping(&self, w: u32, h: u32) -> InputMapping {
-        match self.family {
-            ModelFamily::Fastestdet => InputMapping::stretch(w, h, self.net_w, self.net_h),
-            ModelFamily::Yolo | ModelFamily::Yolov5 => {
-                InputMapping::letterbox(w, h, self.net_w, self.net_h)
-            }
+        match self.pre.resize {
+            ResizeMode::Stretch => InputMapping::stretch(w, h, self.net_w, self.net_h),
+            ResizeMode::Letterbox => InputMapping::letterbox(w, h, self.net_w, self.net_h),
         }
     }
 }
@@ -288,13 +322,17 @@ impl DnnDetector {
         let (w, h) = (image.cols() as u32, image.rows() as u32);
         self.prepare(image)?;
         let map = self.mapping(w, h);
-        let (shape, data) = self.engine.infer(&self.blob)?;
-        decode::decode(self.family, data, shape, &map, w, h, self.filter.floor).map_err(|reason| {
+        let (family, classes, floor) = (self.family, self.n_labels, self.filter.floor);
+        let outputs = self.engine.infer(&self.blob)?;
+        decode::decode(family, classes, &outputs, &map, (w, h), floor).map_err(|reason| {
             DetectError::OutputShape {
                 path: self.path.clone(),
-                family: self.family.name(),
-                shape: shape.to_vec(),
-                expected: format!("{} ({reason})", decode::expected_shape(self.family)),
+                family: family.name(),
+                shape: outputs
+                    .iter()
+                    .flat_map(|t| t.shape.iter().copied())
+                    .collect(),
+                expected: format!("{} ({reason})", decode::expected_shape(family)),
             }
         })
     }

@@ -119,25 +119,40 @@ pub fn build_many(
         DetectorKind::Dnn => build_dnn(cfg, n),
         DetectorKind::Auto => {
             if cfg.model.exists() {
-                build_dnn(cfg, n)
-            } else {
+                return build_dnn(cfg, n);
+            }
+            if let Some(smaller) = cfg.fastestdet_fallback() {
                 let warning = format!(
-                    "the model file {} does not exist: detecting people only, with OpenCV's HOG detector (slower and less accurate); install the model (the Debian package has it, scripts/setup.sh fetches it) or set detector.model",
+                    "the default model, NanoDet-g ({}), is not installed: using FastestDet, which also takes cones, signs and pairs of people for people (about one person box in three is right, against nine in ten); run models/fetch.sh (it needs python3-onnx) or install the package",
                     cfg.model.display()
                 );
-                tracing::warn!(model = %cfg.model.display(), "{warning}");
-                Ok(hog(n)?
-                    .into_iter()
-                    .map(|inner| {
-                        Box::new(Fallback {
-                            inner,
-                            warning: warning.clone(),
-                        }) as Box<dyn ObjectDetector>
-                    })
-                    .collect())
+                tracing::warn!(model = %cfg.model.display(), fallback = %smaller.model.display(), "{warning}");
+                return Ok(with_warning(build_dnn(&smaller, n)?, &warning));
             }
+            let warning = format!(
+                "the model file {} does not exist: detecting people only, with OpenCV's HOG detector (slower and less accurate); install the model (the Debian package has it, scripts/setup.sh fetches it) or set detector.model",
+                cfg.model.display()
+            );
+            tracing::warn!(model = %cfg.model.display(), "{warning}");
+            Ok(with_warning(hog(n)?, &warning))
         }
     }
+}
+
+/// Marks each of `detectors` as not the one configured, with the reason.
+fn with_warning(
+    detectors: Vec<Box<dyn ObjectDetector>>,
+    warning: &str,
+) -> Vec<Box<dyn ObjectDetector>> {
+    detectors
+        .into_iter()
+        .map(|inner| {
+            Box::new(Fallback {
+                inner,
+                warning: warning.to_string(),
+            }) as Box<dyn ObjectDetector>
+        })
+        .collect()
 }
 
 /// DNN detectors on the configured runtime: ONNX Runtime when asked for or (`auto`) when its

@@ -13,6 +13,7 @@ use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBui
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::decode::Tensor;
 use crate::config::{DetectorConfig, ExecutionProvider};
 use crate::errors::DetectError;
 
@@ -41,8 +42,12 @@ impl NotLoaded {
     }
 }
 
+/// Where the Debian package puts its own copy of ONNX Runtime.
+pub const PACKAGED_DIR: &str = "/usr/lib/ocellus";
+
 /// Where ONNX Runtime is looked for, in order: `detector.onnxruntime_library`, else
-/// `ORT_DYLIB_PATH`, else the system's library path, then the copy scripts/setup.sh fetches.
+/// `ORT_DYLIB_PATH`, else the system's library path, then the package's private copy
+/// (`/usr/lib/ocellus`), then the copy scripts/setup.sh fetches.
 /// A path given by the user is the only one tried.
 /// `env` is `ORT_DYLIB_PATH`'s value.
 pub fn candidates(configured: Option<&Path>, env: Option<OsString>) -> (Vec<PathBuf>, bool) {
@@ -62,6 +67,9 @@ pub fn candidates(configured: Option<&Path>, env: Option<OsString>) -> (Vec<Path
     // Debian's and Ubuntu's runtime package (libonnxruntime1.21) has only its versioned
     // soname, libonnxruntime.so.1.21, in the multiarch directory: the newest found.
     list.extend(versioned_in(&library_dirs()));
+    // The Debian package's private copy, for distributions without ONNX Runtime (Debian 12,
+    // Raspberry Pi OS bookworm): after the system's, so an administrator's GPU build wins.
+    list.extend(versioned_in(&[PathBuf::from(PACKAGED_DIR)]));
     // The setup script's copy: from the working directory, or the source checkout the binary
     // was built in.
     if vendored.exists() {
@@ -226,8 +234,8 @@ pub struct OrtEngine {
     input: String,
     /// The execution provider nodes go to first (`cpu` unless a GPU provider registered).
     pub provider: &'static str,
-    shape: Vec<i32>,
-    output: Vec<f32>,
+    shapes: Vec<Vec<i32>>,
+    outputs: Vec<Vec<f32>>,
 }
 
 impl OrtEngine {
@@ -270,27 +278,36 @@ impl OrtEngine {
             session,
             input,
             provider,
-            shape: Vec::new(),
-            output: Vec::new(),
+            shapes: Vec::new(),
+            outputs: Vec::new(),
         })
     }
 
-    /// Runs the network on an NCHW float tensor; returns the first output's shape and data.
-    pub fn run(&mut self, shape: [usize; 4], input: &[f32]) -> Result<(&[i32], &[f32]), String> {
+    /// Runs the network on an NCHW float tensor; returns its outputs in the model's order.
+    pub fn run(&mut self, shape: [usize; 4], input: &[f32]) -> Result<Vec<Tensor<'_>>, String> {
         let tensor =
             TensorRef::from_array_view((shape, input)).map_err(|e| first_line(&e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input.as_str() => tensor])
             .map_err(|e| first_line(&e.to_string()))?;
-        let (dims, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| first_line(&e.to_string()))?;
-        self.shape.clear();
-        self.shape.extend(dims.iter().map(|&d| d as i32));
-        self.output.clear();
-        self.output.extend_from_slice(data);
-        Ok((&self.shape, &self.output))
+        self.shapes.resize_with(outputs.len(), Vec::new);
+        self.outputs.resize_with(outputs.len(), Vec::new);
+        for (i, (_, value)) in outputs.iter().enumerate() {
+            let (dims, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| first_line(&e.to_string()))?;
+            self.shapes[i].clear();
+            self.shapes[i].extend(dims.iter().map(|&d| d as i32));
+            self.outputs[i].clear();
+            self.outputs[i].extend_from_slice(data);
+        }
+        Ok(self
+            .shapes
+            .iter()
+            .zip(&self.outputs)
+            .map(|(shape, data)| Tensor { shape, data })
+            .collect())
     }
 }
 

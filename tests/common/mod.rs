@@ -40,6 +40,27 @@ pub fn fastestdet() -> PathBuf {
     asset("models/fastestdet/FastestDet.onnx")
 }
 
+/// FastestDet's settings (the model and labels in the checkout) over the defaults.
+pub fn fastestdet_config() -> ocellus::config::DetectorConfig {
+    ocellus::config::DetectorConfig {
+        model: fastestdet(),
+        labels: asset("models/fastestdet/coco.names"),
+        ..ocellus::config::DetectorConfig::default().fastestdet()
+    }
+}
+
+/// The default model, NanoDet-g at 384x288, as models/fetch.sh converts it.
+pub fn nanodet() -> PathBuf {
+    asset("models/nanodet-g/nanodet-g-384x288.onnx")
+}
+
+/// The team's reference conversion of NanoDet-g (../shared, never shipped): None on a clone
+/// without it.
+pub fn nanodet_reference() -> Option<PathBuf> {
+    let p = root().join("../shared/models/nanodet-g/reference-416.onnx");
+    p.exists().then_some(p)
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
