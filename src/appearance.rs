@@ -25,6 +25,10 @@ const BAND_LEN: usize = HUE_BINS * SAT_BINS + VAL_BINS;
 /// Horizontal bands of the box, top to bottom, each with its own histograms.
 const BANDS: usize = 3;
 const LEN: usize = BAND_LEN * BANDS;
+/// A band with this share of its pixels in the first hue bin at the lowest saturation has no
+/// colour to compare (a grey picture puts every pixel there; hue 0 is red, so a red coat
+/// is in the same hue bin but at a higher saturation).
+const GREY: f32 = 0.95;
 /// Boxes are sampled at most this size.
 const SAMPLE_W: i32 = 16;
 const SAMPLE_H: i32 = 32;
@@ -98,15 +102,29 @@ impl Appearance {
     }
 
     /// 0 for the same colours, 1 for nothing in common (one minus the Bhattacharyya coefficient,
-    /// averaged over the histograms of all bands).
+    /// averaged over the histograms of all bands). A band whose hue-saturation histogram is all
+    /// in the grey cell in both signatures is compared by brightness alone: a monochrome camera
+    /// (an infrared one at night) gives every box the same "colour", and counting that as
+    /// agreement would halve every distance and let the tracker's colour gates pass anyone.
     pub fn distance(&self, other: &Appearance) -> f32 {
-        let bc: f32 = self
+        let bc =
+            |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(a, b)| (a * b).sqrt()).sum() };
+        let (mut sum, mut n) = (0.0f32, 0u32);
+        for (a, b) in self
             .0
-            .iter()
-            .zip(&other.0)
-            .map(|(a, b)| (a * b).sqrt())
-            .sum();
-        (1.0 - bc / (2 * BANDS) as f32).clamp(0.0, 1.0)
+            .chunks_exact(BAND_LEN)
+            .zip(other.0.chunks_exact(BAND_LEN))
+        {
+            let (a_hs, a_v) = a.split_at(HUE_BINS * SAT_BINS);
+            let (b_hs, b_v) = b.split_at(HUE_BINS * SAT_BINS);
+            if a_hs[0] < GREY && b_hs[0] < GREY {
+                sum += bc(a_hs, b_hs);
+                n += 1;
+            }
+            sum += bc(a_v, b_v);
+            n += 1;
+        }
+        (1.0 - sum / n as f32).clamp(0.0, 1.0)
     }
 
     /// Moves this signature towards `new` by `rate` (a running average, so one odd frame, a
@@ -187,6 +205,32 @@ mod tests {
         // Well over the 0.2 within which the tracker lets a near miss continue a track (the
         // brightness histograms agree: both colours are as bright).
         assert!(a.distance(&b) > 0.3, "{}", a.distance(&b));
+    }
+
+    #[test]
+    fn grey_pictures_are_told_apart_by_brightness_as_far_as_colours_are() {
+        // The same two people in colour and in grey (what an infrared camera sends): a dark
+        // coat over light trousers against a light coat over dark trousers.
+        let (dark, light) = (
+            Scalar::new(40.0, 30.0, 120.0, 0.0),
+            Scalar::new(200.0, 210.0, 190.0, 0.0),
+        );
+        let mut f = Mat::new_rows_cols_with_default(100, 200, CV_8UC3, Scalar::all(128.0)).unwrap();
+        person(&mut f, 0, dark, light);
+        person(&mut f, 60, light, dark);
+        let mut grey = Mat::default();
+        imgproc::cvt_color_def(&f, &mut grey, imgproc::COLOR_BGR2GRAY).unwrap();
+        let mut mono = Mat::default();
+        imgproc::cvt_color_def(&grey, &mut mono, imgproc::COLOR_GRAY2BGR).unwrap();
+        let sig = |m: &Mat, x: f32| {
+            Appearance::of(m, BBox::new(x, 0.0, 40.0, 100.0))
+                .unwrap()
+                .unwrap()
+        };
+        let in_mono = sig(&mono, 0.0).distance(&sig(&mono, 60.0));
+        // Counting the grey hue-saturation cells as agreement would halve it (0.5 at most).
+        assert!(in_mono > 0.6, "{in_mono}");
+        assert!(sig(&mono, 0.0).distance(&sig(&mono, 0.0)) < 0.01);
     }
 
     #[test]

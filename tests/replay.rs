@@ -459,11 +459,10 @@ fn mot_rows(text: &str) -> Vec<(u32, u64, ocellus::models::BBox, f32)> {
 /// overlap one of theirs by IoU 0.3 (bench/mot_eval.py counts the same way).
 ///
 /// Before the tracker and event rule of docs/events.md: 123 person events, 38 on nothing.
-/// Now: 24, 1 on nothing, 19 of 19 people (35 before the typical-size gate, colours learnt only
-/// from boxes standing alone, and lost events continued; 28 before colour signatures in three
-/// bands and a lost track's reach growing with the time lost). The goal is at most 24;
-/// the bounds leave a margin of 2 for a machine whose floating point differs, not room for a
-/// regression.
+/// With FastestDet and that tracker: 24, 1 on nothing, 19 of 19 people. With NanoDet-g (the
+/// default model) and the tracker defaults re-derived for it: 19, 0 on nothing, 19 of 19; the
+/// issue's goal is at most 20, none on nothing, 19 of 19. The bounds leave a margin (2 events, 1
+/// on nothing, 1 person) for a machine whose floating point differs, not room for a regression.
 #[test]
 fn street_clip_events_match_the_ground_truth_people() {
     let dir = tempfile::tempdir().unwrap();
@@ -517,11 +516,11 @@ fn street_clip_events_match_the_ground_truth_people() {
         }
     }
     assert!(
-        person_events <= 26,
+        person_events <= 21,
         "{person_events} person events for 19 people"
     );
     assert!(
-        on_nothing.len() <= 2,
+        on_nothing.len() <= 1,
         "{} events on no person (tracks {on_nothing:?})",
         on_nothing.len()
     );

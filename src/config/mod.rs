@@ -668,7 +668,7 @@ pub struct TrackerConfig {
 impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
-            iou_threshold: 0.2,
+            iou_threshold: 0.35,
             min_hits: 10,
             min_score: 0.6,
             score_window: 10,

@@ -1,7 +1,4 @@
-//! Small numeric helpers of the tracker: optimal assignment (the Hungarian method), overlap of
-//! the smaller box, a median.
-
-use crate::models::BBox;
+//! Small numeric helpers of the tracker: optimal assignment (the Hungarian method) and a median.
 
 /// The median of some values, 0 for none.
 pub(super) fn median(values: impl Iterator<Item = f32>) -> f32 {
@@ -11,18 +8,6 @@ pub(super) fn median(values: impl Iterator<Item = f32>) -> f32 {
         0 => 0.0,
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Intersection over the smaller box's area: 1 when one box lies inside the other.
-pub(super) fn overlap_of_smaller(a: &BBox, b: &BBox) -> f32 {
-    let iw = ((a.x + a.w).min(b.x + b.w) - a.x.max(b.x)).max(0.0);
-    let ih = ((a.y + a.h).min(b.y + b.h) - a.y.max(b.y)).max(0.0);
-    let smaller = a.area().min(b.area());
-    if smaller <= 0.0 {
-        0.0
-    } else {
-        iw * ih / smaller
     }
 }
 

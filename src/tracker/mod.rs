@@ -5,12 +5,11 @@
 //! Pure and deterministic: the same detections at the same timestamps give the same tracks.
 
 mod assign;
-mod identity;
 mod kalman;
 
 use std::collections::VecDeque;
 
-use assign::{hungarian, median, overlap_of_smaller};
+use assign::{hungarian, median};
 use kalman::BoxFilter;
 
 use crate::appearance::Appearance;
@@ -25,23 +24,19 @@ const MAX_TRACKS: usize = 256;
 /// (ByteTrack's second-stage threshold).
 const WEAK_IOU: f32 = 0.5;
 
+/// The IoU a track seen only once needs with a detection (its box does not move yet, see
+/// `Tracker::associate`), when `tracker.iou_threshold` is higher.
+const UNPREDICTED_IOU: f32 = 0.2;
+
 /// A detection continues a track only if its area is within this factor of the track's typical
 /// area (the median of its latest boxes).
 const MAX_AREA_RATIO: f32 = 2.0;
-
-/// A new track that starts within this long (milliseconds) of a lost event track's last sighting,
-/// where that object could have got to, continues its event (see
-/// `Tracker::lost_event_continued_by`).
-const RESUME_MS: i64 = 1000;
 
 /// How far beyond its prediction a lost track may find its object again, in the object's typical
 /// sizes (larger side) per second lost: a walking person covers about one body height a second
 /// (1.4 m/s for 1.7 m), and the prediction, which goes on at the last velocity, knows nothing of
 /// a turn or a stop. Only with colours that agree (`APPEARANCE_NEAR`).
 const LOST_REACH_PER_S: f32 = 1.0;
-
-/// A track inside another for this long (milliseconds) is a duplicate of it and goes.
-const SHADOW_MS: i64 = 1000;
 
 /// Two boxes whose colour signatures differ more than this are not the same object, however
 /// well they overlap: the same person half a second apart stays under it 99 % of the time
@@ -59,10 +54,6 @@ const APPEARANCE_RATE: f32 = 0.1;
 /// A confident box overlapping another this much (IoU) shows both objects' colours: the track's
 /// signature does not learn from it. Two people side by side, a shoulder apart, overlap less.
 const CROWDED_IOU: f32 = 0.2;
-
-/// A new track is not started on a detection that lies this much (intersection over the smaller
-/// box) inside a box already matched in the frame: it is a part of an object already tracked.
-const DUPLICATE_OVERLAP: f32 = 0.8;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Track {
@@ -100,10 +91,6 @@ pub struct Track {
     rest: (BBox, i64),
     /// The running colour signature of its confident detections.
     appearance: Option<Appearance>,
-    /// Since when its box has lain inside another track's (see `Tracker::drop_shadows`).
-    shadowed_since: Option<i64>,
-    /// Another track has taken over its event; it goes at the end of this update.
-    merged: bool,
 }
 
 impl Track {
@@ -125,12 +112,6 @@ impl Track {
     /// The median larger side of the latest detection boxes.
     fn typical_extent(&self) -> f32 {
         median(self.extents.iter().copied())
-    }
-
-    /// Whether the object has stayed in one spot for `stationary_after_ms` when last seen: its
-    /// track is pinned there.
-    fn pinned(&self, cfg: &TrackerConfig) -> bool {
-        self.last_seen_ms - self.rest.1 >= cfg.stationary_after_ms
     }
 
     /// How far `p` is from `from`, in heights of the track's box.
@@ -160,12 +141,6 @@ pub enum TrackChange {
 struct Matching<'a> {
     dets: &'a [Detection],
     predicted: Vec<BBox>,
-    /// Per detection, the pinned track whose spot it lies on (IoU `WEAK_IOU`), if any: a box
-    /// where a sign or a parked car stands is that object's, or a part of it, not a lost object
-    /// found again. A lost track does not take it (a person who vanished beside a sign would
-    /// otherwise take over the sign's second box and stay on it as an event forever); a track
-    /// seen in the previous frame does (a person walking past the sign).
-    on_pinned: Vec<Option<u64>>,
     track_used: Vec<bool>,
     det_track: Vec<Option<usize>>,
 }
@@ -210,19 +185,9 @@ impl Tracker {
     /// of the track it was assigned to, 0 for none (same order as `dets`).
     pub fn update(&mut self, ts_ms: i64, dets: &[Detection]) -> (Vec<TrackChange>, Vec<u64>) {
         let mut changes = Vec::new();
-        let pinned: Vec<&Track> = self.tracks.iter().filter(|t| t.pinned(&self.cfg)).collect();
         let mut m = Matching {
             dets,
             predicted: self.tracks.iter().map(|t| t.predict(ts_ms)).collect(),
-            on_pinned: dets
-                .iter()
-                .map(|d| {
-                    pinned
-                        .iter()
-                        .find(|o| o.class_id == d.class_id && o.rest.0.iou(&d.bbox) >= WEAK_IOU)
-                        .map(|o| o.id)
-                })
-                .collect(),
             track_used: vec![false; self.tracks.len()],
             det_track: vec![None; dets.len()],
         };
@@ -260,11 +225,7 @@ impl Tracker {
             .collect();
         let weak_left = m.unmatched(&weak);
         self.associate(&mut m, &fourth, &weak_left, WEAK_IOU, false);
-        let Matching {
-            track_used,
-            det_track,
-            ..
-        } = m;
+        let det_track = m.det_track;
 
         let mut det_ids = vec![0u64; dets.len()];
         for (di, det) in dets.iter().enumerate() {
@@ -278,23 +239,12 @@ impl Tracker {
                 self.observe(ti, det, alone, ts_ms, &mut changes);
             }
         }
-        // 4. New tracks for confident detections nobody claimed, unless they sit inside an
-        //    object already matched in this frame.
-        let matched: Vec<BBox> = (0..self.tracks.len())
-            .filter(|&t| track_used[t])
-            .map(|t| self.tracks[t].bbox)
-            .collect();
+        // 4. New tracks for confident detections nobody claimed.
         for &di in &strong {
             if det_track[di].is_some() || self.tracks.len() >= MAX_TRACKS {
                 continue;
             }
             let det = &dets[di];
-            if matched
-                .iter()
-                .any(|m| overlap_of_smaller(m, &det.bbox) >= DUPLICATE_OVERLAP)
-            {
-                continue;
-            }
             let id = self.next_id;
             self.next_id += 1;
             let mut scores = VecDeque::with_capacity(self.cfg.score_window as usize);
@@ -326,45 +276,24 @@ impl Tracker {
                 origin: centre,
                 rest: (det.bbox, ts_ms),
                 appearance: det.appearance,
-                shadowed_since: None,
-                merged: false,
             });
             changes.push(TrackChange::Improved(id));
             det_ids[di] = id;
         }
-        self.drop_shadows(ts_ms, &mut det_ids);
 
         let cfg = &self.cfg;
-        // A track that qualifies for an event continues a lost one if it is that object come
-        // back, else starts its own.
-        let ready: Vec<usize> = (0..self.tracks.len())
-            .filter(|&i| {
-                let t = &self.tracks[i];
-                !t.confirmed
-                    && t.last_seen_ms == ts_ms
-                    && t.hits >= cfg.min_hits
-                    && t.moved
-                    && t.median_score() >= cfg.min_score
-            })
-            .collect();
-        for ti in ready {
-            if let Some(li) = self.lost_event_continued_by(ti) {
-                let (from, to) = (self.tracks[ti].id, self.tracks[li].id);
-                if self.tracks[li].stationary {
-                    // A parked car that drives off: its event goes on, moving again.
-                    changes.push(TrackChange::Stationary(to, false));
-                }
-                self.continue_event(li, ti);
-                for id in det_ids.iter_mut().filter(|id| **id == from) {
-                    *id = to;
-                }
-            } else {
-                let t = &mut self.tracks[ti];
+        // A track that qualifies becomes an event.
+        for t in &mut self.tracks {
+            if !t.confirmed
+                && t.last_seen_ms == ts_ms
+                && t.hits >= cfg.min_hits
+                && t.moved
+                && t.median_score() >= cfg.min_score
+            {
                 t.confirmed = true;
                 changes.push(TrackChange::Confirmed(t.id));
             }
         }
-        self.tracks.retain(|t| !t.merged);
         self.last_update_ms = Some(ts_ms);
         self.expire(ts_ms, &mut changes);
         (changes, det_ids)
@@ -417,12 +346,6 @@ impl Tracker {
                 t.stationary = true;
                 changes.push(TrackChange::Stationary(t.id, true));
             }
-            // The spot a pinned track is matched against follows the object's own clear
-            // sightings: a person waiting who shifts their weight, or a box that grows as the
-            // light changes, stays matched to it. Boxes shared with a passer-by do not move it.
-            if ts_ms - t.rest.1 >= still_ms && alone && !det.weak {
-                t.rest.0 = t.bbox;
-            }
         }
         if !det.weak && alone {
             match (&mut t.appearance, &det.appearance) {
@@ -457,12 +380,6 @@ impl Tracker {
             return;
         }
         let dets = m.dets;
-        // A track whose object has stayed in one spot for `stationary_after_ms` (a sign, a cone,
-        // a parked car) is pinned there: only a detection overlapping that spot by `WEAK_IOU`
-        // continues it, never a near miss. A person walking past a sign then keeps their own
-        // track instead of dragging the sign's along (which would make the sign "move"); a
-        // parked car that drives off leaves its track behind and starts a new one (which may
-        // continue its event: `lost_event_continued_by`).
         // Costs: 1 - IoU for overlaps, 1 + distance/reach for near misses, each plus the colour
         // distance; NONE otherwise.
         const NONE: f32 = 1e6;
@@ -470,26 +387,23 @@ impl Tracker {
         for (r, &ti) in tracks.iter().enumerate() {
             let t = &self.tracks[ti];
             let p = m.predicted[ti];
-            // A pinned track is matched against the spot where it rests, not its prediction:
-            // boxes merged with a passer-by must not lead it away step by step.
-            let (p, min_iou, reach) = if t.pinned(&self.cfg) {
-                (t.rest.0, min_iou.max(WEAK_IOU), false)
-            } else {
-                (p, min_iou, reach)
-            };
             // How long the track had been lost when the detector last ran (0 for a track seen
             // then, whatever the frame rate).
             let lost_s = self
                 .last_update_ms
                 .map_or(0.0, |last| (last - t.last_seen_ms).max(0) as f32 / 1000.0);
+            // A track seen once has no velocity yet: its prediction is where the object was, and
+            // an object moving half its width a frame (a car at 5-10 fps) overlaps that by a third.
+            let min_iou = if t.hits == 1 {
+                min_iou.min(UNPREDICTED_IOU)
+            } else {
+                min_iou
+            };
             // The object's typical size (the median of its latest boxes), once per track.
             let typical_area = t.typical_area().max(1.0);
             for (c, &di) in det_idx.iter().enumerate() {
                 let d = &dets[di];
                 if d.class_id != t.class_id {
-                    continue;
-                }
-                if lost_s > 0.0 && m.on_pinned[di].is_some_and(|id| id != t.id) {
                     continue;
                 }
                 // An object does not double or halve its size from one frame to the next: a
@@ -559,12 +473,7 @@ impl Tracker {
         while i < self.tracks.len() {
             let t = &self.tracks[i];
             let unseen = ts_ms - t.last_seen_ms;
-            // A pinned object cannot drift off its prediction, so its track waits longer for
-            // it: a sign or a parked car hidden by a passer-by for a few seconds keeps its track,
-            // and the passer-by's track does not inherit it when they walk on.
-            let limit = if t.pinned(cfg) {
-                cfg.unseen_timeout_ms.max(cfg.stationary_after_ms)
-            } else if t.confirmed || t.hits >= cfg.min_hits {
+            let limit = if t.confirmed || t.hits >= cfg.min_hits {
                 cfg.unseen_timeout_ms
             } else {
                 cfg.tentative_timeout_ms
@@ -903,48 +812,6 @@ mod tests {
     }
 
     #[test]
-    fn a_person_who_vanishes_beside_a_sign_does_not_take_over_the_sign() {
-        // A sign the detector calls a person stands at x=300 from the start, pinned after 10 s.
-        // A person walks up to it, waits beside it for a second and vanishes (behind it, or out
-        // of the detector's sight); half a second later the detector starts drawing a second,
-        // slightly shifted box on the sign as well, overlapping where the person stood. That box
-        // is the sign's: the person's event ends after `unseen_timeout_ms` instead of staying
-        // on the sign.
-        let sign = det(300.0, 200.0, 0.65);
-        let mut tr = Tracker::new(cfg());
-        let mut person_id = None;
-        for i in 0..180i64 {
-            let mut dets = vec![sign.clone()];
-            if (100..120).contains(&i) {
-                let x = 100.0 + 19.0 * (i - 100).min(10) as f32;
-                dets.push(det(x, 200.0, 0.8));
-            }
-            if i >= 125 {
-                dets.push(det(304.0, 196.0, 0.65));
-            }
-            let (_, ids) = tr.update(i * 100, &dets);
-            if i == 119 {
-                person_id = Some(ids[1]);
-                assert!(tr.get(ids[1]).unwrap().confirmed, "the person is an event");
-            }
-        }
-        let person_id = person_id.unwrap();
-        assert!(
-            tr.get(person_id).is_none(),
-            "the person's track ended: {:?}",
-            tr.get(person_id).map(|t| (t.bbox, t.last_seen_ms))
-        );
-        let sign_track = tr
-            .tracks()
-            .iter()
-            .find(|t| t.bbox.x > 295.0 && t.bbox.x < 305.0);
-        assert!(
-            sign_track.is_some_and(|t| !t.confirmed),
-            "the sign is still no event"
-        );
-    }
-
-    #[test]
     fn a_box_swollen_for_a_moment_by_a_neighbour_does_not_cost_the_track() {
         // A person walks for 2 s; for half a second the detector draws their box over a
         // neighbour too (wider and taller, growing), then gives their own box again. The
@@ -1028,55 +895,6 @@ mod tests {
         );
         assert_eq!(ids[0], 0, "the weak box is left over");
         assert_eq!(tr.tracks().len(), 1);
-    }
-
-    #[test]
-    fn a_second_track_that_ends_up_inside_a_tracked_person_is_dropped() {
-        let mut tr = Tracker::new(cfg());
-        let half = |x: f32| {
-            let mut d = det(x, 200.0, 0.8);
-            d.bbox.h = 50.0;
-            d
-        };
-        // A person walks right; a half-height box starts on its own ahead of them, is caught
-        // up with and then moves inside the person's box (a ghost latched onto them).
-        let mut ghost = 0;
-        for i in 0..40 {
-            let x = 50.0 + 6.0 * i as f32;
-            let mut dets = vec![det(x, 200.0, 0.8)];
-            dets.push(half(if i < 10 { 150.0 } else { x + 2.0 }));
-            let (_, ids) = tr.update(i * 100, &dets);
-            if i == 0 {
-                ghost = ids[1];
-            }
-        }
-        assert!(tr.get(ghost).is_none(), "the ghost track is gone");
-        assert_eq!(tr.tracks().len(), 1);
-        assert_eq!(
-            count(&tr.finish(), |c| matches!(c, TrackChange::Ended(_))),
-            1
-        );
-    }
-
-    #[test]
-    fn a_part_of_a_tracked_object_does_not_start_a_second_track() {
-        let mut tr = Tracker::new(cfg());
-        let frames: Vec<_> = (0..30)
-            .map(|i| {
-                let x = 50.0 + 6.0 * i as f32;
-                let mut d = vec![det(x, 200.0, 0.8)];
-                if i >= 5 {
-                    // The upper half of the same person, detected on its own.
-                    let mut half = det(x + 2.0, 200.0, 0.6);
-                    half.bbox.h = 50.0;
-                    d.push(half);
-                }
-                Some(d)
-            })
-            .collect();
-        let (changes, _) = run(&mut tr, &frames);
-        assert_eq!(starts(&changes), 1);
-        assert!(tr.tracks().is_empty());
     }
 
     #[test]
