@@ -25,6 +25,13 @@ if [ -z "$target" ]; then
 else
     cargo run --release --locked --bin ocellus -- generate-docs target/generated
 fi
+# ONNX Runtime for the package's architecture (its private copy in /usr/lib/ocellus).
+case "$target" in
+"") ort_arch=$(uname -m) ;;
+aarch64-*) ort_arch=aarch64 ;;
+*) echo "build-deb: no pinned ONNX Runtime for $target" >&2; exit 1 ;;
+esac
+scripts/fetch-onnxruntime.sh "$ort_arch" target/deb-onnxruntime >/dev/null
 variant=()
 # A cross-built aarch64 binary: dependencies named for Debian 12 (see Cargo.toml).
 [ "$target" = aarch64-unknown-linux-gnu ] && variant=(--variant bookworm-arm64)

@@ -23,6 +23,7 @@ command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.
 cargo build --locked --profile "$profile" --bin ocellus 2>&1 | tail -1
 bindir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 "$bindir/ocellus" generate-docs target/generated
+scripts/fetch-onnxruntime.sh "$(uname -m)" target/deb-onnxruntime >/dev/null
 deb=$(cargo deb --no-build --locked --strip --profile "$profile" 2>&1 | tail -1)
 [ -f "$deb" ] || { echo "check-deb: cargo deb failed: $deb" >&2; exit 1; }
 fail() { echo "check-deb: $*" >&2; exit 1; }
@@ -33,7 +34,10 @@ lintian --fail-on error "$deb" || fail "lintian found errors"
 trap '$sudo dpkg -P ocellus >/dev/null 2>&1 || true' EXIT
 $sudo dpkg -i "$deb" >/dev/null || fail "dpkg -i failed"
 for f in /usr/bin/ocellus /etc/ocellus/ocellus.toml /usr/lib/systemd/system/ocellus.service \
-    /usr/share/ocellus/models/fastestdet/FastestDet.onnx /usr/share/man/man1/ocellus.1.gz \
+    /usr/share/ocellus/models/nanodet-g/nanodet-g-384x288.onnx \
+    /usr/share/ocellus/models/nanodet-g/LICENSE.nanodet /usr/share/ocellus/models/nanodet-g/LICENSE.human-models \
+    /usr/share/ocellus/models/fastestdet/FastestDet.onnx /usr/share/ocellus/models/fastestdet/LICENSE \
+    /usr/lib/ocellus/libonnxruntime.so.1.32.0 /usr/share/man/man1/ocellus.1.gz \
     /usr/share/bash-completion/completions/ocellus; do
     [ -e "$f" ] || fail "$f is not installed"
 done
@@ -41,13 +45,16 @@ done
 [ -L /etc/systemd/system/multi-user.target.wants/ocellus.service ] || fail "the unit is not enabled"
 systemd-analyze verify /usr/lib/systemd/system/ocellus.service || fail "the installed unit does not verify"
 
-# From anywhere, the packaged binary uses the packaged model (not HOG).
+# From anywhere, the packaged binary uses the packaged default model on the packaged ONNX
+# Runtime (not FastestDet, not HOG, not OpenCV's DNN module), whatever this machine has
+# installed by hand: no ORT_DYLIB_PATH, no vendor/ in reach.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; $sudo dpkg -P ocellus >/dev/null 2>&1 || true' EXIT
-(cd "$tmp" && /usr/bin/ocellus replay "$root/media/vtest.avi" > "$tmp/events" 2> "$tmp/summary") ||
+(cd "$tmp" && env -u ORT_DYLIB_PATH /usr/bin/ocellus replay "$root/media/vtest.avi" > "$tmp/events" 2> "$tmp/summary") ||
     fail "replay failed: $(cat "$tmp/summary")"
-grep -q "detector fastestdet /usr/share/ocellus/models/fastestdet/FastestDet.onnx" "$tmp/summary" ||
-    fail "the replay did not use the packaged model: $(grep detector "$tmp/summary")"
+grep -q "detector nanodet /usr/share/ocellus/models/nanodet-g/nanodet-g-384x288.onnx 384x288 on onnxruntime 1.32.0" "$tmp/summary" ||
+    fail "the replay did not use the packaged model on the packaged ONNX Runtime: $(grep detector "$tmp/summary")"
+if grep -q ' WARN ' "$tmp/summary"; then fail "the replay warned: $(grep ' WARN ' "$tmp/summary")"; fi
 grep -q "person" "$tmp/summary" || fail "no person events: $(cat "$tmp/summary")"
 
 # An upgrade (the same package again) keeps the edited config and the data.
@@ -62,8 +69,8 @@ $sudo dpkg -r ocellus >/dev/null || fail "dpkg -r failed"
 [ ! -e /usr/bin/ocellus ] || fail "dpkg -r left the binary"
 [ -f /etc/ocellus/ocellus.toml ] && [ -f /var/lib/ocellus/kept ] || fail "dpkg -r did not keep config and data"
 $sudo dpkg -P ocellus >/dev/null || fail "dpkg -P failed"
-for f in /usr/bin/ocellus /etc/ocellus /var/lib/ocellus /usr/share/ocellus /usr/lib/systemd/system/ocellus.service \
+for f in /usr/bin/ocellus /etc/ocellus /var/lib/ocellus /usr/share/ocellus /usr/lib/ocellus /usr/lib/systemd/system/ocellus.service \
     /etc/systemd/system/multi-user.target.wants/ocellus.service /usr/share/doc/ocellus; do
     [ ! -e "$f" ] && [ ! -L "$f" ] || fail "dpkg -P left $f"
 done
-echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1), $profile build): lintian clean of errors, installs, replays with the packaged model, keeps an edited config over a reinstall, removes and purges cleanly"
+echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1), $profile build): lintian clean of errors, installs, replays with the packaged NanoDet-g on the packaged ONNX Runtime, keeps an edited config over a reinstall, removes and purges cleanly"

@@ -5,7 +5,9 @@
 # wheel is pinned (version and sha256 per architecture) and so is the library taken from it.
 # Idempotent: with the library in place and intact it does nothing.
 #
-#   scripts/fetch-onnxruntime.sh
+#   scripts/fetch-onnxruntime.sh                 this machine's architecture, into vendor/onnxruntime
+#   scripts/fetch-onnxruntime.sh ARCH DIR        x86_64 or aarch64, into DIR (the Debian package's
+#                                                copy, scripts/build-deb.sh)
 #
 # Elsewhere (armv7, or to use your distribution's build): install libonnxruntime (Debian trixie,
 # Ubuntu 24.04 and later), or set detector.onnxruntime_library; without it Ocellus runs the
@@ -17,7 +19,9 @@ cd "$root"
 
 version=1.32.0
 pypi=https://files.pythonhosted.org/packages
-case "$(uname -m)" in
+arch=${1:-$(uname -m)}
+dir=${2:-vendor/onnxruntime}
+case "$arch" in
 x86_64)
     wheel_url=$pypi/1d/46/e6f356c9539d2eed44126de3421a81e217da2ad91b22dc11b379cb1e384f/onnxruntime-$version-cp311-cp311-manylinux_2_28_x86_64.whl
     wheel_sum=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
@@ -29,12 +33,11 @@ aarch64 | arm64)
     lib_sum=49852228a93995158b2a813d4df487d47a1b76b0eaa894507ef49e91b6d7954a
     ;;
 *)
-    echo "fetch-onnxruntime: no pinned ONNX Runtime for $(uname -m); install libonnxruntime or set detector.onnxruntime_library (OpenCV's DNN module is used meanwhile)" >&2
+    echo "fetch-onnxruntime: no pinned ONNX Runtime for $arch; install libonnxruntime or set detector.onnxruntime_library (OpenCV's DNN module is used meanwhile)" >&2
     exit 0
     ;;
 esac
 
-dir=vendor/onnxruntime
 lib=$dir/libonnxruntime.so.$version
 if [ -f "$lib" ] && echo "$lib_sum  $lib" | sha256sum -c --status; then
     ln -sfn "libonnxruntime.so.$version" "$dir/libonnxruntime.so"

@@ -43,10 +43,11 @@ do_install:append() {
 FILES:${PN} += "${systemd_system_unitdir}/ocellus.service"
 CONFFILES:${PN} = "${sysconfdir}/ocellus/ocellus.toml"
 
-# The default model; without it Ocellus falls back to OpenCV's HOG people detector.
+# The default model (NanoDet-g) and the smallest (FastestDet, the fallback when the default is
+# missing); without either Ocellus falls back to OpenCV's HOG people detector.
 # ONNX Runtime is loaded at run time (dlopen of libonnxruntime.so / .so.1), never linked: it is
 # a recommendation, not a build dependency. With a layer that provides it (e.g. meta-onnxruntime,
 # or a vendor BSP's), the detector runs about 3.5x faster than on OpenCV's DNN module; without it
 # Ocellus says so in the journal and uses OpenCV. The `onnxruntime` name below is the usual
 # recipe's; a BAD_RECOMMENDATIONS entry, or a layer without it, leaves it out.
-RRECOMMENDS:${PN} = "ocellus-model-fastestdet onnxruntime"
+RRECOMMENDS:${PN} = "ocellus-model-nanodet-g ocellus-model-fastestdet onnxruntime"
