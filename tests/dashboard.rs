@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,10 +11,14 @@ use common::daemon::DaemonProc;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
+/// chromedriver in a process group of its own, with the Chromium it starts: dropping it (when
+/// the test ends, passed or panicked) kills the whole group, so no browser outlives its test.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -25,6 +30,7 @@ async fn browser() -> (Driver, Client, tempfile::TempDir) {
     let driver = Driver(
         Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -87,6 +93,48 @@ async fn until(
     }
 }
 
+/// The rendered text of the first element matching `css` (None while there is none), read in one
+/// script: the page re-renders its rows every second, and an element handle found a moment
+/// earlier may be stale by the time its text is asked for.
+async fn text_of(c: &Client, css: &str) -> Option<String> {
+    let v = c
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    v.as_str().map(str::to_string)
+}
+
+/// An attribute of the first element matching `css`, read like `text_of`.
+async fn attr_of(c: &Client, css: &str, attr: &str) -> Option<String> {
+    let v = c
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+            vec![json!(css), json!(attr)],
+        )
+        .await
+        .unwrap();
+    v.as_str().map(str::to_string)
+}
+
+/// Clicks the element matching `css`, finding it again if it was re-rendered in between.
+async fn click(c: &Client, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(()) => return,
+            Err(e) => assert!(Instant::now() < deadline, "cannot click {css}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sum and spread of the live tile's pixels.
 async fn canvas_signature(c: &Client) -> (f64, f64) {
     let v = c
@@ -140,21 +188,13 @@ async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_resta
     assert_ne!(sum1, sum2, "live view does not change");
 
     // The event list holds person events.
-    let list = c
-        .find(Locator::Css("#event-list"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = text_of(&c, "#event-list").await.unwrap_or_default();
     assert!(list.contains("person"), "event list: {list}");
 
     // Stats show a non-zero fps for the camera (the stats topic ticks every second).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let row = c.find(Locator::Css("#stats tbody tr")).await;
-        if let Ok(row) = row {
-            let text = row.text().await.unwrap();
+        if let Some(text) = text_of(&c, "#stats tbody tr").await {
             if text.contains("connected") && !text.contains(" 0.0 fps") && text.contains("fps") {
                 break;
             }
@@ -165,23 +205,10 @@ async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_resta
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        c.find(Locator::Css("#conn"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "live"
-    );
+    assert_eq!(text_of(&c, "#conn").await.as_deref(), Some("live"));
 
     // The large view opens on click and shows the camera at full size.
-    c.find(Locator::Css(".tile"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, ".tile").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let w = c
@@ -251,29 +278,18 @@ async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
     })
     .await;
     // The counter row says it, and it keeps counting.
-    let row = |c: Client| async move {
-        c.find(Locator::Css("#stats tr[data-line=\"middle\"]"))
-            .await
-            .unwrap()
-            .attr("data-total")
-            .await
-            .unwrap()
-            .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let first = row(c.clone()).await;
+    let first = attr_of(&c, "#stats tr[data-line=\"middle\"]", "data-total")
+        .await
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
     assert!(first >= 1);
     until(&c, "another crossing", |p| {
         p["crossings"].as_u64() > Some(first)
     })
     .await;
-    let text = c
-        .find(Locator::Css("#stats tr[data-line=\"middle\"]"))
+    let text = text_of(&c, "#stats tr[data-line=\"middle\"]")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .unwrap_or_default();
     assert!(
         text.starts_with("line middle:") && text.contains("left"),
         "{text}"
@@ -298,12 +314,7 @@ async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
     assert_eq!(none["events"].as_array().unwrap().len(), 0);
 
     // Off: frames keep coming, zones and lines are no longer drawn.
-    c.find(Locator::Css("#zones-toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#zones-toggle").await;
     let p = probe(&c).await;
     let (frames, zones) = (
         p["framesDrawn"].as_u64().unwrap(),
