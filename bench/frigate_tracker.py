@@ -9,7 +9,8 @@ Frigate's distance (bottom-centre offset relative to the box size, plus width an
 ratios), distance_threshold 2.5, initialization_delay 0, hit_counter_max = max_disappeared =
 5 s of frames; detections under Frigate's default min_score 0.5 are dropped first. An object is
 an event (Frigate's "true positive") once the median of its last 10 scores reaches the default
-threshold 0.7. Writes the tracks of those objects in MOTChallenge format, from their first
+threshold 0.7; a frame in which the tracker keeps the object without a detection adds 0.0 to
+that history, as Frigate's TrackedObject.update does. Writes the tracks of those objects in MOTChallenge format, from their first
 frame, like `ocellus replay --tracks`, so bench/mot_eval.py scores both the same way.
 
 This harness is ours, written from Frigate's published behaviour; it is not Frigate's code.
@@ -76,13 +77,19 @@ def main():
                 dets.append(Detection(points=pts, data={"frame": frame, "score": d["score"], "box": b}))
             for obj in tracker.update(detections=dets):
                 last = obj.last_detection
-                if last is None or last.data["frame"] != frame:
+                if last is None:
                     continue
                 oid = obj.id
-                rows[oid].append((frame, last.data["box"], last.data["score"]))
                 hist = scores[oid]
-                hist.append(last.data["score"])
+                # Frigate (TrackedObject.update): a tracked object not detected in this frame
+                # adds 0.0 to its score history; the history starts with the first score.
+                if last.data["frame"] != frame:
+                    hist.append(0.0)
+                else:
+                    rows[oid].append((frame, last.data["box"], last.data["score"]))
+                    hist.append(last.data["score"])
                 del hist[:-HISTORY]
+                # Once a true positive, always one.
                 if statistics.median(hist) >= THRESHOLD:
                     events.add(oid)
     with open(args.tracks, "w") as out:
