@@ -514,8 +514,15 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
         })
         .collect();
     common::write_clip(&clip, &small, 240.0);
+    // FastestDet on OpenCV: a detector slower than the camera, that leaves the cores to the
+    // capture and the encoder as it did when it was the default model.
     let dmn = DaemonProc::start(
-        "[detector]\nwhen = \"always\"\nruntime = \"opencv\"\n",
+        &format!(
+            "[detector]\nwhen = \"always\"\nruntime = \"opencv\"\nfamily = \"fastestdet\"\n\
+             model = {:?}\nlabels = {:?}\ninput_width = 352\ninput_height = 352\n",
+            common::fastestdet(),
+            common::asset("models/fastestdet/coco.names")
+        ),
         &format!("[[cameras]]\nid = \"fast\"\nsource = {:?}\n", clip),
     );
     let mut ws = connect(&dmn).await;
