@@ -123,7 +123,7 @@ pub fn build_many(
             }
             if let Some(smaller) = cfg.fastestdet_fallback() {
                 let warning = format!(
-                    "the default model, NanoDet-g ({}), is not installed: using FastestDet, which also takes cones, signs and pairs of people for people (about one person box in three is right, against nine in ten); run models/fetch.sh (it needs python3-onnx) or install the package",
+                    "the default model, NanoDet-g ({}), is not installed: using FastestDet, which also takes cones, signs and pairs of people for people (about one person box in three is right, against more than eight in ten); run models/fetch.sh (it needs python3-onnx) or install the package",
                     cfg.model.display()
                 );
                 tracing::warn!(model = %cfg.model.display(), fallback = %smaller.model.display(), "{warning}");
