@@ -27,7 +27,7 @@ row() { python3 bench/mot_eval.py "$gt" "$2" --row "$1"; }
 
 echo "## Event truth: media/vtest.avi against its public ground truth (PETS09-S2L1, 19 people)"
 echo
-echo "Default config, FastestDet. Scored by \`bench/mot_eval.py $gt TRACKS\`: py-motmetrics, IoU 0.5,"
+echo "Default config (NanoDet-g). Scored by \`bench/mot_eval.py $gt TRACKS\`: py-motmetrics, IoU 0.5,"
 echo "conf-0 ground-truth boxes ignored; an event is on a person when half of its boxes overlap theirs"
 echo "by IoU 0.3. Ocellus: \`$bin replay media/vtest.avi --tracks TRACKS --tracks-label person\`."
 echo "Frigate: its tracker (norfair 2.3, Frigate's distance, threshold 2.5, 5 s to disappear) and event"
@@ -83,3 +83,4 @@ variant "scaled to 0.75 (576x432)" scale=576:432 \
     'lambda r: r[:2] + [v * 0.75 for v in r[2:6]] + r[6:]'
 variant "dusk (darker, 60 % saturation, noise)" \
     "eq=brightness=-0.08:saturation=0.6:gamma=0.85,noise=alls=6:allf=t" 'lambda r: r'
+variant "monochrome (an infrared camera at night)" "format=gray,format=yuv420p" 'lambda r: r'

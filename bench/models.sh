@@ -13,21 +13,13 @@
 # Runtime), and per clip the event-level figures of Ocellus' tracker and, on the same
 # detections, Frigate's (bench/frigate_tracker.py), scored by bench/mot_eval.py.
 #
-# Needs a Python venv with numpy < 2 (motmetrics 1.4), norfair, onnxruntime, opencv and
-# scikit-image: made in target/bench-venv (pip, pinned) if missing. Takes ~25 minutes here.
+# Its Python tools run in target/bench-venv (bench/venv.sh makes it). Takes ~25 minutes here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/ocellus}
 scripts/setup.sh --assets >/dev/null
 cargo build --release --locked --bins --examples 2>&1 | tail -1 >&2
-venv=target/bench-venv
-py=$venv/bin/python
-if ! "$py" -c 'import motmetrics, norfair, onnxruntime, skimage, cv2, numpy; assert int(numpy.__version__.split(".")[0]) < 2' 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check motmetrics==1.4.0 norfair==2.3.0 \
-        'numpy<2' onnx==1.17.0 onnxruntime==1.20.1 opencv-python-headless==4.10.0.84 \
-        scikit-image==0.24.0 >&2
-fi
+py=$(bench/venv.sh)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gt=media/pets09-s2l1/gt.txt
@@ -94,7 +86,7 @@ echo
 echo "All 795 frames of media/vtest.avi (PETS09-S2L1, 19 people). Per-frame: the person boxes scoring at"
 echo "least the confident score (0.4) against the ground truth at IoU 0.5, conf-0 boxes ignored; \"over"
 echo "two\": a box holding half of each of two people while matching neither. Detector: milliseconds per"
-echo "frame (input tensor, network, decoding, NMS) on ONNX Runtime $("$bin" replay --help >/dev/null 2>&1; echo 1.32), 300 calls, median."
+echo "frame (input tensor, network, decoding, NMS) on ONNX Runtime $(basename "$(readlink -f vendor/onnxruntime/libonnxruntime.so)" | sed 's/libonnxruntime.so.//') (CPU), 300 calls, median."
 echo
 echo "| model | person recall | person precision | boxes over two people | ms, 1 thread | ms, 2 threads |"
 echo "|---|---|---|---|---|---|"

@@ -46,8 +46,8 @@ measure() { # KEY CMD... ; the command prints fps as its last number on a "fps" 
     echo "$key: ${vals[*]}"
 }
 model=models/fastestdet/FastestDet.onnx
-measure ocellus "$bin" replay media/vtest.avi --every-frame --encode-frames
-measure ocellus_noenc "$bin" replay media/vtest.avi --every-frame
+measure ocellus "$bin" replay media/vtest.avi --config models/fastestdet/model.toml --every-frame --encode-frames
+measure ocellus_noenc "$bin" replay media/vtest.avi --config models/fastestdet/model.toml --every-frame
 measure py_full /usr/bin/python3 bench/reference.py full media/vtest.avi "$model"
 measure py_dnn /usr/bin/python3 bench/reference.py dnn media/vtest.avi "$model"
 measure py_decode /usr/bin/python3 bench/reference.py decode media/vtest.avi "$model"
@@ -170,6 +170,9 @@ mem_run "$min_bin" "$min_secs" > "$out/mem_min"; mapfile -t mem_min < "$out/mem_
 echo "== event truth against the ground truth"
 bench/event_truth.sh "$bin" > "$out/event_truth"; cat "$out/event_truth"
 
+echo "== models against the ground truth"
+bench/models.sh "$bin" > "$out/models"; cat "$out/models"
+
 echo "== detector runtimes"
 bench/runtime.sh "$runs" > "$out/runtime"; cat "$out/runtime"
 
@@ -188,8 +191,8 @@ echo "## Pipeline throughput: media/vtest.avi (795 frames, 768x576), FastestDet 
 echo
 echo "| what | fps | command |"
 echo "|---|---|---|"
-row "Ocellus replay: decode, motion, DNN, tracking, events + SQLite, JPEG of every frame" "$(stats ${fps[ocellus]})" "$bin replay media/vtest.avi --every-frame --encode-frames"
-row "Ocellus replay without the per-frame JPEG" "$(stats ${fps[ocellus_noenc]})" "$bin replay media/vtest.avi --every-frame"
+row "Ocellus replay: decode, motion, DNN, tracking, events + SQLite, JPEG of every frame" "$(stats ${fps[ocellus]})" "$bin replay media/vtest.avi --config models/fastestdet/model.toml --every-frame --encode-frames"
+row "Ocellus replay without the per-frame JPEG" "$(stats ${fps[ocellus_noenc]})" "$bin replay media/vtest.avi --config models/fastestdet/model.toml --every-frame"
 row "Python reference (python3-opencv): read, motion, DNN, decode, NMS, JPEG, serially" "$(stats ${fps[py_full]})" "/usr/bin/python3 bench/reference.py full media/vtest.avi $model"
 row "limit: read + DNN only (Python)" "$(stats ${fps[py_dnn]})" "/usr/bin/python3 bench/reference.py dnn media/vtest.avi $model"
 row "limit: read only (Python)" "$(stats ${fps[py_decode]})" "/usr/bin/python3 bench/reference.py decode media/vtest.avi $model"
@@ -258,6 +261,8 @@ echo "- ${mem_min[0]}"
 echo "- ${mem_min[1]}"
 echo
 cat "$out/event_truth"
+echo
+cat "$out/models"
 echo
 cat "$out/runtime"
 echo

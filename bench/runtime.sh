@@ -6,7 +6,8 @@
 #   bench/runtime.sh [RUNS] [LIVE_SECS]     (defaults 3 and 30)
 #
 # Rows: the detector alone per inference; default-config replay of media/vtest.avi with each
-# runtime against the serial Python/OpenCV reference (bench/reference.py full); the live
+# runtime against the serial Python reference (bench/reference.py nanodet: the same model on
+# ONNX Runtime's Python package); the live
 # daemon's CPU per processed frame on the clip played at its 10 fps, and its RSS. The replays
 # are interleaved (one of each per round) so a noisy neighbour hits all alike.
 set -euo pipefail
@@ -16,7 +17,8 @@ live_secs=${2:-30}
 scripts/setup.sh --assets >/dev/null
 cargo build --release --locked --bins --examples 2>&1 | tail -1 >&2
 bin=target/release/ocellus
-model=models/fastestdet/FastestDet.onnx
+model=models/nanodet-g/nanodet-g-384x288.onnx
+py=$(bench/venv.sh)
 out=$(mktemp -d)
 daemon=""
 trap 'rm -rf "$out"; [ -n "$daemon" ] && kill "$daemon" 2>/dev/null || true' EXIT
@@ -50,7 +52,7 @@ for _ in $(seq "$runs"); do
         read -r f r < <(replay_fps $rt)
         fps[$rt]+="$f "; rss[$rt]+="$((r / 1024)) "
     done
-    fps[py]+="$(/usr/bin/python3 bench/reference.py full media/vtest.avi "$model" | awk '{print $NF}') "
+    fps[py]+="$("$py" bench/reference.py nanodet media/vtest.avi "$model" | awk '{print $NF}') "
 done
 grep "per frame" "$out/replay.err" > "$out/perframe_opencv"
 "$bin" replay media/vtest.avi --runtime onnxruntime 2>&1 >/dev/null | grep "per frame" > "$out/perframe_ort"
@@ -60,13 +62,17 @@ echo "== live daemon, ${live_secs} s per runtime" >&2
 # live RUNTIME -> "cpu_ms_per_frame fps rss_mib": the daemon on the clip (a file source plays at
 # its 10 fps, looping), default config, no client; CPU (user + system, all threads) over the
 # processed frames between two /api/stats readings live_secs apart, after 10 s of warm-up.
-live() {
+live() { # RUNTIME [MODEL_TOML]: the default model, or the [detector] of MODEL_TOML
     rm -f "$out"/live.db*
+    local model_lines=""
+    [ -n "${2:-}" ] && model_lines=$(grep -E '^(family|model|labels|input_width|input_height|min_score) =' "$2" |
+        sed "s#^\(model\|labels\) = \"#\1 = \"$PWD/$(dirname "$2")/#")
     cat > "$out/live.toml" <<TOML
 [storage]
 path = "$out/live.db"
 [detector]
 runtime = "$1"
+$model_lines
 [[cameras]]
 id = "street"
 source = "$PWD/media/vtest.avi"
@@ -99,11 +105,15 @@ for rt in onnxruntime opencv; do
     cpu[$rt]=$c; lfps[$rt]=$f; lrss[$rt]=$r
     echo "live $rt: $c ms CPU per frame at $f fps, RSS $r MiB" >&2
 done
+# The previous default model, FastestDet, on ONNX Runtime: the live cost before NanoDet-g.
+read -r c f r < <(live onnxruntime models/fastestdet/model.toml)
+cpu[fastestdet]=$c; lfps[fastestdet]=$f; lrss[fastestdet]=$r
+echo "live fastestdet onnxruntime: $c ms CPU per frame at $f fps, RSS $r MiB" >&2
 
 row() { printf '| %s | %s | %s | `%s` |\n' "$@"; }
 echo "## Detector runtimes: ONNX Runtime and OpenCV's DNN module"
 echo
-echo "\`bench/runtime.sh $runs $live_secs\`: FastestDet (352x352), default config; ONNX Runtime $(basename "$(readlink -f vendor/onnxruntime/libonnxruntime.so)" | sed 's/libonnxruntime.so.//') (CPU execution provider,"
+echo "\`bench/runtime.sh $runs $live_secs\`: NanoDet-g (384x288), default config; ONNX Runtime $(basename "$(readlink -f vendor/onnxruntime/libonnxruntime.so)" | sed 's/libonnxruntime.so.//') (CPU execution provider,"
 echo "the pinned library scripts/setup.sh fetches), OpenCV $(pkg-config --modversion opencv4). Median (min-max) over $runs runs."
 echo
 echo "| what | ONNX Runtime | OpenCV DNN | command |"
@@ -114,9 +124,11 @@ row "default-config replay of vtest.avi: fps" "$(stats ${fps[onnxruntime]})" "$(
 row "... its peak RSS, MiB" "$(stats ${rss[onnxruntime]})" "$(stats ${rss[opencv]})" "(same, /usr/bin/time)"
 row "live daemon on the clip at 10 fps: CPU ms per processed frame (one run, ${live_secs} s)" "${cpu[onnxruntime]} (${lfps[onnxruntime]} fps)" "${cpu[opencv]} (${lfps[opencv]} fps)" "$bin run (detector.runtime = RUNTIME)"
 row "... its RSS at the end, MiB" "${lrss[onnxruntime]}" "${lrss[opencv]}" "(same)"
+row "live, FastestDet (the default before NanoDet-g): CPU ms per processed frame, RSS" "${cpu[fastestdet]} (${lfps[fastestdet]} fps), ${lrss[fastestdet]} MiB" "" "$bin run (the [detector] of models/fastestdet/model.toml)"
 echo
-echo "Python reference (\`/usr/bin/python3 bench/reference.py full media/vtest.avi $model\`: read, motion, DNN,"
-echo "decode, NMS, JPEG, serially): $(stats ${fps[py]}) fps. Default-config replay / reference (medians):"
+echo "Python reference (\`bench/reference.py nanodet media/vtest.avi $model\` in bench/venv.sh's venv: read,"
+echo "motion, the same model on ONNX Runtime's Python package (its default threads), numpy decode, NMS, JPEG,"
+echo "serially): $(stats ${fps[py]}) fps. Default-config replay / reference (medians):"
 echo "**$(ratio "${fps[onnxruntime]}" "${fps[py]}")x** with ONNX Runtime, $(ratio "${fps[opencv]}" "${fps[py]}")x with OpenCV. Detector alone, OpenCV / ONNX Runtime: $(ratio "${inf[opencv1]}" "${inf[onnxruntime1]}")x"
 echo "(1 thread), $(ratio "${inf[opencv2]}" "${inf[onnxruntime2]}")x (2 threads)."
 echo
