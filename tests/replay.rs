@@ -20,10 +20,10 @@ fn street_clip_gives_person_events_and_two_runs_print_identical_events() {
     assert!(first.status.success(), "{}", stderr(&first));
     let evs = events(&first);
     let people: Vec<_> = evs.iter().filter(|e| e["label"] == "person").collect();
-    // About 60 to 80 different people cross the street in the clip; fragmentation or a dead
-    // detector would leave this band.
+    // 19 people walk through the clip (its public ground truth; the test below holds the events
+    // to them one by one); a dead detector would leave this band below, fragmentation above.
     assert!(
-        (20..=200).contains(&people.len()),
+        (18..=200).contains(&people.len()),
         "{} person events",
         people.len()
     );
