@@ -240,25 +240,8 @@ impl DnnDetector {
         let (w, h) = (frame.cols() as u32, frame.rows() as u32);
         let net_size = Size::new(self.net_w as i32, self.net_h as i32);
         let p = self.pre;
-        // blobFromImage computes (pixel - mean) * scale, with the mean in the output's order.
-        let mean = Scalar::new(
-            (p.mean[0] / p.scale) as f64,
-            (p.mean[1] / p.scale) as f64,
-            (p.mean[2] / p.scale) as f64,
-            0.0,
-        );
-        let swap_rb = p.channels == ChannelOrder::Rgb;
         match p.resize {
-            ResizeMode::Stretch => dnn::blob_from_image_to(
-                frame,
-                &mut self.blob,
-                p.scale as f64,
-                net_size,
-                mean,
-                swap_rb,
-                false,
-                core::CV_32F,
-            )?,
+            ResizeMode::Stretch => to_blob(frame, &mut self.blob, &p, net_size)?,
             ResizeMode::Letterbox => {
                 let map = self.mapping(w, h);
                 let (sw, sh) = map.scaled_size(w, h);
@@ -281,16 +264,7 @@ impl DnnDetector {
                     core::BORDER_CONSTANT,
                     Scalar::all(114.0),
                 )?;
-                dnn::blob_from_image_to(
-                    &self.padded,
-                    &mut self.blob,
-                    p.scale as f64,
-                    net_size,
-                    mean,
-                    swap_rb,
-                    false,
-                    core::CV_32F,
-                )?;
+                to_blob(&self.padded, &mut self.blob, &p, net_size)?;
             }
         }
         if p.std != [1.0; 3] {
@@ -372,6 +346,34 @@ impl ObjectDetector for DnnDetector {
             provider,
         }
     }
+}
+
+/// `pixel * scale - mean` per channel of `src` (already fitted, or stretched here) into
+/// `blob`, NCHW float, in the model's channel order; the per-channel std is applied after.
+fn to_blob(
+    src: &impl core::ToInputArray,
+    blob: &mut Mat,
+    p: &Preprocess,
+    size: Size,
+) -> opencv::Result<()> {
+    // blobFromImage computes (pixel - mean) * scale, with the mean in the output's order.
+    let mean = Scalar::new(
+        (p.mean[0] / p.scale) as f64,
+        (p.mean[1] / p.scale) as f64,
+        (p.mean[2] / p.scale) as f64,
+        0.0,
+    );
+    let swap_rb = p.channels == ChannelOrder::Rgb;
+    dnn::blob_from_image_to(
+        src,
+        blob,
+        p.scale as f64,
+        size,
+        mean,
+        swap_rb,
+        false,
+        core::CV_32F,
+    )
 }
 
 fn first_line(s: &str) -> String {
