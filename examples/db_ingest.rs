@@ -49,7 +49,7 @@ fn main() {
     let (h, j) = db::spawn_writer(conn, path.clone(), opts, stats.clone()).unwrap();
     let t0 = Instant::now();
     for i in 1..=n {
-        h.send(DbCommand::Event(event(i))).unwrap();
+        h.send(DbCommand::event_only(event(i))).unwrap();
     }
     h.flush().unwrap();
     let batched = t0.elapsed();

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use thiserror::Error;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::Bus;
 use crate::capture::live::{self, FrameSlot, SourceState};
 use crate::capture::Source;
 use crate::config::Config;
@@ -21,10 +22,16 @@ use crate::db::{self, DbHandle, ReadPool, WriterOptions};
 use crate::detect;
 use crate::errors::{DbError, DetectError};
 use crate::events::EventIds;
-use crate::hub::{self, CameraHub, LiveSink};
-use crate::metrics::CameraStats;
+use crate::hub::CameraHub;
+use crate::metrics::{CameraStats, MqttStats, ServerMetrics};
+use crate::models::EventMsg;
 use crate::pipeline::Pipeline;
-use crate::state::{AppState, ServerMetrics};
+use crate::state::AppState;
+use crate::stats::{Sources, StatsSnapshot};
+
+/// Event and detections messages a WebSocket client may fall behind by before it is told how
+/// many it missed; the typed event bus to in-process consumers (MQTT) has the same room.
+const MESSAGE_CAPACITY: usize = 256;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -57,8 +64,13 @@ pub struct Daemon {
     writer: JoinHandle<()>,
     pipelines_stop: CancellationToken,
     db_path: PathBuf,
-    /// The MQTT client, started with the server.
-    mqtt: Option<crate::mqtt::Client>,
+    /// The MQTT client, started with the server, and its event receiver (subscribed before
+    /// the pipelines start, so it misses nothing).
+    mqtt: Option<(crate::mqtt::Client, broadcast::Receiver<Arc<EventMsg>>)>,
+    /// The first event id of this run.
+    first_event_id: i64,
+    /// The stats task's output, until it starts.
+    latest_stats: watch::Sender<Arc<StatsSnapshot>>,
 }
 
 impl Daemon {
@@ -84,10 +96,12 @@ impl Daemon {
         });
         let mqtt_topics = cfg.mqtt.as_ref().map(crate::mqtt::Topics::new);
         let storage = db::start(&db_path, writer_opts)?;
+        let first_event_id = storage.max_event_id + 1;
         let ids = EventIds::after(storage.max_event_id);
         let (db, writer, writer_stats) = (storage.handle, storage.thread, storage.stats);
 
-        let (events_tx, _) = broadcast::channel::<Utf8Bytes>(hub::MESSAGE_CAPACITY);
+        let (event_feed, _) = broadcast::channel::<Utf8Bytes>(MESSAGE_CAPACITY);
+        let (typed_events, mqtt_events) = broadcast::channel::<Arc<EventMsg>>(MESSAGE_CAPACITY);
         let pipelines_stop = CancellationToken::new();
         let mut hubs = Vec::new();
         let mut threads = Vec::new();
@@ -110,8 +124,12 @@ impl Daemon {
             }
             let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone(), info));
             let slot = Arc::new(FrameSlot::default());
-            let (encoder, encoder_join) =
-                hub::spawn_encoder(hub.clone(), cfg.server.stream_quality)?;
+            let (encoder, encoder_join) = crate::encoder::spawn(
+                &cam.id,
+                hub.frames.clone(),
+                stats.clone(),
+                cfg.server.stream_quality,
+            )?;
             let capture = {
                 let opts = crate::capture::SourceOptions::from_camera(cam);
                 let (source, slot, state, stats, stop) = (
@@ -131,22 +149,19 @@ impl Daemon {
                         })
                     })?
             };
-            let sink = LiveSink {
-                hub: hub.clone(),
-                events: events_tx.clone(),
-            };
+            let bus = Bus::new(&cam.id)
+                .database(db.clone(), mqtt_topics.as_ref().map(|t| t.events()))
+                .websocket(event_feed.clone(), hub.detections.clone())
+                .typed(typed_events.clone())
+                .journal();
             let mut pipeline = Pipeline::new(
                 &cam.id,
                 cfg,
                 detector,
                 ids.clone(),
-                Some(db.clone()),
-                Box::new(sink),
+                Box::new(bus),
                 stats.clone(),
             )?;
-            if let Some(t) = &mqtt_topics {
-                pipeline = pipeline.with_outbox(t.events());
-            }
             let detect = {
                 let stop = pipelines_stop.clone();
                 std::thread::Builder::new()
@@ -171,38 +186,45 @@ impl Daemon {
 
         let mqtt = match (&cfg.mqtt, mqtt_topics) {
             (Some(m), Some(topics)) => {
-                let labels: Vec<String> = if cfg.detector.labels_allow.is_empty() {
-                    vec!["person".into()]
-                } else {
-                    cfg.detector.labels_allow.clone()
-                };
+                let labels = crate::mqtt::reported_labels(&cfg.detector);
                 tracing::info!(broker = %m.url, topics = %topics.base, "MQTT: publishing to {} under {}/", m.url, topics.base);
-                Some(crate::mqtt::Client {
+                let client = crate::mqtt::Client {
                     cfg: m.clone(),
                     topics,
                     cameras: enabled_ids
                         .iter()
                         .map(|id| (id.clone(), labels.clone()))
                         .collect(),
-                    stats: Arc::new(crate::mqtt::MqttStats::default()),
-                    db: db.clone(),
-                })
+                    stats: Arc::new(MqttStats::default()),
+                };
+                Some((client, mqtt_events))
             }
             _ => None,
         };
+        let server_metrics = Arc::new(ServerMetrics::default());
+        let started = Instant::now();
+        let sources = Arc::new(Sources {
+            cameras: hubs.clone(),
+            started,
+            server: server_metrics.clone(),
+            writer: writer_stats,
+            mqtt: mqtt
+                .as_ref()
+                .map(|(m, _)| (m.stats.clone(), m.cfg.url.clone())),
+        });
+        let (latest_stats, latest_rx) = watch::channel(Arc::new(sources.take(None).0));
         let state = Arc::new(AppState {
             client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
             cfg: cfg.server.clone(),
             cameras: hubs,
-            events: events_tx,
-            stats: broadcast::channel(16).0,
+            event_feed,
+            stats_feed: broadcast::channel(16).0,
+            latest_stats: latest_rx,
+            sources,
             readers: Arc::new(ReadPool::new(&db_path, 4)),
-            writer: writer_stats,
-            metrics: ServerMetrics::default(),
-            started: Instant::now(),
-            latest_stats: std::sync::Mutex::new(None),
+            metrics: server_metrics,
+            started,
             shutdown: CancellationToken::new(),
-            mqtt: mqtt.as_ref().map(|m| (m.stats.clone(), m.cfg.url.clone())),
         });
         Ok(Daemon {
             state,
@@ -212,6 +234,8 @@ impl Daemon {
             pipelines_stop,
             db_path,
             mqtt,
+            first_event_id,
+            latest_stats,
         })
     }
 
@@ -223,11 +247,22 @@ impl Daemon {
         stop: CancellationToken,
     ) -> Result<(), DaemonError> {
         let state = self.state.clone();
-        let stats_task = tokio::spawn(stats_loop(state.clone()));
+        let stats_task = tokio::spawn(crate::stats::run(
+            state.sources.clone(),
+            state.stats_feed.clone(),
+            self.latest_stats,
+        ));
         let mqtt_stop = CancellationToken::new();
-        let mqtt_task = self
-            .mqtt
-            .map(|m| tokio::spawn(m.run(state.clone(), mqtt_stop.clone())));
+        let mqtt_task = self.mqtt.map(|(client, events)| {
+            let inputs = crate::mqtt::Inputs {
+                events,
+                stats: state.latest_stats.clone(),
+                readers: state.readers.clone(),
+                db: self.db.clone(),
+                first_event_id: self.first_event_id,
+            };
+            tokio::spawn(client.run(inputs, mqtt_stop.clone()))
+        });
         let server = tokio::spawn(crate::server::serve(listener, state.clone()));
         // The database is open (start) and the port is bound (the caller's listener).
         crate::systemd::ready(&crate::systemd::status_line(&state));
@@ -260,14 +295,17 @@ impl Daemon {
         .await
         .ok();
         tracing::info!(db = %self.db_path.display(), "events flushed; closing client connections");
-        if let Some(task) = mqtt_task {
+        if let Some(mut task) = mqtt_task {
             // It sends what the outbox holds for a few seconds, then says offline.
             mqtt_stop.cancel();
-            if tokio::time::timeout(Duration::from_secs(8), task)
+            if tokio::time::timeout(Duration::from_secs(8), &mut task)
                 .await
                 .is_err()
             {
                 tracing::warn!("MQTT: did not finish within 8 s");
+                // It holds a handle of the writer, whose thread ends when the last one goes.
+                task.abort();
+                let _ = task.await;
             }
         }
 
@@ -285,36 +323,5 @@ impl Daemon {
             .ok();
         tracing::info!("ocellus stopped");
         Ok(())
-    }
-}
-
-/// How often a detector that is not the configured one (a missing model) is said again in the
-/// log, so that it is not lost in a long journal.
-const WARN_AGAIN_S: u64 = 300;
-
-async fn stats_loop(state: Arc<AppState>) {
-    let (_, mut prev) = state.take_stats(None);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    let mut seconds = 0u64;
-    loop {
-        tick.tick().await;
-        seconds += 1;
-        if seconds.is_multiple_of(WARN_AGAIN_S) {
-            for c in &state.cameras {
-                if let Some(w) = c.detector.as_ref().and_then(|d| d.warning.as_ref()) {
-                    tracing::warn!(camera = %c.id, "camera {}: {w}", c.id);
-                }
-            }
-        }
-        let (snapshot, now) = state.take_stats(Some(&prev));
-        match serde_json::to_string(&snapshot) {
-            Ok(json) => {
-                let _ = state.stats.send(Utf8Bytes::from(json));
-            }
-            Err(e) => tracing::error!(error = %e, "cannot serialise the stats"),
-        }
-        *state.latest_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
-        prev = now;
     }
 }

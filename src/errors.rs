@@ -29,6 +29,17 @@ pub enum ConfigError {
     },
 }
 
+/// An `mqtt.url` that names no broker.
+#[derive(Debug, Error, PartialEq)]
+pub enum MqttUrlError {
+    #[error("{0:?} must start with mqtt:// or mqtts://")]
+    Scheme(String),
+    #[error("{url:?}: {port:?} is not a port")]
+    Port { url: String, port: String },
+    #[error("{0:?} has no usable host")]
+    Host(String),
+}
+
 /// A video source that cannot be opened or read.
 #[derive(Debug, Error)]
 pub enum CaptureError {

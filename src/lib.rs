@@ -5,6 +5,7 @@
 //! daemon runs.
 
 pub mod appearance;
+pub mod bus;
 pub mod capture;
 pub mod clock;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod db;
 pub mod detect;
+pub mod encoder;
 pub mod errors;
 pub mod events;
 pub mod expect;

@@ -3,8 +3,120 @@
 //! Plain relaxed atomics: each counter is written by one thread and read as an approximate
 //! snapshot, so no ordering between counters is needed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Counters of the server side.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    pub clients: AtomicU64,
+    pub clients_total: AtomicU64,
+    pub clients_refused: AtomicU64,
+    /// TCP connections closed at accept because too many HTTP connections were open.
+    pub connections_refused: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Live frames clients missed because they fell behind.
+    pub frames_dropped: AtomicU64,
+    /// Other messages (events, detections, stats) clients missed.
+    pub messages_dropped: AtomicU64,
+    pub clients_dropped_slow: AtomicU64,
+    pub client_errors: AtomicU64,
+}
+
+impl ServerMetrics {
+    /// Every counter, as `/metrics` exports it; the destructuring names every field, so a new
+    /// one does not compile until it is listed here.
+    pub fn counters(&self) -> [Counter; 10] {
+        let ServerMetrics {
+            clients,
+            clients_total,
+            clients_refused,
+            connections_refused,
+            messages_sent,
+            bytes_sent,
+            frames_dropped,
+            messages_dropped,
+            clients_dropped_slow,
+            client_errors,
+        } = self;
+        let c = |name, help, v: &AtomicU64| Counter {
+            name,
+            help,
+            value: get(v),
+        };
+        [
+            c(
+                "ocellus_ws_clients",
+                "WebSocket clients connected.",
+                clients,
+            ),
+            c(
+                "ocellus_ws_clients_total",
+                "WebSocket clients accepted.",
+                clients_total,
+            ),
+            c(
+                "ocellus_ws_clients_refused_total",
+                "WebSocket clients refused (limit).",
+                clients_refused,
+            ),
+            c(
+                "ocellus_ws_clients_dropped_slow_total",
+                "Clients dropped because their socket stayed blocked.",
+                clients_dropped_slow,
+            ),
+            c(
+                "ocellus_ws_messages_sent_total",
+                "Messages sent to clients.",
+                messages_sent,
+            ),
+            c(
+                "ocellus_ws_bytes_sent_total",
+                "Payload bytes sent to clients.",
+                bytes_sent,
+            ),
+            c(
+                "ocellus_ws_frames_dropped_total",
+                "Live frames clients missed by falling behind.",
+                frames_dropped,
+            ),
+            c(
+                "ocellus_ws_messages_dropped_total",
+                "Other messages clients missed by falling behind.",
+                messages_dropped,
+            ),
+            c(
+                "ocellus_http_connections_refused_total",
+                "TCP connections closed at accept because too many HTTP connections were open.",
+                connections_refused,
+            ),
+            c(
+                "ocellus_ws_client_errors_total",
+                "Malformed or refused client messages.",
+                client_errors,
+            ),
+        ]
+    }
+}
+
+/// The MQTT client's counters (written by its task), for `/api/stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    pub connected: AtomicBool,
+    /// Messages the broker acknowledged (QoS 1) or that went out (QoS 0).
+    pub published: AtomicU64,
+    /// Messages in the outbox, waiting for the broker.
+    pub pending: AtomicU64,
+    /// Event messages the task missed by falling behind the event bus; each time, the counts
+    /// it publishes were read again from the database.
+    pub lagged: AtomicU64,
+    /// Snapshots not published because the database did not have them in time (commits
+    /// failing, a full disk).
+    pub snapshots_skipped: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
 
 /// Per-camera pipeline counters.
 #[derive(Debug, Default)]

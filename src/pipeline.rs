@@ -1,5 +1,6 @@
-//! The per-camera detect stage: motion gate -> object detector -> tracker -> events, and where
-//! their results go (database writer, live subscribers). Runs on its own thread, fed by capture.
+//! The per-camera detect stage: motion gate -> object detector -> tracker -> events, handed as
+//! typed values to a [`Sink`]. Runs on its own thread, fed by capture; knows nothing of where
+//! its results go (the fan-out stage, `bus`, does).
 
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -13,20 +14,22 @@ use crate::appearance::Appearance;
 use crate::capture::live::FrameSlot;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
-use crate::db::{DbCommand, DbHandle};
 use crate::detect::ObjectDetector;
 use crate::errors::DetectError;
-use crate::events::{EventBuilder, EventIds, EventOutput, SnapshotOptions};
+use crate::events::{EventBuilder, EventIds, EventOutput, Snapshot, SnapshotOptions};
 use crate::metrics::{inc, CameraStats};
 use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg, TrackedBox};
 use crate::motion::{MotionDetector, MotionResult};
 use crate::tracker::Tracker;
 use crate::zones::{Counts, Zones};
 
-/// Where a pipeline's results go besides the database. Implementations must not block: they run
-/// on the detect thread.
+/// Where a pipeline's results go. Implementations run on the detect thread: they may wait for
+/// the database writer's bounded queue (back-pressure) but for nothing else.
 pub trait Sink: Send {
-    fn event(&mut self, msg: &EventMsg);
+    /// An event started, changed or ended.
+    fn event(&mut self, msg: EventMsg);
+    /// A better snapshot of an event, encoded.
+    fn snapshot(&mut self, snapshot: Snapshot);
     /// Whether anyone wants per-frame detections now; building them costs allocations.
     fn wants_detections(&self) -> bool {
         false
@@ -267,9 +270,6 @@ pub struct Pipeline {
     events: EventBuilder,
     /// The camera's zones and counting lines, followed per track.
     zones: Zones,
-    /// The MQTT topic event messages go to through the outbox (none without MQTT).
-    outbox_topic: Option<String>,
-    db: Option<DbHandle>,
     sink: Box<dyn Sink>,
     pub stats: Arc<CameraStats>,
     last_ts_ms: i64,
@@ -281,7 +281,6 @@ impl Pipeline {
         cfg: &Config,
         detector: Option<Box<dyn ObjectDetector>>,
         ids: EventIds,
-        db: Option<DbHandle>,
         sink: Box<dyn Sink>,
         stats: Arc<CameraStats>,
     ) -> opencv::Result<Self> {
@@ -324,8 +323,6 @@ impl Pipeline {
                 *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) = Counts::new(&zones);
                 zones
             },
-            outbox_topic: None,
-            db,
             sink,
             stats,
             last_ts_ms: 0,
@@ -381,13 +378,6 @@ impl Pipeline {
                 frame
             }
         }
-    }
-
-    /// Puts every event message into the MQTT outbox too, under `topic`, in the same writer
-    /// batches as the events (docs/mqtt.md).
-    pub fn with_outbox(mut self, topic: String) -> Self {
-        self.outbox_topic = Some(topic);
-        self
     }
 
     /// Takes the motion detector out, for a caller that runs motion on its own thread (see
@@ -550,39 +540,17 @@ impl Pipeline {
     }
 
     fn emit(&mut self, out: EventOutput) {
-        for msg in &out.messages {
+        for msg in out.messages {
             match msg.kind {
                 EventKind::Start => inc(&self.stats.events_started),
                 EventKind::End => inc(&self.stats.events_ended),
                 EventKind::Update => {}
             }
-            if let Some(db) = &self.db {
-                // The event goes to the database before anyone is told about it.
-                if db.send(DbCommand::Event(msg.event.clone())).is_err() {
-                    tracing::error!(camera = %self.camera, "database writer is gone; event not stored");
-                }
-                if let Some(topic) = &self.outbox_topic {
-                    let json = crate::protocol::ServerMsg::Event {
-                        kind: msg.kind,
-                        event: &msg.event,
-                    }
-                    .to_json();
-                    let _ = db.send(DbCommand::Outbox(crate::mqtt::event_message(topic, json)));
-                }
-            }
-            tracing::trace!(camera = %self.camera, event_id = msg.event.id, kind = msg.kind.as_str(), label = %msg.event.label, "event message to the database and clients");
             self.sink.event(msg);
         }
         for s in out.snapshots {
             inc(&self.stats.snapshot_encodes);
-            if let Some(db) = &self.db {
-                let _ = db.send(DbCommand::Snapshot {
-                    event_id: s.event_id,
-                    jpeg: s.jpeg,
-                    width: s.width,
-                    height: s.height,
-                });
-            }
+            self.sink.snapshot(s);
         }
     }
 }

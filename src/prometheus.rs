@@ -52,7 +52,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 fn render(state: &AppState) -> String {
     let mut families = Vec::new();
-    let (snapshot, _) = state.take_stats(None);
+    let snapshot = state.fresh_stats();
     let camera = |id: &str| format!("{{camera=\"{id}\"}}");
     // Every per-camera counter, each with one sample per camera.
     if let Some(first) = snapshot.cameras.first() {

@@ -17,6 +17,7 @@ use crate::events::EventIds;
 use crate::metrics::{get, CameraStats};
 use crate::models::{Detection, DetectionsMsg, Event, EventKind, EventMsg};
 use crate::pipeline::{Pipeline, Sink};
+use crate::bus::Bus;
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
@@ -105,15 +106,17 @@ struct TrackRow {
 }
 
 impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
-    fn event(&mut self, msg: &EventMsg) {
+    fn event(&mut self, msg: EventMsg) {
+        (self.on_event)(&msg);
         if msg.kind == EventKind::End {
             self.finished
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(msg.event.clone());
+                .push(msg.event);
         }
-        (self.on_event)(msg);
     }
+
+    fn snapshot(&mut self, _: crate::events::Snapshot) {}
 
     fn wants_detections(&self) -> bool {
         self.trace.is_some() || self.tracks.is_some()
@@ -314,13 +317,15 @@ pub fn run(
     // `detector.max_fps` spares a live camera's CPU; a replay processes every frame.
     let mut pipeline_cfg = cfg.clone();
     pipeline_cfg.detector.max_fps = 0.0;
+    let bus = Bus::new(&opts.camera)
+        .database(db_handle.clone(), None)
+        .local(Box::new(sink));
     let mut pipeline = Pipeline::new(
         &opts.camera,
         &pipeline_cfg,
         detector,
         ids,
-        Some(db_handle.clone()),
-        Box::new(sink),
+        Box::new(bus),
         stats.clone(),
     )?;
 
@@ -342,26 +347,20 @@ pub fn run(
             .name(format!("cam-{}", opts.camera))
             .spawn(move || reader.run(tx, realtime, &cancel, &stats))?
     };
+    // Frames encoded as for a live viewer who watches full size, on the encoder thread the
+    // daemon uses; the receiver stands for the viewer.
+    let (viewer, _viewer_rx) = tokio::sync::broadcast::channel(1);
     let encoder = if opts.encode_frames {
-        let (etx, erx) = crossbeam_channel::bounded::<crate::capture::Frame>(2);
-        let (stats, quality) = (stats.clone(), cfg.server.stream_quality);
-        let join = std::thread::Builder::new()
-            .name(format!("enc-{}", opts.camera))
-            .spawn(move || {
-                let mut jpeg = crate::jpeg::JpegEncoder::new(quality);
-                for frame in erx {
-                    let t0 = Instant::now();
-                    if jpeg.encode(&frame.mat).is_ok() {
-                        stats.encode.add(t0.elapsed());
-                        crate::metrics::inc(&stats.stream_encodes);
-                    }
-                }
-            })?;
-        Some((etx, join))
+        Some(crate::encoder::spawn(
+            &opts.camera,
+            vec![(0, viewer)],
+            stats.clone(),
+            cfg.server.stream_quality,
+        )?)
     } else {
         None
     };
-    let encode_tx = encoder.as_ref().map(|(tx, _)| tx.clone());
+    let (encode_tx, encoder_join) = encoder.unzip();
     // Motion runs on its own thread, in frame order, overlapping the detector's work on the
     // previous frame; the detect stage still sees every frame in order, so replay stays
     // deterministic.
@@ -405,7 +404,7 @@ pub fn run(
                     }
                     // Replay never drops: wait for the encoder like capture waits for us.
                     if let Some(tx) = &encode_tx {
-                        let _ = tx.send(frame);
+                        tx.send(Arc::new(frame));
                     }
                 };
                 match fed {
@@ -428,8 +427,8 @@ pub fn run(
     let pool_ok = pool.is_none_or(|p| p.join());
     let motion_result = motion.join();
     let capture_result = capture.join();
-    if let Some((tx, join)) = encoder {
-        drop(tx);
+    if let Some(join) = encoder_join {
+        // The detect thread took the handle and dropped it when it ended.
         if join.join().is_err() {
             return Err(ReplayError::Panicked);
         }

@@ -41,7 +41,7 @@ async fn list_events(
     q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) =
-        q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let (events, next_before_id) = state.query_events(q).await?;
     Ok(Json(EventPage {
         events,
@@ -56,7 +56,7 @@ async fn get_event(
 ) -> Result<Response, ApiError> {
     match state.readers.run(move |c| db::get_event(c, id)).await? {
         Some(e) => Ok(Json(e).into_response()),
-        None => Err(ApiError(
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no event {id}"),
@@ -77,7 +77,7 @@ async fn get_snapshot(
             jpeg,
         )
             .into_response()),
-        None => Err(ApiError(
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no snapshot for event {id}"),
@@ -90,7 +90,7 @@ async fn cameras(State(state): State<Arc<AppState>>) -> Json<Vec<CameraInfo>> {
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsSnapshot> {
-    Json(StatsSnapshot::clone(&state.stats()))
+    Json(StatsSnapshot::clone(&state.latest_stats()))
 }
 
 /// Liveness for probes and load balancers: 200 while serving, 503 once stopping.
@@ -125,8 +125,8 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             "status": status,
             "uptime_s": state.started.elapsed().as_secs(),
             "cameras": cameras,
-            "db_errors": load(&state.writer.errors),
-            "db_pending": load(&state.writer.pending),
+            "db_errors": load(&state.writer().errors),
+            "db_pending": load(&state.writer().pending),
             "warnings": warnings,
         })),
     )

@@ -137,10 +137,10 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
     if let Some(want) = &state.cfg.token {
         let got = presented_token(req.headers(), req.uri().query());
         if !got.is_some_and(|g| same_secret(g.as_bytes(), want.expose().as_bytes())) {
-            return ApiError(
+            return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "a token is required: Authorization: Bearer TOKEN, or ?token=TOKEN".into(),
+                "a token is required: Authorization: Bearer TOKEN, or ?token=TOKEN",
             )
             .into_response();
         }

@@ -1,7 +1,6 @@
 //! What the HTTP and WebSocket handlers share: the server state (cameras, channels, readers,
 //! counters) and the error every handler answers with.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,152 +8,52 @@ use axum::extract::ws::Utf8Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::db::{self, ReadPool, WriterStats};
 use crate::errors::DbError;
 use crate::hub::CameraHub;
-use crate::metrics::{get, Counter};
+use crate::metrics::ServerMetrics;
 use crate::models::EventQuery;
 use crate::protocol::CameraInfo;
-use crate::stats::{Sample, Sources, StatsSnapshot};
-
-/// Counters of the server side.
-#[derive(Debug, Default)]
-pub struct ServerMetrics {
-    pub clients: AtomicU64,
-    pub clients_total: AtomicU64,
-    pub clients_refused: AtomicU64,
-    /// TCP connections closed at accept because too many HTTP connections were open.
-    pub connections_refused: AtomicU64,
-    pub messages_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    /// Live frames clients missed because they fell behind.
-    pub frames_dropped: AtomicU64,
-    /// Other messages (events, detections, stats) clients missed.
-    pub messages_dropped: AtomicU64,
-    pub clients_dropped_slow: AtomicU64,
-    pub client_errors: AtomicU64,
-}
-
-impl ServerMetrics {
-    /// Every counter, as `/metrics` exports it; the destructuring names every field, so a new
-    /// one does not compile until it is listed here.
-    pub fn counters(&self) -> [Counter; 10] {
-        let ServerMetrics {
-            clients,
-            clients_total,
-            clients_refused,
-            connections_refused,
-            messages_sent,
-            bytes_sent,
-            frames_dropped,
-            messages_dropped,
-            clients_dropped_slow,
-            client_errors,
-        } = self;
-        let c = |name, help, v: &AtomicU64| Counter {
-            name,
-            help,
-            value: get(v),
-        };
-        [
-            c(
-                "ocellus_ws_clients",
-                "WebSocket clients connected.",
-                clients,
-            ),
-            c(
-                "ocellus_ws_clients_total",
-                "WebSocket clients accepted.",
-                clients_total,
-            ),
-            c(
-                "ocellus_ws_clients_refused_total",
-                "WebSocket clients refused (limit).",
-                clients_refused,
-            ),
-            c(
-                "ocellus_ws_clients_dropped_slow_total",
-                "Clients dropped because their socket stayed blocked.",
-                clients_dropped_slow,
-            ),
-            c(
-                "ocellus_ws_messages_sent_total",
-                "Messages sent to clients.",
-                messages_sent,
-            ),
-            c(
-                "ocellus_ws_bytes_sent_total",
-                "Payload bytes sent to clients.",
-                bytes_sent,
-            ),
-            c(
-                "ocellus_ws_frames_dropped_total",
-                "Live frames clients missed by falling behind.",
-                frames_dropped,
-            ),
-            c(
-                "ocellus_ws_messages_dropped_total",
-                "Other messages clients missed by falling behind.",
-                messages_dropped,
-            ),
-            c(
-                "ocellus_http_connections_refused_total",
-                "TCP connections closed at accept because too many HTTP connections were open.",
-                connections_refused,
-            ),
-            c(
-                "ocellus_ws_client_errors_total",
-                "Malformed or refused client messages.",
-                client_errors,
-            ),
-        ]
-    }
-}
+use crate::stats::{Sources, StatsSnapshot};
 
 /// Everything the handlers share.
 pub struct AppState {
     pub cfg: ServerConfig,
     pub cameras: Vec<Arc<CameraHub>>,
-    pub events: broadcast::Sender<Utf8Bytes>,
-    pub stats: broadcast::Sender<Utf8Bytes>,
+    /// Event messages as JSON, from every camera's bus, for the `events` topic.
+    pub event_feed: broadcast::Sender<Utf8Bytes>,
+    /// The stats task's snapshots as JSON, for the `stats` topic.
+    pub stats_feed: broadcast::Sender<Utf8Bytes>,
+    /// The stats task's latest snapshot (a fresh one without rates before its first tick).
+    pub latest_stats: watch::Receiver<Arc<StatsSnapshot>>,
+    /// What snapshots are taken of, for `/metrics`, which takes a fresh one.
+    pub sources: Arc<Sources>,
     pub readers: Arc<ReadPool>,
-    pub writer: Arc<WriterStats>,
-    pub metrics: ServerMetrics,
+    pub metrics: Arc<ServerMetrics>,
     pub client_slots: Arc<Semaphore>,
     pub started: Instant,
-    /// The latest stats, refreshed every second by the stats task.
-    pub latest_stats: std::sync::Mutex<Option<Arc<StatsSnapshot>>>,
     /// Fires when the server should close its connections (after the pipelines have stopped).
     pub shutdown: CancellationToken,
-    /// The MQTT client's state and its broker's URL, when `[mqtt]` is set.
-    pub mqtt: Option<(Arc<crate::mqtt::MqttStats>, String)>,
 }
 
 impl AppState {
-    /// The stats task's latest snapshot; a fresh one (without rates) before its first.
-    pub fn stats(&self) -> Arc<StatsSnapshot> {
-        let latest = self
-            .latest_stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        latest.unwrap_or_else(|| Arc::new(self.take_stats(None).0))
+    /// The stats task's latest snapshot.
+    pub fn latest_stats(&self) -> Arc<StatsSnapshot> {
+        self.latest_stats.borrow().clone()
     }
 
-    /// A snapshot of the stats now; with `prev`, frame rates since then.
-    pub fn take_stats(&self, prev: Option<&Sample>) -> (StatsSnapshot, Sample) {
-        let sources = Sources {
-            cameras: &self.cameras,
-            started: self.started,
-            clients: get(&self.metrics.clients),
-            writer: &self.writer,
-            mqtt: self.mqtt.as_ref().map(|(m, url)| (&**m, url.as_str())),
-        };
-        StatsSnapshot::take(&sources, prev)
+    /// A snapshot of the stats now, without rates.
+    pub fn fresh_stats(&self) -> StatsSnapshot {
+        self.sources.take(None).0
+    }
+
+    /// The database writer's counters.
+    pub fn writer(&self) -> &WriterStats {
+        &self.sources.writer
     }
 
     /// Runs an event query with the configured cap; shared by REST and WebSocket. Returns the
@@ -185,13 +84,29 @@ impl AppState {
 }
 
 /// An API error: a status and a JSON body `{"error": code, "message": ...}`.
-pub struct ApiError(pub StatusCode, pub &'static str, pub String);
+pub struct ApiError {
+    pub status: StatusCode,
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What a person reads.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
-            self.0,
-            Json(serde_json::json!({ "error": self.1, "message": self.2 })),
+            self.status,
+            Json(serde_json::json!({ "error": self.code, "message": self.message })),
         )
             .into_response()
     }
@@ -200,7 +115,7 @@ impl IntoResponse for ApiError {
 impl From<crate::errors::DbError> for ApiError {
     fn from(e: crate::errors::DbError) -> Self {
         tracing::error!(error = %e, "database query failed");
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string())
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string())
     }
 }
 

@@ -1,18 +1,22 @@
-//! The daemon's stats at one moment, as one typed snapshot. The stats task builds one every
-//! second (with rates since the previous) and sends it as the `stats` WebSocket message; `GET
-//! /api/stats` and systemd's `STATUS=` line show the latest; `/metrics` takes a fresh one, so a
-//! scrape never sees counters a second old. Every counter kept per camera and by the database
-//! writer is in it, and `/metrics` exports each (a test checks).
+//! The daemon's stats at one moment, as one typed snapshot, and the task that takes one every
+//! second (with rates since the previous): it sends it as the `stats` WebSocket message and
+//! keeps it as the latest, which `GET /api/stats`, systemd's `STATUS=` line and MQTT show;
+//! `/metrics` takes a fresh one, so a scrape never sees counters a second old. Every counter
+//! kept per camera and by the database writer is in it, and `/metrics` exports each (a test
+//! checks).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
+use tokio::sync::{broadcast, watch};
 
 use crate::capture::live::SourceStatus;
 use crate::db::WriterStats;
 use crate::hub::CameraHub;
-use crate::metrics::{get, Counter};
+use crate::metrics::{get, Counter, MqttStats, ServerMetrics};
 use crate::protocol::CameraStatus;
 
 #[derive(Clone, Debug, Serialize)]
@@ -27,7 +31,42 @@ pub struct StatsSnapshot {
     pub db: DbSnapshot,
     /// The MQTT client (absent without `[mqtt]`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mqtt: Option<crate::mqtt::MqttSnapshot>,
+    pub mqtt: Option<MqttSnapshot>,
+}
+
+/// The MQTT client at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct MqttSnapshot {
+    pub connected: bool,
+    pub broker: String,
+    pub published: u64,
+    pub pending: u64,
+    /// Outbox messages given up by its bounds before the broker took them.
+    pub dropped: u64,
+    /// Event messages missed by falling behind (the counts were re-read each time).
+    pub lagged: u64,
+    /// Snapshots not published because the database did not have them in time.
+    pub snapshots_skipped: u64,
+    pub last_error: Option<String>,
+}
+
+impl MqttSnapshot {
+    fn of(m: &MqttStats, broker: &str, dropped: u64) -> Self {
+        Self {
+            connected: m.connected.load(Ordering::Relaxed),
+            broker: broker.to_string(),
+            published: get(&m.published),
+            pending: get(&m.pending),
+            dropped,
+            lagged: get(&m.lagged),
+            snapshots_skipped: get(&m.snapshots_skipped),
+            last_error: m
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -119,21 +158,65 @@ impl Sample {
     }
 }
 
-/// What a snapshot is taken of.
-pub struct Sources<'a> {
-    pub cameras: &'a [Arc<CameraHub>],
+/// What a snapshot is taken of: the counters the stages keep, shared with them.
+pub struct Sources {
+    pub cameras: Vec<Arc<CameraHub>>,
     pub started: Instant,
-    /// WebSocket clients connected now.
-    pub clients: u64,
-    pub writer: &'a WriterStats,
-    /// The MQTT client and its broker's URL, when `[mqtt]` is set.
-    pub mqtt: Option<(&'a crate::mqtt::MqttStats, &'a str)>,
+    /// The server's counters (WebSocket clients connected).
+    pub server: Arc<ServerMetrics>,
+    pub writer: Arc<WriterStats>,
+    /// The MQTT client's counters and its broker's URL, when `[mqtt]` is set.
+    pub mqtt: Option<(Arc<MqttStats>, String)>,
+}
+
+impl Sources {
+    /// The stats now; with `prev`, frame rates since then.
+    pub fn take(&self, prev: Option<&Sample>) -> (StatsSnapshot, Sample) {
+        StatsSnapshot::take(self, prev)
+    }
+}
+
+/// How often a detector that is not the configured one (a missing model) is said again in the
+/// log, so that it is not lost in a long journal.
+const WARN_AGAIN_S: u64 = 300;
+
+/// The stats task: every second a snapshot, sent to `feed` as JSON and kept in `latest`. Runs
+/// until aborted.
+pub async fn run(
+    sources: Arc<Sources>,
+    feed: broadcast::Sender<Utf8Bytes>,
+    latest: watch::Sender<Arc<StatsSnapshot>>,
+) {
+    let (_, mut prev) = sources.take(None);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut seconds = 0u64;
+    loop {
+        tick.tick().await;
+        seconds += 1;
+        if seconds.is_multiple_of(WARN_AGAIN_S) {
+            for c in &sources.cameras {
+                if let Some(w) = c.detector.as_ref().and_then(|d| d.warning.as_ref()) {
+                    tracing::warn!(camera = %c.id, "camera {}: {w}", c.id);
+                }
+            }
+        }
+        let (snapshot, now) = sources.take(Some(&prev));
+        match serde_json::to_string(&snapshot) {
+            Ok(json) => {
+                let _ = feed.send(Utf8Bytes::from(json));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialise the stats"),
+        }
+        latest.send_replace(Arc::new(snapshot));
+        prev = now;
+    }
 }
 
 impl StatsSnapshot {
     /// The stats now; with `prev`, frame rates since then.
-    pub fn take(src: &Sources, prev: Option<&Sample>) -> (Self, Sample) {
-        let now = Sample::now(src.cameras);
+    fn take(src: &Sources, prev: Option<&Sample>) -> (Self, Sample) {
+        let now = Sample::now(&src.cameras);
         let dt = prev.map(|p| (now.at - p.at).as_secs_f64()).unwrap_or(0.0);
         let rate = |i: usize, f: fn(&(u64, u64)) -> u64| match prev {
             Some(p) if dt > 0.0 && i < p.counts.len() => {
@@ -169,11 +252,11 @@ impl StatsSnapshot {
                 }
             })
             .collect();
-        let w = src.writer;
+        let w = &src.writer;
         let snapshot = Self {
             kind: "stats",
             uptime_s: src.started.elapsed().as_secs(),
-            clients: src.clients,
+            clients: get(&src.server.clients),
             cameras,
             db: DbSnapshot {
                 commits: get(&w.commits),
@@ -185,7 +268,8 @@ impl StatsSnapshot {
             },
             mqtt: src
                 .mqtt
-                .map(|(m, url)| m.snapshot(url, get(&w.outbox_dropped))),
+                .as_ref()
+                .map(|(m, url)| MqttSnapshot::of(m, url, get(&w.outbox_dropped))),
         };
         (snapshot, now)
     }

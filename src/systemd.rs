@@ -61,7 +61,7 @@ fn progress(state: &AppState) -> Vec<Progress> {
 
 /// The one-line summary for `systemctl status`.
 pub fn status_line(state: &AppState) -> String {
-    state.stats().status_line()
+    state.latest_stats().status_line()
 }
 
 /// Sends WATCHDOG=1 at half the watchdog period while the pipelines are healthy, and STATUS=

@@ -98,17 +98,17 @@ pub fn check_upgrade(
             .and_then(|o| o.to_str().ok())
             .unwrap_or("(none)");
         tracing::warn!(%addr, origin, "refused /ws from {addr}: foreign origin {origin}");
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_origin",
-            "this origin may not open /ws".into(),
+            "this origin may not open /ws",
         ));
     }
     if state.shutdown.is_cancelled() {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
-            "the daemon is stopping".into(),
+            "the daemon is stopping",
         ));
     }
     state.client_slots.clone().try_acquire_owned().map_err(|_| {
@@ -116,7 +116,7 @@ pub fn check_upgrade(
             .metrics
             .clients_refused
             .fetch_add(1, Ordering::Relaxed);
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_clients",
             format!("at most {} clients", state.cfg.max_clients),
@@ -437,8 +437,8 @@ impl Client {
                 .ok_or_else(|| UnknownCamera(camera.to_string()))
         };
         let sub = match topic {
-            Topic::Events => text_stream(state.events.subscribe()),
-            Topic::Stats => text_stream(state.stats.subscribe()),
+            Topic::Events => text_stream(state.event_feed.subscribe()),
+            Topic::Stats => text_stream(state.stats_feed.subscribe()),
             Topic::Detections { camera } => text_stream(hub(camera)?.detections.subscribe()),
             Topic::Frames {
                 camera,

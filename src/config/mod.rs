@@ -77,29 +77,29 @@ pub struct MqttEndpoint {
 
 impl MqttConfig {
     /// The broker's address, from `url`.
-    pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
+    pub fn endpoint(&self) -> Result<MqttEndpoint, crate::errors::MqttUrlError> {
+        use crate::errors::MqttUrlError;
         let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtts://") {
             (true, r)
         } else if let Some(r) = self.url.strip_prefix("mqtt://") {
             (false, r)
         } else {
-            return Err(format!(
-                "{:?} must start with mqtt:// or mqtts://",
-                self.url
-            ));
+            return Err(MqttUrlError::Scheme(self.url.clone()));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
                 h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("{:?}: {p:?} is not a port", self.url))?,
+                p.parse::<u16>().map_err(|_| MqttUrlError::Port {
+                    url: self.url.clone(),
+                    port: p.to_string(),
+                })?,
             ),
             _ => (rest, if tls { 8883 } else { 1883 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.contains('/') || host.contains('@') {
-            return Err(format!("{:?} has no usable host", self.url));
+            return Err(MqttUrlError::Host(self.url.clone()));
         }
         Ok(MqttEndpoint {
             tls,

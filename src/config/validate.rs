@@ -74,7 +74,8 @@ impl Config {
             ));
         }
         if let Some(m) = &self.mqtt {
-            m.endpoint().map_err(|e| invalid("mqtt.url".into(), e))?;
+            m.endpoint()
+                .map_err(|e| invalid("mqtt.url".into(), e.to_string()))?;
             if m.qos > 1 {
                 return Err(invalid(
                     "mqtt.qos".into(),

@@ -7,8 +7,9 @@
 //! Writes are batched (one transaction per `batch_ms` or `batch_max` writes), which makes the
 //! fsync per commit cheap and spares flash storage.
 //!
-//! `schema.rs` holds the migrations, `read.rs` the queries (on read-only connections), `writer.rs`
-//! the writer thread; this file opens the database and starts the writer.
+//! `schema.rs` holds the migrations, `read.rs` the queries (on read-only connections), `outbox.rs`
+//! what the MQTT client reads, `writer.rs` the writer thread; this file opens the database and
+//! starts the writer.
 
 /// The events table's columns, in the order `read::event_from_row` reads them and the writer's
 /// insert binds them: written once.
@@ -18,6 +19,7 @@ macro_rules! event_columns {
     };
 }
 
+mod outbox;
 mod read;
 mod schema;
 mod writer;
@@ -32,6 +34,7 @@ use crate::errors::DbError;
 
 pub use crate::clock::now_ms;
 pub use crate::models::EventQuery;
+pub use outbox::{open_events, read_outbox, OutboxPage, OutboxRow};
 pub use read::{get_event, get_snapshot, max_event_id, open_reader, query_events, ReadPool};
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use writer::{
@@ -190,6 +193,46 @@ pub(crate) mod tests {
         j.join().unwrap();
     }
 
+    /// An event and its MQTT message are one command, so they are one transaction even when
+    /// the batch limit falls right after the event: with `batch_max = 1` every command is a
+    /// commit of its own, and each commit holds the event and its outbox row. (Sent as two
+    /// commands, as before, the event was committed alone and a crash then lost its message.)
+    #[test]
+    fn an_event_and_its_outbox_row_commit_together_at_the_batch_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atomic.db");
+        let conn = open(&path).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let opts = WriterOptions {
+            batch: Duration::from_secs(10),
+            batch_max: 1,
+            retention_ms: None,
+            max_events: 0,
+            max_bytes: 0,
+            outbox: Some(OutboxLimits {
+                max_messages: 1000,
+                max_age_ms: 3_600_000,
+            }),
+        };
+        let (h, j) = spawn_writer(conn, path.clone(), opts, stats.clone()).unwrap();
+        let reader = open_reader(&path).unwrap();
+        let count = |sql: &str| -> i64 { reader.query_row(sql, [], |r| r.get(0)).unwrap() };
+        for i in 1..=5 {
+            let before = stats.commits.load(Ordering::Relaxed);
+            h.send(DbCommand::Event {
+                event: event(i, "a", "person", i * 10),
+                outbox: Some(OutboxMessage::new("ocellus/box/events", vec![i as u8])),
+            })
+            .unwrap();
+            h.flush().unwrap();
+            assert_eq!(stats.commits.load(Ordering::Relaxed), before + 1);
+            assert_eq!(count("SELECT count(*) FROM events"), i);
+            assert_eq!(count("SELECT count(*) FROM mqtt_outbox"), i);
+        }
+        drop(h);
+        j.join().unwrap();
+    }
+
     /// (name, type, notnull, default, pk) of every column, and every index, of every table.
     fn schema(conn: &Connection) -> Vec<String> {
         let mut out = Vec::new();
@@ -234,7 +277,7 @@ pub(crate) mod tests {
         let (h, j, stats) = writer(&path);
         let mut e = event(1, "front", "person", 1000);
         e.end_ms = None;
-        h.send(DbCommand::Event(e.clone())).unwrap();
+        h.send(DbCommand::event_only(e.clone())).unwrap();
         h.send(DbCommand::Snapshot {
             event_id: 1,
             jpeg: Bytes::from_static(b"\xff\xd8jpeg"),
@@ -244,7 +287,7 @@ pub(crate) mod tests {
         .unwrap();
         e.end_ms = Some(5000);
         e.top_score = 0.9;
-        h.send(DbCommand::Event(e.clone())).unwrap();
+        h.send(DbCommand::event_only(e.clone())).unwrap();
         h.flush().unwrap();
 
         let r = open_reader(&path).unwrap();
@@ -263,7 +306,7 @@ pub(crate) mod tests {
         for i in 1..=10 {
             let cam = if i % 2 == 0 { "a" } else { "b" };
             let label = if i % 3 == 0 { "car" } else { "person" };
-            h.send(DbCommand::Event(event(i, cam, label, i * 100)))
+            h.send(DbCommand::event_only(event(i, cam, label, i * 100)))
                 .unwrap();
         }
         drop(h);
@@ -403,7 +446,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         for i in 1..=5 {
-            h.send(DbCommand::Event(event(i, "a", "person", i * 10)))
+            h.send(DbCommand::event_only(event(i, "a", "person", i * 10)))
                 .unwrap();
         }
         drop(h);
@@ -439,7 +482,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         for i in 1..=200 {
-            h.send(DbCommand::Event(event(i, "a", "person", i * 10)))
+            h.send(DbCommand::event_only(event(i, "a", "person", i * 10)))
                 .unwrap();
             h.send(DbCommand::Snapshot {
                 event_id: i,

@@ -17,8 +17,14 @@ use crate::models::Event;
 
 /// What the pipeline asks of the writer.
 pub enum DbCommand {
-    /// Insert or update an event (by id).
-    Event(Event),
+    /// Insert or update an event (by id), with the MQTT message that announces this change
+    /// when MQTT is on. One command, so both land in the same batch and thus the same
+    /// transaction whatever the batch bounds: a crash never leaves an event whose message is
+    /// lost, nor a message about an event that is not stored.
+    Event {
+        event: Event,
+        outbox: Option<OutboxMessage>,
+    },
     Snapshot {
         event_id: i64,
         jpeg: Bytes,
@@ -27,10 +33,21 @@ pub enum DbCommand {
     },
     /// Commit everything sent before this, then answer.
     Flush(Sender<()>),
-    /// A message for the MQTT broker, kept in the outbox until it is acknowledged.
+    /// A message for the MQTT broker that belongs to no event, kept in the outbox until it is
+    /// acknowledged.
     Outbox(OutboxMessage),
     /// Outbox messages the broker acknowledged (their `seq`s).
     OutboxSent(Vec<i64>),
+}
+
+impl DbCommand {
+    /// An event change with no MQTT message (no `[mqtt]`, tests, tools).
+    pub fn event_only(event: Event) -> Self {
+        DbCommand::Event {
+            event,
+            outbox: None,
+        }
+    }
 }
 
 /// An MQTT message waiting in the outbox.
@@ -40,6 +57,18 @@ pub struct OutboxMessage {
     pub payload: Vec<u8>,
     pub retain: bool,
     pub created_ms: i64,
+}
+
+impl OutboxMessage {
+    /// A message to `topic`, not retained, created now (the outbox's age bound counts from it).
+    pub fn new(topic: &str, payload: Vec<u8>) -> Self {
+        Self {
+            topic: topic.to_string(),
+            payload,
+            retain: false,
+            created_ms: now_ms(),
+        }
+    }
 }
 
 /// Bounds of the MQTT outbox; `None` in a writer without MQTT.
@@ -101,15 +130,27 @@ pub struct DbHandle {
 }
 
 impl DbHandle {
+    /// A handle whose commands go to `tx`, for tests that look at the commands themselves.
+    #[cfg(test)]
+    pub(crate) fn from_sender(tx: Sender<DbCommand>) -> Self {
+        Self { tx }
+    }
+
     /// Queues a write; blocks while the writer's queue is full (back-pressure rather than
     /// unbounded memory).
     pub fn send(&self, cmd: DbCommand) -> Result<(), DbError> {
         self.tx.send(cmd).map_err(|_| DbError::WriterGone)
     }
 
-    /// Queues a write if the queue has room (for async callers, which must not block).
-    pub fn try_send(&self, cmd: DbCommand) -> Result<(), DbError> {
-        self.tx.try_send(cmd).map_err(|_| DbError::WriterGone)
+    /// Queues the deletion of acknowledged outbox rows if the queue has room, and gives them
+    /// back if not (for async callers, which must not block).
+    pub fn try_send_acks(&self, seqs: Vec<i64>) -> Result<(), Vec<i64>> {
+        self.tx
+            .try_send(DbCommand::OutboxSent(seqs))
+            .map_err(|e| match e.into_inner() {
+                DbCommand::OutboxSent(seqs) => seqs,
+                _ => Vec::new(),
+            })
     }
 
     /// Waits until everything queued so far is committed.
@@ -193,7 +234,10 @@ struct Batch {
 impl Batch {
     fn add(&mut self, cmd: DbCommand) {
         match cmd {
-            DbCommand::Event(e) => {
+            DbCommand::Event { event: e, outbox } => {
+                if let Some(m) = outbox {
+                    self.add_outbox(m);
+                }
                 if self.events.len() >= MAX_PENDING_EVENTS && !self.events.contains_key(&e.id) {
                     // The oldest ended event goes first; an event that is still open will be
                     // written again when it ends.
@@ -227,19 +271,21 @@ impl Batch {
                 self.writes += 1;
             }
             DbCommand::Flush(w) => self.waiters.push(w),
-            DbCommand::Outbox(m) => {
-                if self.outbox.len() >= MAX_PENDING_EVENTS {
-                    self.outbox.remove(0);
-                    self.dropped += 1;
-                }
-                self.outbox.push(m);
-                self.writes += 1;
-            }
+            DbCommand::Outbox(m) => self.add_outbox(m),
             DbCommand::OutboxSent(seqs) => {
                 self.sent.extend(seqs);
                 self.writes += 1;
             }
         }
+    }
+
+    fn add_outbox(&mut self, m: OutboxMessage) {
+        if self.outbox.len() >= MAX_PENDING_EVENTS {
+            self.outbox.remove(0);
+            self.dropped += 1;
+        }
+        self.outbox.push(m);
+        self.writes += 1;
     }
 
     fn len(&self) -> usize {
@@ -521,13 +567,19 @@ mod tests {
         let mut b = Batch::default();
         let n = MAX_PENDING_EVENTS as i64 + 10;
         for i in 1..=n {
-            b.add(DbCommand::Event(event(i, "a", "person", i)));
+            b.add(DbCommand::Event {
+                event: event(i, "a", "person", i),
+                outbox: None,
+            });
         }
         assert_eq!(b.events.len(), MAX_PENDING_EVENTS);
         assert_eq!(b.dropped, 10);
         assert!(b.events.contains_key(&n) && !b.events.contains_key(&1));
         // Updating an event already held replaces it and drops nothing.
-        b.add(DbCommand::Event(event(n, "a", "person", n)));
+        b.add(DbCommand::Event {
+            event: event(n, "a", "person", n),
+            outbox: None,
+        });
         assert_eq!(b.dropped, 10);
 
         let jpeg = Bytes::from(vec![0u8; 1 << 20]);

@@ -1,0 +1,253 @@
+//! The fan-out stage: every value a camera's pipeline produces passes here once, on the detect
+//! thread, and goes to each peer that wants it. The database gets ONE command per event change,
+//! carrying the event row and its MQTT outbox row; the message is serialised to JSON once, for
+//! the WebSocket feed and the outbox alike; in-process consumers (MQTT) get it typed, as an
+//! `Arc`; the journal gets a line. The peers know nothing of each other.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::broadcast;
+
+use crate::db::{DbCommand, DbHandle, OutboxMessage};
+use crate::events::Snapshot;
+use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg};
+use crate::pipeline::Sink;
+use crate::protocol::ServerMsg;
+
+/// One camera's fan-out. Built with the peers a mode has: the daemon has them all, replay the
+/// database and its own collectors.
+pub struct Bus {
+    camera: String,
+    db: Option<DbHandle>,
+    /// The MQTT topic of event messages; with it each event change also goes to the outbox.
+    outbox_topic: Option<String>,
+    /// JSON event messages for WebSocket clients.
+    event_feed: Option<broadcast::Sender<Utf8Bytes>>,
+    /// JSON detections messages of this camera for WebSocket clients.
+    detection_feed: Option<broadcast::Sender<Utf8Bytes>>,
+    /// Typed event messages for in-process consumers.
+    typed: Option<broadcast::Sender<Arc<EventMsg>>>,
+    /// Whether event changes are written to the log.
+    journal: bool,
+    /// A consumer in the same thread (replay's collectors), handed everything.
+    local: Option<Box<dyn Sink>>,
+}
+
+impl Bus {
+    /// A bus with no peers yet, for camera `camera`.
+    pub fn new(camera: &str) -> Self {
+        Self {
+            camera: camera.to_string(),
+            db: None,
+            outbox_topic: None,
+            event_feed: None,
+            detection_feed: None,
+            typed: None,
+            journal: false,
+            local: None,
+        }
+    }
+
+    /// Stores events and snapshots; with `outbox_topic`, every event message goes into the MQTT
+    /// outbox under it, in the same command as the event.
+    pub fn database(mut self, db: DbHandle, outbox_topic: Option<String>) -> Self {
+        self.db = Some(db);
+        self.outbox_topic = outbox_topic;
+        self
+    }
+
+    /// Broadcasts event messages (to every camera's subscribers) and this camera's detections
+    /// as JSON.
+    pub fn websocket(
+        mut self,
+        events: broadcast::Sender<Utf8Bytes>,
+        detections: broadcast::Sender<Utf8Bytes>,
+    ) -> Self {
+        self.event_feed = Some(events);
+        self.detection_feed = Some(detections);
+        self
+    }
+
+    /// Hands every event message, typed, to the receivers of `tx`.
+    pub fn typed(mut self, tx: broadcast::Sender<Arc<EventMsg>>) -> Self {
+        self.typed = Some(tx);
+        self
+    }
+
+    /// Writes a journal line per event change.
+    pub fn journal(mut self) -> Self {
+        self.journal = true;
+        self
+    }
+
+    /// Hands everything to `local` too, after the other peers.
+    pub fn local(mut self, local: Box<dyn Sink>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    fn log(&self, msg: &EventMsg) {
+        let e = &msg.event;
+        let line = crate::events::describe(msg);
+        // Starts, ends and stationary changes are what a person reads in the journal; a better
+        // score on a running event is detail.
+        if msg.kind == EventKind::Update && !line.important {
+            tracing::debug!(
+                camera = %e.camera, event_id = e.id, label = %e.label, kind = msg.kind.as_str(),
+                score = e.top_score, track_id = e.track_id, "{}", line.text
+            );
+        } else {
+            tracing::info!(
+                camera = %e.camera, event_id = e.id, label = %e.label, kind = msg.kind.as_str(),
+                score = e.top_score, track_id = e.track_id, "{}", line.text
+            );
+        }
+    }
+}
+
+impl Sink for Bus {
+    fn event(&mut self, msg: EventMsg) {
+        let wants_json = self.event_feed.is_some() || self.outbox_topic.is_some();
+        let json = wants_json.then(|| {
+            ServerMsg::Event {
+                kind: msg.kind,
+                event: &msg.event,
+            }
+            .to_json()
+        });
+        // The event goes to the database before anyone is told about it.
+        if let Some(db) = &self.db {
+            let outbox = self
+                .outbox_topic
+                .as_deref()
+                .zip(json.as_ref())
+                .map(|(topic, json)| OutboxMessage::new(topic, json.as_bytes().to_vec()));
+            let cmd = DbCommand::Event {
+                event: msg.event.clone(),
+                outbox,
+            };
+            if db.send(cmd).is_err() {
+                tracing::error!(camera = %self.camera, event_id = msg.event.id, "database writer is gone; event not stored");
+            }
+        }
+        if self.journal {
+            self.log(&msg);
+        }
+        if let (Some(feed), Some(json)) = (&self.event_feed, json) {
+            // No receivers is not an error: nobody is connected.
+            let _ = feed.send(Utf8Bytes::from(json));
+        }
+        match (&self.typed, &mut self.local) {
+            (Some(tx), Some(local)) => {
+                let _ = tx.send(Arc::new(msg.clone()));
+                local.event(msg);
+            }
+            (Some(tx), None) => {
+                let _ = tx.send(Arc::new(msg));
+            }
+            (None, Some(local)) => local.event(msg),
+            (None, None) => {}
+        }
+    }
+
+    fn snapshot(&mut self, s: Snapshot) {
+        if let Some(db) = &self.db {
+            let cmd = DbCommand::Snapshot {
+                event_id: s.event_id,
+                jpeg: s.jpeg.clone(),
+                width: s.width,
+                height: s.height,
+            };
+            if db.send(cmd).is_err() {
+                tracing::error!(camera = %self.camera, event_id = s.event_id, "database writer is gone; snapshot not stored");
+            }
+        }
+        if let Some(local) = &mut self.local {
+            local.snapshot(s);
+        }
+    }
+
+    fn wants_detections(&self) -> bool {
+        self.detection_feed
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() > 0)
+            || self.local.as_ref().is_some_and(|l| l.wants_detections())
+    }
+
+    fn detections(&mut self, msg: DetectionsMsg, raw: &[Detection], track_ids: &[u64]) {
+        if let Some(tx) = self.detection_feed.as_ref().filter(|tx| tx.receiver_count() > 0) {
+            let _ = tx.send(Utf8Bytes::from(ServerMsg::Detections(&msg).to_json()));
+        }
+        if let Some(local) = &mut self.local {
+            local.detections(msg, raw, track_ids);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{BBox, Event};
+
+    fn msg(id: i64, kind: EventKind) -> EventMsg {
+        EventMsg {
+            kind,
+            event: Event {
+                id,
+                camera: "front".into(),
+                label: "person".into(),
+                track_id: 7,
+                start_ms: 1000,
+                end_ms: (kind == EventKind::End).then_some(2000),
+                top_score: 0.8,
+                best_box: BBox::new(1.0, 2.0, 3.0, 4.0),
+                best_ms: 1000,
+                hits: 3,
+                stationary: false,
+                zones: Vec::new(),
+                crossings: Vec::new(),
+            },
+        }
+    }
+
+    /// Each event change is one database command that carries its outbox row, whose payload is
+    /// the very JSON WebSocket clients get; MQTT gets the same message typed.
+    #[test]
+    fn an_event_is_one_db_command_with_its_outbox_row_and_the_same_json_everywhere() {
+        let (db_tx, db_rx) = crossbeam_channel::bounded(16);
+        let db = DbHandle::from_sender(db_tx);
+        let (feed, mut feed_rx) = broadcast::channel(16);
+        let (typed, mut typed_rx) = broadcast::channel(16);
+        let mut bus = Bus::new("front")
+            .database(db, Some("ocellus/box/events".into()))
+            .websocket(feed, broadcast::channel(16).0)
+            .typed(typed);
+        bus.event(msg(5, EventKind::Start));
+
+        let cmds: Vec<DbCommand> = db_rx.try_iter().collect();
+        assert_eq!(cmds.len(), 1, "one command per event change");
+        let DbCommand::Event { event, outbox } = &cmds[0] else {
+            panic!("not an event command");
+        };
+        assert_eq!(event.id, 5);
+        let outbox = outbox.as_ref().expect("the outbox row rides with the event");
+        assert_eq!(outbox.topic, "ocellus/box/events");
+        let json = feed_rx.try_recv().unwrap();
+        assert_eq!(outbox.payload, json.as_bytes());
+        let v: serde_json::Value = serde_json::from_str(json.as_str()).unwrap();
+        assert_eq!((v["type"].as_str(), v["kind"].as_str()), (Some("event"), Some("start")));
+        assert_eq!(*typed_rx.try_recv().unwrap(), msg(5, EventKind::Start));
+    }
+
+    /// Without MQTT no outbox row is written, and without WebSocket clients nothing is
+    /// serialised for them; the database still gets the event.
+    #[test]
+    fn without_mqtt_the_event_goes_to_the_database_alone() {
+        let (db_tx, db_rx) = crossbeam_channel::bounded(16);
+        let mut bus = Bus::new("front").database(DbHandle::from_sender(db_tx), None);
+        bus.event(msg(1, EventKind::End));
+        let cmds: Vec<DbCommand> = db_rx.try_iter().collect();
+        assert!(matches!(&cmds[..], [DbCommand::Event { outbox: None, .. }]));
+    }
+}

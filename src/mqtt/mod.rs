@@ -1,0 +1,584 @@
+//! Publishing to an MQTT broker (docs/mqtt.md): availability with a last will, every event
+//! message from the database's outbox in order (each removed when the broker acknowledges it,
+//! so nothing is lost while the broker is away), retained counts and snapshots per camera and
+//! label, stats, and Home Assistant discovery. One tokio task over explicit inputs (the event
+//! bus, the stats, the database); nothing on the frame path waits for it.
+//!
+//! `delivery.rs` keeps what is in flight and acknowledged, `counts.rs` the retained counts,
+//! `topics.rs` the topic names and discovery payloads; this file runs the connection.
+
+mod counts;
+mod delivery;
+mod topics;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, LastWill,
+    MqttOptions, Outgoing, Packet, QoS, Transport,
+};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttConfig;
+use crate::db::{DbCommand, DbHandle, ReadPool};
+use crate::errors::MqttUrlError;
+use crate::metrics::{inc, MqttStats};
+use crate::models::{EventKind, EventMsg};
+use crate::stats::StatsSnapshot;
+use counts::Counts;
+use delivery::{Delivery, Outcome};
+pub use topics::{discovery, safe_id, Topics};
+
+/// What to tell the user about a failed connection, in one line.
+pub fn describe(err: &ConnectionError, broker: &str) -> String {
+    match err {
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => format!("the broker {broker} refused the login: wrong mqtt.username or mqtt.password"),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker {broker} refused the connection ({code:?})")
+        }
+        ConnectionError::Tls(e) => format!(
+            "TLS with {broker} failed ({e}); is the port a TLS port (mqtts://, usually 8883)?"
+        ),
+        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("cannot connect to the broker {broker}: connection refused (is it running?)")
+        }
+        ConnectionError::Io(e) => format!("connection to the broker {broker}: {e}"),
+        ConnectionError::NetworkTimeout => format!("the broker {broker} did not answer in time"),
+        ConnectionError::NotConnAck(_) => format!(
+            "{broker} does not speak MQTT as expected (a TLS port with mqtt://, or another service?)"
+        ),
+        other => format!("connection to the broker {broker}: {other}"),
+    }
+}
+
+/// The task's settings.
+pub struct Client {
+    pub cfg: MqttConfig,
+    pub topics: Topics,
+    /// Cameras and the labels to report for each (counts and discovery).
+    pub cameras: Vec<(String, Vec<String>)>,
+    pub stats: Arc<MqttStats>,
+}
+
+/// What the task reads and writes.
+pub struct Inputs {
+    /// Event messages from every camera's bus.
+    pub events: broadcast::Receiver<Arc<EventMsg>>,
+    /// The latest stats, published every `stats_interval_s`.
+    pub stats: watch::Receiver<Arc<StatsSnapshot>>,
+    /// The outbox, snapshots and, after a lag, the open events.
+    pub readers: Arc<ReadPool>,
+    /// Where acknowledged outbox rows are deleted.
+    pub db: DbHandle,
+    /// The first event id of this run: older events left open by a crash are not counted.
+    pub first_event_id: i64,
+}
+
+/// The labels whose counts (and Home Assistant entities) each camera reports:
+/// `detector.labels_allow`, or `person` when that is empty (every label).
+pub fn reported_labels(detector: &crate::config::DetectorConfig) -> Vec<String> {
+    if detector.labels_allow.is_empty() {
+        vec!["person".into()]
+    } else {
+        detector.labels_allow.clone()
+    }
+}
+
+/// A snapshot to publish once the writer has stored it.
+struct DueSnapshot {
+    due: Instant,
+    /// Given up (and counted) when the database has not got it by then.
+    give_up: Instant,
+    event_id: i64,
+    camera: String,
+    label: String,
+}
+
+/// How long a snapshot may take to reach the database (commits failing: a full disk).
+const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The running task: the settings, its inputs and what it keeps across connections.
+struct Task {
+    client: Client,
+    inputs: Inputs,
+    delivery: Delivery,
+    counts: Counts,
+    snapshots: Vec<DueSnapshot>,
+    connected: bool,
+    /// When the stop came and until when the outbox may drain (`None`: running).
+    stopping: Option<Instant>,
+    /// Whether the outbox was read after the stop (what it holds then is all there is).
+    read_since_stop: bool,
+}
+
+impl Client {
+    fn options(&self) -> Result<MqttOptions, MqttUrlError> {
+        let ep = self.cfg.endpoint()?;
+        let mut o = MqttOptions::new(
+            format!("ocellus-{}", self.topics.device),
+            ep.host.clone(),
+            ep.port,
+        );
+        o.set_keep_alive(Duration::from_secs(15));
+        o.set_clean_session(true);
+        o.set_max_packet_size(16 << 20, 16 << 20);
+        o.set_last_will(LastWill::new(
+            self.topics.available(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(user) = &self.cfg.username {
+            let pass = self
+                .cfg
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default();
+            o.set_credentials(user.clone(), pass);
+        }
+        if ep.tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            o.set_transport(Transport::tls_with_default_config());
+        }
+        Ok(o)
+    }
+
+    fn qos(&self) -> QoS {
+        if self.cfg.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        }
+    }
+
+    fn error(&self, msg: String) {
+        let mut last = self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() != Some(msg.as_str()) {
+            tracing::warn!("MQTT: {msg}; retrying, events wait in the outbox");
+        }
+        *last = Some(msg);
+    }
+
+    /// Runs until `stop`; then publishes what is in the outbox (for a few seconds, if
+    /// connected), says `offline` and disconnects.
+    pub async fn run(self, inputs: Inputs, stop: CancellationToken) {
+        let counts = Counts::new(&self.cameras);
+        let mut task = Task {
+            client: self,
+            inputs,
+            delivery: Delivery::default(),
+            counts,
+            snapshots: Vec::new(),
+            connected: false,
+            stopping: None,
+            read_since_stop: true,
+        };
+        task.run(stop).await
+    }
+}
+
+impl Task {
+    async fn run(&mut self, stop: CancellationToken) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let opts = match self.client.options() {
+                Ok(o) => o,
+                Err(e) => {
+                    self.client.error(e.to_string());
+                    return;
+                }
+            };
+            let (client, eventloop) = AsyncClient::new(opts, 512);
+            match self.connection(&client, eventloop, &stop, &mut backoff).await {
+                Ended::Finished => return,
+                Ended::Lost(e) => {
+                    self.connected = false;
+                    self.client.stats.connected.store(false, Ordering::Relaxed);
+                    self.client.error(describe(&e, &self.client.cfg.url));
+                    if self.stopping.is_none() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.cancelled() => self.stopping = Some(Instant::now()),
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves one connection until it fails or the task is finished.
+    async fn connection(
+        &mut self,
+        client: &AsyncClient,
+        eventloop: EventLoop,
+        stop: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> Ended {
+        // The eventloop is polled on its own task: a poll dropped half-way (as `select!` does
+        // with the branches that lose) would drop a connection being made.
+        let mut polled = poll_forever(eventloop);
+        self.delivery.reconnected();
+        self.connected = false;
+        let mut poll_outbox = tokio::time::interval(Duration::from_millis(100));
+        let mut stats_tick =
+            tokio::time::interval(Duration::from_secs(self.client.cfg.stats_interval_s));
+        stats_tick.tick().await;
+        loop {
+            if self.finished() {
+                self.finish(client, &mut polled).await;
+                return Ended::Finished;
+            }
+            tokio::select! {
+                ev = polled.recv() => match ev.unwrap_or(Err(ConnectionError::RequestsDone)) {
+                    Ok(ev) => {
+                        if self.on_mqtt(client, ev) {
+                            *backoff = Duration::from_secs(1);
+                        }
+                        if self.delivery.half_free() {
+                            poll_outbox.reset_immediately();
+                        }
+                    }
+                    Err(e) => return Ended::Lost(e),
+                },
+                _ = poll_outbox.tick() => self.poll_outbox(client).await,
+                msg = self.inputs.events.recv() => self.on_bus(client, msg).await,
+                _ = stats_tick.tick() => self.publish_stats(client),
+                _ = stop.cancelled(), if self.stopping.is_none() => {
+                    // Give the outbox a few seconds to empty (the pipelines have ended and
+                    // the writer has committed their last events): until a read of it
+                    // made from now on finds it empty.
+                    self.stopping = Some(Instant::now() + Duration::from_secs(3));
+                    self.read_since_stop = false;
+                }
+            }
+        }
+    }
+
+    /// Whether to stop now: stopping, and disconnected, drained or out of time.
+    fn finished(&self) -> bool {
+        self.stopping.is_some_and(|deadline| {
+            let drained = self.read_since_stop
+                && self.delivery.idle()
+                && self.client.stats.pending.load(Ordering::Relaxed) == 0;
+            !self.connected || drained || Instant::now() >= deadline
+        })
+    }
+
+    /// Says `offline`, disconnects and tells the writer the last acknowledgements.
+    async fn finish(
+        &mut self,
+        client: &AsyncClient,
+        polled: &mut tokio::sync::mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+    ) {
+        if self.connected {
+            let topic = self.client.topics.available();
+            let _ = client.try_publish(topic, QoS::AtLeastOnce, true, "offline");
+            let _ = client.try_disconnect();
+            // Let the eventloop send both.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(ev)) = polled.recv().await {
+                    if matches!(ev, MqttEvent::Outgoing(Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        self.client.stats.connected.store(false, Ordering::Relaxed);
+        // The writer's queue may be full: wait for it on the blocking pool, not on a worker.
+        let acks = self.delivery.take_acks();
+        if !acks.is_empty() {
+            let db = self.inputs.db.clone();
+            let sent = tokio::task::spawn_blocking(move || db.send(DbCommand::OutboxSent(acks)));
+            if !matches!(sent.await, Ok(Ok(()))) {
+                tracing::warn!("MQTT: the writer is gone; acknowledged messages may be sent again after a restart");
+            }
+        }
+    }
+
+    /// Handles one event of the connection; true on a new connection.
+    fn on_mqtt(&mut self, client: &AsyncClient, ev: MqttEvent) -> bool {
+        match ev {
+            MqttEvent::Incoming(Packet::ConnAck(_)) => {
+                self.connected = true;
+                self.client.stats.connected.store(true, Ordering::Relaxed);
+                let had_error = self
+                    .client
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                let broker = &self.client.cfg.url;
+                tracing::info!(broker = %broker, "MQTT: connected to {broker}{}", if had_error.is_some() { " again; sending what waited in the outbox" } else { "" });
+                self.announce(client);
+                return true;
+            }
+            MqttEvent::Outgoing(Outgoing::Publish(pkid)) => {
+                let outcome = self.delivery.went_out(pkid);
+                self.count(outcome);
+            }
+            MqttEvent::Incoming(Packet::PubAck(ack)) => {
+                let outcome = self.delivery.acknowledged(ack.pkid);
+                self.count(outcome);
+            }
+            // Home Assistant restarted: it asks for the discovery configs again.
+            MqttEvent::Incoming(Packet::Publish(p))
+                if p.topic.ends_with("/status")
+                    && p.payload.as_ref() == b"online"
+                    && self.client.cfg.ha_discovery =>
+            {
+                self.publish_discovery(client);
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn count(&self, outcome: Outcome) {
+        if let Outcome::Delivered(_) = outcome {
+            inc(&self.client.stats.published);
+        }
+    }
+
+    /// A new connection: discovery, then every count, and only then `online`, so that Home
+    /// Assistant never shows a count retained from before a crash as current.
+    fn announce(&mut self, client: &AsyncClient) {
+        if self.client.cfg.ha_discovery {
+            let status = format!("{}/status", self.client.topics.discovery_prefix);
+            let _ = client.try_subscribe(status, QoS::AtLeastOnce);
+            self.publish_discovery(client);
+        }
+        let counts: Vec<_> = self
+            .counts
+            .all()
+            .map(|((cam, label), n)| (self.client.topics.count(cam, label), n))
+            .collect();
+        for (topic, n) in counts {
+            self.hand(client, None, topic, n.to_string().into_bytes(), true);
+        }
+        let available = self.client.topics.available();
+        self.hand(client, None, available, b"online".to_vec(), true);
+    }
+
+    /// Reads the outbox on (while disconnected too, for the pending count) and publishes the
+    /// snapshots whose time has come.
+    async fn poll_outbox(&mut self, client: &AsyncClient) {
+        let acks = self.delivery.take_acks();
+        if !acks.is_empty() {
+            if let Err(acks) = self.inputs.db.try_send_acks(acks) {
+                self.delivery.unsent(acks);
+            }
+        }
+        let after = self.delivery.read_after();
+        let limit = if self.connected { self.delivery.room() } else { 0 };
+        match self
+            .inputs
+            .readers
+            .run(move |c| crate::db::read_outbox(c, after, limit))
+            .await
+        {
+            Ok(page) => {
+                self.client.stats.pending.store(page.pending, Ordering::Relaxed);
+                self.delivery.forget_below(page.oldest);
+                self.read_since_stop = true;
+                for r in page.rows {
+                    if !self.delivery.wanted(r.seq) {
+                        self.delivery.skipped(r.seq);
+                    } else if !self.hand(client, Some(r.seq), r.topic, r.payload, r.retain) {
+                        // The client's queue is full: this row again next time.
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "MQTT: cannot read the outbox"),
+        }
+        self.publish_snapshots(client).await;
+    }
+
+    /// Publishes the snapshots that are due, once the writer has stored them.
+    async fn publish_snapshots(&mut self, client: &AsyncClient) {
+        if !self.connected {
+            return;
+        }
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.snapshots)
+            .into_iter()
+            .partition(|s| s.due <= now);
+        self.snapshots = later;
+        for s in due {
+            let id = s.event_id;
+            match self
+                .inputs
+                .readers
+                .run(move |c| crate::db::get_snapshot(c, id))
+                .await
+            {
+                Ok(Some(jpeg)) => {
+                    let topic = self.client.topics.snapshot(&s.camera, &s.label);
+                    self.hand(client, None, topic, jpeg, true);
+                }
+                Ok(None) | Err(_) if now < s.give_up => self.snapshots.push(s),
+                other => {
+                    inc(&self.client.stats.snapshots_skipped);
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        _ => "not in the database in time".into(),
+                    };
+                    tracing::warn!(camera = %s.camera, event_id = id, "MQTT: snapshot of event {id} not published: {why}");
+                }
+            }
+        }
+    }
+
+    /// An event message from the bus: the counts, and its snapshot later. A lag (messages
+    /// missed) is counted and the counts are read again from the database.
+    async fn on_bus(&mut self, client: &AsyncClient, msg: Result<Arc<EventMsg>, RecvError>) {
+        let changed = match msg {
+            Ok(msg) => {
+                self.schedule_snapshot(&msg);
+                self.counts.apply(&msg).into_iter().collect()
+            }
+            Err(RecvError::Lagged(n)) => {
+                self.client.stats.lagged.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(missed = n, "MQTT: fell behind the event bus by {n} messages; reading the counts again from the database");
+                self.resync().await
+            }
+            // Every bus is gone: the pipelines have stopped.
+            Err(RecvError::Closed) => {
+                std::future::pending::<()>().await;
+                Vec::new()
+            }
+        };
+        if self.connected {
+            for ((cam, label), n) in changed {
+                let topic = self.client.topics.count(&cam, &label);
+                self.hand(client, None, topic, n.to_string().into_bytes(), true);
+            }
+        }
+    }
+
+    /// Reads the open events from the database (after a flush: the bus stores every event
+    /// before it broadcasts it) and replaces the counts with them; the pairs that changed.
+    async fn resync(&mut self) -> Vec<((String, String), usize)> {
+        let db = self.inputs.db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.flush()).await;
+        let first = self.inputs.first_event_id;
+        match self
+            .inputs
+            .readers
+            .run(move |c| crate::db::open_events(c, first))
+            .await
+        {
+            Ok(open) => self.counts.resync(open),
+            Err(e) => {
+                tracing::warn!(error = %e, "MQTT: cannot read the open events; the counts may be off until the next event");
+                Vec::new()
+            }
+        }
+    }
+
+    fn schedule_snapshot(&mut self, msg: &EventMsg) {
+        let delay = match msg.kind {
+            EventKind::Start => Duration::from_secs(1),
+            EventKind::End => Duration::from_millis(500),
+            EventKind::Update => return,
+        };
+        let due = Instant::now() + delay;
+        self.snapshots.push(DueSnapshot {
+            due,
+            give_up: due + SNAPSHOT_PATIENCE,
+            event_id: msg.event.id,
+            camera: msg.event.camera.clone(),
+            label: msg.event.label.clone(),
+        });
+    }
+
+    fn publish_stats(&mut self, client: &AsyncClient) {
+        if !self.connected {
+            return;
+        }
+        let snapshot = self.inputs.stats.borrow().clone();
+        if let Ok(json) = serde_json::to_vec(&*snapshot) {
+            let topic = self.client.topics.stats();
+            self.hand(client, None, topic, json, false);
+        }
+    }
+
+    /// Hands a publish to the client, noting its outbox row; false when the client's request
+    /// queue is full.
+    fn hand(
+        &mut self,
+        client: &AsyncClient,
+        seq: Option<i64>,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> bool {
+        match client.try_publish(topic, self.client.qos(), retain, payload) {
+            Ok(()) => {
+                self.delivery.handed(seq);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT: the client's queue is full");
+                false
+            }
+        }
+    }
+
+    fn publish_discovery(&mut self, client: &AsyncClient) {
+        let configs: Vec<_> = self
+            .client
+            .cameras
+            .iter()
+            .flat_map(|(cam, labels)| {
+                labels
+                    .iter()
+                    .flat_map(|label| discovery(&self.client.topics, cam, label))
+            })
+            .collect();
+        for (topic, json) in configs {
+            self.hand(client, None, topic, json.into_bytes(), true);
+        }
+    }
+}
+
+/// How a connection ended.
+enum Ended {
+    /// The task is done (stopped and drained, or out of time).
+    Finished,
+    /// The connection failed; try again.
+    Lost(ConnectionError),
+}
+
+/// Polls `eventloop` on a task of its own until it fails (the failure is the last item), and
+/// hands over what it says.
+fn poll_forever(
+    mut eventloop: EventLoop,
+) -> tokio::sync::mpsc::Receiver<Result<MqttEvent, ConnectionError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            let ev = eventloop.poll().await;
+            let failed = ev.is_err();
+            if tx.send(ev).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
