@@ -176,7 +176,11 @@ impl Sink for Bus {
     }
 
     fn detections(&mut self, msg: DetectionsMsg, raw: &[Detection], track_ids: &[u64]) {
-        if let Some(tx) = self.detection_feed.as_ref().filter(|tx| tx.receiver_count() > 0) {
+        if let Some(tx) = self
+            .detection_feed
+            .as_ref()
+            .filter(|tx| tx.receiver_count() > 0)
+        {
             let _ = tx.send(Utf8Bytes::from(ServerMsg::Detections(&msg).to_json()));
         }
         if let Some(local) = &mut self.local {
@@ -231,12 +235,17 @@ mod tests {
             panic!("not an event command");
         };
         assert_eq!(event.id, 5);
-        let outbox = outbox.as_ref().expect("the outbox row rides with the event");
+        let outbox = outbox
+            .as_ref()
+            .expect("the outbox row rides with the event");
         assert_eq!(outbox.topic, "ocellus/box/events");
         let json = feed_rx.try_recv().unwrap();
         assert_eq!(outbox.payload, json.as_bytes());
         let v: serde_json::Value = serde_json::from_str(json.as_str()).unwrap();
-        assert_eq!((v["type"].as_str(), v["kind"].as_str()), (Some("event"), Some("start")));
+        assert_eq!(
+            (v["type"].as_str(), v["kind"].as_str()),
+            (Some("event"), Some("start"))
+        );
         assert_eq!(*typed_rx.try_recv().unwrap(), msg(5, EventKind::Start));
     }
 

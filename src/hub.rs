@@ -58,5 +58,4 @@ impl CameraHub {
             .unwrap_or(&self.frames[0])
             .1
     }
-
 }

@@ -19,6 +19,7 @@ pub fn init(default_filter: &str) -> &'static str {
     let filter = std::env::var("OCELLUS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default_filter.to_string());
+    let filter = quiet_dependencies(&filter);
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
         eprintln!("warning: log filter {filter:?} is not valid ({e}); using \"info\"");
         EnvFilter::new("info")
@@ -61,6 +62,26 @@ pub fn init(default_filter: &str) -> &'static str {
     target
 }
 
+/// ONNX Runtime reports its start-up (some 300 lines of graph optimisation and allocator
+/// notes) at info through the `ort` crate: detail for whoever debugs a model, noise in the
+/// daemon's log. So `ort` is at `warn` unless the filter names it or asks for debug everywhere.
+fn quiet_dependencies(spec: &str) -> String {
+    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let names_ort = directives.iter().any(|d| {
+        d.split('=')
+            .next()
+            .is_some_and(|t| t == "ort" || t.starts_with("ort::"))
+    });
+    let debug_everywhere = directives
+        .iter()
+        .any(|d| matches!(d.to_ascii_lowercase().as_str(), "debug" | "trace"));
+    if names_ort || debug_everywhere {
+        spec.to_string()
+    } else {
+        format!("{spec},ort=warn")
+    }
+}
+
 /// FFmpeg prints its own errors (`[h264 @ 0x55d0...] co located POCs unavailable`) straight to
 /// stderr, with no camera and in no format of ours; what they mean reaches the camera's state
 /// and our log as a reason. So they are silenced unless our own log is at debug (then they help),
@@ -70,5 +91,25 @@ fn quiet_ffmpeg(debug: bool) {
     if !debug && std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() {
         // AV_LOG_QUIET
         std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quiet_dependencies;
+
+    #[test]
+    fn onnx_runtime_start_up_chatter_is_kept_out_of_the_log_unless_asked_for() {
+        assert_eq!(quiet_dependencies("info"), "info,ort=warn");
+        assert_eq!(
+            quiet_dependencies("warn,ocellus=debug"),
+            "warn,ocellus=debug,ort=warn"
+        );
+        assert_eq!(quiet_dependencies("debug"), "debug");
+        assert_eq!(quiet_dependencies("info,ort=info"), "info,ort=info");
+        assert_eq!(
+            quiet_dependencies("info,ort::logging=trace"),
+            "info,ort::logging=trace"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::Bus;
 use crate::capture::ReplayReader;
 use crate::config::Config;
 use crate::db::{self, WriterOptions, WriterStats};
@@ -17,7 +18,6 @@ use crate::events::EventIds;
 use crate::metrics::{get, CameraStats};
 use crate::models::{Detection, DetectionsMsg, Event, EventKind, EventMsg};
 use crate::pipeline::{Pipeline, Sink};
-use crate::bus::Bus;
 
 #[derive(Debug, Error)]
 pub enum ReplayError {

@@ -286,6 +286,70 @@ async fn events_availability_discovery_and_entity_states_reach_the_broker() {
     .await;
 }
 
+/// After kill -9 the broker keeps the last count (people were in view) and says `offline`. On
+/// the next start the counts (and discovery) are published before `online`: Home Assistant
+/// never shows the count from before the crash as current, so an automation on occupancy does
+/// not fire on a stale "occupied".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_counts_are_right_before_online_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
+    let sub = Subscriber::start(broker.port, "test-sub-4").await;
+    let count_topic = "ocellus/testbox/street/person";
+    let available = "ocellus/testbox/available";
+    let dmn = DaemonProc::street(&mqtt_config(&broker.url(), ""));
+    sub.until("someone in view", Duration::from_secs(90), |s| {
+        s.messages(count_topic)
+            .last()
+            .is_some_and(|p| p.as_slice() != b"0")
+    })
+    .await;
+    let dmn = dmn.restart_after_kill_9();
+    // The broker says the last will, then the new run connects and says online.
+    sub.until("online after the restart", Duration::from_secs(60), |s| {
+        let seen = s.seen.lock().unwrap();
+        let offline = seen
+            .iter()
+            .rposition(|m| m.0 == available && m.1 == b"offline");
+        offline.is_some_and(|i| {
+            seen[i..]
+                .iter()
+                .any(|m| m.0 == available && m.1 == b"online")
+        })
+    })
+    .await;
+    let seen = sub.seen.lock().unwrap().clone();
+    let offline = seen
+        .iter()
+        .rposition(|m| m.0 == available && m.1 == b"offline")
+        .unwrap();
+    let online = offline
+        + seen[offline..]
+            .iter()
+            .position(|m| m.0 == available && m.1 == b"online")
+            .unwrap();
+    let before_online = &seen[offline..online];
+    let count = before_online
+        .iter()
+        .rfind(|m| m.0 == count_topic)
+        .map(|m| String::from_utf8_lossy(&m.1).to_string());
+    assert!(
+        count.is_some(),
+        "online was said before the count was republished"
+    );
+    // At most what this run has seen so far, which /api/stats tells.
+    let stats = get_json(&dmn.url("/api/stats")).await;
+    let started = stats["cameras"][0]["events_started"].as_u64().unwrap();
+    let count: u64 = count.unwrap().parse().unwrap();
+    assert!(count <= started, "count {count}, {started} events this run");
+    assert!(
+        before_online
+            .iter()
+            .any(|m| m.0.starts_with("homeassistant/binary_sensor/")),
+        "discovery after online"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_the_last_will() {
     let dir = tempfile::tempdir().unwrap();

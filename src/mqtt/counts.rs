@@ -100,11 +100,24 @@ mod tests {
     fn starts_and_ends_change_the_count_updates_do_not() {
         let mut c = Counts::new(&[("front".into(), vec!["person".into()])]);
         assert_eq!(c.all().collect::<Vec<_>>(), [(&key("person"), 0)]);
-        assert_eq!(c.apply(&msg(1, "person", EventKind::Start)), Some((key("person"), 1)));
+        assert_eq!(
+            c.apply(&msg(1, "person", EventKind::Start)),
+            Some((key("person"), 1))
+        );
         assert_eq!(c.apply(&msg(1, "person", EventKind::Update)), None);
-        assert_eq!(c.apply(&msg(2, "person", EventKind::Start)), Some((key("person"), 2)));
-        assert_eq!(c.apply(&msg(1, "person", EventKind::End)), Some((key("person"), 1)));
-        assert_eq!(c.apply(&msg(1, "person", EventKind::End)), None, "ended twice");
+        assert_eq!(
+            c.apply(&msg(2, "person", EventKind::Start)),
+            Some((key("person"), 2))
+        );
+        assert_eq!(
+            c.apply(&msg(1, "person", EventKind::End)),
+            Some((key("person"), 1))
+        );
+        assert_eq!(
+            c.apply(&msg(1, "person", EventKind::End)),
+            None,
+            "ended twice"
+        );
     }
 
     /// A consumer that lagged missed an end and a start: the counts it would keep publishing
@@ -112,7 +125,10 @@ mod tests {
     /// were wrong are republished, with the right counts.
     #[test]
     fn a_lagged_consumer_republishes_correct_counts_after_a_resync() {
-        let cameras = [("front".to_string(), vec!["person".to_string(), "car".to_string()])];
+        let cameras = [(
+            "front".to_string(),
+            vec!["person".to_string(), "car".to_string()],
+        )];
         let mut c = Counts::new(&cameras);
         c.apply(&msg(1, "person", EventKind::Start));
         c.apply(&msg(2, "person", EventKind::Start));
@@ -125,7 +141,10 @@ mod tests {
         ]);
         assert_eq!(changed, [(key("person"), 1)]);
         // Later messages apply on the resynchronised state: the end of 4 brings person to 0.
-        assert_eq!(c.apply(&msg(4, "person", EventKind::End)), Some((key("person"), 0)));
+        assert_eq!(
+            c.apply(&msg(4, "person", EventKind::End)),
+            Some((key("person"), 0))
+        );
         // A message that raced the resync (already in the database's answer) changes nothing.
         assert_eq!(c.apply(&msg(3, "car", EventKind::Start)), None);
     }

@@ -116,6 +116,8 @@ struct Task {
     stopping: Option<Instant>,
     /// Whether the outbox was read after the stop (what it holds then is all there is).
     read_since_stop: bool,
+    /// Whether any camera's bus still sends.
+    bus_open: bool,
 }
 
 impl Client {
@@ -184,6 +186,7 @@ impl Client {
             connected: false,
             stopping: None,
             read_since_stop: true,
+            bus_open: true,
         };
         task.run(stop).await
     }
@@ -201,7 +204,10 @@ impl Task {
                 }
             };
             let (client, eventloop) = AsyncClient::new(opts, 512);
-            match self.connection(&client, eventloop, &stop, &mut backoff).await {
+            match self
+                .connection(&client, eventloop, &stop, &mut backoff)
+                .await
+            {
                 Ended::Finished => return,
                 Ended::Lost(e) => {
                     self.connected = false;
@@ -254,7 +260,7 @@ impl Task {
                     Err(e) => return Ended::Lost(e),
                 },
                 _ = poll_outbox.tick() => self.poll_outbox(client).await,
-                msg = self.inputs.events.recv() => self.on_bus(client, msg).await,
+                msg = self.inputs.events.recv(), if self.bus_open => self.on_bus(client, msg).await,
                 _ = stats_tick.tick() => self.publish_stats(client),
                 _ = stop.cancelled(), if self.stopping.is_none() => {
                     // Give the outbox a few seconds to empty (the pipelines have ended and
@@ -384,7 +390,11 @@ impl Task {
             }
         }
         let after = self.delivery.read_after();
-        let limit = if self.connected { self.delivery.room() } else { 0 };
+        let limit = if self.connected {
+            self.delivery.room()
+        } else {
+            0
+        };
         match self
             .inputs
             .readers
@@ -392,7 +402,10 @@ impl Task {
             .await
         {
             Ok(page) => {
-                self.client.stats.pending.store(page.pending, Ordering::Relaxed);
+                self.client
+                    .stats
+                    .pending
+                    .store(page.pending, Ordering::Relaxed);
                 self.delivery.forget_below(page.oldest);
                 self.read_since_stop = true;
                 for r in page.rows {
@@ -459,7 +472,7 @@ impl Task {
             }
             // Every bus is gone: the pipelines have stopped.
             Err(RecvError::Closed) => {
-                std::future::pending::<()>().await;
+                self.bus_open = false;
                 Vec::new()
             }
         };

@@ -138,7 +138,8 @@ mod tests {
             let levels: Vec<&str> = topic.split('/').collect();
             assert!(
                 levels.iter().all(|l| !l.is_empty()
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')),
+                    && l.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')),
                 "{topic}"
             );
             let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -146,7 +147,10 @@ mod tests {
             assert_eq!(safe_id(id), id);
             assert!(v["name"].as_str().unwrap().contains("traffic light"));
         }
-        assert_eq!(t.count("front", "traffic light"), "ocellus/gate/front/traffic_light");
+        assert_eq!(
+            t.count("front", "traffic light"),
+            "ocellus/gate/front/traffic_light"
+        );
         let v: serde_json::Value = serde_json::from_str(&configs[0].1).unwrap();
         assert_eq!(v["state_topic"], t.count("front", "traffic light"));
         assert_eq!(safe_id("a+b/#c d"), "a_b__c_d");

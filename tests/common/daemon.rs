@@ -162,6 +162,18 @@ impl DaemonProc {
         assert!(self
             .wait_exit(Duration::from_secs(15))
             .is_some_and(|s| s.success()));
+        self.start_again()
+    }
+
+    /// Kills this daemon with SIGKILL (a crash, a power cut) and starts a new one on the same
+    /// address, config and database.
+    pub fn restart_after_kill_9(mut self) -> DaemonProc {
+        self.signal(9);
+        assert!(self.wait_exit(Duration::from_secs(15)).is_some());
+        self.start_again()
+    }
+
+    fn start_again(mut self) -> DaemonProc {
         let addr = self.addr.clone();
         let dir = tempfile::tempdir().unwrap();
         let old = std::mem::replace(&mut self.dir, dir);
