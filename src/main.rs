@@ -168,8 +168,14 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
-                println!("{file:?}: ok; {} camera(s)", cfg.cameras.len());
-                println!("{cfg:#?}");
+                eprintln!("{}: ok; {} camera(s)", file.display(), cfg.cameras.len());
+                let text = format!(
+                    "# The effective configuration of {}, every default filled in.\n{}",
+                    file.display(),
+                    cfg.with_absolute_paths().to_toml()
+                );
+                // A closed pipe (`| head`) is the reader's choice, not an error.
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
@@ -220,21 +226,19 @@ fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
 }
 
 fn run_cmd(args: RunArgs) -> ExitCode {
-    let mut cfg = match Config::read(&args.config) {
+    // As check-config resolves it, with the command line on top.
+    let cfg = Config::load_with(&args.config, |cfg| {
+        if let Some(listen) = args.listen {
+            cfg.server.listen = listen;
+        }
+        if let Some(db) = args.db {
+            cfg.storage.path = db;
+        }
+    });
+    let cfg = match cfg {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Some(listen) = args.listen {
-        cfg.server.listen = listen;
-    }
-    if let Some(db) = args.db {
-        cfg.storage.path = db;
-    }
-    cfg.locate_defaults();
-    // Once, on what will run.
-    if let Err(e) = cfg.validate(&args.config) {
-        return fail(&e);
-    }
     let target = ocellus::logging::init(&cfg.log.level);
     ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus {} starting with {}", env!("CARGO_PKG_VERSION"), args.config.display());

@@ -708,3 +708,94 @@ fn the_token_is_not_logged() {
     );
     assert!(!logs.contains(token), "the token is in the log:\n{logs}");
 }
+
+/// `check-config` prints the effective configuration as TOML that parses back, with the files
+/// `run` uses, resolved the same way: a relative path in the file is relative to the file, the
+/// default model is found where the binary's data is (here: the checkout), not in the working
+/// directory. A daemon started from the same directory opens exactly those files.
+#[test]
+fn check_config_prints_toml_with_the_paths_run_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf_dir = dir.path().join("conf");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(common::vtest(), conf_dir.join("clip.avi")).unwrap();
+    let cfg = conf_dir.join("ocellus.toml");
+    std::fs::write(
+        &cfg,
+        "[storage]\npath = \"events.db\"\n[[cameras]]\nid = \"street\"\nsource = \"clip.avi\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ocellus"))
+        .args(["check-config", cfg.to_str().unwrap()])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let printed: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let s = |section: &str, key: &str| printed[section][key].as_str().unwrap().to_string();
+    // Every section is there with its defaults, and the text is a config the daemon takes.
+    assert_eq!(printed["server"]["listen"].as_str(), Some("127.0.0.1:8080"));
+    assert_eq!(printed["tracker"]["min_hits"].as_integer(), Some(10));
+    assert_eq!(
+        printed["detector"]["keep_alive_score"].as_float(),
+        Some(0.15)
+    );
+    ocellus::config::Config::parse(&text, Path::new("printed.toml")).unwrap();
+    let db = PathBuf::from(s("storage", "path"));
+    assert_eq!(db, conf_dir.join("events.db"));
+    assert_eq!(
+        printed["cameras"][0]["source"].as_str(),
+        conf_dir.join("clip.avi").to_str()
+    );
+    let model = s("detector", "model");
+    assert_eq!(
+        PathBuf::from(&model),
+        common::root().join(ocellus::config::DEFAULT_MODEL)
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocellus"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(&elsewhere)
+        .env("OCELLUS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr = first
+        .trim()
+        .trim_start_matches("ocellus listening on http://")
+        .trim_end_matches('/')
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stats = rt.block_on(d::get_json(&format!("http://{addr}/api/stats")));
+    let _ = Command::new("kill")
+        .args(["-15", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(
+        stats["cameras"][0]["detector"]["model"].as_str(),
+        Some(model.as_str()),
+        "{stats}"
+    );
+    assert!(db.exists(), "run did not open {}", db.display());
+    assert!(!elsewhere.join("events.db").exists());
+}

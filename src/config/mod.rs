@@ -4,20 +4,32 @@
 //! config file are relative to that file's directory; the built-in default model is looked for
 //! in the working directory, where a package installs it, and the source checkout (paths.rs).
 
+mod camera;
+mod detector;
+mod mqtt;
 mod paths;
 mod validate;
 
-pub use paths::{checkout_dirs, find_data, INSTALLED_DATA};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-pub use validate::valid_camera_id;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+pub use camera::{
+    default_open_timeout_s, default_read_timeout_s, point_in_polygon, CameraConfig, LineConfig,
+    Polygon, RtspTransport, ZoneConfig,
+};
+pub use detector::{
+    ChannelOrder, DetectWhen, DetectorConfig, DetectorKind, DetectorRuntime, ExecutionProvider,
+    ModelFamily, Preprocess, ResizeMode, DEFAULT_MODEL, FASTESTDET_MODEL, MAX_TILES,
+};
+pub use mqtt::{MqttConfig, MqttEndpoint};
+pub use paths::{checkout_dirs, find_data, INSTALLED_DATA};
+pub use validate::valid_camera_id;
 
 use crate::errors::ConfigError;
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Logging.
@@ -38,108 +50,8 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
 }
 
-/// `[mqtt]`
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    /// `mqtt://host:port` (1883 by default) or `mqtts://host:port` (TLS, 8883 by default,
-    /// checked against the system's certificate authorities).
-    pub url: String,
-    /// Every topic starts with `<topic_prefix>/<device_id>/`.
-    pub topic_prefix: String,
-    /// This box's name in topics and in Home Assistant; default: the host name.
-    pub device_id: Option<String>,
-    pub username: Option<String>,
-    /// Never printed (shown as `***`).
-    pub password: Option<Secret>,
-    /// 0 or 1. With 1 every event message is kept in the outbox until the broker acknowledges
-    /// it; with 0 it is sent once, unacknowledged.
-    pub qos: u8,
-    /// Home Assistant MQTT discovery: an occupancy binary_sensor and a count sensor per camera
-    /// and label.
-    pub ha_discovery: bool,
-    pub discovery_prefix: String,
-    /// The outbox of undelivered messages keeps at most this many (the oldest go first)...
-    pub outbox_max_messages: u64,
-    /// ...and none older than this many hours; what is given up is counted as dropped.
-    pub outbox_max_age_h: u64,
-    /// Seconds between `stats` messages.
-    pub stats_interval_s: u64,
-}
-
-/// Where an `[mqtt]` url points.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MqttEndpoint {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-}
-
-impl MqttConfig {
-    /// The broker's address, from `url`.
-    pub fn endpoint(&self) -> Result<MqttEndpoint, crate::errors::MqttUrlError> {
-        use crate::errors::MqttUrlError;
-        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = self.url.strip_prefix("mqtt://") {
-            (false, r)
-        } else {
-            return Err(MqttUrlError::Scheme(self.url.clone()));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>().map_err(|_| MqttUrlError::Port {
-                    url: self.url.clone(),
-                    port: p.to_string(),
-                })?,
-            ),
-            _ => (rest, if tls { 8883 } else { 1883 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || host.contains('/') || host.contains('@') {
-            return Err(MqttUrlError::Host(self.url.clone()));
-        }
-        Ok(MqttEndpoint {
-            tls,
-            host: host.to_string(),
-            port,
-        })
-    }
-
-    /// `device_id`, or the host name.
-    pub fn device(&self) -> String {
-        self.device_id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| valid_camera_id(h))
-                .unwrap_or_else(|| "ocellus".into())
-        })
-    }
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            url: "mqtt://localhost:1883".into(),
-            topic_prefix: "ocellus".into(),
-            device_id: None,
-            username: None,
-            password: None,
-            qos: 1,
-            ha_discovery: true,
-            discovery_prefix: "homeassistant".into(),
-            outbox_max_messages: 100_000,
-            outbox_max_age_h: 24 * 7,
-            stats_interval_s: 60,
-        }
-    }
-}
-
 /// `[log]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `warn,ocellus::ws=debug`, ... The environment
@@ -155,10 +67,20 @@ impl Default for LogConfig {
     }
 }
 
-/// A configured secret: `Debug` (what `check-config` prints, what a log would show) never shows it.
+/// A configured secret: neither `Debug` (what a log would show) nor `Serialize` (what
+/// `check-config` prints) shows it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// What a [`Secret`] serialises to; [`Config::to_toml`] turns its line into a comment.
+const SECRET_SHOWN_AS: &str = "***";
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(SECRET_SHOWN_AS)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -178,7 +100,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// `[server]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address and port for the dashboard, the API and `/ws`.
@@ -226,7 +148,7 @@ impl Default for ServerConfig {
 }
 
 /// `[storage]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// SQLite database file; created with its schema if missing.
@@ -264,344 +186,8 @@ impl Default for StorageConfig {
     }
 }
 
-/// Which detector to run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DetectorKind {
-    /// The DNN model when its file exists, otherwise the HOG people detector (with a warning).
-    #[default]
-    Auto,
-    /// The DNN model; a missing model file is an error.
-    Dnn,
-    /// OpenCV's built-in HOG people detector; needs no model file.
-    Hog,
-    /// No object detector: motion only, no events.
-    None,
-}
-
-/// Which inference library runs a DNN model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DetectorRuntime {
-    /// ONNX Runtime when its library can be loaded and takes the model, else OpenCV's DNN
-    /// module (with a warning saying why).
-    #[default]
-    Auto,
-    /// ONNX Runtime, loaded at run time; an error when its library cannot be loaded.
-    Onnxruntime,
-    /// OpenCV's DNN module.
-    Opencv,
-}
-
-impl DetectorRuntime {
-    pub fn name(self) -> &'static str {
-        match self {
-            DetectorRuntime::Auto => "auto",
-            DetectorRuntime::Onnxruntime => "onnxruntime",
-            DetectorRuntime::Opencv => "opencv",
-        }
-    }
-}
-
-/// An ONNX Runtime execution provider (where the network runs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionProvider {
-    /// NVIDIA TensorRT (Jetson, desktop GPUs); needs an ONNX Runtime built with it.
-    Tensorrt,
-    /// NVIDIA CUDA; needs an ONNX Runtime built with it.
-    Cuda,
-    /// The CPU; always there, and where every node another provider cannot run goes.
-    Cpu,
-}
-
-impl ExecutionProvider {
-    pub fn name(self) -> &'static str {
-        match self {
-            ExecutionProvider::Tensorrt => "tensorrt",
-            ExecutionProvider::Cuda => "cuda",
-            ExecutionProvider::Cpu => "cpu",
-        }
-    }
-}
-
-/// How a model's output tensor is laid out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelFamily {
-    /// FastestDet: output [1, 85, H, W] grid, stretched input.
-    #[default]
-    Fastestdet,
-    /// Ultralytics YOLOv8 / YOLO11 export: output [1, 4+C, N], letterboxed input.
-    Yolo,
-    /// YOLOv5 export: output [1, N, 5+C], letterboxed input.
-    Yolov5,
-    /// NanoDet (GFL head): per stride [1, N, C] class scores and [1, N, 4*B] side bins;
-    /// stretched BGR input, normalised per channel.
-    Nanodet,
-}
-
-impl ModelFamily {
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelFamily::Fastestdet => "fastestdet",
-            ModelFamily::Yolo => "yolo",
-            ModelFamily::Yolov5 => "yolov5",
-            ModelFamily::Nanodet => "nanodet",
-        }
-    }
-
-    /// How the family's published models take their input, unless `model.toml` (the
-    /// `[detector]` table) says otherwise.
-    pub fn preprocess(self) -> Preprocess {
-        let unit = Preprocess {
-            channels: ChannelOrder::Bgr,
-            resize: ResizeMode::Stretch,
-            scale: 1.0 / 255.0,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        };
-        match self {
-            ModelFamily::Fastestdet => unit,
-            ModelFamily::Yolo | ModelFamily::Yolov5 => Preprocess {
-                channels: ChannelOrder::Rgb,
-                resize: ResizeMode::Letterbox,
-                ..unit
-            },
-            // NanoDet's own normalisation (nanodet-g.yml), on 0..255 BGR pixels.
-            ModelFamily::Nanodet => Preprocess {
-                scale: 1.0,
-                mean: [103.53, 116.28, 123.675],
-                std: [57.375, 57.12, 58.395],
-                ..unit
-            },
-        }
-    }
-}
-
-/// The order of the colour channels a model takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelOrder {
-    /// As OpenCV decodes frames.
-    Bgr,
-    Rgb,
-}
-
-/// How a frame is fitted to the network's input size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResizeMode {
-    /// Scaled to the input size, ignoring the aspect ratio.
-    Stretch,
-    /// Scaled to fit keeping the aspect ratio, centred, padded with grey (114).
-    Letterbox,
-}
-
-/// How a frame becomes the network's input tensor: `(pixel * scale - mean[c]) / std[c]` per
-/// channel, in `channels` order, after `resize`. Means and deviations are in the model's channel
-/// order and in scaled units.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Preprocess {
-    pub channels: ChannelOrder,
-    pub resize: ResizeMode,
-    pub scale: f32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-/// When the object detector runs on a frame.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DetectWhen {
-    /// Every frame (subject to `max_fps`).
-    Always,
-    /// Only while there is motion or a live track (subject to `max_fps`).
-    #[default]
-    Motion,
-}
-
-/// `[detector]`
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// `auto`, `dnn`, `hog` or `none`.
-    pub kind: DetectorKind,
-    /// What runs a DNN model: `auto` (ONNX Runtime when its library loads, else OpenCV),
-    /// `onnxruntime` or `opencv`. Both take the same input tensor and give the same boxes.
-    pub runtime: DetectorRuntime,
-    /// The ONNX Runtime shared library. Unset: `ORT_DYLIB_PATH`, then the system's library
-    /// path (`libonnxruntime.so`, `libonnxruntime.so.1`, a distribution's
-    /// `libonnxruntime.so.1.N`), then the copy scripts/setup.sh puts in `vendor/onnxruntime/`.
-    pub onnxruntime_library: Option<PathBuf>,
-    /// ONNX Runtime execution providers in order of preference, e.g. `["tensorrt", "cuda",
-    /// "cpu"]`; one this ONNX Runtime lacks is skipped with a warning. The CPU is always the
-    /// last resort.
-    pub execution_providers: Vec<ExecutionProvider>,
-    /// Output layout of the model: `fastestdet`, `yolo` or `yolov5`.
-    pub family: ModelFamily,
-    /// The ONNX model file.
-    pub model: PathBuf,
-    /// Class names, one a line, in the model's class order.
-    pub labels: PathBuf,
-    /// Network input width in pixels.
-    pub input_width: u32,
-    /// Network input height in pixels.
-    pub input_height: u32,
-    /// Channel order the model takes, `bgr` or `rgb`; unset: the family's (below).
-    pub channels: Option<ChannelOrder>,
-    /// `stretch` or `letterbox`; unset: the family's (fastestdet and nanodet stretch, yolo and
-    /// yolov5 letterbox).
-    pub resize: Option<ResizeMode>,
-    /// Pixels (0..255) are multiplied by this; unset: 1/255, or 1 for nanodet.
-    pub scale: Option<f32>,
-    /// Subtracted per channel after scaling (model channel order); unset: the family's.
-    pub mean: Option<[f32; 3]>,
-    /// Divided per channel after the mean (model channel order); unset: the family's.
-    pub std: Option<[f32; 3]>,
-    /// Minimum score for a confident detection, one that can start a track, unless
-    /// `min_score_per_label` says otherwise.
-    pub min_score: f32,
-    /// Weaker detections, down to this score, are handed to the tracker too, but only to keep
-    /// an existing track alive through a poorly seen frame (ByteTrack's second stage); they
-    /// never start a track. Set it to `min_score` or above to turn this off.
-    pub keep_alive_score: f32,
-    /// Per-label minimum scores, e.g. `{ person = 0.6 }`.
-    pub min_score_per_label: BTreeMap<String, f32>,
-    /// Only these labels are reported; empty means every label of the model. The default lists
-    /// people, vehicles and animals (under both COCO spellings where they differ).
-    pub labels_allow: Vec<String>,
-    /// Detections smaller than this many square pixels (source frame) are dropped.
-    pub min_box_area: f32,
-    /// Boxes of the same class overlapping more than this IoU are merged by NMS.
-    pub nms_iou: f32,
-    /// `always` or `motion` (only while there is motion or a live track).
-    pub when: DetectWhen,
-    /// Run the detector at most this often per camera (0: no limit). Replay ignores it.
-    pub max_fps: f32,
-    /// Threads one inference may use: OpenCV's thread count, or ONNX Runtime's intra-op
-    /// threads (0: the library's default, one a core).
-    pub threads: i32,
-    /// The frame is cut into this many side-by-side tiles, overlapping by a quarter of a tile,
-    /// and the network runs on each at its input size: small, far objects get that many times
-    /// the pixels, for that many times the detector's time. 1: the whole frame at once.
-    pub tiles: u32,
-}
-
-/// More tiles than this cost more than they give: each is a full network pass.
-pub const MAX_TILES: u32 = 4;
-
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        Self {
-            kind: DetectorKind::Auto,
-            runtime: DetectorRuntime::Auto,
-            onnxruntime_library: None,
-            execution_providers: vec![ExecutionProvider::Cpu],
-            family: ModelFamily::Nanodet,
-            model: PathBuf::from(DEFAULT_MODEL),
-            labels: PathBuf::from("models/nanodet-g/coco80.names"),
-            input_width: 384,
-            input_height: 288,
-            channels: None,
-            resize: None,
-            scale: None,
-            mean: None,
-            std: None,
-            min_score: 0.4,
-            keep_alive_score: 0.15,
-            min_score_per_label: BTreeMap::new(),
-            labels_allow: [
-                "person",
-                "bicycle",
-                "car",
-                "motorcycle",
-                "motorbike", // the Darknet name, used by FastestDet's labels
-                "bus",
-                "truck",
-                "bird",
-                "cat",
-                "dog",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-            min_box_area: 300.0,
-            nms_iou: 0.45,
-            when: DetectWhen::Motion,
-            max_fps: 0.0,
-            threads: 0,
-            tiles: 1,
-        }
-    }
-}
-
-/// The default model: NanoDet-g, made by models/fetch.sh (paths relative to where the data is).
-pub const DEFAULT_MODEL: &str = "models/nanodet-g/nanodet-g-384x288.onnx";
-/// The smallest model, and the fallback when the default is not installed.
-pub const FASTESTDET_MODEL: &str = "models/fastestdet/FastestDet.onnx";
-
-impl DetectorConfig {
-    /// FastestDet's settings in place of the model's own (family, files, input, preprocessing
-    /// and score thresholds; models/fastestdet/model.toml), the rest of `self` kept.
-    pub fn fastestdet(&self) -> DetectorConfig {
-        DetectorConfig {
-            family: ModelFamily::Fastestdet,
-            model: PathBuf::from(FASTESTDET_MODEL),
-            labels: PathBuf::from("models/fastestdet/coco.names"),
-            input_width: 352,
-            input_height: 352,
-            channels: None,
-            resize: None,
-            scale: None,
-            mean: None,
-            std: None,
-            min_score: 0.4,
-            keep_alive_score: 0.15,
-            min_score_per_label: BTreeMap::new(),
-            ..self.clone()
-        }
-    }
-
-    /// When the model is the default one (wherever the config says it is installed) and it is
-    /// missing, FastestDet's settings if FastestDet is there (in the working directory, the
-    /// installed data or the source checkout).
-    pub fn fastestdet_fallback(&self) -> Option<DetectorConfig> {
-        if !self.model.ends_with(DEFAULT_MODEL) || self.model.exists() {
-            return None;
-        }
-        let mut f = self.fastestdet();
-        for p in [&mut f.model, &mut f.labels] {
-            if !p.exists() {
-                *p = find_data(p)?;
-            }
-        }
-        Some(f)
-    }
-
-    /// The input tensor's recipe: the family's, with what the config sets instead.
-    pub fn preprocess(&self) -> Preprocess {
-        let p = self.family.preprocess();
-        Preprocess {
-            channels: self.channels.unwrap_or(p.channels),
-            resize: self.resize.unwrap_or(p.resize),
-            scale: self.scale.unwrap_or(p.scale),
-            mean: self.mean.unwrap_or(p.mean),
-            std: self.std.unwrap_or(p.std),
-        }
-    }
-
-    /// The minimum score for `label`.
-    pub fn min_score_for(&self, label: &str) -> f32 {
-        self.min_score_per_label
-            .get(label)
-            .copied()
-            .unwrap_or(self.min_score)
-    }
-}
-
 /// `[motion]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MotionConfig {
     /// Run motion detection at all; when off every frame counts as motion.
@@ -634,7 +220,7 @@ impl Default for MotionConfig {
 
 /// `[tracker]`: how detections become tracks, and tracks become events. docs/events.md explains
 /// each knob and the defaults.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackerConfig {
     /// A confident detection continues a track when its IoU with the track's predicted box is at
@@ -681,254 +267,44 @@ impl Default for TrackerConfig {
     }
 }
 
-/// One `[[cameras]]` entry.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CameraConfig {
-    /// Short id used in events, logs and URLs: letters, digits, `-` and `_`.
-    pub id: String,
-    /// A video file, a V4L2 device (`/dev/video0`), an `rtsp://` or `http://` URL, or a
-    /// GStreamer pipeline ending in `appsink`.
-    pub source: String,
-    /// Human-readable name for the dashboard; defaults to the id.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Set to false to keep the entry but not open the camera.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// RTSP only: `tcp` (the default, as most NVRs use; passes firewalls and loses nothing)
-    /// or `udp` (lower latency on a clean network; some cameras only offer it).
-    #[serde(default)]
-    pub rtsp_transport: RtspTransport,
-    /// Network sources: how long connecting may take, until the first frame is decoded
-    /// (seconds). A camera that sends a key frame only every few seconds needs that long.
-    #[serde(default = "default_open_timeout_s")]
-    pub open_timeout_s: u64,
-    /// Network sources: a stream that delivers no frame for this long (seconds) has stalled
-    /// and is reconnected.
-    #[serde(default = "default_read_timeout_s")]
-    pub read_timeout_s: u64,
-    /// Polygons in relative coordinates (0-1 of the frame's width and height, so they survive a
-    /// resolution change): a detection whose bottom-centre is inside one is dropped. For a spot
-    /// that fools the detector: a statue, a poster, a tree that looks like a person.
-    #[serde(default)]
-    pub object_masks: Vec<Polygon>,
-    /// Polygons in relative coordinates: motion inside them does not start the detector. For
-    /// trees in the wind, a busy road beyond the fence, a timestamp overlay.
-    #[serde(default)]
-    pub motion_masks: Vec<Polygon>,
-    /// Zones: named polygons (relative coordinates); an event records the zones its object
-    /// entered, and the stats count the objects in each (docs/zones.md).
-    #[serde(default)]
-    pub zones: Vec<ZoneConfig>,
-    /// Counting lines: named segments (relative coordinates); an event records each crossing
-    /// with its direction, and the stats count them (docs/zones.md).
-    #[serde(default)]
-    pub lines: Vec<LineConfig>,
-}
-
-/// A polygon of points `[x, y]`, each in 0-1 of the frame's width and height.
-pub type Polygon = Vec<[f32; 2]>;
-
-/// `[[cameras.zones]]`: checked as it is read, so a mistake is reported with its line.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(try_from = "ZoneFields")]
-pub struct ZoneConfig {
-    /// Letters, digits, `-` and `_`; unique among the camera's zones and lines.
-    pub name: String,
-    /// 3 or more points `[x, y]` in 0-1. An object is in the zone when the bottom-centre of its
-    /// tracked box (where it stands) is inside.
-    pub points: Polygon,
-    /// Only objects with these labels count (empty: every label).
-    pub labels: Vec<String>,
-    /// Frames an object must be inside before it has entered (and outside before it has left),
-    /// so a box flickering on the edge does not enter and leave over and over.
-    pub inertia: u32,
-    /// Greater than 0: only an object that stays this many seconds has entered (loitering).
-    pub loitering_s: f32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ZoneFields {
-    name: String,
-    points: Polygon,
-    #[serde(default)]
-    labels: Vec<String>,
-    #[serde(default = "default_inertia")]
-    inertia: u32,
-    #[serde(default)]
-    loitering_s: f32,
-}
-
-fn default_inertia() -> u32 {
-    3
-}
-
-impl TryFrom<ZoneFields> for ZoneConfig {
-    type Error = String;
-    fn try_from(f: ZoneFields) -> Result<Self, String> {
-        check_name("zone", &f.name)?;
-        if f.points.len() < 3 {
-            return Err(format!(
-                "zone {:?} has {} points; a zone needs at least 3",
-                f.name,
-                f.points.len()
-            ));
-        }
-        check_points("zone", &f.name, &f.points)?;
-        if !(1..=1000).contains(&f.inertia) {
-            return Err(format!(
-                "zone {:?}: inertia {} is not between 1 and 1000 frames",
-                f.name, f.inertia
-            ));
-        }
-        if !(0.0..=86_400.0).contains(&f.loitering_s) {
-            return Err(format!(
-                "zone {:?}: loitering_s {} is not between 0 and 86400",
-                f.name, f.loitering_s
-            ));
-        }
-        Ok(Self {
-            name: f.name,
-            points: f.points,
-            labels: f.labels,
-            inertia: f.inertia,
-            loitering_s: f.loitering_s,
-        })
-    }
-}
-
-/// `[[cameras.lines]]`: checked as it is read, so a mistake is reported with its line.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(try_from = "LineFields")]
-pub struct LineConfig {
-    /// Letters, digits, `-` and `_`; unique among the camera's zones and lines.
-    pub name: String,
-    /// Exactly 2 points `[x, y]` in 0-1: the line goes from the first to the second, which
-    /// names the crossing directions (`left`: onto the left of that arrow as drawn).
-    pub points: [[f32; 2]; 2],
-    /// Only objects with these labels count (empty: every label).
-    pub labels: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LineFields {
-    name: String,
-    points: Polygon,
-    #[serde(default)]
-    labels: Vec<String>,
-}
-
-impl TryFrom<LineFields> for LineConfig {
-    type Error = String;
-    fn try_from(f: LineFields) -> Result<Self, String> {
-        check_name("line", &f.name)?;
-        let [a, b] = f.points[..] else {
-            return Err(format!(
-                "line {:?} has {} points; a line has exactly 2",
-                f.name,
-                f.points.len()
-            ));
-        };
-        check_points("line", &f.name, &f.points)?;
-        if (a[0] - b[0]).abs() < 1e-3 && (a[1] - b[1]).abs() < 1e-3 {
-            return Err(format!("line {:?}: its two points are the same", f.name));
-        }
-        Ok(Self {
-            name: f.name,
-            points: [a, b],
-            labels: f.labels,
-        })
-    }
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if valid_camera_id(name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} name {name:?} must be 1-64 letters, digits, '-' or '_'"
-        ))
-    }
-}
-
-fn check_points(what: &str, name: &str, points: &[[f32; 2]]) -> Result<(), String> {
-    match points
-        .iter()
-        .find(|p| !p.iter().all(|v| (0.0..=1.0).contains(v)))
-    {
-        Some(p) => Err(format!(
-            "{what} {name:?} has the point [{}, {}]; coordinates are fractions of the frame, 0 to 1",
-            p[0], p[1]
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Whether `p` lies inside `poly` (even-odd rule; both in the same coordinates).
-pub fn point_in_polygon(poly: &[[f32; 2]], p: (f32, f32)) -> bool {
-    let mut inside = false;
-    let mut j = poly.len().wrapping_sub(1);
-    for i in 0..poly.len() {
-        let ([xi, yi], [xj, yj]) = (poly[i], poly[j]);
-        if (yi > p.1) != (yj > p.1) && p.0 < (xj - xi) * (p.1 - yi) / (yj - yi) + xi {
-            inside = !inside;
-        }
-        j = i;
-    }
-    inside
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `open_timeout_s` when a camera does not set it.
-pub fn default_open_timeout_s() -> u64 {
-    15
-}
-
-/// `read_timeout_s` when a camera does not set it.
-pub fn default_read_timeout_s() -> u64 {
-    10
-}
-
-/// How RTP packets travel from an RTSP camera.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RtspTransport {
-    /// Interleaved in the RTSP TCP connection.
-    #[default]
-    Tcp,
-    /// Separate UDP ports.
-    Udp,
-}
-
-impl RtspTransport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RtspTransport::Tcp => "tcp",
-            RtspTransport::Udp => "udp",
-        }
-    }
-
-    /// The transport to suggest when this one does not get media through.
-    pub fn other(self) -> RtspTransport {
-        match self {
-            RtspTransport::Tcp => RtspTransport::Udp,
-            RtspTransport::Udp => RtspTransport::Tcp,
-        }
-    }
-}
-
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads a config file as `ocellus run` does: relative paths resolved against its
+    /// directory, the default model located (installed data, the source checkout), validated.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let config = Self::read(path)?;
+        Self::load_with(path, |_| {})
+    }
+
+    /// [`Config::load`] with `overrides` (a command line's) applied before the default model
+    /// is located and the whole validated, once, on what will run.
+    pub fn load_with(
+        path: &Path,
+        overrides: impl FnOnce(&mut Config),
+    ) -> Result<Config, ConfigError> {
+        let mut config = Self::read(path)?;
+        overrides(&mut config);
+        config.locate_defaults();
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// The effective configuration as TOML, every default filled in, as it could be pasted
+    /// back into a file; secrets are commented out and not shown.
+    pub fn to_toml(&self) -> String {
+        let text = match toml::to_string(self) {
+            Ok(t) => t,
+            // Every field is a plain value with string keys; nothing here can fail.
+            Err(e) => return format!("# cannot print the configuration: {e}\n"),
+        };
+        let secret = format!("= \"{SECRET_SHOWN_AS}\"");
+        text.lines()
+            .map(|l| {
+                if l.trim_end().ends_with(&secret) {
+                    format!("# {l}  (set; not shown)\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect()
     }
 
     /// Reads a config file without validating it, for a caller that overrides settings from
@@ -964,9 +340,7 @@ impl Config {
         })?;
         Ok(config)
     }
-}
 
-impl Config {
     /// The `[[cameras]]` entry for camera `id`; for any other id (a replay's), the only entry
     /// when there is exactly one, so a camera's masks can be tried on a recording.
     pub fn camera(&self, id: &str) -> Option<&CameraConfig> {
@@ -999,273 +373,4 @@ pub fn warn_if_readable_by_others(path: &Path, cfg: &Config) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("test.toml"))
-    }
-
-    #[test]
-    fn example_config_loads_and_matches_the_defaults_it_claims() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/ocellus.example.toml"
-        ));
-        let c = Config::load(path).unwrap();
-        assert_eq!(c.cameras.len(), 2);
-        assert_eq!(c.cameras[0].id, "street");
-        assert!(!c.cameras[1].enabled);
-        assert_eq!(c.detector.min_score_for("person"), 0.45);
-        // Everything else in the file is the default, so the file documents them truthfully.
-        let d = Config::default();
-        assert_eq!(c.detector.labels_allow, d.detector.labels_allow);
-        assert_eq!(c.tracker.min_hits, d.tracker.min_hits);
-        assert_eq!(c.tracker.unseen_timeout_ms, d.tracker.unseen_timeout_ms);
-        assert_eq!(c.tracker.min_move, d.tracker.min_move);
-        assert_eq!(c.tracker.score_window, d.tracker.score_window);
-        assert_eq!(c.tracker.stationary_after_ms, d.tracker.stationary_after_ms);
-        assert_eq!(c.detector.keep_alive_score, d.detector.keep_alive_score);
-        assert_eq!(c.motion.var_threshold, d.motion.var_threshold);
-        assert_eq!(c.storage.batch_max, d.storage.batch_max);
-        assert_eq!(c.detector.model, d.detector.model);
-        assert_eq!(c.detector.family, d.detector.family);
-        assert_eq!(
-            (c.detector.input_width, c.detector.input_height),
-            (d.detector.input_width, d.detector.input_height)
-        );
-        assert_eq!(c.detector.preprocess(), d.detector.preprocess());
-    }
-
-    #[test]
-    fn model_configs_load_and_name_their_files() {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path().join("model.toml");
-            if !path.exists() {
-                continue;
-            }
-            let c = Config::load(&path).unwrap();
-            assert_eq!(c.detector.kind, DetectorKind::Dnn, "{}", path.display());
-            // Relative to the model's own directory, wherever the daemon starts.
-            let here = path.parent().unwrap();
-            assert_eq!(c.detector.model.parent(), Some(here), "{}", path.display());
-            assert_eq!(c.detector.labels.parent(), Some(here), "{}", path.display());
-            assert!(
-                c.detector.labels.exists(),
-                "{}",
-                c.detector.labels.display()
-            );
-            seen += 1;
-        }
-        assert!(seen >= 2);
-    }
-
-    #[test]
-    fn deployed_config_loads() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ocellus.toml"));
-        let c = Config::load(path).unwrap();
-        assert!(c.storage.path.is_absolute() && c.detector.model.is_absolute());
-        assert_eq!(c.server.listen, "127.0.0.1:8080");
-    }
-
-    #[test]
-    fn demo_config_loads() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"));
-        let c = Config::load(path).unwrap();
-        // Relative to the file: the clip setup.sh puts in media/.
-        assert!(c.cameras[0].source.ends_with("config/../media/vtest.avi"));
-        assert!(c.storage.path.ends_with("config/../ocellus-demo.db"));
-    }
-
-    #[test]
-    fn network_listen_without_a_token_is_refused_unless_allowed() {
-        let err = parse("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
-        assert!(err.to_string().contains("set server.token"), "{err}");
-        assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\ntoken = \"0123456789\"\n").is_ok());
-        assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\nallow_no_token = true\n").is_ok());
-        assert!(parse("[server]\nlisten = \"[::1]:8080\"\n").is_ok());
-    }
-
-    #[test]
-    fn empty_config_is_all_defaults() {
-        let c = parse("").unwrap();
-        assert_eq!(c.detector.kind, DetectorKind::Auto);
-        assert_eq!(c.tracker.min_hits, 10);
-        assert!(c.cameras.is_empty());
-    }
-
-    #[test]
-    fn unknown_key_is_refused_with_its_line() {
-        let err = parse("[tracker]\nmin_hits = 2\nmin_hitz = 3\n").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("test.toml:3:"), "{msg}");
-        assert!(msg.contains("min_hitz"), "{msg}");
-    }
-
-    #[test]
-    fn runtime_and_execution_providers_are_read_and_an_unknown_provider_names_its_line() {
-        let cfg = parse(
-            "[detector]\nruntime = \"onnxruntime\"\nonnxruntime_library = \"/opt/ort/libonnxruntime.so\"\nexecution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\nthreads = 2\n",
-        )
-        .unwrap();
-        assert_eq!(cfg.detector.runtime, DetectorRuntime::Onnxruntime);
-        assert_eq!(
-            cfg.detector.onnxruntime_library.as_deref(),
-            Some(Path::new("/opt/ort/libonnxruntime.so"))
-        );
-        assert_eq!(
-            cfg.detector.execution_providers,
-            [
-                ExecutionProvider::Tensorrt,
-                ExecutionProvider::Cuda,
-                ExecutionProvider::Cpu
-            ]
-        );
-        let defaults = Config::default().detector;
-        assert_eq!(defaults.runtime, DetectorRuntime::Auto);
-        assert_eq!(defaults.execution_providers, [ExecutionProvider::Cpu]);
-        let err = parse("[detector]\n\nexecution_providers = [\"cpu\", \"npu\"]\n").unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.starts_with("test.toml:3:") && msg.contains("npu"),
-            "{msg}"
-        );
-        let err = parse("[detector]\nruntime = \"tensorflow\"\n").unwrap_err();
-        assert!(err.to_string().starts_with("test.toml:2:"), "{err}");
-        let err = parse("[detector]\nthreads = -1\n").unwrap_err();
-        assert!(err.to_string().contains("detector.threads"), "{err}");
-    }
-
-    #[test]
-    fn zones_and_lines_are_checked_and_a_mistake_names_its_line() {
-        let good = "[[cameras]]\nid = \"c\"\nsource = \"x.avi\"\n\
-            [[cameras.zones]]\nname = \"drive\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\nlabels = [\"car\"]\n\
-            [[cameras.lines]]\nname = \"door\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n";
-        let cfg = parse(good).unwrap();
-        let cam = &cfg.cameras[0];
-        assert_eq!(cam.zones[0].name, "drive");
-        assert_eq!((cam.zones[0].inertia, cam.zones[0].loitering_s), (3, 0.0));
-        assert_eq!(cam.zones[0].labels, ["car"]);
-        assert_eq!(cam.lines[0].points, [[0.5, 0.2], [0.5, 0.9]]);
-        let head = "[[cameras]]\nid = \"c\"\nsource = \"x.avi\"\n";
-        for (bad, line, says) in [
-            ("[[cameras.zones]]\nname = \"z\"\npoints = [[0.1, 0.5], [0.6, 0.5]]\n", 4, "at least 3"),
-            ("[[cameras.zones]]\nname = \"z\"\npoints = [[0.1, 0.5], [1.6, 0.5], [0.0, 1.0]]\n", 4, "0 to 1"),
-            ("[[cameras.zones]]\nname = \"a zone\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n", 4, "letters, digits"),
-            ("[[cameras.lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n", 4, "exactly 2"),
-            ("[[cameras.lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.1, 0.5]]\n", 4, "the same"),
-        ] {
-            let err = parse(&format!("{head}{bad}")).unwrap_err().to_string();
-            assert!(
-                err.starts_with(&format!("test.toml:{line}:")) && err.contains(says),
-                "{bad}: {err}"
-            );
-        }
-        let twice = format!(
-            "{head}[[cameras.zones]]\nname = \"x\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n\
-             [[cameras.lines]]\nname = \"x\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n"
-        );
-        let err = parse(&twice).unwrap_err().to_string();
-        assert!(
-            err.contains("cameras[0].lines") && err.contains("used twice"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn mqtt_section_is_read_checked_and_its_password_never_printed() {
-        assert!(parse("").unwrap().mqtt.is_none(), "no section, no MQTT");
-        let cfg = parse(
-            "[mqtt]\nurl = \"mqtts://broker.local\"\ndevice_id = \"garage-pi\"\nusername = \"u\"\npassword = \"hunter2\"\n",
-        )
-        .unwrap();
-        let m = cfg.mqtt.unwrap();
-        assert_eq!(
-            m.endpoint().unwrap(),
-            MqttEndpoint {
-                tls: true,
-                host: "broker.local".into(),
-                port: 8883
-            }
-        );
-        assert_eq!(
-            (m.qos, m.ha_discovery, m.topic_prefix.as_str()),
-            (1, true, "ocellus")
-        );
-        assert_eq!(m.device(), "garage-pi");
-        assert!(!format!("{m:?}").contains("hunter2"));
-        let m = parse("[mqtt]\nurl = \"mqtt://10.0.0.5:1884\"\n")
-            .unwrap()
-            .mqtt
-            .unwrap();
-        assert_eq!(m.endpoint().unwrap().port, 1884);
-        for (bad, key) in [
-            ("url = \"http://broker\"", "mqtt.url"),
-            ("url = \"mqtt://broker:port\"", "mqtt.url"),
-            ("qos = 2", "mqtt.qos"),
-            ("topic_prefix = \"a/#\"", "mqtt.topic_prefix"),
-            ("device_id = \"my box\"", "mqtt.device_id"),
-        ] {
-            let err = parse(&format!("[mqtt]\n{bad}\n")).unwrap_err().to_string();
-            assert!(err.contains(key), "{bad}: {err}");
-        }
-        let err = parse("[mqtt]\nurl = \"mqtt://b\"\nretain = true\n").unwrap_err();
-        assert!(err.to_string().starts_with("test.toml:3:"), "{err}");
-    }
-
-    #[test]
-    fn wrong_type_is_refused_with_its_line() {
-        let err = parse("[storage]\n\n\nbatch_ms = \"fast\"\n").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("test.toml:4:"), "{msg}");
-        assert!(!msg.contains('\n'), "one line: {msg}");
-    }
-
-    #[test]
-    fn duplicate_camera_ids_are_refused() {
-        let err = parse(
-            "[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\n[[cameras]]\nid = \"a\"\nsource = \"y.avi\"\n",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("cameras[1].id"), "{err}");
-    }
-
-    #[test]
-    fn out_of_range_score_names_the_key() {
-        let err = parse("[detector]\nmin_score = 1.5\n").unwrap_err();
-        assert!(err.to_string().contains("detector.min_score"), "{err}");
-        for tiles in [0, MAX_TILES + 1] {
-            let err = parse(&format!("[detector]\ntiles = {tiles}\n")).unwrap_err();
-            assert!(err.to_string().contains("detector.tiles"), "{err}");
-        }
-        assert_eq!(parse("[detector]\ntiles = 2\n").unwrap().detector.tiles, 2);
-    }
-
-    #[test]
-    fn masks_are_checked_and_points_fall_inside_or_outside() {
-        let ok = parse(
-            "[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nobject_masks = [[[0.1, 0.1], [0.5, 0.1], [0.5, 0.5], [0.1, 0.5]]]\n",
-        )
-        .unwrap();
-        let mask = &ok.camera("a").unwrap().object_masks[0];
-        assert!(point_in_polygon(mask, (0.3, 0.3)));
-        assert!(!point_in_polygon(mask, (0.6, 0.3)));
-        let err = parse("[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nmotion_masks = [[[0.1, 0.1], [1.5, 0.1], [0.5, 0.5]]]\n")
-            .unwrap_err();
-        assert!(err.to_string().contains("cameras[0].motion_masks"), "{err}");
-        assert!(err.to_string().contains("0 to 1"), "{err}");
-        let err = parse("[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nobject_masks = [[[0.1, 0.1], [0.5, 0.1]]]\n")
-            .unwrap_err();
-        assert!(err.to_string().contains("at least 3"), "{err}");
-    }
-
-    #[test]
-    fn per_label_score_overrides_the_default() {
-        let c =
-            parse("[detector]\nmin_score = 0.3\nmin_score_per_label = { person = 0.7 }\n").unwrap();
-        assert_eq!(c.detector.min_score_for("person"), 0.7);
-        assert_eq!(c.detector.min_score_for("car"), 0.3);
-    }
-}
+mod tests;

@@ -53,6 +53,35 @@ impl Config {
         }
     }
 
+    /// The same configuration with every relative path made absolute against the working
+    /// directory: the files `run` started here would use, written so that they stay right
+    /// wherever the text is pasted (`check-config` prints this).
+    pub fn with_absolute_paths(&self) -> Config {
+        let mut c = self.clone();
+        let Ok(cwd) = std::env::current_dir() else {
+            return c;
+        };
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = cwd.join(&*p);
+            }
+        };
+        abs(&mut c.detector.model);
+        abs(&mut c.detector.labels);
+        if let Some(lib) = &mut c.detector.onnxruntime_library {
+            if lib.components().count() > 1 {
+                abs(lib);
+            }
+        }
+        abs(&mut c.storage.path);
+        for cam in &mut c.cameras {
+            if is_relative_file(&cam.source) {
+                cam.source = cwd.join(cam.source.trim()).to_string_lossy().into_owned();
+            }
+        }
+        c
+    }
+
     /// Points the default model and labels at where they are, when they are not in the working
     /// directory: the installed data, then the source checkout the binary was built in.
     pub fn locate_defaults(&mut self) {

@@ -1,0 +1,291 @@
+//! The config's tests: the example file, parse errors with their lines, validation.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+#[test]
+fn example_config_loads_and_matches_the_defaults_it_claims() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/ocellus.example.toml"
+    ));
+    let c = Config::load(path).unwrap();
+    assert_eq!(c.cameras.len(), 2);
+    assert_eq!(c.cameras[0].id, "street");
+    assert!(!c.cameras[1].enabled);
+    assert_eq!(c.detector.min_score_for("person"), 0.45);
+    // Everything else in the file is the default, so the file documents them truthfully.
+    let d = Config::default();
+    assert_eq!(c.detector.labels_allow, d.detector.labels_allow);
+    assert_eq!(c.tracker.min_hits, d.tracker.min_hits);
+    assert_eq!(c.tracker.unseen_timeout_ms, d.tracker.unseen_timeout_ms);
+    assert_eq!(c.tracker.min_move, d.tracker.min_move);
+    assert_eq!(c.tracker.score_window, d.tracker.score_window);
+    assert_eq!(c.tracker.stationary_after_ms, d.tracker.stationary_after_ms);
+    assert_eq!(c.detector.keep_alive_score, d.detector.keep_alive_score);
+    assert_eq!(c.motion.var_threshold, d.motion.var_threshold);
+    assert_eq!(c.storage.batch_max, d.storage.batch_max);
+    assert_eq!(c.detector.model, d.detector.model);
+    assert_eq!(c.detector.family, d.detector.family);
+    assert_eq!(
+        (c.detector.input_width, c.detector.input_height),
+        (d.detector.input_width, d.detector.input_height)
+    );
+    assert_eq!(c.detector.preprocess(), d.detector.preprocess());
+}
+
+#[test]
+fn model_configs_load_and_name_their_files() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path().join("model.toml");
+        if !path.exists() {
+            continue;
+        }
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.detector.kind, DetectorKind::Dnn, "{}", path.display());
+        // Relative to the model's own directory, wherever the daemon starts.
+        let here = path.parent().unwrap();
+        assert_eq!(c.detector.model.parent(), Some(here), "{}", path.display());
+        assert_eq!(c.detector.labels.parent(), Some(here), "{}", path.display());
+        assert!(
+            c.detector.labels.exists(),
+            "{}",
+            c.detector.labels.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 2);
+}
+
+#[test]
+fn deployed_config_loads() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ocellus.toml"));
+    let c = Config::load(path).unwrap();
+    assert!(c.storage.path.is_absolute() && c.detector.model.is_absolute());
+    assert_eq!(c.server.listen, "127.0.0.1:8080");
+}
+
+#[test]
+fn demo_config_loads() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"));
+    let c = Config::load(path).unwrap();
+    // Relative to the file: the clip setup.sh puts in media/.
+    assert!(c.cameras[0].source.ends_with("config/../media/vtest.avi"));
+    assert!(c.storage.path.ends_with("config/../ocellus-demo.db"));
+}
+
+#[test]
+fn network_listen_without_a_token_is_refused_unless_allowed() {
+    let err = parse("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+    assert!(err.to_string().contains("set server.token"), "{err}");
+    assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\ntoken = \"0123456789\"\n").is_ok());
+    assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\nallow_no_token = true\n").is_ok());
+    assert!(parse("[server]\nlisten = \"[::1]:8080\"\n").is_ok());
+}
+
+#[test]
+fn empty_config_is_all_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.detector.kind, DetectorKind::Auto);
+    assert_eq!(c.tracker.min_hits, 10);
+    assert!(c.cameras.is_empty());
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_line() {
+    let err = parse("[tracker]\nmin_hits = 2\nmin_hitz = 3\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("test.toml:3:"), "{msg}");
+    assert!(msg.contains("min_hitz"), "{msg}");
+}
+
+#[test]
+fn runtime_and_execution_providers_are_read_and_an_unknown_provider_names_its_line() {
+    let cfg = parse(
+        "[detector]\nruntime = \"onnxruntime\"\nonnxruntime_library = \"/opt/ort/libonnxruntime.so\"\nexecution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\nthreads = 2\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.detector.runtime, DetectorRuntime::Onnxruntime);
+    assert_eq!(
+        cfg.detector.onnxruntime_library.as_deref(),
+        Some(Path::new("/opt/ort/libonnxruntime.so"))
+    );
+    assert_eq!(
+        cfg.detector.execution_providers,
+        [
+            ExecutionProvider::Tensorrt,
+            ExecutionProvider::Cuda,
+            ExecutionProvider::Cpu
+        ]
+    );
+    let defaults = Config::default().detector;
+    assert_eq!(defaults.runtime, DetectorRuntime::Auto);
+    assert_eq!(defaults.execution_providers, [ExecutionProvider::Cpu]);
+    let err = parse("[detector]\n\nexecution_providers = [\"cpu\", \"npu\"]\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("test.toml:3:") && msg.contains("npu"),
+        "{msg}"
+    );
+    let err = parse("[detector]\nruntime = \"tensorflow\"\n").unwrap_err();
+    assert!(err.to_string().starts_with("test.toml:2:"), "{err}");
+    let err = parse("[detector]\nthreads = -1\n").unwrap_err();
+    assert!(err.to_string().contains("detector.threads"), "{err}");
+}
+
+#[test]
+fn zones_and_lines_are_checked_and_a_mistake_names_its_line() {
+    let good = "[[cameras]]\nid = \"c\"\nsource = \"x.avi\"\n\
+        [[cameras.zones]]\nname = \"drive\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\nlabels = [\"car\"]\n\
+        [[cameras.lines]]\nname = \"door\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n";
+    let cfg = parse(good).unwrap();
+    let cam = &cfg.cameras[0];
+    assert_eq!(cam.zones[0].name, "drive");
+    assert_eq!((cam.zones[0].inertia, cam.zones[0].loitering_s), (3, 0.0));
+    assert_eq!(cam.zones[0].labels, ["car"]);
+    assert_eq!(cam.lines[0].points, [[0.5, 0.2], [0.5, 0.9]]);
+    let head = "[[cameras]]\nid = \"c\"\nsource = \"x.avi\"\n";
+    for (bad, line, says) in [
+        (
+            "[[cameras.zones]]\nname = \"z\"\npoints = [[0.1, 0.5], [0.6, 0.5]]\n",
+            4,
+            "at least 3",
+        ),
+        (
+            "[[cameras.zones]]\nname = \"z\"\npoints = [[0.1, 0.5], [1.6, 0.5], [0.0, 1.0]]\n",
+            4,
+            "0 to 1",
+        ),
+        (
+            "[[cameras.zones]]\nname = \"a zone\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n",
+            4,
+            "letters, digits",
+        ),
+        (
+            "[[cameras.lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n",
+            4,
+            "exactly 2",
+        ),
+        (
+            "[[cameras.lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.1, 0.5]]\n",
+            4,
+            "the same",
+        ),
+    ] {
+        let err = parse(&format!("{head}{bad}")).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("test.toml:{line}:")) && err.contains(says),
+            "{bad}: {err}"
+        );
+    }
+    let twice = format!(
+        "{head}[[cameras.zones]]\nname = \"x\"\npoints = [[0.1, 0.5], [0.6, 0.5], [0.0, 1.0]]\n\
+         [[cameras.lines]]\nname = \"x\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n"
+    );
+    let err = parse(&twice).unwrap_err().to_string();
+    assert!(
+        err.contains("cameras[0].lines") && err.contains("used twice"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mqtt_section_is_read_checked_and_its_password_never_printed() {
+    assert!(parse("").unwrap().mqtt.is_none(), "no section, no MQTT");
+    let cfg = parse(
+        "[mqtt]\nurl = \"mqtts://broker.local\"\ndevice_id = \"garage-pi\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    let m = cfg.mqtt.unwrap();
+    assert_eq!(
+        m.endpoint().unwrap(),
+        MqttEndpoint {
+            tls: true,
+            host: "broker.local".into(),
+            port: 8883
+        }
+    );
+    assert_eq!(
+        (m.qos, m.ha_discovery, m.topic_prefix.as_str()),
+        (1, true, "ocellus")
+    );
+    assert_eq!(m.device(), "garage-pi");
+    assert!(!format!("{m:?}").contains("hunter2"));
+    let m = parse("[mqtt]\nurl = \"mqtt://10.0.0.5:1884\"\n")
+        .unwrap()
+        .mqtt
+        .unwrap();
+    assert_eq!(m.endpoint().unwrap().port, 1884);
+    for (bad, key) in [
+        ("url = \"http://broker\"", "mqtt.url"),
+        ("url = \"mqtt://broker:port\"", "mqtt.url"),
+        ("qos = 2", "mqtt.qos"),
+        ("topic_prefix = \"a/#\"", "mqtt.topic_prefix"),
+        ("device_id = \"my box\"", "mqtt.device_id"),
+    ] {
+        let err = parse(&format!("[mqtt]\n{bad}\n")).unwrap_err().to_string();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+    let err = parse("[mqtt]\nurl = \"mqtt://b\"\nretain = true\n").unwrap_err();
+    assert!(err.to_string().starts_with("test.toml:3:"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_refused_with_its_line() {
+    let err = parse("[storage]\n\n\nbatch_ms = \"fast\"\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("test.toml:4:"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+}
+
+#[test]
+fn duplicate_camera_ids_are_refused() {
+    let err = parse(
+        "[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\n[[cameras]]\nid = \"a\"\nsource = \"y.avi\"\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cameras[1].id"), "{err}");
+}
+
+#[test]
+fn out_of_range_score_names_the_key() {
+    let err = parse("[detector]\nmin_score = 1.5\n").unwrap_err();
+    assert!(err.to_string().contains("detector.min_score"), "{err}");
+    for tiles in [0, MAX_TILES + 1] {
+        let err = parse(&format!("[detector]\ntiles = {tiles}\n")).unwrap_err();
+        assert!(err.to_string().contains("detector.tiles"), "{err}");
+    }
+    assert_eq!(parse("[detector]\ntiles = 2\n").unwrap().detector.tiles, 2);
+}
+
+#[test]
+fn masks_are_checked_and_points_fall_inside_or_outside() {
+    let ok = parse(
+        "[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nobject_masks = [[[0.1, 0.1], [0.5, 0.1], [0.5, 0.5], [0.1, 0.5]]]\n",
+    )
+    .unwrap();
+    let mask = &ok.camera("a").unwrap().object_masks[0];
+    assert!(point_in_polygon(mask, (0.3, 0.3)));
+    assert!(!point_in_polygon(mask, (0.6, 0.3)));
+    let err = parse("[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nmotion_masks = [[[0.1, 0.1], [1.5, 0.1], [0.5, 0.5]]]\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("cameras[0].motion_masks"), "{err}");
+    assert!(err.to_string().contains("0 to 1"), "{err}");
+    let err = parse(
+        "[[cameras]]\nid = \"a\"\nsource = \"x.avi\"\nobject_masks = [[[0.1, 0.1], [0.5, 0.1]]]\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("at least 3"), "{err}");
+}
+
+#[test]
+fn per_label_score_overrides_the_default() {
+    let c = parse("[detector]\nmin_score = 0.3\nmin_score_per_label = { person = 0.7 }\n").unwrap();
+    assert_eq!(c.detector.min_score_for("person"), 0.7);
+    assert_eq!(c.detector.min_score_for("car"), 0.3);
+}
