@@ -17,7 +17,7 @@ use crate::protocol::ServerMsg;
 
 /// One camera's fan-out. Built with the peers a mode has: the daemon has them all, replay the
 /// database and its own collectors.
-pub struct Bus {
+pub(crate) struct Bus {
     camera: String,
     db: Option<DbHandle>,
     /// The MQTT topic of event messages; with it each event change also goes to the outbox.
@@ -36,7 +36,7 @@ pub struct Bus {
 
 impl Bus {
     /// A bus with no peers yet, for camera `camera`.
-    pub fn new(camera: &str) -> Self {
+    pub(crate) fn new(camera: &str) -> Self {
         Self {
             camera: camera.to_string(),
             db: None,
@@ -51,7 +51,7 @@ impl Bus {
 
     /// Stores events and snapshots; with `outbox_topic`, every event message goes into the MQTT
     /// outbox under it, in the same command as the event.
-    pub fn database(mut self, db: DbHandle, outbox_topic: Option<String>) -> Self {
+    pub(crate) fn database(mut self, db: DbHandle, outbox_topic: Option<String>) -> Self {
         self.db = Some(db);
         self.outbox_topic = outbox_topic;
         self
@@ -59,7 +59,7 @@ impl Bus {
 
     /// Broadcasts event messages (to every camera's subscribers) and this camera's detections
     /// as JSON.
-    pub fn websocket(
+    pub(crate) fn websocket(
         mut self,
         events: broadcast::Sender<Utf8Bytes>,
         detections: broadcast::Sender<Utf8Bytes>,
@@ -70,19 +70,19 @@ impl Bus {
     }
 
     /// Hands every event message, typed, to the receivers of `tx`.
-    pub fn typed(mut self, tx: broadcast::Sender<Arc<EventMsg>>) -> Self {
+    pub(crate) fn typed(mut self, tx: broadcast::Sender<Arc<EventMsg>>) -> Self {
         self.typed = Some(tx);
         self
     }
 
     /// Writes a journal line per event change.
-    pub fn journal(mut self) -> Self {
+    pub(crate) fn journal(mut self) -> Self {
         self.journal = true;
         self
     }
 
     /// Hands everything to `local` too, after the other peers.
-    pub fn local(mut self, local: Box<dyn Sink>) -> Self {
+    pub(crate) fn local(mut self, local: Box<dyn Sink>) -> Self {
         self.local = Some(local);
         self
     }

@@ -19,10 +19,10 @@ use crate::metrics::{inc, CameraStats};
 use crate::protocol::frame_message;
 
 /// Where encoded frames go: per stream width (0: the frame's own), a broadcast channel.
-pub type Outputs = Vec<(u32, broadcast::Sender<Bytes>)>;
+pub(crate) type Outputs = Vec<(u32, broadcast::Sender<Bytes>)>;
 
 /// Hands frames to the encoder thread; the thread ends when the handle is dropped.
-pub struct EncoderHandle {
+pub(crate) struct EncoderHandle {
     tx: Sender<Arc<Frame>>,
     outputs: Outputs,
     stats: Arc<CameraStats>,
@@ -38,7 +38,7 @@ impl EncoderHandle {
     /// frame this one is skipped (and counted). The daemon offers frames straight from capture,
     /// in parallel with detection: a viewer sees a frame about one encode after capture, and its
     /// `detections` message follows when the detector is done with it.
-    pub fn offer(&self, frame: &Arc<Frame>) {
+    pub(crate) fn offer(&self, frame: &Arc<Frame>) {
         if !self.watched() {
             return;
         }
@@ -49,7 +49,7 @@ impl EncoderHandle {
     }
 
     /// Hands a frame over, waiting while the encoder is busy (replay never drops).
-    pub fn send(&self, frame: Arc<Frame>) {
+    pub(crate) fn send(&self, frame: Arc<Frame>) {
         if self.watched() {
             let _ = self.tx.send(frame);
         }
@@ -57,7 +57,7 @@ impl EncoderHandle {
 }
 
 /// Starts the encoder thread `enc-<camera>`.
-pub fn spawn(
+pub(crate) fn spawn(
     camera: &str,
     outputs: Outputs,
     stats: Arc<CameraStats>,

@@ -16,7 +16,7 @@ use crate::models::{Event, EventKind, EventMsg};
 use crate::tracker::{Track, TrackChange, Tracker};
 
 /// A log line for an event message, as a person reads it in the journal.
-pub struct EventLine {
+pub(crate) struct EventLine {
     pub text: String,
     /// A start, an end, or a change of `stationary` (an update with only a better score is not).
     pub important: bool,
@@ -25,7 +25,7 @@ pub struct EventLine {
 /// "person event 42 started on front (score 0.87)", "... ended on front after 12.4 s", ...
 /// An update that says the object is stationary is important; other updates (a better score,
 /// or moving again) are detail.
-pub fn describe(msg: &EventMsg) -> EventLine {
+pub(crate) fn describe(msg: &EventMsg) -> EventLine {
     let e = &msg.event;
     let head = format!("{} event {}", e.label, e.id);
     let (text, important) = match msg.kind {
@@ -55,11 +55,11 @@ pub fn describe(msg: &EventMsg) -> EventLine {
 /// Hands out event ids; shared by every pipeline writing to one database, seeded from the
 /// database's highest id.
 #[derive(Clone, Debug)]
-pub struct EventIds(Arc<AtomicI64>);
+pub(crate) struct EventIds(Arc<AtomicI64>);
 
 impl EventIds {
     /// Ids start at `last + 1`.
-    pub fn after(last: i64) -> Self {
+    pub(crate) fn after(last: i64) -> Self {
         Self(Arc::new(AtomicI64::new(last + 1)))
     }
 
@@ -70,7 +70,7 @@ impl EventIds {
 
 /// A JPEG snapshot of an event.
 #[derive(Clone, Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub event_id: i64,
     pub jpeg: Bytes,
     pub width: u32,
@@ -79,13 +79,13 @@ pub struct Snapshot {
 
 /// What one frame's tracker changes produced.
 #[derive(Debug, Default)]
-pub struct EventOutput {
+pub(crate) struct EventOutput {
     pub messages: Vec<EventMsg>,
     pub snapshots: Vec<Snapshot>,
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct SnapshotOptions {
+pub(crate) struct SnapshotOptions {
     pub max_side: u32,
     pub quality: u8,
 }
@@ -104,7 +104,7 @@ struct OpenEvent {
     snapshot_dirty: bool,
 }
 
-pub struct EventBuilder {
+pub(crate) struct EventBuilder {
     camera: String,
     ids: EventIds,
     update_interval_ms: i64,
@@ -117,7 +117,7 @@ pub struct EventBuilder {
 }
 
 impl EventBuilder {
-    pub fn new(
+    pub(crate) fn new(
         camera: &str,
         ids: EventIds,
         update_interval_ms: i64,
@@ -135,19 +135,14 @@ impl EventBuilder {
     }
 
     /// The event id of a track, if it has one.
-    pub fn event_id(&self, track_id: u64) -> Option<i64> {
+    pub(crate) fn event_id(&self, track_id: u64) -> Option<i64> {
         self.open.get(&track_id).map(|o| o.event.id)
-    }
-
-    /// Open events (for shutdown reporting).
-    pub fn open_count(&self) -> usize {
-        self.open.len()
     }
 
     /// Applies one frame's changes. `frame` is the frame the changes came from (`None` when the
     /// source has ended; no new snapshots are taken then). A snapshot that fails is logged and
     /// skipped: it never costs an event message.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         changes: Vec<TrackChange>,
         tracker: &Tracker,
@@ -261,7 +256,7 @@ impl EventBuilder {
     /// started in this frame carries its object's zones and crossings from before it was
     /// confirmed in its start message; an open event that gained one is updated at once (a
     /// client shows it as it happens). Returns the crossings newly on events, for the counts.
-    pub fn sync_zones(
+    pub(crate) fn sync_zones(
         &mut self,
         zones: &crate::zones::Zones,
         changed: &[u64],

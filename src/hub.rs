@@ -16,7 +16,7 @@ use crate::protocol::STREAM_WIDTHS;
 const FRAME_CAPACITY: usize = 2;
 /// Detections and events are small and clients want all of them; a client this far behind is
 /// told how many it missed.
-pub const MESSAGE_CAPACITY: usize = 256;
+pub(crate) const MESSAGE_CAPACITY: usize = 256;
 
 /// One camera as the server sees it.
 pub struct CameraHub {

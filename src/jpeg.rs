@@ -5,14 +5,14 @@
 use opencv::core::{Mat, Vector};
 use opencv::imgcodecs;
 
-pub struct JpegEncoder {
+pub(crate) struct JpegEncoder {
     params: Vector<i32>,
     buf: Vector<u8>,
 }
 
 impl JpegEncoder {
     /// `quality`: 1-100, as libjpeg's.
-    pub fn new(quality: u8) -> Self {
+    pub(crate) fn new(quality: u8) -> Self {
         Self {
             params: Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality.into()]),
             buf: Vector::new(),
@@ -20,7 +20,7 @@ impl JpegEncoder {
     }
 
     /// Encodes a BGR image; the bytes are valid until the next call.
-    pub fn encode(&mut self, image: &Mat) -> opencv::Result<&[u8]> {
+    pub(crate) fn encode(&mut self, image: &Mat) -> opencv::Result<&[u8]> {
         imgcodecs::imencode(".jpg", image, &mut self.buf, &self.params)?;
         Ok(self.buf.as_slice())
     }

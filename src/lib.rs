@@ -2,38 +2,41 @@
 //! tracking -> events in SQLite, pushed live to WebSocket clients.
 //!
 //! The library holds every stage so that tests (and `ocellus replay`) drive the same code the
-//! daemon runs.
+//! daemon runs. Only the modules the binary, the tests, the examples and the fuzz targets use
+//! are public; `unreachable_pub` keeps every other item `pub(crate)`, so dead code shows.
 
-pub mod appearance;
-pub mod bus;
-pub mod capture;
+#![warn(unreachable_pub)]
+
+mod appearance;
+mod bus;
+mod capture;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod dashboard;
+mod dashboard;
 pub mod db;
 pub mod detect;
-pub mod encoder;
+mod encoder;
 pub mod errors;
-pub mod events;
+mod events;
 pub mod expect;
-pub mod geometry;
-pub mod hub;
-pub mod jpeg;
+mod geometry;
+mod hub;
+mod jpeg;
 pub mod logging;
 pub mod metrics;
 pub mod models;
-pub mod motion;
-pub mod mqtt;
-pub mod pipeline;
-pub mod prometheus;
+mod motion;
+mod mqtt;
+mod pipeline;
+mod prometheus;
 pub mod protocol;
 pub mod replay;
-pub mod rest;
-pub mod server;
-pub mod state;
-pub mod stats;
-pub mod systemd;
-pub mod tracker;
-pub mod ws;
-pub mod zones;
+mod rest;
+mod server;
+mod state;
+mod stats;
+mod systemd;
+mod tracker;
+mod ws;
+mod zones;

@@ -11,7 +11,7 @@ use crate::models::BBox;
 
 /// What the motion detector saw in one frame.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct MotionResult {
+pub(crate) struct MotionResult {
     /// At least one moving blob above the minimum area, and no light change.
     pub motion: bool,
     /// Most of the frame changed at once: a light change or a moved camera; the background is
@@ -40,7 +40,7 @@ fn mask_image(polygons: &[Polygon], w: i32, h: i32) -> opencv::Result<Mat> {
     Ok(img)
 }
 
-pub struct MotionDetector {
+pub(crate) struct MotionDetector {
     cfg: MotionConfig,
     /// Where motion does not count (relative polygons), and that area drawn at the downscaled
     /// size as a mask of the pixels that count (built for the first frame, and again when the
@@ -61,7 +61,7 @@ pub struct MotionDetector {
 
 impl MotionDetector {
     /// `masks`: polygons in fractions of the frame where motion is ignored.
-    pub fn new(cfg: &MotionConfig, masks: Vec<Polygon>) -> opencv::Result<Self> {
+    pub(crate) fn new(cfg: &MotionConfig, masks: Vec<Polygon>) -> opencv::Result<Self> {
         // Shadows are not motion we care about and would only inflate blobs.
         let mog = video::create_background_subtractor_mog2(cfg.history, cfg.var_threshold, false)?;
         let kernel = imgproc::get_structuring_element(
@@ -85,7 +85,7 @@ impl MotionDetector {
         })
     }
 
-    pub fn process(&mut self, frame: &Mat) -> opencv::Result<MotionResult> {
+    pub(crate) fn process(&mut self, frame: &Mat) -> opencv::Result<MotionResult> {
         let (w, h) = (frame.cols(), frame.rows());
         if w <= 0 || h <= 0 {
             return Ok(MotionResult::default());

@@ -25,7 +25,7 @@ use crate::zones::{Counts, Zones};
 
 /// Where a pipeline's results go. Implementations run on the detect thread: they may wait for
 /// the database writer's bounded queue (back-pressure) but for nothing else.
-pub trait Sink: Send {
+pub(crate) trait Sink: Send {
     /// An event started, changed or ended.
     fn event(&mut self, msg: EventMsg);
     /// A better snapshot of an event, encoded.
@@ -64,7 +64,7 @@ fn in_masks(masks: &[crate::config::Polygon], det: &Detection, w: f32, h: f32) -
 
 /// Runs motion detection on its own thread, in frame order, so that it overlaps the object
 /// detector working on the previous frame. Ends when `rx` closes or `tx`'s receiver is gone.
-pub fn motion_stage(
+pub(crate) fn motion_stage(
     mut motion: Option<MotionDetector>,
     camera: &str,
     stats: &CameraStats,
@@ -82,7 +82,7 @@ pub fn motion_stage(
 }
 
 /// A frame with its motion result and, once a worker has been at it, its detections.
-pub type Detected = (
+pub(crate) type Detected = (
     Frame,
     MotionResult,
     Option<Result<Vec<Detection>, DetectError>>,
@@ -98,14 +98,14 @@ pub type Detected = (
 /// pipeline detects it itself if its tracker still follows something (see
 /// [`Pipeline::run`]). The detector thus runs on exactly the frames it would run on without
 /// the pool, and the events are the same.
-pub struct DetectorPool {
+pub(crate) struct DetectorPool {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl DetectorPool {
     /// Starts one worker per detector. Frames come from `rx` in order; `tx` gets them back in
     /// the same order with their detections. Stops when `rx` closes or `tx`'s receiver is gone.
-    pub fn start(
+    pub(crate) fn start(
         detectors: Vec<Box<dyn ObjectDetector>>,
         when: DetectWhen,
         camera: &str,
@@ -177,7 +177,7 @@ impl DetectorPool {
     }
 
     /// Waits for every worker; false if one panicked.
-    pub fn join(self) -> bool {
+    pub(crate) fn join(self) -> bool {
         let mut ok = true;
         for w in self.workers {
             ok &= w.join().is_ok();
@@ -188,7 +188,7 @@ impl DetectorPool {
 
 /// What reaches the detect stage: a frame (owned, or shared with the live stream) and what the
 /// stages before it have already found.
-pub enum Staged<F> {
+pub(crate) enum Staged<F> {
     /// Straight from capture.
     Captured(F),
     /// Through a [`motion_stage`].
@@ -216,7 +216,7 @@ impl From<Detected> for Staged<Frame> {
 }
 
 /// What a feed has for the pipeline after a wait.
-pub enum Next<T> {
+pub(crate) enum Next<T> {
     Item(T),
     /// Nothing yet.
     Idle,
@@ -225,7 +225,7 @@ pub enum Next<T> {
 }
 
 /// Where a pipeline's input comes from.
-pub trait Feed {
+pub(crate) trait Feed {
     type Item;
     /// The next item, waiting at most `wait`.
     fn next(&self, wait: Duration) -> Next<Self::Item>;
@@ -255,7 +255,7 @@ impl Feed for FrameSlot {
     }
 }
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     camera: String,
     motion: Option<MotionDetector>,
     detector: Option<Box<dyn ObjectDetector>>,
@@ -276,7 +276,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(
+    pub(crate) fn new(
         camera: &str,
         cfg: &Config,
         detector: Option<Box<dyn ObjectDetector>>,
@@ -333,7 +333,7 @@ impl Pipeline {
     /// events. Each frame is handed to `then` once processed. The one way to run a pipeline:
     /// the daemon feeds it from a newest-wins slot of captured frames, replay from an in-order
     /// channel of frames whose motion (and, with a detector pool, detections) are already found.
-    pub fn run<F: Borrow<Frame>, T: Into<Staged<F>>>(
+    pub(crate) fn run<F: Borrow<Frame>, T: Into<Staged<F>>>(
         &mut self,
         feed: &impl Feed<Item = T>,
         cancel: &CancellationToken,
@@ -382,7 +382,7 @@ impl Pipeline {
 
     /// Takes the motion detector out, for a caller that runs motion on its own thread (see
     /// [`motion_stage`]) and feeds the results to [`Pipeline::run`] in frame order.
-    pub fn take_motion(&mut self) -> Option<MotionDetector> {
+    pub(crate) fn take_motion(&mut self) -> Option<MotionDetector> {
         self.motion.take()
     }
 
@@ -531,7 +531,7 @@ impl Pipeline {
 
     /// Ends every open event (the source ended or the daemon is stopping); their end time is
     /// when their object was last seen.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         let changes = self.tracker.finish();
         let out = self
             .events

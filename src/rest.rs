@@ -20,7 +20,7 @@ use crate::state::{ApiError, AppState};
 use crate::stats::StatsSnapshot;
 
 /// The `/api` routes (behind the token, when one is set).
-pub fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", get(get_event))
@@ -94,7 +94,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsSnapshot> {
 }
 
 /// Liveness for probes and load balancers: 200 while serving, 503 once stopping.
-pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let cameras: BTreeMap<String, String> = state
         .cameras
         .iter()

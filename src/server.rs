@@ -19,7 +19,7 @@ use crate::state::{ApiError, AppState};
 /// Everything the daemon serves: behind the token (when one is set) the WebSocket and the REST
 /// API; open for probes `/healthz` and `/metrics`; and the dashboard, whose page asks for the
 /// token itself.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let guarded = Router::new()
         .merge(crate::ws::routes())
         .merge(crate::rest::routes())
@@ -34,16 +34,19 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// HTTP connections (not yet upgraded to WebSocket) served at once; more are closed on accept.
 /// WebSocket clients count against `server.max_clients` instead, once upgraded.
-pub const MAX_HTTP_CONNECTIONS: usize = 256;
+pub(crate) const MAX_HTTP_CONNECTIONS: usize = 256;
 /// A client must send its whole request head within this time (slow-loris and half-open
 /// connections are closed).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `state.shutdown` fires, then lets requests in flight finish (at most 5 s).
 ///
 /// axum's own `serve` sets no timer on hyper, so a connection that never finishes its request
 /// head would be held forever; this loop bounds both how many connections wait and how long.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
 

@@ -84,7 +84,7 @@ impl AppState {
 }
 
 /// An API error: a status and a JSON body `{"error": code, "message": ...}`.
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     /// A stable, machine-readable code.
     pub code: &'static str,
@@ -93,7 +93,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,

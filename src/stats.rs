@@ -182,7 +182,7 @@ const WARN_AGAIN_S: u64 = 300;
 
 /// The stats task: every second a snapshot, sent to `feed` as JSON and kept in `latest`. Runs
 /// until aborted.
-pub async fn run(
+pub(crate) async fn run(
     sources: Arc<Sources>,
     feed: broadcast::Sender<Utf8Bytes>,
     latest: watch::Sender<Arc<StatsSnapshot>>,

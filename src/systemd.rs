@@ -17,11 +17,11 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
@@ -60,13 +60,13 @@ fn progress(state: &AppState) -> Vec<Progress> {
 }
 
 /// The one-line summary for `systemctl status`.
-pub fn status_line(state: &AppState) -> String {
+pub(crate) fn status_line(state: &AppState) -> String {
     state.latest_stats().status_line()
 }
 
 /// Sends WATCHDOG=1 at half the watchdog period while the pipelines are healthy, and STATUS=
 /// every few seconds. Runs until aborted.
-pub async fn watchdog_loop(state: Arc<AppState>) {
+pub(crate) async fn watchdog_loop(state: Arc<AppState>) {
     let watchdog = sd_notify::watchdog_enabled();
     let every = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);

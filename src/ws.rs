@@ -64,14 +64,14 @@ const BATCH: usize = 32;
 const READ_BUFFER: usize = 4096;
 
 /// The `/ws` route (the caller puts it behind the token check).
-pub fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/ws", get(upgrade))
 }
 
 /// Whether a browser page from `origin` may open `/ws`: the daemon's own page (same host and
 /// port as the request), or one of `allowed_origins`. Clients that send no Origin (not browsers)
 /// are allowed; the token is their gate.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -87,7 +87,7 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 
 /// Checks done before a WebSocket upgrade: Origin, shutdown, client limit. On success the
 /// permit holds the client's slot for as long as it is connected.
-pub fn check_upgrade(
+pub(crate) fn check_upgrade(
     state: &AppState,
     headers: &HeaderMap,
     addr: SocketAddr,
@@ -124,7 +124,7 @@ pub fn check_upgrade(
     })
 }
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,

@@ -18,14 +18,14 @@ use crate::protocol::{CameraInfo, CameraStatus};
 /// Holds at most one frame. Capture puts (replacing an unread frame, which counts as skipped);
 /// detection takes. This is what keeps live latency low: a busy detector never sees a backlog.
 #[derive(Default)]
-pub struct FrameSlot {
+pub(crate) struct FrameSlot {
     frame: Mutex<Option<Arc<Frame>>>,
     ready: Condvar,
 }
 
 impl FrameSlot {
     /// Stores `frame`; returns true when it replaced one that was never taken.
-    pub fn put(&self, frame: Arc<Frame>) -> bool {
+    pub(crate) fn put(&self, frame: Arc<Frame>) -> bool {
         let mut slot = self.frame.lock().unwrap_or_else(|p| p.into_inner());
         let replaced = slot.replace(frame).is_some();
         self.ready.notify_one();
@@ -33,7 +33,7 @@ impl FrameSlot {
     }
 
     /// Waits up to `timeout` for a frame.
-    pub fn take(&self, timeout: Duration) -> Option<Arc<Frame>> {
+    pub(crate) fn take(&self, timeout: Duration) -> Option<Arc<Frame>> {
         let slot = self.frame.lock().unwrap_or_else(|p| p.into_inner());
         let (mut slot, _) = self
             .ready
@@ -181,7 +181,7 @@ impl SourceState {
 }
 
 /// Reopen delays: 0.5 s doubling to 30 s.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6)).min(30_000))
 }
 
@@ -198,7 +198,7 @@ fn seconds(d: Duration) -> String {
 /// other sources are read as fast as they deliver. Frames are stamped with the wall clock and
 /// given to `live` (the live stream, which must not block) before they go into `slot`: the
 /// stream shows every frame at once and at the camera's rate, not at the detector's.
-pub fn run_capture(
+pub(crate) fn run_capture(
     source: Source,
     opts: SourceOptions,
     slot: Arc<FrameSlot>,

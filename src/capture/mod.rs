@@ -2,11 +2,11 @@
 //! way to open it, with a clear error. live.rs keeps a camera open and feeds the daemon;
 //! reader.rs reads a recording for replay; rtsp.rs asks an RTSP camera before FFmpeg does.
 
-pub mod live;
+pub(crate) mod live;
 mod reader;
-pub mod rtsp;
+pub(crate) mod rtsp;
 
-pub use reader::ReplayReader;
+pub(crate) use reader::ReplayReader;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::config::{CameraConfig, RtspTransport};
 use crate::errors::CaptureError;
 
 /// One decoded frame.
-pub struct Frame {
+pub(crate) struct Frame {
     /// 0-based position in the stream.
     pub seq: u64,
     /// Replay: milliseconds since the start of the clip. Live: milliseconds since the Unix epoch.
@@ -31,7 +31,7 @@ pub struct Frame {
 
 /// What a `source` string in the config means.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     File(PathBuf),
     /// A V4L2 device, by path (`/dev/video0`) or index.
     Device(String),
@@ -42,7 +42,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn parse(s: &str) -> Source {
+    pub(crate) fn parse(s: &str) -> Source {
         let s = s.trim();
         if s.contains('!') && s.contains("appsink") {
             Source::Gstreamer(s.to_string())
@@ -55,13 +55,8 @@ impl Source {
         }
     }
 
-    /// Whether frames come as fast as we read them (files) or at the camera's pace.
-    pub fn is_live(&self) -> bool {
-        !matches!(self, Source::File(_))
-    }
-
     /// A name for logs and errors; URLs lose any password.
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         match self {
             Source::File(p) => p.display().to_string(),
             Source::Device(d) => d.clone(),
@@ -76,7 +71,7 @@ impl Source {
     /// first so the message is plain; a network stream gets `opts`' timeouts so that a dead
     /// camera cannot hang the thread; an RTSP camera is asked first by the pre-flight, which
     /// tells refused, wrong path and wrong password apart, then opened with its transport.
-    pub fn open(&self, opts: &SourceOptions) -> Result<VideoCapture, CaptureError> {
+    pub(crate) fn open(&self, opts: &SourceOptions) -> Result<VideoCapture, CaptureError> {
         let name = self.display_name();
         let ocv = |source| CaptureError::OpenCv {
             source_name: name.clone(),
@@ -143,7 +138,7 @@ impl Source {
 
 /// How a camera's network source is opened and read (from its `[[cameras]]` entry).
 #[derive(Clone, Copy, Debug)]
-pub struct SourceOptions {
+pub(crate) struct SourceOptions {
     pub rtsp_transport: RtspTransport,
     /// Connecting, up to the first decoded frame.
     pub open_timeout: Duration,
@@ -152,7 +147,7 @@ pub struct SourceOptions {
 }
 
 impl SourceOptions {
-    pub fn from_camera(cam: &CameraConfig) -> Self {
+    pub(crate) fn from_camera(cam: &CameraConfig) -> Self {
         Self {
             rtsp_transport: cam.rtsp_transport,
             open_timeout: Duration::from_secs(cam.open_timeout_s),
@@ -185,7 +180,7 @@ fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
 
 /// Whether `p` names a numbered image sequence for FFmpeg's image2 reader, such as
 /// `frames/%05d.png` (a printf integer conversion in the file name).
-pub fn is_image_sequence(p: &Path) -> bool {
+pub(crate) fn is_image_sequence(p: &Path) -> bool {
     let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
@@ -226,8 +221,6 @@ mod tests {
             Source::parse("media/vtest.avi"),
             Source::File("media/vtest.avi".into())
         );
-        assert!(!Source::parse("a.mp4").is_live());
-        assert!(Source::parse("/dev/video0").is_live());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::metrics::CameraStats;
 
 /// A video file opened for replay, with its first frame already decoded (which proves it is a
 /// video before anything else is set up).
-pub struct ReplayReader {
+pub(crate) struct ReplayReader {
     name: String,
     cap: VideoCapture,
     first: Option<Mat>,
@@ -27,7 +27,7 @@ pub struct ReplayReader {
 }
 
 impl ReplayReader {
-    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, CaptureError> {
         let source = Source::File(path.to_owned());
         let name = source.display_name();
         let mut cap = source.open(&SourceOptions::default())?;
@@ -59,14 +59,14 @@ impl ReplayReader {
 
     /// Milliseconds since the start of the clip for frame `seq`: the frame's position on the
     /// video's own clock.
-    pub fn timestamp_ms(&self, seq: u64) -> i64 {
+    pub(crate) fn timestamp_ms(&self, seq: u64) -> i64 {
         (seq as f64 * 1000.0 / self.fps).round() as i64
     }
 
     /// Reads every frame into `tx` (blocking when the detector is behind: replay never drops),
     /// paced at the file's fps when `realtime`. Returns the number of frames read. Stops early,
     /// without error, when `cancel` fires or the receiver is gone.
-    pub fn run(
+    pub(crate) fn run(
         mut self,
         tx: Sender<Frame>,
         realtime: bool,
@@ -112,7 +112,7 @@ impl ReplayReader {
 
     /// An error when fewer frames decoded than the header announced (by more than a small
     /// margin, since headers of some containers round).
-    pub fn check_complete(
+    pub(crate) fn check_complete(
         name: &str,
         decoded: u64,
         announced: Option<u64>,
@@ -127,7 +127,7 @@ impl ReplayReader {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 }

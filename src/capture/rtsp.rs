@@ -113,7 +113,7 @@ impl Response {
 /// Asks the camera to `DESCRIBE` the stream (authenticating when asked to), the same first step
 /// FFmpeg takes, and turns the answer into a plain reason. `Ok` means the stream exists and the
 /// credentials are right; what remains to fail is the media itself.
-pub fn preflight(url: &str, timeout: Duration) -> Result<(), RtspError> {
+pub(crate) fn preflight(url: &str, timeout: Duration) -> Result<(), RtspError> {
     let u = RtspUrl::parse(url)?;
     if url.starts_with("rtsps://") {
         // TLS: leave it to FFmpeg; its error is all we can give.
@@ -272,7 +272,7 @@ fn ffmpeg_options(transport: RtspTransport, open_timeout: Duration) -> String {
 
 /// Opens `url` with FFmpeg over `transport`; the open (connect, probe, first packets) may take
 /// `open_timeout`, each read then `read_timeout`.
-pub fn open(
+pub(crate) fn open(
     url: &str,
     transport: RtspTransport,
     open_timeout: Duration,
@@ -308,7 +308,7 @@ pub fn open(
 }
 
 /// The stream's codec as FFmpeg names it (`h264`, `hevc`, `mjpeg`), for messages.
-pub fn codec(cap: &VideoCapture) -> String {
+pub(crate) fn codec(cap: &VideoCapture) -> String {
     let fourcc = cap.get(videoio::CAP_PROP_FOURCC).unwrap_or(0.0) as u32;
     let s: String = fourcc
         .to_le_bytes()

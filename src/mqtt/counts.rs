@@ -8,13 +8,13 @@ use crate::models::{EventKind, EventMsg};
 
 /// Open event ids per (camera, label); every configured pair is present, at 0 too.
 #[derive(Debug, Default)]
-pub struct Counts {
+pub(super) struct Counts {
     open: BTreeMap<(String, String), BTreeSet<i64>>,
 }
 
 impl Counts {
     /// Counts of 0 for each camera and each of its labels.
-    pub fn new(cameras: &[(String, Vec<String>)]) -> Self {
+    pub(super) fn new(cameras: &[(String, Vec<String>)]) -> Self {
         let mut open = BTreeMap::new();
         for (cam, labels) in cameras {
             for l in labels {
@@ -25,7 +25,7 @@ impl Counts {
     }
 
     /// Applies an event message; the pair whose count changed, with the new count.
-    pub fn apply(&mut self, msg: &EventMsg) -> Option<((String, String), usize)> {
+    pub(super) fn apply(&mut self, msg: &EventMsg) -> Option<((String, String), usize)> {
         let e = &msg.event;
         let key = (e.camera.clone(), e.label.clone());
         let ids = self.open.entry(key.clone()).or_default();
@@ -39,7 +39,7 @@ impl Counts {
 
     /// Replaces the counts with the open events the database holds (camera, label, id); the
     /// pairs whose count changed, with the new counts.
-    pub fn resync(
+    pub(super) fn resync(
         &mut self,
         open: impl IntoIterator<Item = (String, String, i64)>,
     ) -> Vec<((String, String), usize)> {
@@ -61,7 +61,7 @@ impl Counts {
     }
 
     /// Every pair with its count.
-    pub fn all(&self) -> impl Iterator<Item = (&(String, String), usize)> {
+    pub(super) fn all(&self) -> impl Iterator<Item = (&(String, String), usize)> {
         self.open.iter().map(|(k, ids)| (k, ids.len()))
     }
 }

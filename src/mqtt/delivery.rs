@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// Messages published at once (not yet acknowledged) at most.
-pub const WINDOW: usize = 256;
+pub(super) const WINDOW: usize = 256;
 
 #[derive(Debug, Default)]
-pub struct Delivery {
+pub(super) struct Delivery {
     /// Per publish handed to the client on this connection, in order: its outbox seq (`None`:
     /// not from the outbox).
     handed: VecDeque<Option<i64>>,
@@ -25,7 +25,7 @@ pub struct Delivery {
 
 /// What an event of the client's event loop did to the outbox.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// An outbox row is delivered (acknowledged, or out with QoS 0).
     Delivered(i64),
     /// Nothing finished.
@@ -35,40 +35,40 @@ pub enum Outcome {
 impl Delivery {
     /// A new connection: what was handed to the old one is gone with it and is read again
     /// from the outbox, except what the broker acknowledged.
-    pub fn reconnected(&mut self) {
+    pub(super) fn reconnected(&mut self) {
         self.handed.clear();
         self.inflight.clear();
         self.last_seq = 0;
     }
 
     /// The outbox seq after which to read.
-    pub fn read_after(&self) -> i64 {
+    pub(super) fn read_after(&self) -> i64 {
         self.last_seq
     }
 
     /// How many more publishes the window has room for.
-    pub fn room(&self) -> usize {
+    pub(super) fn room(&self) -> usize {
         WINDOW.saturating_sub(self.inflight.len() + self.handed.len())
     }
 
     /// Whether the window is half free exactly now (read on at once: a backlog drains at the
     /// broker's pace, not the poll interval's).
-    pub fn half_free(&self) -> bool {
+    pub(super) fn half_free(&self) -> bool {
         self.inflight.len() + self.handed.len() == WINDOW / 2
     }
 
     /// Nothing handed or in flight.
-    pub fn idle(&self) -> bool {
+    pub(super) fn idle(&self) -> bool {
         self.handed.is_empty() && self.inflight.is_empty()
     }
 
     /// Whether outbox row `seq` still has to go out (it was not acknowledged before).
-    pub fn wanted(&self, seq: i64) -> bool {
+    pub(super) fn wanted(&self, seq: i64) -> bool {
         !self.acked.contains(&seq)
     }
 
     /// A publish was handed to the client (`seq`: its outbox row).
-    pub fn handed(&mut self, seq: Option<i64>) {
+    pub(super) fn handed(&mut self, seq: Option<i64>) {
         self.handed.push_back(seq);
         if let Some(seq) = seq {
             self.last_seq = self.last_seq.max(seq);
@@ -76,12 +76,12 @@ impl Delivery {
     }
 
     /// Outbox row `seq` was read but skipped (acknowledged before): read after it next time.
-    pub fn skipped(&mut self, seq: i64) {
+    pub(super) fn skipped(&mut self, seq: i64) {
         self.last_seq = self.last_seq.max(seq);
     }
 
     /// The client wrote the next publish to the socket with packet id `pkid` (0: QoS 0).
-    pub fn went_out(&mut self, pkid: u16) -> Outcome {
+    pub(super) fn went_out(&mut self, pkid: u16) -> Outcome {
         match self.handed.pop_front().flatten() {
             Some(seq) if pkid == 0 => self.delivered(seq),
             Some(seq) => {
@@ -93,7 +93,7 @@ impl Delivery {
     }
 
     /// The broker acknowledged packet `pkid`.
-    pub fn acknowledged(&mut self, pkid: u16) -> Outcome {
+    pub(super) fn acknowledged(&mut self, pkid: u16) -> Outcome {
         match self.inflight.remove(&pkid) {
             Some(seq) => self.delivered(seq),
             None => Outcome::Nothing,
@@ -108,17 +108,17 @@ impl Delivery {
 
     /// Rows below `oldest` (the oldest left in the outbox) are deleted: no need to remember
     /// that they were acknowledged.
-    pub fn forget_below(&mut self, oldest: Option<i64>) {
+    pub(super) fn forget_below(&mut self, oldest: Option<i64>) {
         self.acked.retain(|&seq| oldest.is_some_and(|o| seq >= o));
     }
 
     /// The acknowledged rows to tell the writer about; give them back with [`Self::unsent`]
     /// if the writer could not take them.
-    pub fn take_acks(&mut self) -> Vec<i64> {
+    pub(super) fn take_acks(&mut self) -> Vec<i64> {
         std::mem::take(&mut self.unsent_acks)
     }
 
-    pub fn unsent(&mut self, mut acks: Vec<i64>) {
+    pub(super) fn unsent(&mut self, mut acks: Vec<i64>) {
         acks.append(&mut self.unsent_acks);
         self.unsent_acks = acks;
     }

@@ -32,10 +32,10 @@ use crate::models::{EventKind, EventMsg};
 use crate::stats::StatsSnapshot;
 use counts::Counts;
 use delivery::{Delivery, Outcome};
-pub use topics::{discovery, safe_id, Topics};
+pub(crate) use topics::{discovery, Topics};
 
 /// What to tell the user about a failed connection, in one line.
-pub fn describe(err: &ConnectionError, broker: &str) -> String {
+pub(crate) fn describe(err: &ConnectionError, broker: &str) -> String {
     match err {
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
@@ -59,7 +59,7 @@ pub fn describe(err: &ConnectionError, broker: &str) -> String {
 }
 
 /// The task's settings.
-pub struct Client {
+pub(crate) struct Client {
     pub cfg: MqttConfig,
     pub topics: Topics,
     /// Cameras and the labels to report for each (counts and discovery).
@@ -68,7 +68,7 @@ pub struct Client {
 }
 
 /// What the task reads and writes.
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// Event messages from every camera's bus.
     pub events: broadcast::Receiver<Arc<EventMsg>>,
     /// The latest stats, published every `stats_interval_s`.
@@ -83,7 +83,7 @@ pub struct Inputs {
 
 /// The labels whose counts (and Home Assistant entities) each camera reports:
 /// `detector.labels_allow`, or `person` when that is empty (every label).
-pub fn reported_labels(detector: &crate::config::DetectorConfig) -> Vec<String> {
+pub(crate) fn reported_labels(detector: &crate::config::DetectorConfig) -> Vec<String> {
     if detector.labels_allow.is_empty() {
         vec!["person".into()]
     } else {
@@ -175,7 +175,7 @@ impl Client {
 
     /// Runs until `stop`; then publishes what is in the outbox (for a few seconds, if
     /// connected), says `offline` and disconnects.
-    pub async fn run(self, inputs: Inputs, stop: CancellationToken) {
+    pub(crate) async fn run(self, inputs: Inputs, stop: CancellationToken) {
         let counts = Counts::new(&self.cameras);
         let mut task = Task {
             client: self,

@@ -6,7 +6,7 @@ use crate::config::MqttConfig;
 
 /// `s` with every character outside `[A-Za-z0-9_-]` replaced by `_`: safe in any topic level
 /// and in Home Assistant's discovery topics and ids.
-pub fn safe_id(s: &str) -> String {
+pub(crate) fn safe_id(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
@@ -20,14 +20,14 @@ pub fn safe_id(s: &str) -> String {
 
 /// Topic names of one device.
 #[derive(Clone, Debug)]
-pub struct Topics {
+pub(crate) struct Topics {
     pub base: String,
     pub discovery_prefix: String,
     pub device: String,
 }
 
 impl Topics {
-    pub fn new(cfg: &MqttConfig) -> Self {
+    pub(crate) fn new(cfg: &MqttConfig) -> Self {
         let device = safe_id(&cfg.device());
         Self {
             base: format!("{}/{device}", cfg.topic_prefix),
@@ -35,20 +35,20 @@ impl Topics {
             device,
         }
     }
-    pub fn available(&self) -> String {
+    pub(crate) fn available(&self) -> String {
         format!("{}/available", self.base)
     }
-    pub fn events(&self) -> String {
+    pub(crate) fn events(&self) -> String {
         format!("{}/events", self.base)
     }
-    pub fn stats(&self) -> String {
+    pub(crate) fn stats(&self) -> String {
         format!("{}/stats", self.base)
     }
     /// The retained count of `label` objects with an open event on `camera`.
-    pub fn count(&self, camera: &str, label: &str) -> String {
+    pub(crate) fn count(&self, camera: &str, label: &str) -> String {
         format!("{}/{}/{}", self.base, safe_id(camera), safe_id(label))
     }
-    pub fn snapshot(&self, camera: &str, label: &str) -> String {
+    pub(crate) fn snapshot(&self, camera: &str, label: &str) -> String {
         format!("{}/snapshot", self.count(camera, label))
     }
 }
@@ -57,7 +57,7 @@ impl Topics {
 /// binary_sensor and a count sensor, both on the count topic, and a camera showing the latest
 /// snapshot, with availability and a device. Home Assistant names the entities after the device
 /// and the entity's name: `binary_sensor.ocellus_<device>_<camera>_<label>_occupancy`.
-pub fn discovery(topics: &Topics, camera: &str, label: &str) -> Vec<(String, String)> {
+pub(crate) fn discovery(topics: &Topics, camera: &str, label: &str) -> Vec<(String, String)> {
     let id = format!(
         "ocellus_{}_{}_{}",
         topics.device,

@@ -56,7 +56,7 @@ const APPEARANCE_RATE: f32 = 0.1;
 const CROWDED_IOU: f32 = 0.2;
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Track {
+pub(crate) struct Track {
     pub id: u64,
     pub class_id: u32,
     pub label: String,
@@ -95,12 +95,12 @@ pub struct Track {
 
 impl Track {
     /// Where the track's box should be at `ts_ms`, assuming it keeps its velocity.
-    pub fn predict(&self, ts_ms: i64) -> BBox {
+    pub(crate) fn predict(&self, ts_ms: i64) -> BBox {
         self.filter.peek(ts_ms)
     }
 
     /// The median of the latest detection scores.
-    pub fn median_score(&self) -> f32 {
+    pub(crate) fn median_score(&self) -> f32 {
         median(self.scores.iter().copied())
     }
 
@@ -125,7 +125,7 @@ impl Track {
 /// stationary changes and improvements, new tracks (as improvements), confirmations, ends. A
 /// track confirmed in an update becomes stationary in a later one at the earliest.
 #[derive(Clone, Debug, PartialEq)]
-pub enum TrackChange {
+pub(crate) enum TrackChange {
     /// The track's top score rose in this frame (confirmed or not): a better snapshot moment.
     Improved(u64),
     /// The track just became a real object: its event starts.
@@ -155,7 +155,7 @@ impl Matching<'_> {
     }
 }
 
-pub struct Tracker {
+pub(crate) struct Tracker {
     cfg: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
@@ -164,7 +164,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(cfg: TrackerConfig) -> Self {
+    pub(crate) fn new(cfg: TrackerConfig) -> Self {
         Self {
             cfg,
             tracks: Vec::new(),
@@ -173,17 +173,21 @@ impl Tracker {
         }
     }
 
-    pub fn tracks(&self) -> &[Track] {
+    pub(crate) fn tracks(&self) -> &[Track] {
         &self.tracks
     }
 
-    pub fn get(&self, id: u64) -> Option<&Track> {
+    pub(crate) fn get(&self, id: u64) -> Option<&Track> {
         self.tracks.iter().find(|t| t.id == id)
     }
 
     /// Feeds one processed frame's detections. Returns the changes, and for each detection the id
     /// of the track it was assigned to, 0 for none (same order as `dets`).
-    pub fn update(&mut self, ts_ms: i64, dets: &[Detection]) -> (Vec<TrackChange>, Vec<u64>) {
+    pub(crate) fn update(
+        &mut self,
+        ts_ms: i64,
+        dets: &[Detection],
+    ) -> (Vec<TrackChange>, Vec<u64>) {
         let mut changes = Vec::new();
         let mut m = Matching {
             dets,
@@ -451,14 +455,14 @@ impl Tracker {
 
     /// Advances time without detections (the detector did not run on this frame): tracks can
     /// only expire.
-    pub fn tick(&mut self, ts_ms: i64) -> Vec<TrackChange> {
+    pub(crate) fn tick(&mut self, ts_ms: i64) -> Vec<TrackChange> {
         let mut changes = Vec::new();
         self.expire(ts_ms, &mut changes);
         changes
     }
 
     /// Ends every confirmed track (the source ended or the daemon stops); the others vanish.
-    pub fn finish(&mut self) -> Vec<TrackChange> {
+    pub(crate) fn finish(&mut self) -> Vec<TrackChange> {
         let tracks = std::mem::take(&mut self.tracks);
         tracks
             .into_iter()
