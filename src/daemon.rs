@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::Bus;
 use crate::capture::live::{self, FrameSlot, SourceState};
 use crate::capture::Source;
-use crate::config::Config;
-use crate::db::{self, DbHandle, ReadPool, WriterOptions};
-use crate::detect;
+use crate::config::{CameraConfig, Config};
+use crate::db::{self, DbHandle, ReadPool, WriterOptions, WriterStats};
+use crate::detect::{self, ObjectDetector};
 use crate::errors::{DbError, DetectError};
 use crate::events::EventIds;
 use crate::hub::CameraHub;
@@ -78,7 +78,6 @@ impl Daemon {
     /// before starting anything on a bad database or model.
     pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
         let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
-        let enabled_ids: Vec<String> = enabled.iter().map(|c| c.id.clone()).collect();
         // Load every detector before anything is created: a broken model stops the start.
         let mut detectors = Vec::new();
         for cam in &enabled {
@@ -94,144 +93,45 @@ impl Daemon {
             max_messages: m.outbox_max_messages,
             max_age_ms: m.outbox_max_age_h as i64 * 3_600_000,
         });
-        let mqtt_topics = cfg.mqtt.as_ref().map(crate::mqtt::Topics::new);
         let storage = db::start(&db_path, writer_opts)?;
         let first_event_id = storage.max_event_id + 1;
-        let ids = EventIds::after(storage.max_event_id);
-        let (db, writer, writer_stats) = (storage.handle, storage.thread, storage.stats);
 
-        let (event_feed, _) = broadcast::channel::<Utf8Bytes>(MESSAGE_CAPACITY);
         let (typed_events, mqtt_events) = broadcast::channel::<Arc<EventMsg>>(MESSAGE_CAPACITY);
-        let pipelines_stop = CancellationToken::new();
+        let peers = Peers {
+            db: storage.handle.clone(),
+            outbox_topic: cfg
+                .mqtt
+                .as_ref()
+                .map(|m| crate::mqtt::Topics::new(m).events()),
+            event_feed: broadcast::channel(MESSAGE_CAPACITY).0,
+            typed: typed_events,
+            ids: EventIds::after(storage.max_event_id),
+            stop: CancellationToken::new(),
+        };
         let mut hubs = Vec::new();
         let mut threads = Vec::new();
-        for (cam, detector) in enabled.into_iter().zip(detectors) {
-            let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
-            let state = Arc::new(
-                SourceState::new(&cam.id, &name)
-                    .with_masks(cam.object_masks.clone(), cam.motion_masks.clone())
-                    .with_zones(crate::protocol::Shape::of(cam)),
-            );
-            let stats = Arc::new(CameraStats::default());
-            let info = detector.as_ref().map(|d| d.info());
-            match &info {
-                Some(info) => {
-                    tracing::info!(camera = %cam.id, runtime = info.runtime, provider = info.provider, "camera {} detector: {info}", cam.id)
-                }
-                None => {
-                    tracing::info!(camera = %cam.id, "camera {} has no object detector (detector.kind = \"none\"): motion only", cam.id)
-                }
-            }
-            let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone(), info));
-            let slot = Arc::new(FrameSlot::default());
-            let (encoder, encoder_join) = crate::encoder::spawn(
-                &cam.id,
-                hub.frames.clone(),
-                stats.clone(),
-                cfg.server.stream_quality,
-            )?;
-            let capture = {
-                let opts = crate::capture::SourceOptions::from_camera(cam);
-                let (source, slot, state, stats, stop) = (
-                    Source::parse(&cam.source),
-                    slot.clone(),
-                    state.clone(),
-                    stats.clone(),
-                    pipelines_stop.clone(),
-                );
-                // `encoder` moves into the capture thread and drops when it ends, which ends
-                // the encoder thread.
-                std::thread::Builder::new()
-                    .name(format!("cam-{}", cam.id))
-                    .spawn(move || {
-                        live::run_capture(source, opts, slot, state, stats, stop, |f| {
-                            encoder.offer(f)
-                        })
-                    })?
-            };
-            let bus = Bus::new(&cam.id)
-                .database(db.clone(), mqtt_topics.as_ref().map(|t| t.events()))
-                .websocket(event_feed.clone(), hub.detections.clone())
-                .typed(typed_events.clone())
-                .journal();
-            let mut pipeline = Pipeline::new(
-                &cam.id,
-                cfg,
-                detector,
-                ids.clone(),
-                Box::new(bus),
-                stats.clone(),
-            )?;
-            let detect = {
-                let stop = pipelines_stop.clone();
-                std::thread::Builder::new()
-                    .name(format!("detect-{}", cam.id))
-                    .spawn(move || pipeline.run(&*slot, &stop, |_| {}))?
-            };
-            let source = Source::parse(&cam.source).display_name();
-            tracing::info!(camera = %cam.id, source = %source, state = "connecting", "camera {} starting: {source}", cam.id);
+        for (cam, detector) in enabled.iter().zip(detectors) {
+            let (hub, t) = start_camera(cfg, cam, detector, &peers)?;
             hubs.push(hub);
-            threads.push(CameraThreads {
-                id: cam.id.clone(),
-                capture,
-                detect,
-                encoder: encoder_join,
-            });
+            threads.push(t);
         }
         if hubs.is_empty() {
             tracing::warn!(
                 "no enabled cameras in the config; serving the API and stored events only"
             );
         }
-
-        let mqtt = match (&cfg.mqtt, mqtt_topics) {
-            (Some(m), Some(topics)) => {
-                let labels = crate::mqtt::reported_labels(&cfg.detector);
-                tracing::info!(broker = %m.url, topics = %topics.base, "MQTT: publishing to {} under {}/", m.url, topics.base);
-                let client = crate::mqtt::Client {
-                    cfg: m.clone(),
-                    topics,
-                    cameras: enabled_ids
-                        .iter()
-                        .map(|id| (id.clone(), labels.clone()))
-                        .collect(),
-                    stats: Arc::new(MqttStats::default()),
-                };
-                Some((client, mqtt_events))
-            }
-            _ => None,
-        };
-        let server_metrics = Arc::new(ServerMetrics::default());
-        let started = Instant::now();
-        let sources = Arc::new(Sources {
-            cameras: hubs.clone(),
-            started,
-            server: server_metrics.clone(),
-            writer: writer_stats,
-            mqtt: mqtt
-                .as_ref()
-                .map(|(m, _)| (m.stats.clone(), m.cfg.url.clone())),
-        });
-        let (latest_stats, latest_rx) = watch::channel(Arc::new(sources.take(None).0));
-        let state = Arc::new(AppState {
-            client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
-            cfg: cfg.server.clone(),
-            cameras: hubs,
-            event_feed,
-            stats_feed: broadcast::channel(16).0,
-            latest_stats: latest_rx,
-            sources,
-            readers: Arc::new(ReadPool::new(&db_path, 4)),
-            metrics: server_metrics,
-            started,
-            shutdown: CancellationToken::new(),
-        });
+        let ids: Vec<&str> = enabled.iter().map(|c| c.id.as_str()).collect();
+        let mqtt = mqtt_client(cfg, &ids).map(|c| (c, mqtt_events));
+        let mqtt_stats = mqtt
+            .as_ref()
+            .map(|(m, _)| (m.stats.clone(), m.cfg.url.clone()));
+        let (state, latest_stats) = app_state(cfg, hubs, &peers, storage.stats, mqtt_stats);
         Ok(Daemon {
             state,
             cameras: threads,
-            db,
-            writer,
-            pipelines_stop,
+            db: storage.handle,
+            writer: storage.thread,
+            pipelines_stop: peers.stop,
             db_path,
             mqtt,
             first_event_id,
@@ -324,4 +224,145 @@ impl Daemon {
         tracing::info!("ocellus stopped");
         Ok(())
     }
+}
+
+/// What every camera's threads share: the bus's peers, the event ids and the stop token.
+struct Peers {
+    db: DbHandle,
+    /// The MQTT topic of event messages (the outbox), with `[mqtt]`.
+    outbox_topic: Option<String>,
+    event_feed: broadcast::Sender<Utf8Bytes>,
+    typed: broadcast::Sender<Arc<EventMsg>>,
+    ids: EventIds,
+    /// Stops capture and detection.
+    stop: CancellationToken,
+}
+
+/// Starts one camera's capture, encoder and detect threads; its hub for the server.
+fn start_camera(
+    cfg: &Config,
+    cam: &CameraConfig,
+    detector: Option<Box<dyn ObjectDetector>>,
+    peers: &Peers,
+) -> Result<(Arc<CameraHub>, CameraThreads), DaemonError> {
+    let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
+    let state = Arc::new(
+        SourceState::new(&cam.id, &name)
+            .with_masks(cam.object_masks.clone(), cam.motion_masks.clone())
+            .with_zones(crate::protocol::Shape::of(cam)),
+    );
+    let stats = Arc::new(CameraStats::default());
+    let info = detector.as_ref().map(|d| d.info());
+    match &info {
+        Some(info) => {
+            tracing::info!(camera = %cam.id, runtime = info.runtime, provider = info.provider, "camera {} detector: {info}", cam.id)
+        }
+        None => {
+            tracing::info!(camera = %cam.id, "camera {} has no object detector (detector.kind = \"none\"): motion only", cam.id)
+        }
+    }
+    let hub = Arc::new(CameraHub::new(&cam.id, state.clone(), stats.clone(), info));
+    let slot = Arc::new(FrameSlot::default());
+    let (encoder, encoder_join) = crate::encoder::spawn(
+        &cam.id,
+        hub.frames.clone(),
+        stats.clone(),
+        cfg.server.stream_quality,
+    )?;
+    let capture = {
+        let opts = crate::capture::SourceOptions::from_camera(cam);
+        let (source, slot, state, stats, stop) = (
+            Source::parse(&cam.source),
+            slot.clone(),
+            state.clone(),
+            stats.clone(),
+            peers.stop.clone(),
+        );
+        // `encoder` moves into the capture thread and drops when it ends, which ends the
+        // encoder thread.
+        std::thread::Builder::new()
+            .name(format!("cam-{}", cam.id))
+            .spawn(move || {
+                live::run_capture(source, opts, slot, state, stats, stop, |f| encoder.offer(f))
+            })?
+    };
+    let bus = Bus::new(&cam.id)
+        .database(peers.db.clone(), peers.outbox_topic.clone())
+        .websocket(peers.event_feed.clone(), hub.detections.clone())
+        .typed(peers.typed.clone())
+        .journal();
+    let mut pipeline = Pipeline::new(
+        &cam.id,
+        cfg,
+        detector,
+        peers.ids.clone(),
+        Box::new(bus),
+        stats,
+    )?;
+    let detect = {
+        let stop = peers.stop.clone();
+        std::thread::Builder::new()
+            .name(format!("detect-{}", cam.id))
+            .spawn(move || pipeline.run(&*slot, &stop, |_| {}))?
+    };
+    let source = Source::parse(&cam.source).display_name();
+    tracing::info!(camera = %cam.id, source = %source, state = "connecting", "camera {} starting: {source}", cam.id);
+    let threads = CameraThreads {
+        id: cam.id.clone(),
+        capture,
+        detect,
+        encoder: encoder_join,
+    };
+    Ok((hub, threads))
+}
+
+/// The MQTT client of `[mqtt]`, reporting the configured labels of `cameras`.
+fn mqtt_client(cfg: &Config, cameras: &[&str]) -> Option<crate::mqtt::Client> {
+    let m = cfg.mqtt.as_ref()?;
+    let topics = crate::mqtt::Topics::new(m);
+    let labels = crate::mqtt::reported_labels(&cfg.detector);
+    tracing::info!(broker = %m.url, topics = %topics.base, "MQTT: publishing to {} under {}/", m.url, topics.base);
+    Some(crate::mqtt::Client {
+        cfg: m.clone(),
+        topics,
+        cameras: cameras
+            .iter()
+            .map(|id| (id.to_string(), labels.clone()))
+            .collect(),
+        stats: Arc::new(MqttStats::default()),
+    })
+}
+
+/// The server's shared state, and the sender the stats task will keep its latest snapshot in.
+fn app_state(
+    cfg: &Config,
+    cameras: Vec<Arc<CameraHub>>,
+    peers: &Peers,
+    writer: Arc<WriterStats>,
+    mqtt: Option<(Arc<MqttStats>, String)>,
+) -> (Arc<AppState>, watch::Sender<Arc<StatsSnapshot>>) {
+    let server = Arc::new(ServerMetrics::default());
+    let started = Instant::now();
+    let sources = Arc::new(Sources {
+        cameras: cameras.clone(),
+        started,
+        server: server.clone(),
+        writer,
+        mqtt,
+    });
+    let (latest_stats, latest_rx) = watch::channel(Arc::new(sources.take(None).0));
+    let state = Arc::new(AppState {
+        client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
+        cfg: cfg.server.clone(),
+        cameras,
+        event_feed: peers.event_feed.clone(),
+        stats_feed: broadcast::channel(16).0,
+        latest_stats: latest_rx,
+        sources,
+        readers: Arc::new(ReadPool::new(&cfg.storage.path, 4)),
+        metrics: server,
+        started,
+        shutdown: CancellationToken::new(),
+    });
+    (state, latest_stats)
 }

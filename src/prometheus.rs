@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use crate::capture::live::SourceStatus;
 use crate::metrics::{get as load, Counter};
 use crate::state::AppState;
+use crate::stats::{MqttSnapshot, StatsSnapshot};
 
 /// One metric family: its samples as (labels, value).
 struct Family {
@@ -51,120 +52,12 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 fn render(state: &AppState) -> String {
-    let mut families = Vec::new();
     let snapshot = state.fresh_stats();
-    let camera = |id: &str| format!("{{camera=\"{id}\"}}");
-    // Every per-camera counter, each with one sample per camera.
-    if let Some(first) = snapshot.cameras.first() {
-        for (i, counter) in first.counters.iter().enumerate() {
-            let samples = snapshot
-                .cameras
-                .iter()
-                .map(|c| (camera(&c.camera.id), c.counters[i].value as f64))
-                .collect();
-            families.push(Family::of(counter, samples));
-        }
-    }
-    families.push(Family {
-        name: "ocellus_camera_up",
-        kind: "gauge",
-        help: "1 when the camera's source is connected.",
-        samples: snapshot
-            .cameras
-            .iter()
-            .map(|c| {
-                let up = c.camera.state == SourceStatus::Connected.as_str();
-                (camera(&c.camera.id), f64::from(u8::from(up)))
-            })
-            .collect(),
-    });
-    let (mut in_zone, mut crossings) = (Vec::new(), Vec::new());
-    for c in &snapshot.cameras {
-        let id = &c.camera.id;
-        for z in &c.zones {
-            in_zone.push((
-                format!("{{camera=\"{id}\",zone=\"{}\"}}", z.name),
-                z.objects as f64,
-            ));
-        }
-        for l in &c.lines {
-            for (direction, n) in [("left", l.left), ("right", l.right)] {
-                crossings.push((
-                    format!(
-                        "{{camera=\"{id}\",line=\"{}\",direction=\"{direction}\"}}",
-                        l.name
-                    ),
-                    n as f64,
-                ));
-            }
-        }
-    }
-    families.push(Family {
-        name: "ocellus_zone_objects",
-        kind: "gauge",
-        help: "Objects with an event in the zone now.",
-        samples: in_zone,
-    });
-    families.push(Family {
-        name: "ocellus_line_crossings_total",
-        kind: "counter",
-        help: "Objects with an event that crossed the line, by direction.",
-        samples: crossings,
-    });
-    let (mut seconds, mut runs) = (Vec::new(), Vec::new());
-    for c in &state.cameras {
-        for (stage, t) in c.stats.stages() {
-            let labels = format!("{{camera=\"{}\",stage=\"{stage}\"}}", c.id);
-            seconds.push((labels.clone(), t.total().as_secs_f64()));
-            runs.push((labels, load(&t.count) as f64));
-        }
-    }
-    families.push(Family {
-        name: "ocellus_stage_seconds_total",
-        kind: "counter",
-        help: "Time spent per pipeline stage.",
-        samples: seconds,
-    });
-    families.push(Family {
-        name: "ocellus_stage_runs_total",
-        kind: "counter",
-        help: "Runs per pipeline stage.",
-        samples: runs,
-    });
+    let mut families = camera_families(&snapshot);
+    families.extend(place_families(&snapshot));
+    families.extend(stage_families(state));
     if let Some(m) = &snapshot.mqtt {
-        for (name, kind, help, v) in [
-            (
-                "ocellus_mqtt_connected",
-                "gauge",
-                "1 while connected to the MQTT broker.",
-                u64::from(m.connected),
-            ),
-            (
-                "ocellus_mqtt_published_total",
-                "counter",
-                "Messages the MQTT broker acknowledged.",
-                m.published,
-            ),
-            (
-                "ocellus_mqtt_pending_messages",
-                "gauge",
-                "Messages in the MQTT outbox, waiting for the broker.",
-                m.pending,
-            ),
-            (
-                "ocellus_mqtt_dropped_total",
-                "counter",
-                "MQTT outbox messages given up by its bounds (count, age).",
-                m.dropped,
-            ),
-        ] {
-            families.push(Family {
-                name,
-                kind,
-                help,
-                samples: vec![(String::new(), v as f64)],
-            });
-        }
+        families.extend(mqtt_families(m));
     }
     families.extend(state.metrics.counters().iter().map(Family::unlabelled));
     families.extend(snapshot.db.counters().iter().map(Family::unlabelled));
@@ -187,4 +80,152 @@ fn render(state: &AppState) -> String {
         }
     }
     out
+}
+
+fn camera_label(id: &str) -> String {
+    format!("{{camera=\"{id}\"}}")
+}
+
+/// Every per-camera counter, each with one sample per camera, and whether each camera is up.
+fn camera_families(snapshot: &StatsSnapshot) -> Vec<Family> {
+    let mut families = Vec::new();
+    if let Some(first) = snapshot.cameras.first() {
+        for (i, counter) in first.counters.iter().enumerate() {
+            let samples = snapshot
+                .cameras
+                .iter()
+                .map(|c| (camera_label(&c.camera.id), c.counters[i].value as f64))
+                .collect();
+            families.push(Family::of(counter, samples));
+        }
+    }
+    families.push(Family {
+        name: "ocellus_camera_up",
+        kind: "gauge",
+        help: "1 when the camera's source is connected.",
+        samples: snapshot
+            .cameras
+            .iter()
+            .map(|c| {
+                let up = c.camera.state == SourceStatus::Connected;
+                (camera_label(&c.camera.id), f64::from(u8::from(up)))
+            })
+            .collect(),
+    });
+    families
+}
+
+/// Objects per zone and crossings per line and direction.
+fn place_families(snapshot: &StatsSnapshot) -> [Family; 2] {
+    let (mut in_zone, mut crossings) = (Vec::new(), Vec::new());
+    for c in &snapshot.cameras {
+        let id = &c.camera.id;
+        for z in &c.zones {
+            in_zone.push((
+                format!("{{camera=\"{id}\",zone=\"{}\"}}", z.name),
+                z.objects as f64,
+            ));
+        }
+        for l in &c.lines {
+            for (direction, n) in [("left", l.left), ("right", l.right)] {
+                crossings.push((
+                    format!(
+                        "{{camera=\"{id}\",line=\"{}\",direction=\"{direction}\"}}",
+                        l.name
+                    ),
+                    n as f64,
+                ));
+            }
+        }
+    }
+    [
+        Family {
+            name: "ocellus_zone_objects",
+            kind: "gauge",
+            help: "Objects with an event in the zone now.",
+            samples: in_zone,
+        },
+        Family {
+            name: "ocellus_line_crossings_total",
+            kind: "counter",
+            help: "Objects with an event that crossed the line, by direction.",
+            samples: crossings,
+        },
+    ]
+}
+
+/// Time spent and runs per pipeline stage and camera.
+fn stage_families(state: &AppState) -> [Family; 2] {
+    let (mut seconds, mut runs) = (Vec::new(), Vec::new());
+    for c in &state.cameras {
+        for (stage, t) in c.stats.stages() {
+            let labels = format!("{{camera=\"{}\",stage=\"{stage}\"}}", c.id);
+            seconds.push((labels.clone(), t.total().as_secs_f64()));
+            runs.push((labels, load(&t.count) as f64));
+        }
+    }
+    [
+        Family {
+            name: "ocellus_stage_seconds_total",
+            kind: "counter",
+            help: "Time spent per pipeline stage.",
+            samples: seconds,
+        },
+        Family {
+            name: "ocellus_stage_runs_total",
+            kind: "counter",
+            help: "Runs per pipeline stage.",
+            samples: runs,
+        },
+    ]
+}
+
+/// The MQTT client's state.
+fn mqtt_families(m: &MqttSnapshot) -> Vec<Family> {
+    [
+        (
+            "ocellus_mqtt_connected",
+            "gauge",
+            "1 while connected to the MQTT broker.",
+            u64::from(m.connected),
+        ),
+        (
+            "ocellus_mqtt_published_total",
+            "counter",
+            "Messages the MQTT broker acknowledged.",
+            m.published,
+        ),
+        (
+            "ocellus_mqtt_pending_messages",
+            "gauge",
+            "Messages in the MQTT outbox, waiting for the broker.",
+            m.pending,
+        ),
+        (
+            "ocellus_mqtt_dropped_total",
+            "counter",
+            "MQTT outbox messages given up by its bounds (count, age).",
+            m.dropped,
+        ),
+        (
+            "ocellus_mqtt_lagged_total",
+            "counter",
+            "Event messages the MQTT client missed by falling behind; the counts were re-read from the database.",
+            m.lagged,
+        ),
+        (
+            "ocellus_mqtt_snapshots_skipped_total",
+            "counter",
+            "Snapshots not published because the database did not have them in time.",
+            m.snapshots_skipped,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, kind, help, v)| Family {
+        name,
+        kind,
+        help,
+        samples: vec![(String::new(), v as f64)],
+    })
+    .collect()
 }

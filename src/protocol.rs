@@ -184,13 +184,34 @@ pub fn stream_width(requested: Option<u32>) -> u32 {
     }
 }
 
+/// Connection state of a source, as shown in stats, the API and the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceStatus {
+    Connecting,
+    Connected,
+    Retrying,
+    Stopped,
+}
+
+impl SourceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceStatus::Connecting => "connecting",
+            SourceStatus::Connected => "connected",
+            SourceStatus::Retrying => "retrying",
+            SourceStatus::Stopped => "stopped",
+        }
+    }
+}
+
 /// A camera's identity and connection state, as in `hello`, `GET /api/cameras` and `stats`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CameraStatus {
     pub id: String,
     pub name: String,
     /// `connecting`, `connected`, `retrying` or `stopped`.
-    pub state: String,
+    pub state: SourceStatus,
     pub last_error: Option<String>,
     /// Since when (Unix ms) the camera is in `state`.
     pub since_ms: i64,

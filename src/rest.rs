@@ -95,10 +95,10 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsSnapshot> {
 
 /// Liveness for probes and load balancers: 200 while serving, 503 once stopping.
 pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let cameras: BTreeMap<String, String> = state
+    let cameras: BTreeMap<String, crate::protocol::SourceStatus> = state
         .cameras
         .iter()
-        .map(|c| (c.id.clone(), c.state.status().as_str().to_string()))
+        .map(|c| (c.id.clone(), c.state.status()))
         .collect();
     let status = if state.shutdown.is_cancelled() {
         "stopping"

@@ -280,7 +280,7 @@ impl StatsSnapshot {
         let connected = self
             .cameras
             .iter()
-            .filter(|c| c.camera.state == SourceStatus::Connected.as_str())
+            .filter(|c| c.camera.state == SourceStatus::Connected)
             .count();
         let fps: f64 = self.cameras.iter().map(|c| c.processed_fps).sum();
         let events: u64 = self.cameras.iter().map(|c| c.events_started).sum();

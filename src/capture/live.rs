@@ -43,25 +43,7 @@ impl FrameSlot {
     }
 }
 
-/// Connection state of a source, as shown in stats, the API and the dashboard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceStatus {
-    Connecting,
-    Connected,
-    Retrying,
-    Stopped,
-}
-
-impl SourceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceStatus::Connecting => "connecting",
-            SourceStatus::Connected => "connected",
-            SourceStatus::Retrying => "retrying",
-            SourceStatus::Stopped => "stopped",
-        }
-    }
-}
+pub(crate) use crate::protocol::SourceStatus;
 
 #[derive(Clone, Debug)]
 struct StateInner {
@@ -160,7 +142,7 @@ impl SourceState {
         CameraStatus {
             id: self.id.clone(),
             name: self.name.clone(),
-            state: s.status.as_str().to_string(),
+            state: s.status,
             last_error: s.last_error.clone(),
             since_ms: s.since_ms,
             width: s.width,
@@ -382,7 +364,7 @@ mod tests {
             std::thread::yield_now();
         }
         let info = state.info();
-        assert_eq!(info.status.state, "retrying");
+        assert_eq!(info.status.state, SourceStatus::Retrying);
         assert!(info.status.last_error.unwrap().contains("does not exist"));
         cancel.cancel();
         handle.join().unwrap();
