@@ -29,6 +29,53 @@ pub enum ConfigError {
     },
 }
 
+/// A zone or counting line that cannot be used, found as it is read.
+#[derive(Debug, Error, PartialEq)]
+pub enum ShapeError {
+    #[error("{what} name {name:?} must be 1-64 letters, digits, '-' or '_'")]
+    Name { what: &'static str, name: String },
+    #[error("zone {name:?} has {points} points; a zone needs at least 3")]
+    ZonePoints { name: String, points: usize },
+    #[error("line {name:?} has {points} points; a line has exactly 2")]
+    LinePoints { name: String, points: usize },
+    #[error(
+        "{what} {name:?} has the point [{x}, {y}]; coordinates are fractions of the frame, 0 to 1"
+    )]
+    Point {
+        what: &'static str,
+        name: String,
+        x: f32,
+        y: f32,
+    },
+    #[error("zone {name:?}: inertia {inertia} is not between 1 and 1000 frames")]
+    Inertia { name: String, inertia: u32 },
+    #[error("zone {name:?}: loitering_s {seconds} is not between 0 and 86400")]
+    Loitering { name: String, seconds: f32 },
+    #[error("line {name:?}: its two points are the same")]
+    SamePoints { name: String },
+}
+
+/// Why a file is not an ONNX Runtime this build can use.
+#[derive(Debug, Error, PartialEq)]
+pub enum OrtLibraryError {
+    #[error("not found")]
+    NotFound,
+    #[error("cannot load it as a shared library ({0})")]
+    NotALibrary(String),
+    #[error("not on the system's library path")]
+    NotOnPath,
+    #[error("it is not ONNX Runtime (it has no OrtGetApiBase)")]
+    NotOnnxRuntime,
+    #[error("its OrtGetApiBase returned nothing")]
+    NoApiBase,
+    #[error("it reports no version")]
+    NoVersion,
+    #[error("it reports a version this build cannot read ({0:?})")]
+    UnreadableVersion(String),
+    #[error("it is ONNX Runtime {found}; this build needs 1.{needs} or newer")]
+    TooOld { found: String, needs: u32 },
+}
+
 /// An `mqtt.url` that names no broker.
 #[derive(Debug, Error, PartialEq)]
 pub enum MqttUrlError {

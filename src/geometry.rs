@@ -29,6 +29,12 @@ impl BBox {
         (self.x + self.w / 2.0, self.y + self.h / 2.0)
     }
 
+    /// Where the object stands: the bottom-centre of its box. Masks, zones and lines are all
+    /// decided on this point.
+    pub fn foot(&self) -> (f32, f32) {
+        (self.x + self.w / 2.0, self.y + self.h)
+    }
+
     /// Intersection over union; 0 for degenerate boxes.
     pub fn iou(&self, other: &BBox) -> f32 {
         let x1 = self.x.max(other.x);

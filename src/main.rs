@@ -305,44 +305,10 @@ async fn watch_signals(stop: CancellationToken) {
 }
 
 fn replay_cmd(args: ReplayArgs) -> ExitCode {
-    let mut cfg = match &args.config {
-        Some(path) => match Config::read(path) {
-            Ok(c) => c,
-            Err(e) => return fail(&e),
-        },
-        None => Config::default(),
+    let cfg = match replay_config(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
     };
-    if let Some(model) = &args.model {
-        cfg.detector.model = model.clone();
-        cfg.detector.kind = DetectorKind::Dnn;
-    }
-    if let Some(kind) = args.detector {
-        cfg.detector.kind = kind;
-    }
-    if let Some(runtime) = args.runtime {
-        cfg.detector.runtime = runtime;
-    }
-    if let Some(family) = args.family {
-        cfg.detector.family = family;
-    }
-    if let Some(labels) = &args.labels {
-        cfg.detector.labels = labels.clone();
-    }
-    if args.every_frame {
-        cfg.detector.when = ocellus::config::DetectWhen::Always;
-    }
-    if let Some((w, h)) = args.input_size {
-        (cfg.detector.input_width, cfg.detector.input_height) = (w, h);
-    }
-    // Once, on what will run: the file's settings with the command line's on top.
-    let config_path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("(defaults)"));
-    cfg.locate_defaults();
-    if let Err(e) = cfg.validate(&config_path) {
-        return fail(&e);
-    }
     if !ocellus::config::valid_camera_id(&args.camera) {
         eprintln!(
             "error: --camera {:?} must be 1-64 letters, digits, '-' or '_'",
@@ -361,63 +327,19 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
         },
         None => None,
     };
-
-    let json = args.json;
-    let on_event = move |msg: &EventMsg| {
-        if msg.kind != EventKind::End {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        let e = &msg.event;
-        let line = if json {
-            serde_json::to_string(e).unwrap_or_default()
-        } else {
-            format!(
-                "event {:>4}  {:<10} {:>8.1}s - {:>7.1}s  score {:.2}  track {:<4} box {:.0},{:.0} {:.0}x{:.0}",
-                e.id,
-                e.label,
-                e.start_ms as f64 / 1000.0,
-                e.end_ms.unwrap_or(e.start_ms) as f64 / 1000.0,
-                e.top_score,
-                e.track_id,
-                e.best_box.x,
-                e.best_box.y,
-                e.best_box.w,
-                e.best_box.h
-            )
-        };
-        // A closed pipe (`| head`) is not worth a panic.
-        let _ = writeln!(out, "{line}");
-    };
-
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let bar = progress_bar();
     let mut on_progress = |done: u64, total: Option<u64>| {
         if let Some(bar) = &bar {
             bar.set_length(total.unwrap_or(done).max(done));
             bar.set_position(done);
         }
     };
-    let opts = ReplayOptions {
-        video: args.video.clone(),
-        db: args.db.clone(),
-        realtime: args.realtime,
-        camera: args.camera.clone(),
-        encode_frames: args.encode_frames,
-        trace: args.trace.clone(),
-        tracks: args.tracks.clone(),
-        tracks_labels: args.tracks_label.clone(),
-        detect_workers: args
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4))),
-    };
-    let result = replay::run(&cfg, &opts, on_event, &mut on_progress);
+    let result = replay::run(
+        &cfg,
+        &replay_options(&args),
+        print_ended(args.json),
+        &mut on_progress,
+    );
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -444,6 +366,97 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
         }
     }
     code
+}
+
+/// The file's settings (or the defaults) with the command line's on top, settled once, on what
+/// will run, as `run` and `check-config` settle theirs.
+fn replay_config(args: &ReplayArgs) -> Result<Config, ocellus::errors::ConfigError> {
+    let overrides = |cfg: &mut Config| {
+        if let Some(model) = &args.model {
+            cfg.detector.model = model.clone();
+            cfg.detector.kind = DetectorKind::Dnn;
+        }
+        if let Some(kind) = args.detector {
+            cfg.detector.kind = kind;
+        }
+        if let Some(runtime) = args.runtime {
+            cfg.detector.runtime = runtime;
+        }
+        if let Some(family) = args.family {
+            cfg.detector.family = family;
+        }
+        if let Some(labels) = &args.labels {
+            cfg.detector.labels = labels.clone();
+        }
+        if args.every_frame {
+            cfg.detector.when = ocellus::config::DetectWhen::Always;
+        }
+        if let Some((w, h)) = args.input_size {
+            (cfg.detector.input_width, cfg.detector.input_height) = (w, h);
+        }
+    };
+    match &args.config {
+        Some(path) => Config::load_with(path, overrides),
+        None => Config::default().settle(Path::new("(defaults)"), overrides),
+    }
+}
+
+fn replay_options(args: &ReplayArgs) -> ReplayOptions {
+    ReplayOptions {
+        video: args.video.clone(),
+        db: args.db.clone(),
+        realtime: args.realtime,
+        camera: args.camera.clone(),
+        encode_frames: args.encode_frames,
+        trace: args.trace.clone(),
+        tracks: args.tracks.clone(),
+        tracks_labels: args.tracks_label.clone(),
+        detect_workers: args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4))),
+    }
+}
+
+/// Prints each finished event on stdout: a line for a person, or its JSON with `--json`.
+fn print_ended(json: bool) -> impl FnMut(&EventMsg) + Send + 'static {
+    move |msg: &EventMsg| {
+        if msg.kind != EventKind::End {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let e = &msg.event;
+        let line = if json {
+            serde_json::to_string(e).unwrap_or_default()
+        } else {
+            format!(
+                "event {:>4}  {:<10} {:>8.1}s - {:>7.1}s  score {:.2}  track {:<4} box {:.0},{:.0} {:.0}x{:.0}",
+                e.id,
+                e.label,
+                e.start_ms as f64 / 1000.0,
+                e.end_ms.unwrap_or(e.start_ms) as f64 / 1000.0,
+                e.top_score,
+                e.track_id,
+                e.best_box.x,
+                e.best_box.y,
+                e.best_box.w,
+                e.best_box.h
+            )
+        };
+        // A closed pipe (`| head`) is not worth a panic.
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// A progress bar on a terminal; none when stderr is a file or a pipe.
+fn progress_bar() -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    })
 }
 
 fn display(p: &Path) -> String {

@@ -57,8 +57,8 @@ fn detect_motion(motion: Option<&mut MotionDetector>, frame: &Frame, camera: &st
 /// Whether the bottom-centre of `det` (where an object stands) lies in one of `masks`, given in
 /// fractions of a `w` x `h` frame.
 fn in_masks(masks: &[crate::config::Polygon], det: &Detection, w: f32, h: f32) -> bool {
-    let b = det.bbox;
-    let p = ((b.x + b.w / 2.0) / w, (b.y + b.h) / h);
+    let (x, y) = det.bbox.foot();
+    let p = (x / w, y / h);
     masks.iter().any(|m| crate::config::point_in_polygon(m, p))
 }
 

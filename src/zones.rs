@@ -162,8 +162,7 @@ impl Zones {
                 lines: vec![LineState::default(); self.lines.len()],
                 ..Default::default()
             });
-            // Where the object stands: the bottom-centre of its box.
-            let (px, py) = (b.x + b.w / 2.0, b.y + b.h);
+            let (px, py) = b.foot();
             for (zone, st) in self.zones.iter().zip(&mut rec.zones) {
                 if !applies(&zone.labels, label) {
                     continue;

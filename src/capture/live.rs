@@ -232,46 +232,12 @@ pub(crate) fn run_capture(
                         continue;
                     }
                 }
-                break Some(match (&source, frames_this_open) {
-                    (Source::Url(url), 0) => format!(
-                        "connected, but no decodable frame within {} s ({}){}",
-                        opts.read_timeout.as_secs(),
-                        crate::capture::rtsp::codec(&cap),
-                        if url.starts_with("rtsp") {
-                            format!(
-                                "; try rtsp_transport = \"{}\"",
-                                opts.rtsp_transport.other().as_str()
-                            )
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    (Source::Url(_), _) => format!(
-                        "stream stalled: no frame for {} s, or the camera closed it",
-                        opts.read_timeout.as_secs()
-                    ),
-                    (_, 0) => "opened, but no frame could be read".to_string(),
-                    _ => "stream ended or stopped delivering frames".to_string(),
-                });
+                break Some(read_failure(&source, &opts, &cap, frames_this_open));
             }
             stats.decode.add(t0.elapsed());
             if frames_this_open == 0 {
                 attempt = 0;
-                {
-                    let mut s = state.lock();
-                    s.width = mat.cols() as u32;
-                    s.height = mat.rows() as u32;
-                }
-                if state.status() != SourceStatus::Connected {
-                    let fps = cap.get(videoio::CAP_PROP_FPS).unwrap_or(0.0);
-                    let rate = if fps.is_finite() && fps > 0.0 {
-                        format!(" @ {fps:.0} fps")
-                    } else {
-                        String::new()
-                    };
-                    tracing::info!(camera = %state.id, source = %name, state = "connected", "camera {} connected ({}x{}{rate})", state.id, mat.cols(), mat.rows());
-                }
-                state.set(SourceStatus::Connected, None);
+                first_frame(&state, &cap, &mat, &name);
             }
             frames_this_open += 1;
             inc(&stats.captured);
@@ -308,6 +274,57 @@ pub(crate) fn run_capture(
         attempt = attempt.saturating_add(1);
     }
     state.set(SourceStatus::Stopped, None);
+}
+
+/// What a failed read means, for the log and the camera's state: the first read after an open
+/// and a later one fail for different reasons, and a network source says which.
+fn read_failure(
+    source: &Source,
+    opts: &SourceOptions,
+    cap: &videoio::VideoCapture,
+    frames_this_open: u64,
+) -> String {
+    match (source, frames_this_open) {
+        (Source::Url(url), 0) => format!(
+            "connected, but no decodable frame within {} s ({}){}",
+            opts.read_timeout.as_secs(),
+            crate::capture::rtsp::codec(cap),
+            if url.starts_with("rtsp") {
+                format!(
+                    "; try rtsp_transport = \"{}\"",
+                    opts.rtsp_transport.other().as_str()
+                )
+            } else {
+                String::new()
+            }
+        ),
+        (Source::Url(_), _) => format!(
+            "stream stalled: no frame for {} s, or the camera closed it",
+            opts.read_timeout.as_secs()
+        ),
+        (_, 0) => "opened, but no frame could be read".to_string(),
+        _ => "stream ended or stopped delivering frames".to_string(),
+    }
+}
+
+/// The first frame after an open: the camera's size, and `connected` (said once per
+/// connection, not on every loop of a file).
+fn first_frame(state: &SourceState, cap: &videoio::VideoCapture, mat: &Mat, name: &str) {
+    {
+        let mut s = state.lock();
+        s.width = mat.cols() as u32;
+        s.height = mat.rows() as u32;
+    }
+    if state.status() != SourceStatus::Connected {
+        let fps = cap.get(videoio::CAP_PROP_FPS).unwrap_or(0.0);
+        let rate = if fps.is_finite() && fps > 0.0 {
+            format!(" @ {fps:.0} fps")
+        } else {
+            String::new()
+        };
+        tracing::info!(camera = %state.id, source = %name, state = "connected", "camera {} connected ({}x{}{rate})", state.id, mat.cols(), mat.rows());
+    }
+    state.set(SourceStatus::Connected, None);
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::valid_camera_id;
+use crate::errors::ShapeError;
 
 /// One `[[cameras]]` entry.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -89,28 +90,27 @@ fn default_inertia() -> u32 {
 }
 
 impl TryFrom<ZoneFields> for ZoneConfig {
-    type Error = String;
-    fn try_from(f: ZoneFields) -> Result<Self, String> {
+    type Error = ShapeError;
+    fn try_from(f: ZoneFields) -> Result<Self, ShapeError> {
         check_name("zone", &f.name)?;
         if f.points.len() < 3 {
-            return Err(format!(
-                "zone {:?} has {} points; a zone needs at least 3",
-                f.name,
-                f.points.len()
-            ));
+            return Err(ShapeError::ZonePoints {
+                name: f.name,
+                points: f.points.len(),
+            });
         }
         check_points("zone", &f.name, &f.points)?;
         if !(1..=1000).contains(&f.inertia) {
-            return Err(format!(
-                "zone {:?}: inertia {} is not between 1 and 1000 frames",
-                f.name, f.inertia
-            ));
+            return Err(ShapeError::Inertia {
+                name: f.name,
+                inertia: f.inertia,
+            });
         }
         if !(0.0..=86_400.0).contains(&f.loitering_s) {
-            return Err(format!(
-                "zone {:?}: loitering_s {} is not between 0 and 86400",
-                f.name, f.loitering_s
-            ));
+            return Err(ShapeError::Loitering {
+                name: f.name,
+                seconds: f.loitering_s,
+            });
         }
         Ok(Self {
             name: f.name,
@@ -145,19 +145,18 @@ struct LineFields {
 }
 
 impl TryFrom<LineFields> for LineConfig {
-    type Error = String;
-    fn try_from(f: LineFields) -> Result<Self, String> {
+    type Error = ShapeError;
+    fn try_from(f: LineFields) -> Result<Self, ShapeError> {
         check_name("line", &f.name)?;
         let [a, b] = f.points[..] else {
-            return Err(format!(
-                "line {:?} has {} points; a line has exactly 2",
-                f.name,
-                f.points.len()
-            ));
+            return Err(ShapeError::LinePoints {
+                name: f.name,
+                points: f.points.len(),
+            });
         };
         check_points("line", &f.name, &f.points)?;
         if (a[0] - b[0]).abs() < 1e-3 && (a[1] - b[1]).abs() < 1e-3 {
-            return Err(format!("line {:?}: its two points are the same", f.name));
+            return Err(ShapeError::SamePoints { name: f.name });
         }
         Ok(Self {
             name: f.name,
@@ -167,25 +166,28 @@ impl TryFrom<LineFields> for LineConfig {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), String> {
+fn check_name(what: &'static str, name: &str) -> Result<(), ShapeError> {
     if valid_camera_id(name) {
         Ok(())
     } else {
-        Err(format!(
-            "{what} name {name:?} must be 1-64 letters, digits, '-' or '_'"
-        ))
+        Err(ShapeError::Name {
+            what,
+            name: name.to_string(),
+        })
     }
 }
 
-fn check_points(what: &str, name: &str, points: &[[f32; 2]]) -> Result<(), String> {
+fn check_points(what: &'static str, name: &str, points: &[[f32; 2]]) -> Result<(), ShapeError> {
     match points
         .iter()
         .find(|p| !p.iter().all(|v| (0.0..=1.0).contains(v)))
     {
-        Some(p) => Err(format!(
-            "{what} {name:?} has the point [{}, {}]; coordinates are fractions of the frame, 0 to 1",
-            p[0], p[1]
-        )),
+        Some(p) => Err(ShapeError::Point {
+            what,
+            name: name.to_string(),
+            x: p[0],
+            y: p[1],
+        }),
         None => Ok(()),
     }
 }

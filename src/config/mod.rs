@@ -280,11 +280,20 @@ impl Config {
         path: &Path,
         overrides: impl FnOnce(&mut Config),
     ) -> Result<Config, ConfigError> {
-        let mut config = Self::read(path)?;
-        overrides(&mut config);
-        config.locate_defaults();
-        config.validate(path)?;
-        Ok(config)
+        Self::read(path)?.settle(path, overrides)
+    }
+
+    /// What every command does last, whether the settings came from a file (`path`) or are the
+    /// defaults: `overrides` applied, the default model located, the whole validated.
+    pub fn settle(
+        mut self,
+        path: &Path,
+        overrides: impl FnOnce(&mut Config),
+    ) -> Result<Config, ConfigError> {
+        overrides(&mut self);
+        self.locate_defaults();
+        self.validate(path)?;
+        Ok(self)
     }
 
     /// The effective configuration as TOML, every default filled in, as it could be pasted

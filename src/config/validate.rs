@@ -3,24 +3,26 @@
 
 use std::path::Path;
 
-use super::{Config, Polygon, MAX_TILES};
+use super::{Config, MqttConfig, Polygon, MAX_TILES};
 use crate::errors::ConfigError;
 
 impl Config {
     /// Checks every setting; the error names the key (`detector.min_score`, `cameras[1].id`).
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            message,
-        };
-        let unit = |key: &str, v: f32| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(invalid(key.into(), format!("{v} is not between 0 and 1")))
-            }
-        };
+        self.check_detector()
+            .and_then(|()| self.mqtt.as_ref().map_or(Ok(()), check_mqtt))
+            .and_then(|()| self.check_stages())
+            .and_then(|()| self.check_server())
+            .and_then(|()| self.check_cameras())
+            .map_err(|p| ConfigError::Invalid {
+                path: path.to_owned(),
+                key: p.key,
+                message: p.message,
+            })
+    }
+
+    /// `[detector]`: scores, input size and preprocessing, tiles, threads.
+    fn check_detector(&self) -> Result<(), Problem> {
         let d = &self.detector;
         unit("detector.min_score", d.min_score)?;
         unit("detector.keep_alive_score", d.keep_alive_score)?;
@@ -33,99 +35,53 @@ impl Config {
             || d.input_width > 4096
             || d.input_height > 4096
         {
-            return Err(invalid(
-                "detector.input_width/input_height".into(),
-                "must be between 1 and 4096".into(),
+            return Err(problem(
+                "detector.input_width/input_height",
+                "must be between 1 and 4096",
             ));
         }
         if d.scale.is_some_and(|s| !s.is_finite() || s <= 0.0) {
-            return Err(invalid(
-                "detector.scale".into(),
-                "must be a positive number".into(),
-            ));
+            return Err(problem("detector.scale", "must be a positive number"));
         }
         if d.mean.is_some_and(|m| m.iter().any(|v| !v.is_finite())) {
-            return Err(invalid(
-                "detector.mean".into(),
-                "must be three numbers".into(),
-            ));
+            return Err(problem("detector.mean", "must be three numbers"));
         }
         if d.std
             .is_some_and(|m| m.iter().any(|v| !v.is_finite() || *v <= 0.0))
         {
-            return Err(invalid(
-                "detector.std".into(),
-                "must be three positive numbers".into(),
-            ));
+            return Err(problem("detector.std", "must be three positive numbers"));
         }
         if !(1..=MAX_TILES).contains(&d.tiles) {
-            return Err(invalid(
-                "detector.tiles".into(),
+            return Err(problem(
+                "detector.tiles",
                 format!("{} is not between 1 and {MAX_TILES}", d.tiles),
             ));
         }
         if !(0..=256).contains(&d.threads) {
-            return Err(invalid(
-                "detector.threads".into(),
+            return Err(problem(
+                "detector.threads",
                 format!(
                     "{} is not between 0 (the library's default) and 256",
                     d.threads
                 ),
             ));
         }
-        if let Some(m) = &self.mqtt {
-            m.endpoint()
-                .map_err(|e| invalid("mqtt.url".into(), e.to_string()))?;
-            if m.qos > 1 {
-                return Err(invalid(
-                    "mqtt.qos".into(),
-                    format!("{} is not 0 or 1", m.qos),
-                ));
-            }
-            for (key, v) in [
-                ("mqtt.topic_prefix", m.topic_prefix.as_str()),
-                ("mqtt.discovery_prefix", m.discovery_prefix.as_str()),
-            ] {
-                if v.is_empty() || v.contains(['+', '#']) || v.starts_with('/') || v.ends_with('/')
-                {
-                    return Err(invalid(
-                        key.into(),
-                        format!("{v:?} must be a topic without wildcards (+, #) or a leading or trailing /"),
-                    ));
-                }
-            }
-            if let Some(d) = &m.device_id {
-                if !valid_camera_id(d) {
-                    return Err(invalid(
-                        "mqtt.device_id".into(),
-                        format!("{d:?} must be 1-64 letters, digits, '-' or '_'"),
-                    ));
-                }
-            }
-            if !(1..=86_400).contains(&m.stats_interval_s) {
-                return Err(invalid(
-                    "mqtt.stats_interval_s".into(),
-                    format!("{} is not between 1 and 86400", m.stats_interval_s),
-                ));
-            }
-            if m.outbox_max_messages == 0 || m.outbox_max_age_h == 0 {
-                return Err(invalid(
-                    "mqtt.outbox_max_messages/outbox_max_age_h".into(),
-                    "must be at least 1".into(),
-                ));
-            }
-        }
+        Ok(())
+    }
+
+    /// `[tracker]`, `[motion]` and `[storage]`.
+    fn check_stages(&self) -> Result<(), Problem> {
         unit("tracker.iou_threshold", self.tracker.iou_threshold)?;
         unit("tracker.min_score", self.tracker.min_score)?;
         if self.tracker.min_hits == 0 || self.tracker.score_window == 0 {
-            return Err(invalid(
-                "tracker.min_hits/score_window".into(),
-                "must be at least 1".into(),
+            return Err(problem(
+                "tracker.min_hits/score_window",
+                "must be at least 1",
             ));
         }
         if !(0.0..=100.0).contains(&self.tracker.min_move) {
-            return Err(invalid(
-                "tracker.min_move".into(),
+            return Err(problem(
+                "tracker.min_move",
                 format!(
                     "{} is not between 0 and 100 box heights",
                     self.tracker.min_move
@@ -133,31 +89,33 @@ impl Config {
             ));
         }
         if self.motion.width < 32 {
-            return Err(invalid("motion.width".into(), "must be at least 32".into()));
+            return Err(problem("motion.width", "must be at least 32"));
         }
         if !(0.0..=1.0).contains(&self.motion.light_change_fraction) {
-            return Err(invalid(
-                "motion.light_change_fraction".into(),
-                "must be between 0 and 1".into(),
+            return Err(problem(
+                "motion.light_change_fraction",
+                "must be between 0 and 1",
             ));
         }
         if !(1..=100).contains(&self.storage.snapshot_quality) {
-            return Err(invalid(
-                "storage.snapshot_quality".into(),
-                "must be between 1 and 100".into(),
+            return Err(problem(
+                "storage.snapshot_quality",
+                "must be between 1 and 100",
             ));
         }
         if self.storage.snapshot_max_side < 16 {
-            return Err(invalid(
-                "storage.snapshot_max_side".into(),
-                "must be at least 16".into(),
-            ));
+            return Err(problem("storage.snapshot_max_side", "must be at least 16"));
         }
-        self.check_listen(path)?;
+        Ok(())
+    }
+
+    /// `[server]`: the address, the token, the limits.
+    fn check_server(&self) -> Result<(), Problem> {
+        self.check_listen()?;
         if !(1..=100).contains(&self.server.stream_quality) {
-            return Err(invalid(
-                "server.stream_quality".into(),
-                "must be between 1 and 100".into(),
+            return Err(problem(
+                "server.stream_quality",
+                "must be between 1 and 100",
             ));
         }
         if self
@@ -166,38 +124,40 @@ impl Config {
             .as_ref()
             .is_some_and(|t| t.expose().len() < 8)
         {
-            return Err(invalid(
-                "server.token".into(),
-                "must be at least 8 characters".into(),
-            ));
+            return Err(problem("server.token", "must be at least 8 characters"));
         }
         if self.server.max_clients == 0 || self.server.max_message_bytes < 256 {
-            return Err(invalid(
-                "server.max_clients/max_message_bytes".into(),
-                "max_clients must be at least 1 and max_message_bytes at least 256".into(),
+            return Err(problem(
+                "server.max_clients/max_message_bytes",
+                "max_clients must be at least 1 and max_message_bytes at least 256",
             ));
         }
+        Ok(())
+    }
+
+    /// Every `[[cameras]]` entry: ids, sources, timeouts, masks, zone and line names.
+    fn check_cameras(&self) -> Result<(), Problem> {
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = format!("cameras[{i}].id");
             if !valid_camera_id(&cam.id) {
-                return Err(invalid(
+                return Err(problem(
                     key,
                     format!("{:?} must be 1-64 letters, digits, '-' or '_'", cam.id),
                 ));
             }
             if !seen.insert(cam.id.as_str()) {
-                return Err(invalid(key, format!("{:?} is used twice", cam.id)));
+                return Err(problem(key, format!("{:?} is used twice", cam.id)));
             }
             if cam.source.trim().is_empty() {
-                return Err(invalid(format!("cameras[{i}].source"), "is empty".into()));
+                return Err(problem(format!("cameras[{i}].source"), "is empty"));
             }
             for (name, v) in [
                 ("open_timeout_s", cam.open_timeout_s),
                 ("read_timeout_s", cam.read_timeout_s),
             ] {
                 if !(1..=600).contains(&v) {
-                    return Err(invalid(
+                    return Err(problem(
                         format!("cameras[{i}].{name}"),
                         format!("{v} is not between 1 and 600 seconds"),
                     ));
@@ -207,15 +167,15 @@ impl Config {
                 ("object_masks", &cam.object_masks),
                 ("motion_masks", &cam.motion_masks),
             ] {
-                if let Some(problem) = polygon_problem(polys) {
-                    return Err(invalid(format!("cameras[{i}].{name}"), problem));
+                if let Some(what) = polygon_problem(polys) {
+                    return Err(problem(format!("cameras[{i}].{name}"), what));
                 }
             }
             let mut names = std::collections::HashSet::new();
             let zone_names = cam.zones.iter().map(|z| ("zones", &z.name));
             for (kind, name) in zone_names.chain(cam.lines.iter().map(|l| ("lines", &l.name))) {
                 if !names.insert(name.as_str()) {
-                    return Err(invalid(
+                    return Err(problem(
                         format!("cameras[{i}].{kind}"),
                         format!("the name {name:?} is used twice on this camera; zones and lines need their own names"),
                     ));
@@ -227,12 +187,8 @@ impl Config {
 
     /// The listen address must parse, and reaching beyond loopback needs a token (or an
     /// explicit `allow_no_token`).
-    fn check_listen(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: "server.listen".into(),
-            message,
-        };
+    fn check_listen(&self) -> Result<(), Problem> {
+        let invalid = |message: String| problem("server.listen", message);
         let addr: std::net::SocketAddr = self
             .server
             .listen
@@ -244,6 +200,71 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+/// `[mqtt]`: the URL, QoS, topic prefixes, device id, intervals and bounds.
+fn check_mqtt(m: &MqttConfig) -> Result<(), Problem> {
+    m.endpoint()
+        .map_err(|e| problem("mqtt.url", e.to_string()))?;
+    if m.qos > 1 {
+        return Err(problem("mqtt.qos", format!("{} is not 0 or 1", m.qos)));
+    }
+    for (key, v) in [
+        ("mqtt.topic_prefix", m.topic_prefix.as_str()),
+        ("mqtt.discovery_prefix", m.discovery_prefix.as_str()),
+    ] {
+        if v.is_empty() || v.contains(['+', '#']) || v.starts_with('/') || v.ends_with('/') {
+            return Err(problem(
+                key,
+                format!(
+                    "{v:?} must be a topic without wildcards (+, #) or a leading or trailing /"
+                ),
+            ));
+        }
+    }
+    if let Some(d) = &m.device_id {
+        if !valid_camera_id(d) {
+            return Err(problem(
+                "mqtt.device_id",
+                format!("{d:?} must be 1-64 letters, digits, '-' or '_'"),
+            ));
+        }
+    }
+    if !(1..=86_400).contains(&m.stats_interval_s) {
+        return Err(problem(
+            "mqtt.stats_interval_s",
+            format!("{} is not between 1 and 86400", m.stats_interval_s),
+        ));
+    }
+    if m.outbox_max_messages == 0 || m.outbox_max_age_h == 0 {
+        return Err(problem(
+            "mqtt.outbox_max_messages/outbox_max_age_h",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// What is wrong with a setting, before the file's path is put to it.
+struct Problem {
+    key: String,
+    message: String,
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A setting that must lie in 0..=1.
+fn unit(key: &str, v: f32) -> Result<(), Problem> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(problem(key, format!("{v} is not between 0 and 1")))
     }
 }
 

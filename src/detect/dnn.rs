@@ -110,9 +110,7 @@ impl Engine {
                     )));
                 };
                 let shape = [n, c, h, w].map(|d| d.max(0) as usize);
-                engine
-                    .run(shape, blob.data_typed::<f32>()?)
-                    .map_err(DetectError::Onnxruntime)
+                engine.run(shape, blob.data_typed::<f32>()?)
             }
         }
     }

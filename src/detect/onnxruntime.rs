@@ -15,7 +15,7 @@ use ort::value::TensorRef;
 
 use super::decode::Tensor;
 use crate::config::{DetectorConfig, ExecutionProvider};
-use crate::errors::DetectError;
+use crate::errors::{DetectError, OrtLibraryError};
 
 /// The ONNX Runtime library this process loaded.
 #[derive(Clone, Debug)]
@@ -151,7 +151,7 @@ pub fn load(configured: Option<&Path>) -> Result<Library, NotLoaded> {
                 }
                 Err(e) => tried.push((path, e.to_string())),
             },
-            Err(why) => tried.push((path, why)),
+            Err(why) => tried.push((path, why.to_string())),
         }
     }
     Err(NotLoaded { tried, explicit })
@@ -160,37 +160,34 @@ pub fn load(configured: Option<&Path>) -> Result<Library, NotLoaded> {
 /// Opens `path` and reads ONNX Runtime's version from its C API entry point, before `ort` is
 /// let near it: a file that is not a library, a library that is not ONNX Runtime, and a
 /// version older than this build's API level each get their own message.
-fn check_library(path: &Path) -> Result<String, String> {
+fn check_library(path: &Path) -> Result<String, OrtLibraryError> {
     // SAFETY: loading a shared library runs its initialisers; the user pointed us at this file
     // as ONNX Runtime (or it is the system's libonnxruntime), which is what we then run anyway.
     // A bare name is looked for by the dynamic loader; anything else is a file.
     let is_file = path.components().count() > 1;
     if is_file && !path.exists() {
-        return Err("not found".into());
+        return Err(OrtLibraryError::NotFound);
     }
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
         if is_file {
-            format!(
-                "cannot load it as a shared library ({})",
-                crate::errors::chain(&e)
-            )
+            OrtLibraryError::NotALibrary(crate::errors::chain(&e))
         } else {
-            "not on the system's library path".to_string()
+            OrtLibraryError::NotOnPath
         }
     })?;
     type GetApiBase = unsafe extern "C" fn() -> *const ort::sys::OrtApiBase;
     // SAFETY: `OrtGetApiBase` is ONNX Runtime's one exported entry point, with this signature.
-    let get: libloading::Symbol<GetApiBase> = unsafe { lib.get(b"OrtGetApiBase") }
-        .map_err(|_| "it is not ONNX Runtime (it has no OrtGetApiBase)".to_string())?;
+    let get: libloading::Symbol<GetApiBase> =
+        unsafe { lib.get(b"OrtGetApiBase") }.map_err(|_| OrtLibraryError::NotOnnxRuntime)?;
     // SAFETY: as above; the base and its version string are static in the library.
     let version = unsafe {
         let base = get();
         if base.is_null() {
-            return Err("its OrtGetApiBase returned nothing".into());
+            return Err(OrtLibraryError::NoApiBase);
         }
         let v = ((*base).GetVersionString)();
         if v.is_null() {
-            return Err("it reports no version".into());
+            return Err(OrtLibraryError::NoVersion);
         }
         CStr::from_ptr(v).to_string_lossy().into_owned()
     };
@@ -198,12 +195,12 @@ fn check_library(path: &Path) -> Result<String, String> {
         .split('.')
         .nth(1)
         .and_then(|m| m.parse::<u32>().ok())
-        .ok_or_else(|| format!("it reports a version this build cannot read ({version:?})"))?;
+        .ok_or_else(|| OrtLibraryError::UnreadableVersion(version.clone()))?;
     if !version.starts_with("1.") || minor < ort::MINOR_VERSION {
-        return Err(format!(
-            "it is ONNX Runtime {version}; this build needs 1.{} or newer",
-            ort::MINOR_VERSION
-        ));
+        return Err(OrtLibraryError::TooOld {
+            found: version,
+            needs: ort::MINOR_VERSION,
+        });
     }
     Ok(version)
 }
@@ -284,19 +281,21 @@ impl OrtEngine {
     }
 
     /// Runs the network on an NCHW float tensor; returns its outputs in the model's order.
-    pub fn run(&mut self, shape: [usize; 4], input: &[f32]) -> Result<Vec<Tensor<'_>>, String> {
-        let tensor =
-            TensorRef::from_array_view((shape, input)).map_err(|e| first_line(&e.to_string()))?;
+    pub fn run(
+        &mut self,
+        shape: [usize; 4],
+        input: &[f32],
+    ) -> Result<Vec<Tensor<'_>>, DetectError> {
+        let failed = |e: ort::Error| DetectError::Onnxruntime(first_line(&e.to_string()));
+        let tensor = TensorRef::from_array_view((shape, input)).map_err(failed)?;
         let outputs = self
             .session
             .run(ort::inputs![self.input.as_str() => tensor])
-            .map_err(|e| first_line(&e.to_string()))?;
+            .map_err(failed)?;
         self.shapes.resize_with(outputs.len(), Vec::new);
         self.outputs.resize_with(outputs.len(), Vec::new);
         for (i, (_, value)) in outputs.iter().enumerate() {
-            let (dims, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(|e| first_line(&e.to_string()))?;
+            let (dims, data) = value.try_extract_tensor::<f32>().map_err(failed)?;
             self.shapes[i].clear();
             self.shapes[i].extend(dims.iter().map(|&d| d as i32));
             self.outputs[i].clear();
