@@ -79,8 +79,13 @@ def main() -> None:
             continue
         h, w = frame.shape[:2]
         if mode in ("full", "nanodet"):
-            small = cv2.resize(frame, (320, 320 * h // w), interpolation=cv2.INTER_AREA)
-            grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+            # As src/motion.rs scales down: grey, halved by area while twice the size, the rest
+            # bilinear.
+            grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            while grey.shape[1] >= 2 * 320 and grey.shape[0] >= 2 * (320 * h // w):
+                grey = cv2.resize(grey, (grey.shape[1] // 2, grey.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            grey = cv2.resize(grey, (320, 320 * h // w), interpolation=cv2.INTER_LINEAR)
+            grey = cv2.GaussianBlur(grey, (5, 5), 0)
             mask = mog.apply(grey)
             mask = cv2.dilate(cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel), kernel)
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
