@@ -22,16 +22,12 @@ use crate::db::{self, DbHandle, ReadPool, WriterOptions, WriterStats};
 use crate::detect::{self, ObjectDetector};
 use crate::errors::{DbError, DetectError};
 use crate::events::EventIds;
-use crate::hub::CameraHub;
+use crate::hub::{CameraHub, MESSAGE_CAPACITY};
 use crate::metrics::{CameraStats, MqttStats, ServerMetrics};
 use crate::models::EventMsg;
 use crate::pipeline::Pipeline;
 use crate::state::AppState;
 use crate::stats::{Sources, StatsSnapshot};
-
-/// Event and detections messages a WebSocket client may fall behind by before it is told how
-/// many it missed; the typed event bus to in-process consumers (MQTT) has the same room.
-const MESSAGE_CAPACITY: usize = 256;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {

@@ -15,7 +15,7 @@ use crate::protocol::STREAM_WIDTHS;
 /// client that is just a frame behind catch up without a `lagged` message.
 const FRAME_CAPACITY: usize = 2;
 /// Detections and events are small and clients want all of them; a client this far behind is
-/// told how many it missed.
+/// told how many it missed. The typed event bus to in-process consumers (MQTT) has the same room.
 pub(crate) const MESSAGE_CAPACITY: usize = 256;
 
 /// One camera as the server sees it.

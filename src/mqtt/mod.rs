@@ -101,6 +101,9 @@ struct DueSnapshot {
     label: String,
 }
 
+/// How long a resync waits for the writer to commit what the bus has sent.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How long a snapshot may take to reach the database (commits failing: a full disk).
 const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -487,8 +490,11 @@ impl Task {
     /// Reads the open events from the database (after a flush: the bus stores every event
     /// before it broadcasts it) and replaces the counts with them; the pairs that changed.
     async fn resync(&mut self) -> Vec<((String, String), usize)> {
+        // A flush waits for a commit; while commits fail (a full disk) read what is there
+        // rather than stall the task.
         let db = self.inputs.db.clone();
-        let _ = tokio::task::spawn_blocking(move || db.flush()).await;
+        let flushed = tokio::task::spawn_blocking(move || db.flush());
+        let _ = tokio::time::timeout(FLUSH_PATIENCE, flushed).await;
         let first = self.inputs.first_event_id;
         match self
             .inputs
