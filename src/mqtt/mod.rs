@@ -5,8 +5,10 @@
 //! bus, the stats, the database); nothing on the frame path waits for it.
 //!
 //! `delivery.rs` keeps what is in flight and acknowledged, `counts.rs` the retained counts,
-//! `topics.rs` the topic names and discovery payloads; this file runs the connection.
+//! `topics.rs` the topic names and discovery payloads, `connection.rs` what is said of a failed
+//! connection and the eventloop's own task; this file runs the task.
 
+mod connection;
 mod counts;
 mod delivery;
 mod topics;
@@ -16,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, LastWill,
-    MqttOptions, Outgoing, Packet, QoS, Transport,
+    AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, Transport,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
@@ -30,33 +32,10 @@ use crate::errors::MqttUrlError;
 use crate::metrics::{inc, MqttStats};
 use crate::models::{EventKind, EventMsg};
 use crate::stats::StatsSnapshot;
+use connection::{describe, poll_forever};
 use counts::Counts;
 use delivery::{Delivery, Outcome};
 pub(crate) use topics::{discovery, Topics};
-
-/// What to tell the user about a failed connection, in one line.
-pub(crate) fn describe(err: &ConnectionError, broker: &str) -> String {
-    match err {
-        ConnectionError::ConnectionRefused(
-            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-        ) => format!("the broker {broker} refused the login: wrong mqtt.username or mqtt.password"),
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker {broker} refused the connection ({code:?})")
-        }
-        ConnectionError::Tls(e) => format!(
-            "TLS with {broker} failed ({e}); is the port a TLS port (mqtts://, usually 8883)?"
-        ),
-        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!("cannot connect to the broker {broker}: connection refused (is it running?)")
-        }
-        ConnectionError::Io(e) => format!("connection to the broker {broker}: {e}"),
-        ConnectionError::NetworkTimeout => format!("the broker {broker} did not answer in time"),
-        ConnectionError::NotConnAck(_) => format!(
-            "{broker} does not speak MQTT as expected (a TLS port with mqtt://, or another service?)"
-        ),
-        other => format!("connection to the broker {broker}: {other}"),
-    }
-}
 
 /// The task's settings.
 pub(crate) struct Client {
@@ -582,22 +561,4 @@ enum Ended {
     Finished,
     /// The connection failed; try again.
     Lost(ConnectionError),
-}
-
-/// Polls `eventloop` on a task of its own until it fails (the failure is the last item), and
-/// hands over what it says.
-fn poll_forever(
-    mut eventloop: EventLoop,
-) -> tokio::sync::mpsc::Receiver<Result<MqttEvent, ConnectionError>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(async move {
-        loop {
-            let ev = eventloop.poll().await;
-            let failed = ev.is_err();
-            if tx.send(ev).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    rx
 }

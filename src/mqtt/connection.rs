@@ -1,0 +1,46 @@
+//! The broker connection's edges: what a failed connection means for a person, and the
+//! eventloop polled on a task of its own.
+
+use rumqttc::{ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop};
+
+/// What to tell the user about a failed connection, in one line.
+pub(super) fn describe(err: &ConnectionError, broker: &str) -> String {
+    match err {
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => format!("the broker {broker} refused the login: wrong mqtt.username or mqtt.password"),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker {broker} refused the connection ({code:?})")
+        }
+        ConnectionError::Tls(e) => format!(
+            "TLS with {broker} failed ({e}); is the port a TLS port (mqtts://, usually 8883)?"
+        ),
+        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("cannot connect to the broker {broker}: connection refused (is it running?)")
+        }
+        ConnectionError::Io(e) => format!("connection to the broker {broker}: {e}"),
+        ConnectionError::NetworkTimeout => format!("the broker {broker} did not answer in time"),
+        ConnectionError::NotConnAck(_) => format!(
+            "{broker} does not speak MQTT as expected (a TLS port with mqtt://, or another service?)"
+        ),
+        other => format!("connection to the broker {broker}: {other}"),
+    }
+}
+
+/// Polls `eventloop` on a task of its own until it fails (the failure is the last item), and
+/// hands over what it says.
+pub(super) fn poll_forever(
+    mut eventloop: EventLoop,
+) -> tokio::sync::mpsc::Receiver<Result<MqttEvent, ConnectionError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            let ev = eventloop.poll().await;
+            let failed = ev.is_err();
+            if tx.send(ev).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
