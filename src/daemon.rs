@@ -92,13 +92,12 @@ impl Daemon {
         let storage = db::start(&db_path, writer_opts)?;
         let first_event_id = storage.max_event_id + 1;
 
+        let ids: Vec<&str> = enabled.iter().map(|c| c.id.as_str()).collect();
+        let mqtt = mqtt_client(cfg, &ids);
         let (typed_events, mqtt_events) = broadcast::channel::<Arc<EventMsg>>(MESSAGE_CAPACITY);
         let peers = Peers {
             db: storage.handle.clone(),
-            outbox_topic: cfg
-                .mqtt
-                .as_ref()
-                .map(|m| crate::mqtt::Topics::new(m).events()),
+            outbox_topic: mqtt.as_ref().map(|m| m.topics.events()),
             event_feed: broadcast::channel(MESSAGE_CAPACITY).0,
             typed: typed_events,
             ids: EventIds::after(storage.max_event_id),
@@ -116,8 +115,7 @@ impl Daemon {
                 "no enabled cameras in the config; serving the API and stored events only"
             );
         }
-        let ids: Vec<&str> = enabled.iter().map(|c| c.id.as_str()).collect();
-        let mqtt = mqtt_client(cfg, &ids).map(|c| (c, mqtt_events));
+        let mqtt = mqtt.map(|c| (c, mqtt_events));
         let mqtt_stats = mqtt
             .as_ref()
             .map(|(m, _)| (m.stats.clone(), m.cfg.url.clone()));
@@ -337,12 +335,10 @@ fn app_state(
     writer: Arc<WriterStats>,
     mqtt: Option<(Arc<MqttStats>, String)>,
 ) -> (Arc<AppState>, watch::Sender<Arc<StatsSnapshot>>) {
-    let server = Arc::new(ServerMetrics::default());
-    let started = Instant::now();
     let sources = Arc::new(Sources {
-        cameras: cameras.clone(),
-        started,
-        server: server.clone(),
+        cameras,
+        started: Instant::now(),
+        server: Arc::new(ServerMetrics::default()),
         writer,
         mqtt,
     });
@@ -350,14 +346,11 @@ fn app_state(
     let state = Arc::new(AppState {
         client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
         cfg: cfg.server.clone(),
-        cameras,
         event_feed: peers.event_feed.clone(),
         stats_feed: broadcast::channel(16).0,
         latest_stats: latest_rx,
         sources,
         readers: Arc::new(ReadPool::new(&cfg.storage.path, 4)),
-        metrics: server,
-        started,
         shutdown: CancellationToken::new(),
     });
     (state, latest_stats)

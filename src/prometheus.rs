@@ -59,13 +59,13 @@ fn render(state: &AppState) -> String {
     if let Some(m) = &snapshot.mqtt {
         families.extend(mqtt_families(m));
     }
-    families.extend(state.metrics.counters().iter().map(Family::unlabelled));
+    families.extend(state.metrics().counters().iter().map(Family::unlabelled));
     families.extend(snapshot.db.counters().iter().map(Family::unlabelled));
     families.push(Family {
         name: "ocellus_uptime_seconds",
         kind: "gauge",
         help: "Seconds since start.",
-        samples: vec![(String::new(), state.started.elapsed().as_secs_f64())],
+        samples: vec![(String::new(), state.started().elapsed().as_secs_f64())],
     });
 
     let mut out = String::with_capacity(4096);
@@ -157,7 +157,7 @@ fn place_families(snapshot: &StatsSnapshot) -> [Family; 2] {
 /// Time spent and runs per pipeline stage and camera.
 fn stage_families(state: &AppState) -> [Family; 2] {
     let (mut seconds, mut runs) = (Vec::new(), Vec::new());
-    for c in &state.cameras {
+    for c in state.cameras() {
         for (stage, t) in c.stats.stages() {
             let labels = format!("{{camera=\"{}\",stage=\"{stage}\"}}", c.id);
             seconds.push((labels.clone(), t.total().as_secs_f64()));

@@ -96,7 +96,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsSnapshot> {
 /// Liveness for probes and load balancers: 200 while serving, 503 once stopping.
 pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let cameras: BTreeMap<String, crate::protocol::SourceStatus> = state
-        .cameras
+        .cameras()
         .iter()
         .map(|c| (c.id.clone(), c.state.status()))
         .collect();
@@ -112,7 +112,7 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     };
     // What is running but not as configured (a missing model: HOG instead of the DNN).
     let warnings: Vec<String> = state
-        .cameras
+        .cameras()
         .iter()
         .filter_map(|c| {
             let w = c.detector.as_ref()?.warning.as_ref()?;
@@ -123,7 +123,7 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         code,
         Json(serde_json::json!({
             "status": status,
-            "uptime_s": state.started.elapsed().as_secs(),
+            "uptime_s": state.started().elapsed().as_secs(),
             "cameras": cameras,
             "db_errors": load(&state.writer().errors),
             "db_pending": load(&state.writer().pending),

@@ -69,7 +69,7 @@ pub(crate) async fn serve(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             state
-                .metrics
+                .metrics()
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%addr, "too many open HTTP connections; closed at once");

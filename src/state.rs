@@ -23,19 +23,17 @@ use crate::stats::{Sources, StatsSnapshot};
 /// Everything the handlers share.
 pub struct AppState {
     pub cfg: ServerConfig,
-    pub cameras: Vec<Arc<CameraHub>>,
     /// Event messages as JSON, from every camera's bus, for the `events` topic.
     pub event_feed: broadcast::Sender<Utf8Bytes>,
     /// The stats task's snapshots as JSON, for the `stats` topic.
     pub stats_feed: broadcast::Sender<Utf8Bytes>,
     /// The stats task's latest snapshot (a fresh one without rates before its first tick).
     pub latest_stats: watch::Receiver<Arc<StatsSnapshot>>,
-    /// What snapshots are taken of, for `/metrics`, which takes a fresh one.
+    /// The cameras, the server's and the writer's counters, the start time: what snapshots
+    /// are taken of (`/metrics` takes a fresh one).
     pub sources: Arc<Sources>,
     pub readers: Arc<ReadPool>,
-    pub metrics: Arc<ServerMetrics>,
     pub client_slots: Arc<Semaphore>,
-    pub started: Instant,
     /// Fires when the server should close its connections (after the pipelines have stopped).
     pub shutdown: CancellationToken,
 }
@@ -54,6 +52,19 @@ impl AppState {
     /// The database writer's counters.
     pub fn writer(&self) -> &WriterStats {
         &self.sources.writer
+    }
+
+    pub fn cameras(&self) -> &[Arc<CameraHub>] {
+        &self.sources.cameras
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.sources.server
+    }
+
+    pub fn started(&self) -> Instant {
+        self.sources.started
     }
 
     /// Runs an event query with the configured cap; shared by REST and WebSocket. Returns the
@@ -75,11 +86,11 @@ impl AppState {
     }
 
     pub fn camera(&self, id: &str) -> Option<&Arc<CameraHub>> {
-        self.cameras.iter().find(|c| c.id == id)
+        self.cameras().iter().find(|c| c.id == id)
     }
 
     pub fn camera_infos(&self) -> Vec<CameraInfo> {
-        self.cameras.iter().map(|c| c.state.info()).collect()
+        self.cameras().iter().map(|c| c.state.info()).collect()
     }
 }
 

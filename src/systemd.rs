@@ -37,7 +37,7 @@ struct Progress {
 /// a connected camera whose frames stopped is a stalled pipeline, which a restart may fix.
 fn healthy(state: &AppState, before: &[Progress], now: &[Progress]) -> bool {
     state
-        .cameras
+        .cameras()
         .iter()
         .enumerate()
         .all(|(i, c)| match c.state.status() {
@@ -51,7 +51,7 @@ fn healthy(state: &AppState, before: &[Progress], now: &[Progress]) -> bool {
 
 fn progress(state: &AppState) -> Vec<Progress> {
     state
-        .cameras
+        .cameras()
         .iter()
         .map(|c| Progress {
             processed: get(&c.stats.processed),

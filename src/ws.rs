@@ -113,7 +113,7 @@ pub(crate) fn check_upgrade(
     }
     state.client_slots.clone().try_acquire_owned().map_err(|_| {
         state
-            .metrics
+            .metrics()
             .clients_refused
             .fetch_add(1, Ordering::Relaxed);
         ApiError::new(
@@ -140,12 +140,12 @@ pub(crate) async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .on_failed_upgrade(move |e| tracing::debug!(%addr, error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| async move {
-            let m = &state.metrics;
+            let m = &state.metrics();
             m.clients.fetch_add(1, Ordering::Relaxed);
             m.clients_total.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%addr, "client connected");
             Client::new(state.clone(), addr).run(socket).await;
-            state.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+            state.metrics().clients.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(%addr, "client gone");
             drop(permit);
         })
@@ -277,7 +277,7 @@ impl Client {
         if self.out.is_empty() {
             return true;
         }
-        let metrics = &self.state.metrics;
+        let metrics = &self.state.metrics();
         let mut bytes = 0u64;
         let n = self.out.len() as u64;
         let timeout = Duration::from_secs(self.state.cfg.send_timeout_s.max(1));
@@ -339,7 +339,7 @@ impl Client {
                 self.out.push(Message::Binary(b));
             }
             Item::Lagged(n) => {
-                let m = &self.state.metrics;
+                let m = &self.state.metrics();
                 if key.starts_with("frames:") {
                     m.frames_dropped.fetch_add(n, Ordering::Relaxed);
                 } else {
@@ -372,7 +372,7 @@ impl Client {
 
     fn error(&mut self, id: Option<&serde_json::Value>, code: &str, message: &str) {
         self.state
-            .metrics
+            .metrics()
             .client_errors
             .fetch_add(1, Ordering::Relaxed);
         self.push(ServerMsg::Error { id, code, message });

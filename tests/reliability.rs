@@ -760,37 +760,13 @@ fn check_config_prints_toml_with_the_paths_run_uses() {
         common::root().join(ocellus::config::DEFAULT_MODEL)
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ocellus"))
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(&elsewhere)
-        .env("OCELLUS_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let addr = first
-        .trim()
-        .trim_start_matches("ocellus listening on http://")
-        .trim_end_matches('/')
-        .to_string();
+    let mut cmd = DaemonProc::command(&cfg, "127.0.0.1:0");
+    cmd.current_dir(&elsewhere);
+    let mut dmn = DaemonProc::spawn(cmd, dir, db.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let stats = rt.block_on(d::get_json(&format!("http://{addr}/api/stats")));
-    let _ = Command::new("kill")
-        .args(["-15", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let stats = rt.block_on(d::get_json(&dmn.url("/api/stats")));
+    dmn.signal(15);
+    assert!(dmn.wait_exit(Duration::from_secs(15)).is_some());
     assert_eq!(
         stats["cameras"][0]["detector"]["model"].as_str(),
         Some(model.as_str()),
