@@ -10,6 +10,7 @@
 #   bench/compare.sh /tmp/old/target/release/ocellus target/release/ocellus
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 old=${1:?usage: bench/compare.sh OLD_BINARY NEW_BINARY [RUNS] [LIVE_SECS]}
 new=${2:?usage: bench/compare.sh OLD_BINARY NEW_BINARY [RUNS] [LIVE_SECS]}
 runs=${3:-5}
@@ -30,36 +31,10 @@ replay() { # BINARY -> "fps rss_mib"
     echo "$f $((r / 1024))"
 }
 
-live() { # BINARY -> "cpu_ms_per_frame rss_mib": the daemon on the clip, default config, no
-    # client; CPU (user + system, all threads) over the frames processed between two
-    # /api/stats readings LIVE_SECS apart, after 10 s of warm-up.
-    rm -f "$out"/live.db*
-    cat > "$out/live.toml" <<TOML
-[storage]
-path = "$out/live.db"
-[[cameras]]
-id = "street"
-source = "$PWD/media/vtest.avi"
-TOML
-    "$1" run --config "$out/live.toml" --listen 127.0.0.1:0 > "$out/live.out" 2>/dev/null &
-    daemon=$!
-    for _ in $(seq 100); do grep -q listening "$out/live.out" 2>/dev/null && break; sleep 0.1; done
-    local addr
-    addr=$(sed -n 's#.*listening on \(http://\)\{0,1\}\([0-9.:]*\).*#\2#p' "$out/live.out")
-    sleep 10
-    sample() {
-        local ticks processed
-        ticks=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
-        processed=$(curl -fsS "http://$addr/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cameras"][0]["processed"])')
-        echo "$ticks $processed"
-    }
-    local t0 p0 t1 p1 rss_kib
-    read -r t0 p0 < <(sample)
-    sleep "$live_secs"
-    read -r t1 p1 < <(sample)
-    rss_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")
-    kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
-    python3 -c "print(f'{($t1-$t0)*1000/$(getconf CLK_TCK)/($p1-$p0):.2f} {$rss_kib/1024:.0f}')"
+live() { # BINARY -> "cpu_ms_per_frame rss_mib" (bench/lib.sh's live_cost, default config)
+    local c f r
+    read -r c f r < <(live_cost "$1" "$out" "$live_secs")
+    echo "$c $r"
 }
 
 declare -A fps rss cpu lrss

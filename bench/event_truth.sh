@@ -8,6 +8,7 @@
 # Needs py-motmetrics and norfair (pip, pinned below; installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 bin=${1:-target/release/ocellus}
 gt=media/pets09-s2l1/gt.txt
 scripts/setup.sh --assets >/dev/null
@@ -54,19 +55,7 @@ echo "Detector: $detect_ms ms per frame with one tile, $tiles_ms ms with two (th
 # motion per frame), scaled to 0.75 (people ~60 px tall), and dusk (darker, washed-out colours,
 # sensor noise: what a cheap camera gives at the end of the day).
 variant() { # NAME FFMPEG_FILTER GT_TRANSFORM(python lambda over [frame,id,x,y,w,h,...])
-    ffmpeg -v error -y -i media/vtest.avi -vf "$2" -c:v mjpeg -q:v 2 "$work/$1.avi"
-    python3 - "$gt" "$work/$1.gt" "$3" <<'PY'
-import sys
-src, dst, f = sys.argv[1], sys.argv[2], eval(sys.argv[3])
-with open(src) as i, open(dst, "w") as o:
-    for line in i:
-        r = line.strip().split(",")
-        if len(r) < 6:
-            continue
-        r = f([float(v) for v in r])
-        if r:
-            o.write(",".join(f"{v:g}" for v in r) + "\n")
-PY
+    make_variant "$work" "$1" "$2" "$3"
     "$bin" replay "$work/$1.avi" --tracks "$work/$1.txt" --tracks-label person >/dev/null \
         2>"$work/err" || { cat "$work/err" >&2; exit 1; }
     python3 bench/mot_eval.py "$work/$1.gt" "$work/$1.txt" --row "$1"

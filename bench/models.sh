@@ -16,6 +16,7 @@
 # Its Python tools run in target/bench-venv (bench/venv.sh makes it). Takes ~25 minutes here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 bin=${1:-target/release/ocellus}
 scripts/setup.sh --assets >/dev/null
 cargo build --release --locked --bins --examples 2>&1 | tail -1 >&2
@@ -29,25 +30,7 @@ clips=(vtest mirrored fps5 scaled dusk mono lowbit)
 declare -A clip_name=(
     [vtest]="vtest.avi" [mirrored]="mirrored" [fps5]="5 fps" [scaled]="scaled 0.75"
     [dusk]="dusk" [mono]="monochrome" [lowbit]="512x384 low bitrate")
-variant() { # NAME FFMPEG_FILTER GT_TRANSFORM [CODEC...]
-    local name=$1 filter=$2 transform=$3
-    shift 3
-    local codec=("$@")
-    [ ${#codec[@]} -gt 0 ] || codec=(-c:v mjpeg -q:v 2)
-    ffmpeg -v error -y -i media/vtest.avi -vf "$filter" "${codec[@]}" "$work/$name.avi"
-    python3 - "$gt" "$work/$name.gt" "$transform" <<'PY'
-import sys
-src, dst, f = sys.argv[1], sys.argv[2], eval(sys.argv[3])
-with open(src) as i, open(dst, "w") as o:
-    for line in i:
-        r = line.strip().split(",")
-        if len(r) < 6:
-            continue
-        r = f([float(v) for v in r])
-        if r:
-            o.write(",".join(f"{v:g}" for v in r) + "\n")
-PY
-}
+variant() { make_variant "$work" "$@"; } # NAME FFMPEG_FILTER GT_TRANSFORM [CODEC...]
 cp media/vtest.avi "$work/vtest.avi"
 cp "$gt" "$work/vtest.gt"
 variant mirrored hflip 'lambda r: r[:2] + [768 - r[2] - r[4]] + r[3:]'

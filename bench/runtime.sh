@@ -12,6 +12,7 @@
 # are interleaved (one of each per round) so a noisy neighbour hits all alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=${1:-3}
 live_secs=${2:-30}
 scripts/setup.sh --assets >/dev/null
@@ -59,45 +60,14 @@ grep "per frame" "$out/replay.err" > "$out/perframe_opencv"
 echo "fps: ort ${fps[onnxruntime]} opencv ${fps[opencv]} python ${fps[py]}" >&2
 
 echo "== live daemon, ${live_secs} s per runtime" >&2
-# live RUNTIME -> "cpu_ms_per_frame fps rss_mib": the daemon on the clip (a file source plays at
-# its 10 fps, looping), default config, no client; CPU (user + system, all threads) over the
-# processed frames between two /api/stats readings live_secs apart, after 10 s of warm-up.
-live() { # RUNTIME [MODEL_TOML]: the default model, or the [detector] of MODEL_TOML
-    rm -f "$out"/live.db*
+# live RUNTIME [MODEL_TOML] -> "cpu_ms_per_frame fps rss_mib" (bench/lib.sh's live_cost): the
+# default model, or the [detector] of MODEL_TOML.
+live() {
     local model_lines=""
     [ -n "${2:-}" ] && model_lines=$(grep -E '^(family|model|labels|input_width|input_height|min_score) =' "$2" |
         sed "s#^\(model\|labels\) = \"#\1 = \"$PWD/$(dirname "$2")/#")
-    cat > "$out/live.toml" <<TOML
-[storage]
-path = "$out/live.db"
-[detector]
-runtime = "$1"
-$model_lines
-[[cameras]]
-id = "street"
-source = "$PWD/media/vtest.avi"
-TOML
-    "$bin" run --config "$out/live.toml" --listen 127.0.0.1:0 > "$out/live.out" 2>/dev/null &
-    daemon=$!
-    for _ in $(seq 100); do grep -q listening "$out/live.out" 2>/dev/null && break; sleep 0.1; done
-    local addr
-    addr=$(sed -n 's#.*listening on \(http://\)\{0,1\}\([0-9.:]*\).*#\2#p' "$out/live.out")
-    sleep 10
-    sample() { # -> "cpu_ticks processed"
-        local ticks processed
-        ticks=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
-        processed=$(curl -fsS "http://$addr/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cameras"][0]["processed"])')
-        echo "$ticks $processed"
-    }
-    local t0 p0 t1 p1 hz
-    read -r t0 p0 < <(sample)
-    sleep "$live_secs"
-    read -r t1 p1 < <(sample)
-    hz=$(getconf CLK_TCK)
-    local rss_kib
-    rss_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")
-    kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
-    python3 -c "d=$p1-$p0; print(f'{($t1-$t0)*1000/$hz/d:.1f} {d/$live_secs:.1f} {$rss_kib/1024:.0f}')"
+    live_cost "$bin" "$out" "$live_secs" "runtime = \"$1\"
+$model_lines"
 }
 declare -A cpu lfps lrss
 for rt in onnxruntime opencv; do
