@@ -3,13 +3,17 @@
 # default config, and Frigate's tracker and event rule on the same detections, scored the same
 # way by bench/mot_eval.py. Prints a Markdown section; bench/run.sh puts it in BENCHMARKS.md.
 #
-#   bench/event_truth.sh [path/to/ocellus]
+#   bench/event_truth.sh [path/to/ocellus [CONFIG.toml]]
+#
+# With a config, every replay but the tiles row uses it (to compare settings on the same build).
 #
 # Needs py-motmetrics and norfair (pip, pinned below; installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 bin=${1:-target/release/ocellus}
+cfg_args=()
+[ -z "${2:-}" ] || cfg_args=(--config "$(realpath "$2")")
 gt=media/pets09-s2l1/gt.txt
 scripts/setup.sh --assets >/dev/null
 # motmetrics 1.4 calls numpy.asfarray, which numpy 2 removed.
@@ -19,7 +23,7 @@ python3 -c 'import motmetrics, norfair, numpy; assert int(numpy.__version__.spli
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$bin" replay media/vtest.avi --json --tracks "$work/ocellus.txt" --tracks-label person \
+"$bin" replay media/vtest.avi "${cfg_args[@]}" --json --tracks "$work/ocellus.txt" --tracks-label person \
     --trace "$work/trace.jsonl" >"$work/events.jsonl" 2>"$work/summary.txt"
 python3 bench/frigate_tracker.py "$work/trace.jsonl" "$work/frigate.txt" 2>/dev/null
 track_ms=$(sed -n 's/.*track+events \([0-9.]*\) ms.*/\1/p' "$work/summary.txt")
@@ -56,7 +60,7 @@ echo "Detector: $detect_ms ms per frame with one tile, $tiles_ms ms with two (th
 # sensor noise: what a cheap camera gives at the end of the day).
 variant() { # NAME FFMPEG_FILTER GT_TRANSFORM(python lambda over [frame,id,x,y,w,h,...])
     make_variant "$work" "$1" "$2" "$3"
-    "$bin" replay "$work/$1.avi" --tracks "$work/$1.txt" --tracks-label person >/dev/null \
+    "$bin" replay "$work/$1.avi" "${cfg_args[@]}" --tracks "$work/$1.txt" --tracks-label person >/dev/null \
         2>"$work/err" || { cat "$work/err" >&2; exit 1; }
     python3 bench/mot_eval.py "$work/$1.gt" "$work/$1.txt" --row "$1"
 }

@@ -50,6 +50,14 @@ impl BBox {
         }
     }
 
+    /// Whether the two boxes share any area.
+    pub fn intersects(&self, other: &BBox) -> bool {
+        self.x < other.x + other.w
+            && other.x < self.x + self.w
+            && self.y < other.y + other.h
+            && other.y < self.y + self.h
+    }
+
     /// The part of the box inside a `width` x `height` frame.
     pub fn clamp_to(&self, width: f32, height: f32) -> BBox {
         let x1 = self.x.clamp(0.0, width);

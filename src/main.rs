@@ -110,7 +110,8 @@ struct ReplayArgs {
     /// Also JPEG-encode every frame, as a live viewer would cost (benchmarks).
     #[arg(long)]
     encode_frames: bool,
-    /// Run the detector on every frame, whatever motion says (detector.when = "always").
+    /// Run the detector on every frame, whatever motion or its rate say (detector.when =
+    /// "always", detector.fps = 0).
     #[arg(long)]
     every_frame: bool,
     /// Write one JSON line per frame to FILE: a hash of the decoded pixels, whether motion was
@@ -390,6 +391,10 @@ fn replay_config(args: &ReplayArgs) -> Result<Config, ocellus::errors::ConfigErr
         }
         if args.every_frame {
             cfg.detector.when = ocellus::config::DetectWhen::Always;
+            cfg.detector.fps = 0.0;
+            for cam in &mut cfg.cameras {
+                cam.detector_fps = None;
+            }
         }
         if let Some((w, h)) = args.input_size {
             (cfg.detector.input_width, cfg.detector.input_height) = (w, h);

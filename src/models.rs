@@ -131,6 +131,10 @@ pub struct TrackedBox {
     pub event_id: Option<i64>,
     /// The object has stayed in one spot for `tracker.stationary_after_ms`.
     pub stationary: bool,
+    /// The detector did not run on this frame (`detector.fps`): the box is where the tracker
+    /// predicts the object, from its last detections.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predicted: bool,
     /// The camera's zones the object is in now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<String>,

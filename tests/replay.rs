@@ -587,38 +587,61 @@ fn config_is_validated_after_command_line_overrides() {
     );
 }
 
-/// `detector.max_fps` spares a live camera's CPU; a replay runs the detector on every frame it
-/// is asked to, whatever the config says, so a config can be tried on a recording as it is.
+/// Replay keeps `detector.fps` on the frames' clock, as a live camera would: on an empty scene
+/// (nothing to follow, so nothing makes a run needed) at 2 runs a second, a 10 fps clip is
+/// detected on frames 0, 5, 10, 15, with one worker or a pool; `--every-frame` detects all.
+/// (The old name, `max_fps`, is still read.)
 #[test]
-fn replay_ignores_the_live_detector_rate_limit() {
+fn replay_keeps_the_detector_rate_on_the_frames_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = short_clip(dir.path(), 20);
-    let cfg = dir.path().join("limited.toml");
-    std::fs::write(&cfg, "[detector]\nmax_fps = 0.5\nwhen = \"always\"\n").unwrap();
-    let trace = dir.path().join("trace.jsonl");
-    let out = ocellus(&[
-        "replay",
-        clip.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--trace",
-        trace.to_str().unwrap(),
-        // One worker: the frames go through the pipeline's own detector, where a rate limit
-        // would apply (a detector pool detects every frame in any case).
-        "--workers",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 20);
-    assert!(
-        lines.iter().all(|l| l["detector_ran"] == true),
-        "the detector skipped frames"
-    );
+    let still = opencv::core::Mat::new_rows_cols_with_default(
+        288,
+        384,
+        opencv::core::CV_8UC3,
+        opencv::core::Scalar::all(90.0),
+    )
+    .unwrap();
+    let clip = dir.path().join("empty.avi");
+    common::write_clip(&clip, &vec![still; 20], 10.0);
+    for (key, extra) in [
+        ("fps", &[][..]),
+        ("max_fps", &[][..]),
+        ("fps", &["--every-frame"][..]),
+    ] {
+        let cfg = dir.path().join("limited.toml");
+        std::fs::write(&cfg, format!("[detector]\n{key} = 2\nwhen = \"always\"\n")).unwrap();
+        let ran = |workers: &str| {
+            let trace = dir.path().join(format!("trace{workers}.jsonl"));
+            let mut args = vec![
+                "replay",
+                clip.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+                "--trace",
+                trace.to_str().unwrap(),
+                "--workers",
+                workers,
+            ];
+            args.extend(extra);
+            let out = ocellus(&args);
+            assert!(out.status.success(), "{}", stderr(&out));
+            std::fs::read_to_string(&trace)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .enumerate()
+                .filter(|(_, l)| l["detector_ran"] == true)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        };
+        let one = ran("1");
+        if extra.is_empty() {
+            assert_eq!(one, [0, 5, 10, 15], "{key}");
+        } else {
+            assert_eq!(one, (0..20).collect::<Vec<_>>());
+        }
+        assert_eq!(ran("2"), one, "{key} {extra:?}: a pool decided otherwise");
+    }
 }
 
 /// A zone over the right third of the street and a line down its middle: some person events

@@ -32,6 +32,10 @@ pub struct CameraConfig {
     /// and is reconnected.
     #[serde(default = "default_read_timeout_s")]
     pub read_timeout_s: u64,
+    /// Detector runs per second for this camera; unset: `detector.fps`. A door camera may want
+    /// more, a car park fewer.
+    #[serde(default)]
+    pub detector_fps: Option<f32>,
     /// Polygons in relative coordinates (0-1 of the frame's width and height, so they survive a
     /// resolution change): a detection whose bottom-centre is inside one is dropped. For a spot
     /// that fools the detector: a statue, a poster, a tree that looks like a person.

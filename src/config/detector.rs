@@ -158,9 +158,10 @@ pub struct Preprocess {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DetectWhen {
-    /// Every frame (subject to `max_fps`).
+    /// Every frame (at most `fps` a second).
     Always,
-    /// Only while there is motion or a live track (subject to `max_fps`).
+    /// Only while there is motion or a moving track (at most `fps` a second); an object that
+    /// stays put is not looked at again until motion touches it.
     #[default]
     Motion,
 }
@@ -219,10 +220,14 @@ pub struct DetectorConfig {
     pub min_box_area: f32,
     /// Boxes of the same class overlapping more than this IoU are merged by NMS.
     pub nms_iou: f32,
-    /// `always` or `motion` (only while there is motion or a live track).
+    /// `always` or `motion` (only while there is motion or a moving track).
     pub when: DetectWhen,
-    /// Run the detector at most this often per camera (0: no limit). Replay ignores it.
-    pub max_fps: f32,
+    /// Detector runs per second per camera, on the frames' clock (0: every frame); between
+    /// runs the tracker carries the tracks on their predicted paths. A camera's
+    /// `detector_fps` overrides it. Replay keeps it too, so a recording is judged as the
+    /// live camera would be. (`max_fps`, its old name, is still read.)
+    #[serde(alias = "max_fps")]
+    pub fps: f32,
     /// Threads one inference may use: OpenCV's thread count, or ONNX Runtime's intra-op
     /// threads (0: the library's default, one a core).
     pub threads: i32,
@@ -273,12 +278,16 @@ impl Default for DetectorConfig {
             min_box_area: 300.0,
             nms_iou: 0.45,
             when: DetectWhen::Motion,
-            max_fps: 0.0,
+            fps: DEFAULT_FPS,
             threads: 0,
             tiles: 1,
         }
     }
 }
+
+/// Detector runs a second by default: Frigate's `detect` rate too. Measured in BENCHMARKS.md
+/// (event truth at 10 fps against 5 fps detection; the cameras a box can carry).
+pub(super) const DEFAULT_FPS: f32 = 5.0;
 
 /// The default model: NanoDet-g, made by models/fetch.sh (paths relative to where the data is).
 pub const DEFAULT_MODEL: &str = "models/nanodet-g/nanodet-g-384x288.onnx";

@@ -352,6 +352,13 @@ impl Config {
 
     /// The `[[cameras]]` entry for camera `id`; for any other id (a replay's), the only entry
     /// when there is exactly one, so a camera's masks can be tried on a recording.
+    /// Detector runs a second for camera `id`: its `detector_fps`, else `detector.fps`.
+    pub fn detector_fps(&self, id: &str) -> f32 {
+        self.camera(id)
+            .and_then(|c| c.detector_fps)
+            .unwrap_or(self.detector.fps)
+    }
+
     pub fn camera(&self, id: &str) -> Option<&CameraConfig> {
         self.cameras
             .iter()

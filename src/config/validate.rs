@@ -57,6 +57,9 @@ impl Config {
                 format!("{} is not between 1 and {MAX_TILES}", d.tiles),
             ));
         }
+        if let Some(what) = rate_problem(d.fps) {
+            return Err(problem("detector.fps", what));
+        }
         if !(0..=256).contains(&d.threads) {
             return Err(problem(
                 "detector.threads",
@@ -162,6 +165,9 @@ impl Config {
                         format!("{v} is not between 1 and 600 seconds"),
                     ));
                 }
+            }
+            if let Some(what) = cam.detector_fps.and_then(rate_problem) {
+                return Err(problem(format!("cameras[{i}].detector_fps"), what));
             }
             for (name, polys) in [
                 ("object_masks", &cam.object_masks),
@@ -296,4 +302,10 @@ pub fn valid_camera_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// What is wrong with a detector rate, if anything: 0 (every frame) up to 120 a second.
+fn rate_problem(fps: f32) -> Option<String> {
+    (!(0.0..=120.0).contains(&fps))
+        .then(|| format!("{fps} is not between 0 (every frame) and 120 detector runs a second"))
 }

@@ -24,7 +24,7 @@ use crate::events::EventIds;
 use crate::metrics::{get, CameraStats};
 use crate::models::EventMsg;
 use crate::motion::MotionResult;
-use crate::pipeline::{Detected, DetectorPool, Pipeline};
+use crate::pipeline::{DetectRate, Detected, DetectorPool, Pipeline};
 use outputs::{Outputs, Trace};
 pub use report::ReplayReport;
 
@@ -167,7 +167,14 @@ impl Stages {
             (None, Fed::Motion(mrx))
         } else {
             let (dtx, drx) = bounded(2);
-            let pool = DetectorPool::start(pool, cfg.detector.when, cam, stats.clone(), mrx, dtx)?;
+            let pool = DetectorPool::start(
+                pool,
+                (cfg.detector.when, DetectRate::new(cfg.detector_fps(cam))),
+                cam,
+                stats.clone(),
+                mrx,
+                dtx,
+            )?;
             (Some(pool), Fed::Detected(drx))
         };
         let (encoder, encoder_join, viewer) = match Self::encoder(cfg, opts, stats)? {
@@ -273,15 +280,12 @@ pub fn run(
     let (db_handle, writer, writer_stats) = (storage.handle, storage.thread, storage.stats);
 
     let stats = Arc::new(CameraStats::default());
-    // `detector.max_fps` spares a live camera's CPU; a replay processes every frame.
-    let mut pipeline_cfg = cfg.clone();
-    pipeline_cfg.detector.max_fps = 0.0;
     let bus = Bus::new(&opts.camera)
         .database(db_handle.clone(), None)
         .local(Box::new(outputs.sink(on_event)));
     let pipeline = Pipeline::new(
         &opts.camera,
-        &pipeline_cfg,
+        cfg,
         detectors.own,
         ids,
         Box::new(bus),

@@ -65,6 +65,10 @@ pub(crate) struct Track {
     filter: BoxFilter,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    /// The latest frame where the object was held: stationary, and no motion touched it, so the
+    /// detector was not expected to see it again (see [`Tracker::hold`]). It ages from the later
+    /// of this and `last_seen_ms`.
+    held_ms: i64,
     pub hits: u32,
     /// Score of the latest detection.
     pub score: f32,
@@ -175,6 +179,12 @@ impl Tracker {
 
     pub(crate) fn tracks(&self) -> &[Track] {
         &self.tracks
+    }
+
+    /// Whether a track has had `min_hits` detections (or an event): young ones are dropped
+    /// sooner and matched after the others.
+    pub(crate) fn established(&self, t: &Track) -> bool {
+        t.hits >= self.cfg.min_hits || t.confirmed
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&Track> {
@@ -376,7 +386,7 @@ impl Tracker {
             // then, whatever the frame rate).
             let lost_s = self
                 .last_update_ms
-                .map_or(0.0, |last| (last - t.last_seen_ms).max(0) as f32 / 1000.0);
+                .map_or(0.0, |last| (last - t.accounted_ms()).max(0) as f32 / 1000.0);
             // A track seen once has no velocity yet: its prediction is where the object was, and
             // an object moving half its width a frame (a car at 5-10 fps) overlaps that by a third.
             let min_iou = if t.hits == 1 {
@@ -436,6 +446,18 @@ impl Tracker {
 
     /// Advances time without detections (the detector did not run on this frame): tracks can
     /// only expire.
+    /// Holds the stationary objects that `untouched` says no motion reaches at `ts_ms`: the
+    /// detector is not asked to see them again (it may not even run), so not seeing them is no
+    /// reason to end them. A parked car stays one event however long it stays; once motion
+    /// reaches it, it must be seen again within `unseen_timeout_ms` as any track.
+    pub(crate) fn hold(&mut self, ts_ms: i64, untouched: impl Fn(&Track) -> bool) {
+        for t in self.tracks.iter_mut().filter(|t| t.stationary) {
+            if untouched(t) {
+                t.held_ms = t.held_ms.max(ts_ms);
+            }
+        }
+    }
+
     pub(crate) fn tick(&mut self, ts_ms: i64) -> Vec<TrackChange> {
         let mut changes = Vec::new();
         self.expire(ts_ms, &mut changes);
@@ -457,7 +479,7 @@ impl Tracker {
         let mut i = 0;
         while i < self.tracks.len() {
             let t = &self.tracks[i];
-            let unseen = ts_ms - t.last_seen_ms;
+            let unseen = ts_ms - t.accounted_ms();
             let limit = if t.confirmed || t.hits >= cfg.min_hits {
                 cfg.unseen_timeout_ms
             } else {
@@ -476,6 +498,11 @@ impl Tracker {
 }
 
 impl Track {
+    /// Until when the track is accounted for: seen, or held.
+    fn accounted_ms(&self) -> i64 {
+        self.last_seen_ms.max(self.held_ms)
+    }
+
     /// A new, young track from its first (confident) detection.
     fn new(id: u64, det: &Detection, ts_ms: i64, window: usize) -> Self {
         let with = |v: f32| {
@@ -491,6 +518,7 @@ impl Track {
             filter: BoxFilter::new(det.bbox, ts_ms),
             first_seen_ms: ts_ms,
             last_seen_ms: ts_ms,
+            held_ms: ts_ms,
             hits: 1,
             score: det.score,
             top_score: det.score,

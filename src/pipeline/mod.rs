@@ -2,6 +2,13 @@
 //! typed values to a [`Sink`]. Runs on its own thread, fed by capture; knows nothing of where
 //! its results go (the fan-out stage, `bus`, does).
 
+mod schedule;
+#[cfg(test)]
+mod tests;
+
+use schedule::motion_touches;
+pub(crate) use schedule::DetectRate;
+
 use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +25,7 @@ use crate::detect::ObjectDetector;
 use crate::errors::DetectError;
 use crate::events::{EventBuilder, EventIds, EventOutput, Snapshot, SnapshotOptions};
 use crate::metrics::{inc, CameraStats};
-use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg, TrackedBox};
+use crate::models::{BBox, Detection, DetectionsMsg, EventKind, EventMsg, TrackedBox};
 use crate::motion::{MotionDetector, MotionResult};
 use crate::tracker::Tracker;
 use crate::zones::{Counts, Zones};
@@ -107,7 +114,7 @@ impl DetectorPool {
     /// the same order with their detections. Stops when `rx` closes or `tx`'s receiver is gone.
     pub(crate) fn start(
         detectors: Vec<Box<dyn ObjectDetector>>,
-        when: DetectWhen,
+        (when, rate): (DetectWhen, DetectRate),
         camera: &str,
         stats: Arc<CameraStats>,
         rx: Receiver<(Frame, MotionResult)>,
@@ -120,15 +127,16 @@ impl DetectorPool {
         let mut inputs = Vec::new();
         let mut workers = Vec::new();
         for (i, mut det) in detectors.into_iter().enumerate() {
-            let (in_tx, in_rx) = crossbeam_channel::bounded::<(u64, Frame, MotionResult)>(1);
+            let (in_tx, in_rx) = crossbeam_channel::bounded::<(u64, bool, Frame, MotionResult)>(1);
             inputs.push(in_tx);
             let (done_tx, stats) = (done_tx.clone(), stats.clone());
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("dnn{i}-{camera}"))
                     .spawn(move || {
-                        for (order, frame, motion) in in_rx {
-                            let result = (when == DetectWhen::Always || motion.motion).then(|| {
+                        for (order, due, frame, motion) in in_rx {
+                            let wanted = when == DetectWhen::Always || motion.motion;
+                            let result = (due && wanted).then(|| {
                                 let t0 = Instant::now();
                                 let result = det.detect(&frame.mat);
                                 stats.detect.since(t0);
@@ -146,9 +154,14 @@ impl DetectorPool {
             std::thread::Builder::new()
                 .name(format!("dnn-feed-{camera}"))
                 .spawn(move || {
+                    // Whether a frame is due depends on its time and the previous frame's only,
+                    // so this thread decides as the pipeline would.
+                    let mut prev = None;
                     for (order, (frame, motion)) in (0u64..).zip(rx) {
+                        let due = rate.due(prev, frame.ts_ms);
+                        prev = Some(frame.ts_ms);
                         if inputs[order as usize % inputs.len()]
-                            .send((order, frame, motion))
+                            .send((order, due, frame, motion))
                             .is_err()
                         {
                             break;
@@ -260,8 +273,12 @@ pub(crate) struct Pipeline {
     motion: Option<MotionDetector>,
     detector: Option<Box<dyn ObjectDetector>>,
     when: DetectWhen,
-    /// Minimum time between detector runs, in the frames' clock (0: none).
-    min_detect_interval_ms: i64,
+    /// The detector's own rate (`detector.fps`, or the camera's `detector_fps`).
+    rate: DetectRate,
+    /// The previous frame's time: with `rate`, whether this frame is due.
+    prev_ts_ms: Option<i64>,
+    /// When the detector last ran: the tracks seen then are carried on their predicted paths
+    /// until it runs again.
     last_detect_ms: Option<i64>,
     tracker: Tracker,
     /// The camera's object masks (relative polygons): detections whose bottom-centre is inside
@@ -293,17 +310,13 @@ impl Pipeline {
         } else {
             None
         };
-        let min_detect_interval_ms = if cfg.detector.max_fps <= 0.0 {
-            0
-        } else {
-            (1000.0 / cfg.detector.max_fps as f64).round() as i64
-        };
         Ok(Self {
             camera: camera.to_string(),
             motion,
             detector,
             when: cfg.detector.when,
-            min_detect_interval_ms,
+            rate: DetectRate::new(cfg.detector_fps(camera)),
+            prev_ts_ms: None,
             last_detect_ms: None,
             tracker: Tracker::new(cfg.tracker.clone()),
             object_masks: camera_cfg
@@ -392,8 +405,9 @@ impl Pipeline {
         self.track(frame, motion, result);
     }
 
-    /// Runs the detector when `detector.when` and `max_fps` say so: always, or while there is
-    /// motion or a track to follow. `None`: it did not run.
+    /// Runs the detector when the frame is due at `detector.fps` and `detector.when` says so:
+    /// always, or while there is motion or a track that moves (an object that stays put is
+    /// not looked for again until motion touches it). `None`: it did not run.
     fn detect_if_due(
         &mut self,
         frame: &Frame,
@@ -401,12 +415,21 @@ impl Pipeline {
     ) -> Option<Result<Vec<Detection>, DetectError>> {
         let gate_open = match self.when {
             DetectWhen::Always => true,
-            DetectWhen::Motion => motion.motion || !self.tracker.tracks().is_empty(),
+            DetectWhen::Motion => {
+                motion.motion || self.tracker.tracks().iter().any(|t| !t.stationary)
+            }
         };
-        let rate_ok = self
-            .last_detect_ms
-            .is_none_or(|last| frame.ts_ms - last >= self.min_detect_interval_ms);
-        let detector = self.detector.as_mut().filter(|_| gate_open && rate_ok)?;
+        let due = self.rate.due(self.prev_ts_ms, frame.ts_ms) || {
+            let ts = frame.ts_ms;
+            let tracks: Vec<(BBox, bool)> = self
+                .tracker
+                .tracks()
+                .iter()
+                .map(|t| (t.predict(ts), !self.tracker.established(t)))
+                .collect();
+            schedule::needs_detection(&tracks, motion)
+        };
+        let detector = self.detector.as_mut().filter(|_| gate_open && due)?;
         let t0 = Instant::now();
         let result = detector.detect(&frame.mat);
         self.stats.detect.since(t0);
@@ -424,6 +447,7 @@ impl Pipeline {
         let stats = self.stats.clone();
         let ts = frame.ts_ms;
         self.last_ts_ms = ts;
+        self.prev_ts_ms = Some(ts);
         let mut ran = false;
         let mut dets = Vec::new();
         match result {
@@ -452,34 +476,39 @@ impl Pipeline {
             d.appearance = Appearance::of(&frame.mat, d.bbox).ok().flatten();
         }
 
+        // Objects that stay put where nothing moves are not expected to be seen again.
+        self.tracker.hold(ts, |t| !motion_touches(&motion, &t.bbox));
         let (changes, assigned) = if ran {
             self.tracker.update(ts, &dets)
         } else {
             (self.tracker.tick(ts), Vec::new())
         };
+        // The tracks in this frame, each once: those the detections went to, on their smoothed
+        // boxes; between detector runs, those seen at the last run, on their predicted paths.
+        let seen = self.seen(ts, ran, &assigned);
         let mut out = self
             .events
             .apply(changes, &self.tracker, Some(&frame.mat), ts);
         if !self.zones.is_empty() {
-            self.follow_zones(frame, &assigned, &mut out);
+            self.follow_zones(frame, &seen, &mut out);
         }
         stats.track.since(t2);
         self.emit(out);
 
         if self.sink.wants_detections() {
-            let tracks = dets
+            let tracks = seen
                 .iter()
-                .zip(&assigned)
-                .filter_map(|(d, &tid)| {
+                .filter_map(|&(tid, bbox)| {
                     let track = self.tracker.get(tid)?;
                     Some(TrackedBox {
                         track_id: tid,
-                        label: d.label.clone(),
-                        score: d.score,
-                        bbox: track.bbox.rounded(),
+                        label: track.label.clone(),
+                        score: track.score,
+                        bbox: bbox.rounded(),
                         confirmed: track.confirmed,
                         event_id: self.events.event_id(tid),
                         stationary: track.stationary,
+                        predicted: !ran,
                         zones: self.zones.current(tid),
                     })
                 })
@@ -499,21 +528,43 @@ impl Pipeline {
         inc(&stats.processed);
     }
 
-    /// Zones and lines for the tracks seen in this frame (`assigned`: each detection's track),
-    /// on their smoothed boxes: events get what their objects did, the counts are brought up
-    /// to date.
-    fn follow_zones(&mut self, frame: &Frame, assigned: &[u64], out: &mut EventOutput) {
+    /// The tracks in the frame at `ts` with their boxes, in track order. With the detector run
+    /// (`ran`): those its detections were assigned to (`assigned`), on the filtered box. Without:
+    /// those seen when it last ran, where their motion takes them now (a stationary object
+    /// stays where it is), so live boxes and zones follow objects between detector runs.
+    fn seen(&self, ts: i64, ran: bool, assigned: &[u64]) -> Vec<(u64, BBox)> {
+        let mut seen: Vec<(u64, BBox)> = if ran {
+            assigned
+                .iter()
+                .filter_map(|&t| self.tracker.get(t).map(|tr| (t, tr.bbox)))
+                .collect()
+        } else {
+            self.tracker
+                .tracks()
+                .iter()
+                .filter(|t| self.last_detect_ms == Some(t.last_seen_ms))
+                .map(|t| {
+                    let bbox = if t.stationary { t.bbox } else { t.predict(ts) };
+                    (t.id, bbox)
+                })
+                .collect()
+        };
+        seen.sort_by_key(|(t, _)| *t);
+        seen.dedup_by_key(|(t, _)| *t);
+        seen
+    }
+
+    /// Zones and lines for the tracks in this frame (`seen`, from [`Pipeline::seen`]): events
+    /// get what their objects did, the counts are brought up to date.
+    fn follow_zones(&mut self, frame: &Frame, seen: &[(u64, BBox)], out: &mut EventOutput) {
         let (w, h) = (frame.mat.cols() as f32, frame.mat.rows() as f32);
-        let mut seen: Vec<u64> = assigned.iter().copied().filter(|&t| t != 0).collect();
-        seen.sort_unstable();
-        seen.dedup();
         let tracker = &self.tracker;
         let happened = self.zones.update(
             frame.ts_ms,
             w,
             h,
             seen.iter()
-                .filter_map(|&t| tracker.get(t).map(|tr| (t, tr.label.as_str(), tr.bbox))),
+                .filter_map(|&(t, b)| tracker.get(t).map(|tr| (t, tr.label.as_str(), b))),
         );
         self.zones.retain(|t| tracker.get(t).is_some());
         let mut changed: Vec<u64> = happened.iter().map(|(t, _)| *t).collect();
