@@ -74,15 +74,26 @@ impl Daemon {
     /// before starting anything on a bad database or model.
     pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
         let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
-        // Load every detector before anything is created: a broken model stops the start.
-        let mut detectors = Vec::new();
-        for cam in &enabled {
-            let d = detect::build(&cfg.detector).map_err(|source| DaemonError::Detector {
-                camera: cam.id.clone(),
-                source,
-            })?;
-            detectors.push(d);
-        }
+        // Every camera's detector before anything is created: a broken model stops the start.
+        // Built at once, the model is read and checked once and its packed weights shared by
+        // the cameras' sessions; with several cameras, one inference takes one thread (unless
+        // `detector.threads` says otherwise): the cameras are the parallelism, and a pool of
+        // threads per camera competing for the same cores costs more than it gives.
+        let mut detectors: Vec<Option<Box<dyn ObjectDetector>>> =
+            detect::build_many(&cfg.detector, enabled.len())
+                .map_err(|source| DaemonError::Detector {
+                    camera: enabled
+                        .iter()
+                        .map(|c| c.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source,
+                })?
+                .into_iter()
+                .map(Some)
+                .collect();
+        // `kind = "none"`: no detector for any camera.
+        detectors.resize_with(enabled.len(), || None);
         let db_path = cfg.storage.path.clone();
         let mut writer_opts = WriterOptions::from_config(&cfg.storage, true);
         writer_opts.outbox = cfg.mqtt.as_ref().map(|m| crate::db::OutboxLimits {
