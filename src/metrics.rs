@@ -129,6 +129,8 @@ pub struct CameraStats {
     pub skipped: AtomicU64,
     /// Frames the object detector ran on.
     pub detector_runs: AtomicU64,
+    /// Network passes on crops (`detector.regions`); a frame looked at whole counts none.
+    pub detector_crops: AtomicU64,
     /// Detector failures on single frames (the frame is skipped, the pipeline goes on).
     pub detector_errors: AtomicU64,
     pub events_started: AtomicU64,
@@ -171,12 +173,13 @@ impl CameraStats {
         ]
     }
 
-    pub fn counters(&self) -> [Counter; 10] {
+    pub fn counters(&self) -> [Counter; 11] {
         let CameraStats {
             captured,
             processed,
             skipped,
             detector_runs,
+            detector_crops,
             detector_errors,
             events_started,
             events_ended,
@@ -216,6 +219,11 @@ impl CameraStats {
                 "ocellus_detector_runs_total",
                 "Frames the object detector ran on.",
                 detector_runs,
+            ),
+            c(
+                "ocellus_detector_crops_total",
+                "Network passes on crops around motion and tracks (detector.regions).",
+                detector_crops,
             ),
             c(
                 "ocellus_detector_errors_total",

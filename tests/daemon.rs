@@ -632,7 +632,7 @@ async fn every_counter_in_the_stats_appears_in_metrics() {
         );
     }
     let counters = ocellus::metrics::CameraStats::default().counters();
-    assert_eq!(counters.len(), 10);
+    assert_eq!(counters.len(), 11);
     for c in counters {
         assert!(
             text.contains(&format!("# TYPE {} counter", c.name))

@@ -235,6 +235,12 @@ pub struct DetectorConfig {
     /// and the network runs on each at its input size: small, far objects get that many times
     /// the pixels, for that many times the detector's time. 1: the whole frame at once.
     pub tiles: u32,
+    /// Look only where something moves or is tracked: the network sees crops of its own input
+    /// size around motion and around live tracks (merged where they overlap), at the camera's
+    /// resolution, instead of the whole frame scaled down; the whole frame when that covers
+    /// most of it, and every 5 s so nothing waits for motion. For cameras much larger than the
+    /// network's input (small, far objects); off by default (BENCHMARKS.md says why).
+    pub regions: bool,
 }
 
 /// More tiles than this cost more than they give: each is a full network pass.
@@ -281,6 +287,7 @@ impl Default for DetectorConfig {
             fps: DEFAULT_FPS,
             threads: 0,
             tiles: 1,
+            regions: false,
         }
     }
 }

@@ -263,6 +263,34 @@ fn out_of_range_score_names_the_key() {
     assert_eq!(parse("[detector]\ntiles = 2\n").unwrap().detector.tiles, 2);
 }
 
+/// The detector's rate: 0-120 a second, per camera too; its old name still read; regions and
+/// tiles are not both asked for.
+#[test]
+fn detector_rates_and_regions_are_checked() {
+    for bad in ["-1", "121", "nan"] {
+        let err = parse(&format!("[detector]\nfps = {bad}\n")).unwrap_err();
+        assert!(err.to_string().contains("detector.fps"), "{bad}: {err}");
+    }
+    let c = parse("[detector]\nmax_fps = 2.5\n").unwrap();
+    assert_eq!(c.detector.fps, 2.5);
+    assert_eq!(parse("").unwrap().detector.fps, 5.0);
+    let cams = "[[cameras]]\nid = \"a\"\nsource = \"a.avi\"\ndetector_fps = 1\n\
+                [[cameras]]\nid = \"b\"\nsource = \"b.avi\"\n";
+    let c = parse(&format!("[detector]\nfps = 3\n{cams}")).unwrap();
+    assert_eq!((c.detector_fps("a"), c.detector_fps("b")), (1.0, 3.0));
+    let err =
+        parse("[[cameras]]\nid = \"a\"\nsource = \"a.avi\"\ndetector_fps = 500\n").unwrap_err();
+    assert!(err.to_string().contains("cameras[0].detector_fps"), "{err}");
+    let err = parse("[detector]\nregions = true\ntiles = 2\n").unwrap_err();
+    assert!(err.to_string().contains("detector.regions"), "{err}");
+    assert!(
+        parse("[detector]\nregions = true\n")
+            .unwrap()
+            .detector
+            .regions
+    );
+}
+
 #[test]
 fn masks_are_checked_and_points_fall_inside_or_outside() {
     let ok = parse(

@@ -57,6 +57,12 @@ impl Config {
                 format!("{} is not between 1 and {MAX_TILES}", d.tiles),
             ));
         }
+        if d.regions && d.tiles > 1 {
+            return Err(problem(
+                "detector.regions",
+                "and detector.tiles > 1 are two ways of looking closer; choose one",
+            ));
+        }
         if let Some(what) = rate_problem(d.fps) {
             return Err(problem("detector.fps", what));
         }

@@ -11,7 +11,7 @@ use opencv::prelude::*;
 
 use super::decode::{self, InputMapping, RawDetection, Tensor};
 use super::onnxruntime::{OrtEngine, Shared};
-use super::{read_labels, tiles, DetectorInfo, ObjectDetector, PostFilter};
+use super::{read_labels, regions, tiles, DetectorInfo, ObjectDetector, PostFilter};
 use crate::config::{ChannelOrder, DetectorConfig, ModelFamily, Preprocess, ResizeMode};
 use crate::errors::DetectError;
 use crate::models::Detection;
@@ -328,6 +328,28 @@ impl ObjectDetector for DnnDetector {
             tiles::merge(&cols, per_tile)
         };
         Ok(self.filter.apply(raw))
+    }
+
+    fn detect_crops(
+        &mut self,
+        frame: &Mat,
+        crops: &[regions::Crop],
+    ) -> Result<Vec<Detection>, DetectError> {
+        let size = (frame.cols() as u32, frame.rows() as u32);
+        let mut per_crop = Vec::with_capacity(crops.len());
+        for c in crops {
+            let part = Mat::roi(
+                frame,
+                Rect::new(c.x as i32, c.y as i32, c.w as i32, c.h as i32),
+            )?;
+            let mut raw = self.detect_raw(&part)?;
+            for d in &mut raw {
+                d.bbox.x += c.x as f32;
+                d.bbox.y += c.y as f32;
+            }
+            per_crop.push(raw);
+        }
+        Ok(self.filter.apply(regions::join(crops, size, per_crop)))
     }
 
     fn info(&self) -> DetectorInfo {

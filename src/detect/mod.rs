@@ -5,6 +5,7 @@ pub mod decode;
 pub mod dnn;
 pub mod hog;
 pub mod onnxruntime;
+pub mod regions;
 pub mod tiles;
 
 use std::path::Path;
@@ -23,6 +24,17 @@ use decode::RawDetection;
 pub trait ObjectDetector: Send {
     /// Detections in source-frame pixels, filtered and NMS'd, best first.
     fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError>;
+
+    /// The same, looking only inside `crops` of the frame (`detector.regions`), each at the
+    /// network's input size; boxes cut by a crop's edge are joined ([`regions::join`]). A
+    /// detector that cannot look at parts (HOG) looks at the whole frame.
+    fn detect_crops(
+        &mut self,
+        frame: &Mat,
+        _crops: &[regions::Crop],
+    ) -> Result<Vec<Detection>, DetectError> {
+        self.detect(frame)
+    }
 
     /// What this detector is and what runs it, for logs, summaries and `/api/stats`.
     fn info(&self) -> DetectorInfo;
@@ -45,6 +57,14 @@ struct Fallback {
 impl ObjectDetector for Fallback {
     fn detect(&mut self, frame: &Mat) -> Result<Vec<Detection>, DetectError> {
         self.inner.detect(frame)
+    }
+
+    fn detect_crops(
+        &mut self,
+        frame: &Mat,
+        crops: &[regions::Crop],
+    ) -> Result<Vec<Detection>, DetectError> {
+        self.inner.detect_crops(frame, crops)
     }
 
     fn info(&self) -> DetectorInfo {

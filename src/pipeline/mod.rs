@@ -9,6 +9,12 @@ mod tests;
 use schedule::motion_touches;
 pub(crate) use schedule::DetectRate;
 
+use crate::detect::regions::{self, Plan};
+
+/// With `detector.regions`, the whole frame is looked at least this often (the frames' clock):
+/// what stands still where nothing moves and nothing is tracked is found within it.
+const FULL_FRAME_MS: i64 = 5_000;
+
 use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -280,6 +286,8 @@ pub(crate) struct Pipeline {
     /// When the detector last ran: the tracks seen then are carried on their predicted paths
     /// until it runs again.
     last_detect_ms: Option<i64>,
+    /// With `detector.regions`: the network's input size, and when it last saw the whole frame.
+    regions: Option<((u32, u32), Option<i64>)>,
     tracker: Tracker,
     /// The camera's object masks (relative polygons): detections whose bottom-centre is inside
     /// one are dropped before tracking.
@@ -318,6 +326,10 @@ impl Pipeline {
             rate: DetectRate::new(cfg.detector_fps(camera)),
             prev_ts_ms: None,
             last_detect_ms: None,
+            regions: cfg
+                .detector
+                .regions
+                .then_some(((cfg.detector.input_width, cfg.detector.input_height), None)),
             tracker: Tracker::new(cfg.tracker.clone()),
             object_masks: camera_cfg
                 .map(|c| c.object_masks.clone())
@@ -429,11 +441,51 @@ impl Pipeline {
                 .collect();
             schedule::needs_detection(&tracks, motion)
         };
-        let detector = self.detector.as_mut().filter(|_| gate_open && due)?;
+        if !(gate_open && due) || self.detector.is_none() {
+            return None;
+        }
+        let plan = self.plan(frame, motion);
+        let detector = self.detector.as_mut()?;
         let t0 = Instant::now();
-        let result = detector.detect(&frame.mat);
+        let result = match plan {
+            Plan::Frame => detector.detect(&frame.mat),
+            Plan::Crops(crops) => {
+                self.stats
+                    .detector_crops
+                    .fetch_add(crops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                detector.detect_crops(&frame.mat, &crops)
+            }
+        };
         self.stats.detect.since(t0);
         Some(result)
+    }
+
+    /// Where the detector looks in `frame` (`detector.regions`): crops around its moving blobs
+    /// and its tracks' predicted boxes; the whole frame when regions are off, when motion does
+    /// not say where (a light change, motion off), when crops would cover most of it, and at
+    /// least every `FULL_FRAME_MS`.
+    fn plan(&mut self, frame: &Frame, motion: &MotionResult) -> Plan {
+        let Some((model, last_full)) = self.regions.as_mut() else {
+            return Plan::Frame;
+        };
+        let ts = frame.ts_ms;
+        let unknown = motion.light_change || (motion.motion && motion.regions.is_empty());
+        let plan = if unknown || last_full.is_none_or(|t| ts - t >= FULL_FRAME_MS) {
+            Plan::Frame
+        } else {
+            let boxes: Vec<BBox> = motion
+                .regions
+                .iter()
+                .copied()
+                .chain(self.tracker.tracks().iter().map(|t| t.predict(ts)))
+                .collect();
+            let size = (frame.mat.cols() as u32, frame.mat.rows() as u32);
+            regions::plan(size, *model, &boxes)
+        };
+        if plan == Plan::Frame {
+            *last_full = Some(ts);
+        }
+        plan
     }
 
     /// Runs one frame through tracking and events, given its motion result and what the

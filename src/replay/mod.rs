@@ -264,7 +264,13 @@ pub fn run(
     on_progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ReplayReport, ReplayError> {
     let reader = ReplayReader::open(&opts.video)?;
-    let detectors = Detectors::build(cfg, opts.detect_workers.max(1))?;
+    // Crops follow the tracks, which only the detect thread knows: no pool with regions.
+    let workers = if cfg.detector.regions {
+        1
+    } else {
+        opts.detect_workers.max(1)
+    };
+    let detectors = Detectors::build(cfg, workers)?;
 
     let temp_dir;
     let db_path: PathBuf = match &opts.db {

@@ -47,7 +47,7 @@ impl ReplayReport {
         format!(
             "replay   {} ({}x{} @ {:.1} fps)\n\
              frames   {} in {:.2} s = {:.1} fps processed\n\
-             detector {} (ran on {} frames)\n\
+             detector {} (ran on {} frames{})\n\
              per frame: decode {:.2} ms, motion {:.2} ms, detect {:.2} ms, track+events {:.2} ms{}; \
              store {:.2} ms per commit ({} commits)\n\
              events   {} ({})",
@@ -60,6 +60,10 @@ impl ReplayReport {
             get(&s.processed) as f64 / secs,
             self.detector,
             get(&s.detector_runs),
+            match get(&s.detector_crops) {
+                0 => String::new(),
+                n => format!(", {n} crops"),
+            },
             s.decode.mean_ms(),
             s.motion.mean_ms(),
             s.detect.mean_ms(),
