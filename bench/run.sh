@@ -179,6 +179,18 @@ bench/runtime.sh "$runs" > "$out/runtime"; cat "$out/runtime"
 echo "== MQTT"
 bench/mqtt.sh "$runs" > "$out/mqtt"; cat "$out/mqtt"
 
+echo "== cameras per box"
+{
+    echo "## Cameras per box: bench/cameras.sh"
+    echo
+    echo "N street-clip cameras at 10 fps in one daemon until the slowest falls below 9.5 fps or the"
+    echo "box passes 90 %; default model, then FastestDet (\`bench/cameras.sh $bin 20 [MODEL_TOML]\`)."
+    echo
+    bench/cameras.sh "$bin" 20
+    echo
+    bench/cameras.sh "$bin" 20 models/fastestdet/model.toml
+} > "$out/cameras"; cat "$out/cameras"
+
 {
 echo "# Benchmarks"
 echo
@@ -267,5 +279,7 @@ echo
 cat "$out/runtime"
 echo
 cat "$out/mqtt"
+echo
+cat "$out/cameras"
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"
