@@ -6,15 +6,6 @@ mod schedule;
 #[cfg(test)]
 mod tests;
 
-use schedule::motion_touches;
-pub(crate) use schedule::DetectRate;
-
-use crate::detect::regions::{self, Plan};
-
-/// With `detector.regions`, the whole frame is looked at least this often (the frames' clock):
-/// what stands still where nothing moves and nothing is tracked is found within it.
-const FULL_FRAME_MS: i64 = 5_000;
-
 use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +18,7 @@ use crate::appearance::Appearance;
 use crate::capture::live::FrameSlot;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
+use crate::detect::regions::{self, Plan};
 use crate::detect::ObjectDetector;
 use crate::errors::DetectError;
 use crate::events::{EventBuilder, EventIds, EventOutput, Snapshot, SnapshotOptions};
@@ -35,6 +27,12 @@ use crate::models::{BBox, Detection, DetectionsMsg, EventKind, EventMsg, Tracked
 use crate::motion::{MotionDetector, MotionResult};
 use crate::tracker::Tracker;
 use crate::zones::{Counts, Zones};
+use schedule::motion_touches;
+pub(crate) use schedule::DetectRate;
+
+/// With `detector.regions`, the whole frame is looked at at least this often (the frames'
+/// clock): what stands still where nothing moves and nothing is tracked is found within it.
+const FULL_FRAME_MS: i64 = 5_000;
 
 /// Where a pipeline's results go. Implementations run on the detect thread: they may wait for
 /// the database writer's bounded queue (back-pressure) but for nothing else.
@@ -106,10 +104,10 @@ pub(crate) type Detected = (
 /// single-stream DNN inferences in parallel get ~35% more frames through than one inference
 /// using both cores, whose layers do not all parallelise.
 ///
-/// With `detector.when = "motion"` the workers detect the frames with motion, which is known
-/// before the tracker sees the frame; a frame without motion comes back undetected, and the
-/// pipeline detects it itself if its tracker still follows something (see
-/// [`Pipeline::run`]). The detector thus runs on exactly the frames it would run on without
+/// The workers detect the frames due at `detector.fps` and (with `detector.when = "motion"`)
+/// with motion, both known before the tracker sees the frame; any other frame comes back
+/// undetected, and the pipeline detects it itself if its tracker needs it (a track to follow,
+/// a young or crowded track between the rate's slots; see [`Pipeline::run`]). The detector thus runs on exactly the frames it would run on without
 /// the pool, and the events are the same.
 pub(crate) struct DetectorPool {
     workers: Vec<std::thread::JoinHandle<()>>,
