@@ -15,15 +15,8 @@ const LONG: Duration = Duration::from_secs(60);
 /// A 10 fps clip of a plain grey picture: nothing moves, nothing to track, so only the rate
 /// decides when the detector runs.
 fn empty_clip(dir: &Path) -> PathBuf {
-    let grey = opencv::core::Mat::new_rows_cols_with_default(
-        288,
-        384,
-        opencv::core::CV_8UC3,
-        opencv::core::Scalar::all(90.0),
-    )
-    .unwrap();
     let path = dir.join("empty.avi");
-    common::write_clip(&path, &vec![grey; 50], 10.0);
+    common::grey_clip(&path, 50, 10.0);
     path
 }
 

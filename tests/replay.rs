@@ -594,15 +594,8 @@ fn config_is_validated_after_command_line_overrides() {
 #[test]
 fn replay_keeps_the_detector_rate_on_the_frames_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let still = opencv::core::Mat::new_rows_cols_with_default(
-        288,
-        384,
-        opencv::core::CV_8UC3,
-        opencv::core::Scalar::all(90.0),
-    )
-    .unwrap();
     let clip = dir.path().join("empty.avi");
-    common::write_clip(&clip, &vec![still; 20], 10.0);
+    common::grey_clip(&clip, 20, 10.0);
     for (key, extra) in [
         ("fps", &[][..]),
         ("max_fps", &[][..]),

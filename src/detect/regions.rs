@@ -242,6 +242,16 @@ mod tests {
     const FRAME: (u32, u32) = (1280, 720);
     const MODEL: (u32, u32) = (384, 288);
 
+    /// A crop of the model's size at (x, y).
+    fn model_crop(x: u32, y: u32) -> Crop {
+        Crop {
+            x,
+            y,
+            w: MODEL.0,
+            h: MODEL.1,
+        }
+    }
+
     fn raw(x: f32, y: f32, w: f32, h: f32, score: f32) -> RawDetection {
         RawDetection {
             class_id: 0,
@@ -321,20 +331,7 @@ mod tests {
     /// side, ending at its edge; they are one box, reported once.
     #[test]
     fn a_box_across_two_crops_is_reported_once() {
-        let crops = [
-            Crop {
-                x: 0,
-                y: 100,
-                w: 384,
-                h: 288,
-            },
-            Crop {
-                x: 384,
-                y: 100,
-                w: 384,
-                h: 288,
-            },
-        ];
+        let crops = [model_crop(0, 100), model_crop(384, 100)];
         let left = raw(350.0, 150.0, 33.5, 90.0, 0.6);
         let right = raw(384.5, 152.0, 20.0, 88.0, 0.8);
         let elsewhere = raw(500.0, 200.0, 30.0, 80.0, 0.9);
@@ -354,20 +351,7 @@ mod tests {
     /// An object seen whole in one crop and in part (cut) in an overlapping one is the whole box.
     #[test]
     fn a_cut_box_inside_a_whole_one_is_the_whole_one() {
-        let crops = [
-            Crop {
-                x: 0,
-                y: 0,
-                w: 384,
-                h: 288,
-            },
-            Crop {
-                x: 300,
-                y: 0,
-                w: 384,
-                h: 288,
-            },
-        ];
+        let crops = [model_crop(0, 0), model_crop(300, 0)];
         let whole = raw(280.0, 100.0, 40.0, 100.0, 0.7);
         let part = raw(300.5, 102.0, 19.5, 97.0, 0.5);
         let out = join(&crops, FRAME, vec![vec![whole.clone()], vec![part]]);

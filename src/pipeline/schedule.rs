@@ -49,14 +49,8 @@ pub(crate) fn motion_touches(motion: &MotionResult, bbox: &BBox) -> bool {
     }
     // A blob just beside the box counts: the moving part of an object (an arm, a door) may lie
     // a little outside the box drawn when it stood still.
-    let margin = 0.1 * bbox.w.max(bbox.h);
-    let grown = BBox::new(
-        bbox.x - margin,
-        bbox.y - margin,
-        bbox.w + 2.0 * margin,
-        bbox.h + 2.0 * margin,
-    );
-    motion.regions.iter().any(|r| r.intersects(&grown))
+    let near = grown(bbox, 0.1);
+    motion.regions.iter().any(|r| r.intersects(&near))
 }
 
 /// A box grown by `f` of its larger side on every side.

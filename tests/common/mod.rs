@@ -126,3 +126,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A clip of `n` frames of one plain grey 384x288 picture at `fps`: nothing moves, nothing to
+/// detect or track.
+pub fn grey_clip(path: &Path, n: usize, fps: f64) {
+    let grey = Mat::new_rows_cols_with_default(
+        288,
+        384,
+        opencv::core::CV_8UC3,
+        opencv::core::Scalar::all(90.0),
+    )
+    .unwrap();
+    write_clip(path, &vec![grey; n], fps);
+}
