@@ -107,8 +107,9 @@ pub(crate) type Detected = (
 /// The workers detect the frames due at `detector.fps` and (with `detector.when = "motion"`)
 /// with motion, both known before the tracker sees the frame; any other frame comes back
 /// undetected, and the pipeline detects it itself if its tracker needs it (a track to follow,
-/// a young or crowded track between the rate's slots; see [`Pipeline::run`]). The detector thus runs on exactly the frames it would run on without
-/// the pool, and the events are the same.
+/// a young or crowded track between the rate's slots; see [`Pipeline::run`]). The detector
+/// thus runs on exactly the frames it would run on without the pool, and the events are the
+/// same.
 pub(crate) struct DetectorPool {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -279,7 +280,8 @@ pub(crate) struct Pipeline {
     when: DetectWhen,
     /// The detector's own rate (`detector.fps`, or the camera's `detector_fps`).
     rate: DetectRate,
-    /// The previous frame's time: with `rate`, whether this frame is due.
+    /// The latest frame's time: with `rate`, whether the next is due; the end time of what is
+    /// still open at a stop.
     prev_ts_ms: Option<i64>,
     /// When the detector last ran: the tracks seen then are carried on their predicted paths
     /// until it runs again.
@@ -295,7 +297,6 @@ pub(crate) struct Pipeline {
     zones: Zones,
     sink: Box<dyn Sink>,
     pub stats: Arc<CameraStats>,
-    last_ts_ms: i64,
 }
 
 impl Pipeline {
@@ -348,7 +349,6 @@ impl Pipeline {
             },
             sink,
             stats,
-            last_ts_ms: 0,
         })
     }
 
@@ -429,6 +429,9 @@ impl Pipeline {
                 motion.motion || self.tracker.tracks().iter().any(|t| !t.stationary)
             }
         };
+        if !gate_open || self.detector.is_none() {
+            return None;
+        }
         let due = self.rate.due(self.prev_ts_ms, frame.ts_ms) || {
             let ts = frame.ts_ms;
             let tracks: Vec<(BBox, bool)> = self
@@ -439,7 +442,7 @@ impl Pipeline {
                 .collect();
             schedule::needs_detection(&tracks, motion)
         };
-        if !(gate_open && due) || self.detector.is_none() {
+        if !due {
             return None;
         }
         let plan = self.plan(frame, motion);
@@ -496,7 +499,6 @@ impl Pipeline {
     ) {
         let stats = self.stats.clone();
         let ts = frame.ts_ms;
-        self.last_ts_ms = ts;
         self.prev_ts_ms = Some(ts);
         let mut ran = false;
         let mut dets = Vec::new();
@@ -636,7 +638,7 @@ impl Pipeline {
         let changes = self.tracker.finish();
         let out = self
             .events
-            .apply(changes, &self.tracker, None, self.last_ts_ms);
+            .apply(changes, &self.tracker, None, self.prev_ts_ms.unwrap_or(0));
         self.emit(out);
     }
 

@@ -116,21 +116,27 @@ fn config_with(detector: &str, tracker: &str, camera_extra: &str) -> Config {
     Config::parse(&text, Path::new("test.toml")).expect("config")
 }
 
-/// Runs the frames (with their motion) through a pipeline of `cfg`; the detector's runs and
-/// what came out.
-fn run(cfg: &Config, frames: Vec<(Frame, MotionResult)>) -> (usize, Seen) {
+/// A pipeline of `cfg` for camera `c` with the white-box detector: the pipeline, the
+/// detector's run count, what it hands on.
+fn pipeline(cfg: &Config) -> (Pipeline, Arc<AtomicUsize>, Seen) {
     let runs = Arc::new(AtomicUsize::new(0));
     let seen = Seen::default();
-    let detector = Box::new(WhiteBox { runs: runs.clone() });
-    let mut p = Pipeline::new(
+    let p = Pipeline::new(
         "c",
         cfg,
-        Some(detector),
+        Some(Box::new(WhiteBox { runs: runs.clone() })),
         EventIds::after(0),
         Box::new(seen.clone()),
         Arc::new(CameraStats::default()),
     )
     .expect("pipeline");
+    (p, runs, seen)
+}
+
+/// Runs the frames (with their motion) through a pipeline of `cfg`; the detector's runs and
+/// what came out.
+fn run(cfg: &Config, frames: Vec<(Frame, MotionResult)>) -> (usize, Seen) {
+    let (mut p, runs, seen) = pipeline(cfg);
     let (tx, rx) = crossbeam_channel::unbounded();
     for f in frames {
         tx.send(f).expect("send");
@@ -260,18 +266,7 @@ fn a_stationary_object_is_not_detected_again_until_motion_reaches_it() {
         push(&mut frames, None, moving(Some(car(30))));
     }
 
-    let cfg = config("fps = 0\nwhen = \"motion\"", "");
-    let runs = Arc::new(AtomicUsize::new(0));
-    let seen = Seen::default();
-    let mut p = Pipeline::new(
-        "c",
-        &cfg,
-        Some(Box::new(WhiteBox { runs: runs.clone() })),
-        EventIds::after(0),
-        Box::new(seen.clone()),
-        Arc::new(CameraStats::default()),
-    )
-    .expect("pipeline");
+    let (mut p, runs, seen) = pipeline(&config("fps = 0\nwhen = \"motion\"", ""));
     let mut runs_at = Vec::new();
     for (f, m) in frames {
         p.step(Staged::Moved(f, m));

@@ -242,7 +242,7 @@ impl Tracker {
         };
         let strong: Vec<usize> = (0..dets.len()).filter(|&i| !dets[i].weak).collect();
         let weak: Vec<usize> = (0..dets.len()).filter(|&i| dets[i].weak).collect();
-        let established = |t: &Track| t.hits >= self.cfg.min_hits || t.confirmed;
+        let established = |t: &Track| self.established(t);
         let seen_last = |t: &Track| Some(t.last_seen_ms) == self.last_update_ms;
 
         // 1. Established tracks, seen lately or not, against confident detections.
@@ -444,8 +444,6 @@ impl Tracker {
         }
     }
 
-    /// Advances time without detections (the detector did not run on this frame): tracks can
-    /// only expire.
     /// Holds the stationary objects that `untouched` says no motion reaches at `ts_ms`: the
     /// detector is not asked to see them again (it may not even run), so not seeing them is no
     /// reason to end them. A parked car stays one event however long it stays; once motion
@@ -458,6 +456,8 @@ impl Tracker {
         }
     }
 
+    /// Advances time without detections (the detector did not run on this frame): tracks can
+    /// only expire.
     pub(crate) fn tick(&mut self, ts_ms: i64) -> Vec<TrackChange> {
         let mut changes = Vec::new();
         self.expire(ts_ms, &mut changes);
@@ -475,15 +475,14 @@ impl Tracker {
     }
 
     fn expire(&mut self, ts_ms: i64, changes: &mut Vec<TrackChange>) {
-        let cfg = &self.cfg;
         let mut i = 0;
         while i < self.tracks.len() {
             let t = &self.tracks[i];
             let unseen = ts_ms - t.accounted_ms();
-            let limit = if t.confirmed || t.hits >= cfg.min_hits {
-                cfg.unseen_timeout_ms
+            let limit = if self.established(t) {
+                self.cfg.unseen_timeout_ms
             } else {
-                cfg.tentative_timeout_ms
+                self.cfg.tentative_timeout_ms
             };
             if unseen > limit {
                 let t = self.tracks.remove(i);
