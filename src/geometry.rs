@@ -35,19 +35,34 @@ impl BBox {
         (self.x + self.w / 2.0, self.y + self.h)
     }
 
-    /// Intersection over union; 0 for degenerate boxes.
-    pub fn iou(&self, other: &BBox) -> f32 {
+    /// The area the two boxes share.
+    pub fn intersection_area(&self, other: &BBox) -> f32 {
         let x1 = self.x.max(other.x);
         let y1 = self.y.max(other.y);
         let x2 = (self.x + self.w).min(other.x + other.w);
         let y2 = (self.y + self.h).min(other.y + other.h);
-        let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
+        (x2 - x1).max(0.0) * (y2 - y1).max(0.0)
+    }
+
+    /// Intersection over union; 0 for degenerate boxes.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let inter = self.intersection_area(other);
         let union = self.area() + other.area() - inter;
         if union <= 0.0 {
             0.0
         } else {
             inter / union
         }
+    }
+
+    /// The box with `margin` pixels more on every side.
+    pub fn grown(&self, margin: f32) -> BBox {
+        BBox::new(
+            self.x - margin,
+            self.y - margin,
+            self.w + 2.0 * margin,
+            self.h + 2.0 * margin,
+        )
     }
 
     /// Whether the two boxes share any area.

@@ -52,19 +52,17 @@ pub enum Plan {
     Crops(Vec<Crop>),
 }
 
-/// The crop of the model's shape (`model`: input width and height) around `b`, at least the
-/// model's size, larger (same shape) when `b` with its context is, and moved inside the
-/// `frame`; `None` when it does not fit in the frame.
-fn crop_around(b: &BBox, frame: (u32, u32), model: (u32, u32)) -> Option<Crop> {
-    let m = CONTEXT * b.w.max(b.h);
-    let (need_w, need_h) = (b.w + 2.0 * m, b.h + 2.0 * m);
+/// The crop of the model's shape (`model`: input width and height) over `area`, centred on it:
+/// at least the model's size, larger (same shape) when `area` is, moved inside the `frame`;
+/// `None` when it does not fit in the frame.
+fn crop_over(area: &BBox, frame: (u32, u32), model: (u32, u32)) -> Option<Crop> {
     let aspect = model.0 as f32 / model.1 as f32;
-    let h = need_h.max(need_w / aspect).max(model.1 as f32);
+    let h = area.h.max(area.w / aspect).max(model.1 as f32);
     let w = h * aspect;
     if w > frame.0 as f32 || h > frame.1 as f32 {
         return None;
     }
-    let (cx, cy) = b.center();
+    let (cx, cy) = area.center();
     let x = (cx - w / 2.0).clamp(0.0, frame.0 as f32 - w);
     let y = (cy - h / 2.0).clamp(0.0, frame.1 as f32 - h);
     Some(Crop {
@@ -75,27 +73,18 @@ fn crop_around(b: &BBox, frame: (u32, u32), model: (u32, u32)) -> Option<Crop> {
     })
 }
 
-/// The crop around both `a` and `b`.
+/// The crop around the object at `b`, with its context.
+fn crop_around(b: &BBox, frame: (u32, u32), model: (u32, u32)) -> Option<Crop> {
+    crop_over(&b.grown(CONTEXT * b.w.max(b.h)), frame, model)
+}
+
+/// The crop over both `a` and `b` (which have their context already).
 fn union(a: &Crop, b: &Crop, frame: (u32, u32), model: (u32, u32)) -> Option<Crop> {
     let x0 = a.x.min(b.x) as f32;
     let y0 = a.y.min(b.y) as f32;
     let x1 = (a.x + a.w).max(b.x + b.w) as f32;
     let y1 = (a.y + a.h).max(b.y + b.h) as f32;
-    // The union already has its context: grow it no further.
-    let both = BBox::new(x0, y0, x1 - x0, y1 - y0);
-    let m = CONTEXT * both.w.max(both.h);
-    let inner = BBox::new(
-        both.x + m / (1.0 + 2.0 * CONTEXT),
-        both.y + m / (1.0 + 2.0 * CONTEXT),
-        both.w / (1.0 + 2.0 * CONTEXT),
-        both.h / (1.0 + 2.0 * CONTEXT),
-    );
-    crop_around(&inner, frame, model).filter(|c| {
-        c.x as f32 <= x0 + 1.0
-            && c.y as f32 <= y0 + 1.0
-            && (c.x + c.w) as f32 >= x1 - 1.0
-            && (c.y + c.h) as f32 >= y1 - 1.0
-    })
+    crop_over(&BBox::new(x0, y0, x1 - x0, y1 - y0), frame, model)
 }
 
 /// Where the detector should look in a `frame`-sized picture for the objects at `boxes` (moving
@@ -122,12 +111,7 @@ pub fn plan(frame: (u32, u32), model: (u32, u32), boxes: &[BBox]) -> Plan {
         for i in 0..crops.len() {
             for j in i + 1..crops.len() {
                 let (a, b) = (crops[i], crops[j]);
-                let inter = {
-                    let (ab, bb) = (a.bbox(), b.bbox());
-                    let w = (ab.x + ab.w).min(bb.x + bb.w) - ab.x.max(bb.x);
-                    let h = (ab.y + ab.h).min(bb.y + bb.h) - ab.y.max(bb.y);
-                    w.max(0.0) * h.max(0.0)
-                };
+                let inter = a.bbox().intersection_area(&b.bbox());
                 if inter > MERGE_SHARE * a.area().min(b.area()) {
                     match union(&a, &b, frame, model) {
                         Some(c) => {
@@ -169,8 +153,7 @@ fn cut(d: &BBox, c: &Crop, frame: (u32, u32)) -> bool {
 /// columns: the two parts of one object that a crop's edge cut, not two objects side by side
 /// at different heights.
 fn touching(a: &BBox, b: &BBox) -> bool {
-    let grown = BBox::new(a.x - EDGE, a.y - EDGE, a.w + 2.0 * EDGE, a.h + 2.0 * EDGE);
-    if !grown.intersects(b) {
+    if !a.grown(EDGE).intersects(b) {
         return false;
     }
     let rows = (a.y + a.h).min(b.y + b.h) - a.y.max(b.y);

@@ -55,8 +55,7 @@ pub(crate) fn motion_touches(motion: &MotionResult, bbox: &BBox) -> bool {
 
 /// A box grown by `f` of its larger side on every side.
 fn grown(b: &BBox, f: f32) -> BBox {
-    let m = f * b.w.max(b.h);
-    BBox::new(b.x - m, b.y - m, b.w + 2.0 * m, b.h + 2.0 * m)
+    b.grown(f * b.w.max(b.h))
 }
 
 /// Between the rate's slots, whether a frame still needs the detector: a track too young to
