@@ -14,6 +14,7 @@
 # the CPU under load), the share of frames the detector ran on, RSS per camera.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 bin=${1:-target/release/ocellus}
 secs=${2:-20}
 model_toml=${3:-}
@@ -24,9 +25,7 @@ work=$(mktemp -d)
 daemon=""
 trap '[ -n "$daemon" ] && kill "$daemon" 2>/dev/null; rm -rf "$work"' EXIT
 
-model_lines=""
-[ -z "$model_toml" ] || model_lines=$(grep -E '^(family|model|labels|input_width|input_height|min_score) =' "$model_toml" |
-    sed "s#^\(model\|labels\) = \"#\1 = \"$PWD/$(dirname "$model_toml")/#")
+model=$(model_lines "$model_toml")
 
 # sample ADDR -> JSON of the counters (CPU ticks of the daemon, per-camera processed, per-stage
 # seconds and runs summed over the cameras, detector runs).
@@ -54,7 +53,7 @@ run() {
     local n=$1
     rm -f "$work"/live.db*
     {
-        printf '[storage]\npath = "%s/live.db"\n[detector]\n%s\n%s\n' "$work" "$model_lines" "$extra"
+        printf '[storage]\npath = "%s/live.db"\n[detector]\n%s\n%s\n' "$work" "$model" "$extra"
         for i in $(seq "$n"); do
             printf '[[cameras]]\nid = "street%d"\nsource = "%s/media/vtest.avi"\n' "$i" "$PWD"
         done

@@ -1,5 +1,13 @@
 # Shared by the bench scripts (source it from the repository root, with $out or $work set).
 
+# model_lines [MODEL_TOML] -> the [detector] lines of a model.toml (family, files, input size,
+# score), its file paths made absolute; nothing without an argument (the default model).
+model_lines() {
+    [ -n "${1:-}" ] || return 0
+    grep -E '^(family|model|labels|input_width|input_height|min_score) =' "$1" |
+        sed "s#^\(model\|labels\) = \"#\1 = \"$PWD/$(dirname "$1")/#"
+}
+
 # live_cost BINARY OUT_DIR LIVE_SECS [DETECTOR_TOML_LINES] -> "cpu_ms_per_frame fps rss_mib":
 # the daemon on the street clip (a file source plays at its 10 fps, looping), default config
 # plus the given [detector] lines, no client; CPU (user + system, all threads) over the frames

@@ -63,11 +63,8 @@ echo "== live daemon, ${live_secs} s per runtime" >&2
 # live RUNTIME [MODEL_TOML] -> "cpu_ms_per_frame fps rss_mib" (bench/lib.sh's live_cost): the
 # default model, or the [detector] of MODEL_TOML.
 live() {
-    local model_lines=""
-    [ -n "${2:-}" ] && model_lines=$(grep -E '^(family|model|labels|input_width|input_height|min_score) =' "$2" |
-        sed "s#^\(model\|labels\) = \"#\1 = \"$PWD/$(dirname "$2")/#")
     live_cost "$bin" "$out" "$live_secs" "runtime = \"$1\"
-$model_lines"
+$(model_lines "${2:-}")"
 }
 declare -A cpu lfps lrss
 for rt in onnxruntime opencv; do

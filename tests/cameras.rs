@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{self as d, metric, DaemonProc};
@@ -88,16 +87,7 @@ async fn live_cameras_keep_their_detector_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gstreamer_pipeline_with_a_software_h264_decoder_feeds_a_camera() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("street.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-i"])
-        .arg(common::vtest())
-        .args(["-frames:v", "200", "-c:v", "libx264", "-g", "20"])
-        .args(["-pix_fmt", "yuv420p", "-an"])
-        .arg(&clip)
-        .status()
-        .expect("ffmpeg (scripts/setup.sh installs it)");
-    assert!(status.success());
+    let clip = common::h264_clip(dir.path(), 200);
     let pipeline = format!(
         "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
          video/x-raw,format=BGR ! appsink drop=true max-buffers=2",

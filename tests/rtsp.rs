@@ -4,37 +4,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::{get_json, DaemonProc};
-
-/// The first 300 frames of the street clip as H.264 (libx264, a key frame every 20 frames,
-/// B-frames on: what a camera's main stream looks like).
-fn h264_clip(dir: &Path) -> PathBuf {
-    let out = dir.join("street.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-i"])
-        .arg(common::vtest())
-        .args([
-            "-frames:v",
-            "300",
-            "-c:v",
-            "libx264",
-            "-g",
-            "20",
-            "-pix_fmt",
-            "yuv420p",
-            "-an",
-        ])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg (scripts/setup.sh installs it)");
-    assert!(status.success());
-    out
-}
 
 /// tests/fixtures/rtsp_server.py, running; killed on drop.
 struct RtspServer {
@@ -148,7 +123,7 @@ async fn frames_captured(dmn: &DaemonProc, id: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtsp_camera_streams_person_events_and_reconnects_after_the_server_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = h264_clip(dir.path());
+    let clip = common::h264_clip(dir.path(), 300);
     let port = common::free_port();
     let server = RtspServer::start(&clip, port, None);
     let dmn = DaemonProc::start(
@@ -226,7 +201,7 @@ async fn rtsp_camera_streams_person_events_and_reconnects_after_the_server_resta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = h264_clip(dir.path());
+    let clip = common::h264_clip(dir.path(), 300);
     let open = RtspServer::start(&clip, common::free_port(), None);
     let locked = RtspServer::start(&clip, common::free_port(), Some(("admin", "s3cret")));
     let secret = "Hunter2Hunter2";
@@ -286,7 +261,7 @@ async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rtsp_cameras_each_use_their_own_transport() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = h264_clip(dir.path());
+    let clip = common::h264_clip(dir.path(), 300);
     let server = RtspServer::start(&clip, common::free_port(), None);
     let dmn = DaemonProc::start(
         "",

@@ -139,3 +139,26 @@ pub fn grey_clip(path: &Path, n: usize, fps: f64) {
     .unwrap();
     write_clip(path, &vec![grey; n], fps);
 }
+
+/// The first `frames` frames of the street clip as H.264 in `dir`/street.mp4 (libx264, a key
+/// frame every 20 frames, B-frames on: what a camera's main stream looks like).
+pub fn h264_clip(dir: &Path, frames: u32) -> PathBuf {
+    let out = dir.join("street.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(vtest())
+        .args([
+            "-frames:v",
+            &frames.to_string(),
+            "-c:v",
+            "libx264",
+            "-g",
+            "20",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-an"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(status.success());
+    out
+}
