@@ -45,6 +45,8 @@ fn main() {
         max_events: 0,
         max_bytes: 0,
         outbox: None,
+        counts_retention_ms: None,
+        counts_minutes_ms: None,
     };
     let (h, j) = db::spawn_writer(conn, path.clone(), opts, stats.clone()).unwrap();
     let t0 = Instant::now();

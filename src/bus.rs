@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
+use crate::counts::CountsUpdate;
 use crate::db::{DbCommand, DbHandle, OutboxMessage};
 use crate::events::Snapshot;
 use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg};
@@ -22,6 +23,10 @@ pub(crate) struct Bus {
     db: Option<DbHandle>,
     /// The MQTT topic of event messages; with it each event change also goes to the outbox.
     outbox_topic: Option<String>,
+    /// The device's MQTT topics: with them each line's new total goes to the outbox, retained.
+    counts_topics: Option<crate::mqtt::Topics>,
+    /// JSON messages of closed count buckets for WebSocket clients.
+    counts_feed: Option<broadcast::Sender<Utf8Bytes>>,
     /// JSON event messages for WebSocket clients.
     event_feed: Option<broadcast::Sender<Utf8Bytes>>,
     /// JSON detections messages of this camera for WebSocket clients.
@@ -41,6 +46,8 @@ impl Bus {
             camera: camera.to_string(),
             db: None,
             outbox_topic: None,
+            counts_topics: None,
+            counts_feed: None,
             event_feed: None,
             detection_feed: None,
             typed: None,
@@ -54,6 +61,18 @@ impl Bus {
     pub(crate) fn database(mut self, db: DbHandle, outbox_topic: Option<String>) -> Self {
         self.db = Some(db);
         self.outbox_topic = outbox_topic;
+        self
+    }
+
+    /// With MQTT: the lines' totals go to the outbox, retained, under `topics`' names.
+    pub(crate) fn count_topics(mut self, topics: crate::mqtt::Topics) -> Self {
+        self.counts_topics = Some(topics);
+        self
+    }
+
+    /// Broadcasts the count buckets that close as JSON (to every camera's subscribers).
+    pub(crate) fn counts_feed(mut self, tx: broadcast::Sender<Utf8Bytes>) -> Self {
+        self.counts_feed = Some(tx);
         self
     }
 
@@ -165,6 +184,51 @@ impl Sink for Bus {
         }
         if let Some(local) = &mut self.local {
             local.snapshot(s);
+        }
+    }
+
+    fn counts(&mut self, update: CountsUpdate) {
+        if let Some(db) = &self.db {
+            let outbox = match &self.counts_topics {
+                Some(topics) => update
+                    .totals
+                    .iter()
+                    .flat_map(|t| [("left", t.left), ("right", t.right)].map(|d| (t, d)))
+                    .map(|(t, (dir, n))| {
+                        let mut m = OutboxMessage::new(
+                            &topics.line_total(&self.camera, &t.line, dir),
+                            n.to_string().into_bytes(),
+                        );
+                        m.retain = true;
+                        m
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let cmd = DbCommand::Counts {
+                camera: update.camera.clone(),
+                rows: update.rows.clone(),
+                outbox,
+            };
+            if db.send(cmd).is_err() {
+                tracing::error!(camera = %self.camera, "database writer is gone; counts not stored");
+            }
+        }
+        if let Some(feed) = &self.counts_feed {
+            for b in &update.closed {
+                let _ = feed.send(Utf8Bytes::from(
+                    ServerMsg::Counts {
+                        camera: &update.camera,
+                        start_ms: b.start_ms,
+                        span_ms: crate::counts::MINUTE_MS,
+                        rows: b.rows_out(),
+                    }
+                    .to_json(),
+                ));
+            }
+        }
+        if let Some(local) = &mut self.local {
+            local.counts(update);
         }
     }
 

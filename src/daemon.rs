@@ -109,15 +109,21 @@ impl Daemon {
         let peers = Peers {
             db: storage.handle.clone(),
             outbox_topic: mqtt.as_ref().map(|m| m.topics.events()),
+            mqtt_topics: mqtt.as_ref().map(|m| m.topics.clone()),
             event_feed: broadcast::channel(MESSAGE_CAPACITY).0,
+            counts_feed: broadcast::channel(MESSAGE_CAPACITY).0,
             typed: typed_events,
             ids: EventIds::after(storage.max_event_id),
             stop: CancellationToken::new(),
         };
+        // The lines' crossing totals continue from the database's (Home Assistant's counters
+        // must not fall back to 0 at a restart).
+        let reader = db::open_reader(&db_path)?;
         let mut hubs = Vec::new();
         let mut threads = Vec::new();
         for (cam, detector) in enabled.iter().zip(detectors) {
-            let (hub, t) = start_camera(cfg, cam, detector, &peers)?;
+            let totals = db::line_totals(&reader, &cam.id)?;
+            let (hub, t) = start_camera(cfg, cam, detector, &totals, &peers)?;
             hubs.push(hub);
             threads.push(t);
         }
@@ -236,7 +242,10 @@ struct Peers {
     db: DbHandle,
     /// The MQTT topic of event messages (the outbox), with `[mqtt]`.
     outbox_topic: Option<String>,
+    /// The device's MQTT topics (the lines' totals go to the outbox too), with `[mqtt]`.
+    mqtt_topics: Option<crate::mqtt::Topics>,
     event_feed: broadcast::Sender<Utf8Bytes>,
+    counts_feed: broadcast::Sender<Utf8Bytes>,
     typed: broadcast::Sender<Arc<EventMsg>>,
     ids: EventIds,
     /// Stops capture and detection.
@@ -248,6 +257,7 @@ fn start_camera(
     cfg: &Config,
     cam: &CameraConfig,
     detector: Option<Box<dyn ObjectDetector>>,
+    line_totals: &[crate::counts::LineTotal],
     peers: &Peers,
 ) -> Result<(Arc<CameraHub>, CameraThreads), DaemonError> {
     let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
@@ -291,11 +301,15 @@ fn start_camera(
                 live::run_capture(source, opts, slot, state, stats, stop, |f| encoder.offer(f))
             })?
     };
-    let bus = Bus::new(&cam.id)
+    let mut bus = Bus::new(&cam.id)
         .database(peers.db.clone(), peers.outbox_topic.clone())
         .websocket(peers.event_feed.clone(), hub.detections.clone())
+        .counts_feed(peers.counts_feed.clone())
         .typed(peers.typed.clone())
         .journal();
+    if let Some(topics) = &peers.mqtt_topics {
+        bus = bus.count_topics(topics.clone());
+    }
     let mut pipeline = Pipeline::new(
         &cam.id,
         cfg,
@@ -304,6 +318,7 @@ fn start_camera(
         Box::new(bus),
         stats,
     )?;
+    pipeline.continue_totals(line_totals);
     let detect = {
         let stop = peers.stop.clone();
         std::thread::Builder::new()
@@ -359,6 +374,7 @@ fn app_state(
         cfg: cfg.server.clone(),
         event_feed: peers.event_feed.clone(),
         stats_feed: broadcast::channel(16).0,
+        counts_feed: peers.counts_feed.clone(),
         latest_stats: latest_rx,
         sources,
         readers: Arc::new(ReadPool::new(&cfg.storage.path, 4)),

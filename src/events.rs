@@ -77,6 +77,15 @@ pub(crate) struct Snapshot {
     pub height: u32,
 }
 
+/// What became part of open events in one frame (see [`EventBuilder::sync_zones`]).
+#[derive(Debug, Default)]
+pub(crate) struct ZoneNews {
+    /// Crossings newly on an event, each with its own time.
+    pub crossings: Vec<crate::zones::Crossing>,
+    /// Zones an event's object newly entered (once per event and zone).
+    pub entered: Vec<String>,
+}
+
 /// What one frame's tracker changes produced.
 #[derive(Debug, Default)]
 pub(crate) struct EventOutput {
@@ -255,14 +264,14 @@ impl EventBuilder {
     /// (`zones`), after [`EventBuilder::apply`] made `out` for the same frame: an event that
     /// started in this frame carries its object's zones and crossings from before it was
     /// confirmed in its start message; an open event that gained one is updated at once (a
-    /// client shows it as it happens). Returns the crossings newly on events, for the counts.
+    /// client shows it as it happens). Returns what is newly on events, for the counts.
     pub(crate) fn sync_zones(
         &mut self,
         zones: &crate::zones::Zones,
         changed: &[u64],
         out: &mut EventOutput,
-    ) -> Vec<crate::zones::Crossing> {
-        let mut new_crossings = Vec::new();
+    ) -> ZoneNews {
+        let mut news = ZoneNews::default();
         let started: Vec<u64> = out
             .messages
             .iter()
@@ -280,12 +289,13 @@ impl EventBuilder {
             for z in &rec.entered {
                 if !open.event.zones.contains(z) {
                     open.event.zones.push(z.clone());
+                    news.entered.push(z.clone());
                 }
             }
             for c in &rec.crossings {
                 if !open.event.crossings.contains(c) {
                     open.event.crossings.push(c.clone());
-                    new_crossings.push(c.clone());
+                    news.crossings.push(c.clone());
                 }
             }
             match out
@@ -302,7 +312,7 @@ impl EventBuilder {
                 }
             }
         }
-        new_crossings
+        news
     }
 
     /// The event's snapshot, or nothing (logged) when encoding fails.

@@ -12,6 +12,7 @@ mod bus;
 mod capture;
 pub mod clock;
 pub mod config;
+pub mod counts;
 pub mod daemon;
 mod dashboard;
 pub mod db;

@@ -127,6 +127,11 @@ struct ReplayArgs {
     /// With --tracks: only events of this label (repeat for several; default: every label).
     #[arg(long, value_name = "LABEL", requires = "tracks")]
     tracks_label: Vec<String>,
+    /// Write the counts over time to FILE as CSV: per-minute buckets of each counting line
+    /// (crossings each way), zone (entries, peak and mean objects) and label (events started),
+    /// on the clip's clock (docs/counts.md). Compare two configs' counts on one recording.
+    #[arg(long, value_name = "FILE")]
+    counts: Option<PathBuf>,
     /// Detectors working on consecutive frames at once with --every-frame (each its own copy of
     /// the network; results are put back in frame order and are the same for any number).
     /// Default: the number of CPUs, at most 4.
@@ -416,6 +421,7 @@ fn replay_options(args: &ReplayArgs) -> ReplayOptions {
         trace: args.trace.clone(),
         tracks: args.tracks.clone(),
         tracks_labels: args.tracks_label.clone(),
+        counts: args.counts.clone(),
         detect_workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4))),

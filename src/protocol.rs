@@ -22,6 +22,9 @@ pub enum Request {
     Subscribe(Topic),
     Unsubscribe(Topic),
     Query(EventQuery),
+    /// A counts query (`query` with a `counts` object): its parameters as text, as
+    /// `GET /api/counts` takes them, checked by [`crate::counts::parse_query`].
+    Counts(Vec<(String, String)>),
     Ping,
 }
 
@@ -30,7 +33,7 @@ impl Request {
         match self {
             Request::Subscribe(_) => "subscribe",
             Request::Unsubscribe(_) => "unsubscribe",
-            Request::Query(_) => "query",
+            Request::Query(_) | Request::Counts(_) => "query",
             Request::Ping => "ping",
         }
     }
@@ -103,7 +106,7 @@ pub fn parse_request(text: &str) -> Result<Envelope, RequestError> {
         let t = Topic::deserialize(rest).map_err(|e| bad(id.clone(), e))?;
         // serde does not refuse extra fields on the field-less topics, so check them all here.
         let allowed: &[&str] = match t {
-            Topic::Events | Topic::Stats => &["topic"],
+            Topic::Events | Topic::Stats | Topic::Counts => &["topic"],
             Topic::Detections { .. } => &["topic", "camera"],
             Topic::Frames { .. } => &["topic", "camera", "max_fps", "width"],
         };
@@ -119,6 +122,35 @@ pub fn parse_request(text: &str) -> Result<Envelope, RequestError> {
     let request = match op.as_str() {
         "subscribe" => Request::Subscribe(topic(rest)?),
         "unsubscribe" => Request::Unsubscribe(topic(rest)?),
+        "query" if rest.get("counts").is_some() => {
+            let Some((Some(counts), 1)) = rest
+                .as_object()
+                .map(|o| (o.get("counts").and_then(|c| c.as_object()), o.len()))
+            else {
+                return Err(err(
+                    id,
+                    "bad_request",
+                    "query: counts must be an object of parameters, and the only field but op and id"
+                        .into(),
+                ));
+            };
+            let mut params = Vec::new();
+            for (k, v) in counts {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => {
+                        return Err(err(
+                            id,
+                            "bad_request",
+                            format!("query: counts.{k} must be a string or a number"),
+                        ))
+                    }
+                };
+                params.push((k.clone(), v));
+            }
+            Request::Counts(params)
+        }
         "query" => Request::Query(EventQuery::deserialize(rest).map_err(|e| bad(id.clone(), e))?),
         "ping" => {
             if rest.as_object().is_some_and(|o| !o.is_empty()) {
@@ -145,6 +177,8 @@ pub enum Topic {
     Events,
     /// Per-camera and daemon counters, once a second.
     Stats,
+    /// Every camera's count buckets as each minute closes (docs/counts.md).
+    Counts,
     /// Boxes and track ids of every processed frame of one camera.
     Detections { camera: String },
     /// Live JPEG frames of one camera, at most `max_fps`, scaled to `width` (one of
@@ -165,6 +199,7 @@ impl Topic {
         match self {
             Topic::Events => "events".into(),
             Topic::Stats => "stats".into(),
+            Topic::Counts => "counts".into(),
             Topic::Detections { camera } => format!("detections:{camera}"),
             Topic::Frames { camera, .. } => format!("frames:{camera}"),
         }
@@ -293,6 +328,16 @@ pub enum ServerMsg<'a> {
         /// For a query: pass as `before_id` to get the next page; absent on the last page.
         #[serde(skip_serializing_if = "Option::is_none")]
         next_before_id: Option<i64>,
+        /// For a counts query: the series.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        counts: Option<&'a crate::counts::CountsAnswer>,
+    },
+    /// A minute's count buckets of one camera, as it closes.
+    Counts {
+        camera: &'a str,
+        start_ms: i64,
+        span_ms: i64,
+        rows: Vec<crate::counts::BucketRow>,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,5 @@
-//! The REST API: events (paged, filtered), one event, its snapshot, the cameras, the latest
-//! stats; and `/healthz`. Every handler reads the shared state; queries go through the read
+//! The REST API: events (paged, filtered), one event, its snapshot, counts over time, the
+//! cameras, the latest stats; and `/healthz`. Every handler reads the shared state; queries go through the read
 //! pool, never the writer.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", get(get_event))
         .route("/api/events/{id}/snapshot.jpg", get(get_snapshot))
+        .route("/api/counts", get(counts))
         .route("/api/cameras", get(cameras))
         .route("/api/stats", get(stats))
 }
@@ -48,6 +49,36 @@ async fn list_events(
         next_before_id,
     })
     .into_response())
+}
+
+/// Counts over time (docs/counts.md): JSON series, or CSV with `format=csv`.
+async fn counts(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let csv = params.iter().any(|(k, v)| k == "format" && v == "csv");
+    let answer = state.query_counts(params).await?;
+    if csv {
+        let body = format!(
+            "{}{}",
+            crate::counts::CSV_HEADER,
+            crate::counts::csv_rows(&answer.camera, &answer.series)
+        );
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"ocellus-counts.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(Json(answer).into_response())
 }
 
 async fn get_event(

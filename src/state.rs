@@ -27,6 +27,8 @@ pub struct AppState {
     pub event_feed: broadcast::Sender<Utf8Bytes>,
     /// The stats task's snapshots as JSON, for the `stats` topic.
     pub stats_feed: broadcast::Sender<Utf8Bytes>,
+    /// Closed count buckets as JSON, from every camera's bus, for the `counts` topic.
+    pub counts_feed: broadcast::Sender<Utf8Bytes>,
     /// The stats task's latest snapshot (a fresh one without rates before its first tick).
     pub latest_stats: watch::Receiver<Arc<StatsSnapshot>>,
     /// The cameras, the server's and the writer's counters, the start time: what snapshots
@@ -85,12 +87,56 @@ impl AppState {
         Ok((events, next))
     }
 
+    /// Runs a counts query given as its parameters (REST and WebSocket alike): a
+    /// [`CountsError::Param`] names the parameter that is wrong.
+    pub async fn query_counts(
+        &self,
+        params: Vec<(String, String)>,
+    ) -> Result<crate::counts::CountsAnswer, CountsError> {
+        let cameras: Vec<&str> = self.cameras().iter().map(|c| c.id.as_str()).collect();
+        let q = crate::counts::parse_query(
+            params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &cameras,
+            crate::clock::now_ms(),
+        )
+        .map_err(CountsError::Param)?;
+        let series = self
+            .readers
+            .run({
+                let q = q.clone();
+                move |conn| db::query_counts(conn, &q)
+            })
+            .await
+            .map_err(CountsError::Db)?;
+        Ok(crate::counts::CountsAnswer::new(&q, series))
+    }
+
     pub fn camera(&self, id: &str) -> Option<&Arc<CameraHub>> {
         self.cameras().iter().find(|c| c.id == id)
     }
 
     pub fn camera_infos(&self) -> Vec<CameraInfo> {
         self.cameras().iter().map(|c| c.state.info()).collect()
+    }
+}
+
+/// Why a counts query has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CountsError {
+    #[error(transparent)]
+    Param(crate::counts::ParamError),
+    #[error(transparent)]
+    Db(DbError),
+}
+
+impl From<CountsError> for ApiError {
+    fn from(e: CountsError) -> Self {
+        match e {
+            CountsError::Param(p) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", p.to_string())
+            }
+            CountsError::Db(e) => e.into(),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use tokio_stream::StreamMap;
 use crate::protocol::{
     parse_request, stream_width, Request, ServerMsg, Topic, PROTOCOL_VERSION, STREAM_WIDTHS,
 };
-use crate::state::{ApiError, AppState};
+use crate::state::{ApiError, AppState, CountsError};
 
 /// What a subscription yields.
 enum Item {
@@ -384,6 +384,7 @@ impl Client {
             op,
             events: None,
             next_before_id: None,
+            counts: None,
         });
     }
 
@@ -419,8 +420,26 @@ impl Client {
                         op: "query",
                         events: Some(&events),
                         next_before_id: next,
+                        counts: None,
                     }),
                     Err(e) => self.error(id, "db_error", &e.to_string()),
+                }
+            }
+            Request::Counts(params) => {
+                if !self.queries.take() {
+                    self.error(id, "rate_limited", "too many queries; slow down");
+                    return Flow::Continue;
+                }
+                match self.state.query_counts(params).await {
+                    Ok(answer) => self.push(ServerMsg::Reply {
+                        id,
+                        op: "query",
+                        events: None,
+                        next_before_id: None,
+                        counts: Some(&answer),
+                    }),
+                    Err(CountsError::Param(e)) => self.error(id, "bad_request", &e.to_string()),
+                    Err(CountsError::Db(e)) => self.error(id, "db_error", &e.to_string()),
                 }
             }
         }
@@ -439,6 +458,7 @@ impl Client {
         let sub = match topic {
             Topic::Events => text_stream(state.event_feed.subscribe()),
             Topic::Stats => text_stream(state.stats_feed.subscribe()),
+            Topic::Counts => text_stream(state.counts_feed.subscribe()),
             Topic::Detections { camera } => text_stream(hub(camera)?.detections.subscribe()),
             Topic::Frames {
                 camera,

@@ -326,7 +326,8 @@ pub struct ZoneCount {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LineCount {
     pub name: String,
-    /// Crossings since start, each way.
+    /// Crossings ever, each way: continued from the database's totals at start, so they
+    /// survive a restart (in replay: since the clip's start).
     pub left: u64,
     pub right: u64,
     /// Crossings in the last hour (by the frames' clock), each way.
@@ -357,6 +358,14 @@ impl Counts {
                 })
                 .collect(),
             recent: zones.line_names().map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Continues `line`'s totals from `left` and `right` (the database's at start).
+    pub fn continue_totals(&mut self, line: &str, left: u64, right: u64) {
+        if let Some(l) = self.lines.iter_mut().find(|l| l.name == line) {
+            l.left = left;
+            l.right = right;
         }
     }
 

@@ -159,6 +159,13 @@ pub struct StorageConfig {
     pub batch_max: usize,
     /// Events that ended longer ago than this many days are deleted (0 keeps them forever).
     pub retention_days: u32,
+    /// Counts over time (docs/counts.md) older than this many days are deleted (0 keeps them
+    /// forever). Apart from the events' retention: a year of counts is small, a year of events
+    /// with snapshots is not.
+    pub counts_retention_days: u32,
+    /// Per-minute count buckets older than this many days are rolled up into hourly ones
+    /// (0: never).
+    pub counts_minutes_days: u32,
     /// At most this many events are kept; the oldest go first (0 for no limit).
     pub max_events: u64,
     /// The oldest ended events (and their snapshots) are deleted while the database holds more
@@ -178,6 +185,8 @@ impl Default for StorageConfig {
             batch_ms: 50,
             batch_max: 4096,
             retention_days: 30,
+            counts_retention_days: 400,
+            counts_minutes_days: 7,
             max_events: 1_000_000,
             max_size_mb: 2048,
             snapshot_max_side: 320,

@@ -35,7 +35,10 @@ use crate::errors::DbError;
 pub use crate::clock::now_ms;
 pub use crate::models::EventQuery;
 pub use outbox::{open_events, read_outbox, OutboxPage, OutboxRow};
-pub use read::{get_event, get_snapshot, max_event_id, open_reader, query_events, ReadPool};
+pub use read::{
+    all_counts, get_event, get_snapshot, line_totals, max_event_id, open_reader, query_counts,
+    query_events, ReadPool,
+};
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use writer::{
     spawn_writer, DbCommand, DbHandle, OutboxLimits, OutboxMessage, WriterOptions, WriterStats,
@@ -125,6 +128,8 @@ pub(crate) mod tests {
                 max_events: 0,
                 max_bytes: 0,
                 outbox: None,
+                counts_retention_ms: None,
+                counts_minutes_ms: None,
             },
             stats.clone(),
         )
@@ -150,6 +155,8 @@ pub(crate) mod tests {
                 max_messages,
                 max_age_ms: 3_600_000,
             }),
+            counts_retention_ms: None,
+            counts_minutes_ms: None,
         };
         let (h, j) = spawn_writer(conn, path.clone(), opts(5), stats.clone()).unwrap();
         let msg = |i: i64, age_ms: i64| {
@@ -213,6 +220,8 @@ pub(crate) mod tests {
                 max_messages: 1000,
                 max_age_ms: 3_600_000,
             }),
+            counts_retention_ms: None,
+            counts_minutes_ms: None,
         };
         let (h, j) = spawn_writer(conn, path.clone(), opts, stats.clone()).unwrap();
         let reader = open_reader(&path).unwrap();
@@ -441,6 +450,8 @@ pub(crate) mod tests {
                 max_events: 3,
                 max_bytes: 0,
                 outbox: None,
+                counts_retention_ms: None,
+                counts_minutes_ms: None,
             },
             stats.clone(),
         )
@@ -477,6 +488,8 @@ pub(crate) mod tests {
                 max_events: 0,
                 max_bytes: limit,
                 outbox: None,
+                counts_retention_ms: None,
+                counts_minutes_ms: None,
             },
             stats.clone(),
         )

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::counts::{CountsQuery, Kind, LineTotal, Series, Values};
 use crate::errors::DbError;
 use crate::models::{BBox, Event, EventQuery};
 
@@ -142,4 +143,83 @@ pub fn get_snapshot(conn: &Connection, event_id: i64) -> Result<Option<Vec<u8>>,
             |r| r.get(0),
         )
         .optional()?)
+}
+
+/// The stored buckets of a counts query's series that start in its range, grouped into its
+/// buckets (minute and rolled-up hour buckets alike).
+pub fn query_counts(conn: &Connection, q: &CountsQuery) -> Result<Vec<Series>, DbError> {
+    let (sql, read): (&str, fn(&rusqlite::Row) -> rusqlite::Result<Values>) = match q.kind {
+        Kind::Line => (
+            "SELECT line, start_ms, crossed_left, crossed_right FROM line_counts
+             WHERE camera = ?1 AND (?2 IS NULL OR line = ?2) AND start_ms >= ?3 AND start_ms < ?4",
+            |r| {
+                Ok(Values::Line {
+                    left: r.get::<_, i64>(2)? as u64,
+                    right: r.get::<_, i64>(3)? as u64,
+                })
+            },
+        ),
+        Kind::Zone => (
+            "SELECT zone, start_ms, entries, peak, object_ms, observed_ms FROM zone_counts
+             WHERE camera = ?1 AND (?2 IS NULL OR zone = ?2) AND start_ms >= ?3 AND start_ms < ?4",
+            |r| {
+                Ok(Values::Zone {
+                    entries: r.get::<_, i64>(2)? as u64,
+                    peak: r.get::<_, i64>(3)? as u64,
+                    object_ms: r.get::<_, i64>(4)? as u64,
+                    observed_ms: r.get::<_, i64>(5)? as u64,
+                })
+            },
+        ),
+        Kind::Label => (
+            "SELECT label, start_ms, events FROM label_counts
+             WHERE camera = ?1 AND (?2 IS NULL OR label = ?2) AND start_ms >= ?3 AND start_ms < ?4",
+            |r| {
+                Ok(Values::Label {
+                    events: r.get::<_, i64>(2)? as u64,
+                })
+            },
+        ),
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(params![q.camera, q.name, q.from_ms, q.to_ms], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, read(r)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::counts::group(q, rows))
+}
+
+/// Every stored count bucket of `camera` (minute and hour buckets as stored), in kind, name and
+/// time order: what `replay --counts` writes.
+pub fn all_counts(conn: &Connection, camera: &str) -> Result<Vec<Series>, DbError> {
+    let mut out = Vec::new();
+    for kind in [Kind::Line, Kind::Zone, Kind::Label] {
+        let q = CountsQuery {
+            camera: camera.to_string(),
+            kind,
+            name: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            bucket: crate::counts::BucketWidth::Minute,
+            tz_offset_min: 0,
+        };
+        out.extend(query_counts(conn, &q)?);
+    }
+    Ok(out)
+}
+
+/// The lines' crossings ever of `camera`, as stored.
+pub fn line_totals(conn: &Connection, camera: &str) -> Result<Vec<LineTotal>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT line, crossed_left, crossed_right FROM line_totals WHERE camera = ?1 ORDER BY line",
+    )?;
+    let rows = stmt.query_map([camera], |r| {
+        Ok(LineTotal {
+            line: r.get(0)?,
+            left: r.get::<_, i64>(1)? as u64,
+            right: r.get::<_, i64>(2)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -11,7 +11,7 @@ use crate::errors::DbError;
 /// in its own transaction together with the `user_version` bump, so a crash leaves the database
 /// at one version or the next, never in between.
 const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] =
-    &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
+    &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -82,6 +82,50 @@ fn v4_to_v5(tx: &Transaction) -> rusqlite::Result<()> {
             retain INTEGER NOT NULL,
             created_ms INTEGER NOT NULL
         );",
+    )
+}
+
+/// Counts over time (docs/counts.md): per camera, buckets of line crossings, zone occupancy
+/// and events started per label, a minute wide (`span_ms` 60000) or, rolled up with age, an hour
+/// (3600000); and each line's crossings ever, which retention never removes (the counters Home
+/// Assistant keeps statistics of). `left`/`right` are SQL keywords, hence `crossed_left`.
+fn v5_to_v6(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE line_counts (
+            camera TEXT NOT NULL,
+            line TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            span_ms INTEGER NOT NULL,
+            crossed_left INTEGER NOT NULL,
+            crossed_right INTEGER NOT NULL,
+            PRIMARY KEY (camera, line, start_ms, span_ms)
+        ) WITHOUT ROWID;
+        CREATE TABLE zone_counts (
+            camera TEXT NOT NULL,
+            zone TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            span_ms INTEGER NOT NULL,
+            entries INTEGER NOT NULL,
+            peak INTEGER NOT NULL,
+            object_ms INTEGER NOT NULL,
+            observed_ms INTEGER NOT NULL,
+            PRIMARY KEY (camera, zone, start_ms, span_ms)
+        ) WITHOUT ROWID;
+        CREATE TABLE label_counts (
+            camera TEXT NOT NULL,
+            label TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            span_ms INTEGER NOT NULL,
+            events INTEGER NOT NULL,
+            PRIMARY KEY (camera, label, start_ms, span_ms)
+        ) WITHOUT ROWID;
+        CREATE TABLE line_totals (
+            camera TEXT NOT NULL,
+            line TEXT NOT NULL,
+            crossed_left INTEGER NOT NULL,
+            crossed_right INTEGER NOT NULL,
+            PRIMARY KEY (camera, line)
+        ) WITHOUT ROWID;",
     )
 }
 

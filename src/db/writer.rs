@@ -12,6 +12,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use rusqlite::{params, Connection};
 
 use crate::clock::now_ms;
+use crate::counts::{CountRow, Kind, Values, HOUR_MS, MINUTE_MS};
 use crate::errors::DbError;
 use crate::models::Event;
 
@@ -30,6 +31,13 @@ pub enum DbCommand {
         jpeg: Bytes,
         width: u32,
         height: u32,
+    },
+    /// Additions to a camera's counts over time (src/counts.rs), with the MQTT messages that
+    /// announce the lines' new totals: one command, so a counter the broker was told is stored.
+    Counts {
+        camera: String,
+        rows: Vec<CountRow>,
+        outbox: Vec<OutboxMessage>,
     },
     /// Commit everything sent before this, then answer.
     Flush(Sender<()>),
@@ -89,6 +97,10 @@ pub struct WriterOptions {
     pub max_bytes: u64,
     /// The MQTT outbox's bounds, when MQTT is on.
     pub outbox: Option<OutboxLimits>,
+    /// Count buckets older than this are deleted (`None`: kept).
+    pub counts_retention_ms: Option<i64>,
+    /// Minute buckets older than this are rolled up into hours (`None`: never).
+    pub counts_minutes_ms: Option<i64>,
 }
 
 impl WriterOptions {
@@ -103,6 +115,10 @@ impl WriterOptions {
             max_events: storage.max_events,
             max_bytes: storage.max_size_mb * 1024 * 1024,
             outbox: None,
+            counts_retention_ms: (by_age && storage.counts_retention_days > 0)
+                .then(|| storage.counts_retention_days as i64 * 86_400_000),
+            counts_minutes_ms: (by_age && storage.counts_minutes_days > 0)
+                .then(|| storage.counts_minutes_days as i64 * 86_400_000),
         }
     }
 }
@@ -121,6 +137,9 @@ pub struct WriterStats {
     pub pending: AtomicU64,
     /// MQTT outbox messages given up by its bounds (count, age) before the broker took them.
     pub outbox_dropped: AtomicU64,
+    /// Count buckets deleted by their retention, and minute buckets rolled up into hours.
+    pub counts_deleted: AtomicU64,
+    pub counts_rolled_up: AtomicU64,
 }
 
 /// The sending side of the writer: cheap to clone, one per pipeline.
@@ -229,6 +248,8 @@ struct Batch {
     /// MQTT messages to add to the outbox, in order, and acknowledged ones to remove.
     outbox: Vec<OutboxMessage>,
     sent: Vec<i64>,
+    /// Additions to count buckets, per (camera, kind, name, minute), merged.
+    counts: std::collections::BTreeMap<(String, Kind, String, i64), Values>,
 }
 
 impl Batch {
@@ -270,6 +291,29 @@ impl Batch {
                 self.snapshots.insert(event_id, (jpeg, width, height));
                 self.writes += 1;
             }
+            DbCommand::Counts {
+                camera,
+                rows,
+                outbox,
+            } => {
+                for m in outbox {
+                    self.add_outbox(m);
+                }
+                for r in rows {
+                    let kind = r.values.kind();
+                    // Bounded like events: the oldest additions go first.
+                    let key = (camera.clone(), kind, r.name, r.start_ms);
+                    if self.counts.len() >= MAX_PENDING_EVENTS && !self.counts.contains_key(&key) {
+                        self.counts.pop_first();
+                        self.dropped += 1;
+                    }
+                    self.counts
+                        .entry(key)
+                        .or_insert_with(|| Values::zero(kind))
+                        .merge(&r.values);
+                    self.writes += 1;
+                }
+            }
             DbCommand::Flush(w) => self.waiters.push(w),
             DbCommand::Outbox(m) => self.add_outbox(m),
             DbCommand::OutboxSent(seqs) => {
@@ -289,7 +333,11 @@ impl Batch {
     }
 
     fn len(&self) -> usize {
-        self.events.len() + self.snapshots.len() + self.outbox.len() + self.sent.len()
+        self.events.len()
+            + self.snapshots.len()
+            + self.outbox.len()
+            + self.sent.len()
+            + self.counts.len()
     }
 
     /// No writes in it (there may be waiters).
@@ -298,6 +346,7 @@ impl Batch {
             && self.snapshots.is_empty()
             && self.outbox.is_empty()
             && self.sent.is_empty()
+            && self.counts.is_empty()
     }
 
     fn is_empty(&self) -> bool {
@@ -455,6 +504,9 @@ impl Writer {
             for seq in &batch.sent {
                 sent.execute([seq])?;
             }
+            for ((camera, _, name, start_ms), values) in &batch.counts {
+                add_counts(&tx, camera, name, *start_ms, MINUTE_MS, values)?;
+            }
         }
         if !batch.outbox.is_empty() {
             if let Some(limits) = self.opts.outbox {
@@ -468,11 +520,40 @@ impl Writer {
         let s = &self.stats;
         s.commits.fetch_add(1, Ordering::Relaxed);
         s.rows.fetch_add(
-            (batch.events.len() + batch.snapshots.len()) as u64,
+            (batch.events.len() + batch.snapshots.len() + batch.counts.len()) as u64,
             Ordering::Relaxed,
         );
         s.commit_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rolls minute buckets up into hours past `counts_minutes_ms`, and deletes buckets past
+    /// `counts_retention_ms` (the lines' totals stay).
+    fn counts_retention(&mut self) -> rusqlite::Result<()> {
+        let now = now_ms();
+        if let Some(age) = self.opts.counts_minutes_ms {
+            let cutoff = (now - age).div_euclid(HOUR_MS) * HOUR_MS;
+            let n = roll_up(&mut self.conn, cutoff)?;
+            self.stats
+                .counts_rolled_up
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if let Some(age) = self.opts.counts_retention_ms {
+            let mut n = 0;
+            for t in &COUNT_TABLES {
+                n += self.conn.execute(
+                    &format!("DELETE FROM {} WHERE start_ms + span_ms <= ?1", t.table),
+                    [now - age],
+                )?;
+            }
+            if n > 0 {
+                tracing::info!(deleted = n, "retention removed old count buckets");
+            }
+            self.stats
+                .counts_deleted
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -488,6 +569,7 @@ impl Writer {
                     [cutoff],
                 )?;
             }
+            self.counts_retention()?;
             if self.opts.max_events > 0 {
                 deleted += self.conn.execute(
                     "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY start_ms DESC, id DESC LIMIT -1 OFFSET ?1)",
@@ -531,6 +613,141 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "retention failed"),
         }
     }
+}
+
+/// Adds `values` to the stored bucket of `camera`'s series `name` that starts at `start_ms` and
+/// is `span_ms` wide (creating it), and a line's crossings to its totals too.
+fn add_counts(
+    tx: &rusqlite::Transaction,
+    camera: &str,
+    name: &str,
+    start_ms: i64,
+    span_ms: i64,
+    values: &Values,
+) -> rusqlite::Result<()> {
+    match *values {
+        Values::Line { left, right } => {
+            tx.prepare_cached(
+                "INSERT INTO line_counts (camera, line, start_ms, span_ms, crossed_left, crossed_right)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT DO UPDATE SET crossed_left = crossed_left + excluded.crossed_left,
+                    crossed_right = crossed_right + excluded.crossed_right",
+            )?
+            .execute(params![camera, name, start_ms, span_ms, left as i64, right as i64])?;
+            if span_ms == MINUTE_MS {
+                tx.prepare_cached(
+                    "INSERT INTO line_totals (camera, line, crossed_left, crossed_right)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO UPDATE SET crossed_left = crossed_left + excluded.crossed_left,
+                        crossed_right = crossed_right + excluded.crossed_right",
+                )?
+                .execute(params![camera, name, left as i64, right as i64])?;
+            }
+        }
+        Values::Zone {
+            entries,
+            peak,
+            object_ms,
+            observed_ms,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO zone_counts (camera, zone, start_ms, span_ms, entries, peak, object_ms, observed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT DO UPDATE SET entries = entries + excluded.entries,
+                    peak = max(peak, excluded.peak), object_ms = object_ms + excluded.object_ms,
+                    observed_ms = observed_ms + excluded.observed_ms",
+            )?
+            .execute(params![
+                camera,
+                name,
+                start_ms,
+                span_ms,
+                entries as i64,
+                peak as i64,
+                object_ms as i64,
+                observed_ms as i64
+            ])?;
+        }
+        Values::Label { events } => {
+            tx.prepare_cached(
+                "INSERT INTO label_counts (camera, label, start_ms, span_ms, events)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET events = events + excluded.events",
+            )?
+            .execute(params![camera, name, start_ms, span_ms, events as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// A count table, as a rollup sees it: its series column, its value columns, how a group of
+/// buckets sums up, and how a sum adds to a stored bucket.
+struct CountTable {
+    table: &'static str,
+    name: &'static str,
+    columns: &'static str,
+    aggregates: &'static str,
+    sums: &'static str,
+}
+
+const COUNT_TABLES: [CountTable; 3] = [
+    CountTable {
+        table: "line_counts",
+        name: "line",
+        columns: "crossed_left, crossed_right",
+        aggregates: "sum(crossed_left), sum(crossed_right)",
+        sums: "crossed_left = crossed_left + excluded.crossed_left,
+               crossed_right = crossed_right + excluded.crossed_right",
+    },
+    CountTable {
+        table: "zone_counts",
+        name: "zone",
+        columns: "entries, peak, object_ms, observed_ms",
+        aggregates: "sum(entries), max(peak), sum(object_ms), sum(observed_ms)",
+        sums: "entries = entries + excluded.entries, peak = max(peak, excluded.peak),
+               object_ms = object_ms + excluded.object_ms,
+               observed_ms = observed_ms + excluded.observed_ms",
+    },
+    CountTable {
+        table: "label_counts",
+        name: "label",
+        columns: "events",
+        aggregates: "sum(events)",
+        sums: "events = events + excluded.events",
+    },
+];
+
+/// Rolls the minute buckets that start before `cutoff_ms` (a whole hour) up into hour buckets,
+/// in one transaction: sums add, peaks take the larger, and an hour rolled up before (a late
+/// minute) is added to. Returns how many minute buckets went.
+pub(crate) fn roll_up(conn: &mut Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut gone = 0;
+    for CountTable {
+        table,
+        name,
+        columns,
+        aggregates,
+        sums,
+    } in COUNT_TABLES
+    {
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} (camera, {name}, start_ms, span_ms, {columns})
+                 SELECT camera, {name}, (start_ms / {HOUR_MS}) * {HOUR_MS} AS hour, {HOUR_MS}, {aggregates}
+                 FROM {table} WHERE span_ms = {MINUTE_MS} AND start_ms < ?1
+                 GROUP BY camera, {name}, hour
+                 ON CONFLICT DO UPDATE SET {sums}"
+            ),
+            [cutoff_ms],
+        )?;
+        gone += tx.execute(
+            &format!("DELETE FROM {table} WHERE span_ms = {MINUTE_MS} AND start_ms < ?1"),
+            [cutoff_ms],
+        )?;
+    }
+    tx.commit()?;
+    Ok(gone)
 }
 
 fn is_disk_full(e: &rusqlite::Error) -> bool {

@@ -44,9 +44,18 @@ impl Topics {
     pub(crate) fn stats(&self) -> String {
         format!("{}/stats", self.base)
     }
+    /// The level of `camera`'s topics.
+    pub(crate) fn camera(&self, camera: &str) -> String {
+        format!("{}/{}", self.base, safe_id(camera))
+    }
     /// The retained count of `label` objects with an open event on `camera`.
     pub(crate) fn count(&self, camera: &str, label: &str) -> String {
-        format!("{}/{}/{}", self.base, safe_id(camera), safe_id(label))
+        format!("{}/{}", self.camera(camera), safe_id(label))
+    }
+    /// The retained crossings ever of `camera`'s `line` in `direction` (`left`, `right`),
+    /// written through the outbox with the counts they belong to (bus.rs).
+    pub(crate) fn line_total(&self, camera: &str, line: &str, direction: &str) -> String {
+        format!("{}/line/{}/{direction}", self.camera(camera), safe_id(line))
     }
     pub(crate) fn snapshot(&self, camera: &str, label: &str) -> String {
         format!("{}/snapshot", self.count(camera, label))

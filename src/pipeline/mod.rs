@@ -18,6 +18,7 @@ use crate::appearance::Appearance;
 use crate::capture::live::FrameSlot;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
+use crate::counts::{Buckets, CountsUpdate, LineTotal};
 use crate::detect::regions::{self, Plan};
 use crate::detect::ObjectDetector;
 use crate::errors::DetectError;
@@ -48,6 +49,9 @@ pub(crate) trait Sink: Send {
     /// One processed frame's tracked boxes; and every detection the tracker was handed (weak
     /// and unmatched ones too) with the id of the track each went to (0: none).
     fn detections(&mut self, _msg: DetectionsMsg, _raw: &[Detection], _track_ids: &[u64]) {}
+    /// Additions to the counts over time, minutes that closed, and the lines' totals
+    /// (src/counts.rs): every few seconds of the frames' clock, and at the end.
+    fn counts(&mut self, _update: CountsUpdate) {}
 }
 
 /// Motion for one frame; a failure counts as motion, so the detector still runs.
@@ -295,6 +299,9 @@ pub(crate) struct Pipeline {
     events: EventBuilder,
     /// The camera's zones and counting lines, followed per track.
     zones: Zones,
+    /// The counts over time being gathered, and the zones' occupancy in the latest frame.
+    buckets: Buckets,
+    occupancy: Vec<u64>,
     sink: Box<dyn Sink>,
     pub stats: Arc<CameraStats>,
 }
@@ -347,9 +354,21 @@ impl Pipeline {
                 *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) = Counts::new(&zones);
                 zones
             },
+            buckets: Buckets::for_zones(camera, &Zones::new(camera_cfg), &[]),
+            occupancy: Vec::new(),
             sink,
             stats,
         })
+    }
+
+    /// Continues the lines' crossing totals from `totals` (the database's, so that counters
+    /// survive a restart) instead of 0.
+    pub(crate) fn continue_totals(&mut self, totals: &[LineTotal]) {
+        self.buckets = Buckets::for_zones(&self.camera, &self.zones, totals);
+        let mut counts = self.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
+        for t in totals {
+            counts.continue_totals(&t.line, t.left, t.right);
+        }
     }
 
     /// Processes what `feed` delivers until it closes or `cancel` fires, then ends the open
@@ -546,6 +565,11 @@ impl Pipeline {
         }
         stats.track.since(t2);
         self.emit(out);
+        if self.buckets.frame(ts, &self.occupancy) {
+            if let Some(update) = self.buckets.take(ts, false) {
+                self.sink.counts(update);
+            }
+        }
 
         if self.sink.wants_detections() {
             let tracks = seen
@@ -621,31 +645,41 @@ impl Pipeline {
         self.zones.retain(|t| tracker.get(t).is_some());
         let mut changed: Vec<u64> = happened.iter().map(|(t, _)| *t).collect();
         changed.dedup();
-        let crossed = self.events.sync_zones(&self.zones, &changed, out);
+        let news = self.events.sync_zones(&self.zones, &changed, out);
         // Objects in a zone: those with an event (confirmed), inside now.
         let events = &self.events;
-        let occupancy = self.zones.occupancy(|t| events.event_id(t).is_some());
+        self.occupancy = self.zones.occupancy(|t| events.event_id(t).is_some());
         let mut counts = self.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
-        for c in &crossed {
+        for c in &news.crossings {
             counts.crossed(c);
+            self.buckets.crossed(c);
         }
-        counts.refresh(frame.ts_ms, &occupancy);
+        for z in &news.entered {
+            self.buckets.entered(z, frame.ts_ms);
+        }
+        counts.refresh(frame.ts_ms, &self.occupancy);
     }
 
     /// Ends every open event (the source ended or the daemon is stopping); their end time is
     /// when their object was last seen.
     pub(crate) fn finish(&mut self) {
         let changes = self.tracker.finish();
-        let out = self
-            .events
-            .apply(changes, &self.tracker, None, self.prev_ts_ms.unwrap_or(0));
+        let end_ms = self.prev_ts_ms.unwrap_or(0);
+        let out = self.events.apply(changes, &self.tracker, None, end_ms);
         self.emit(out);
+        if let Some(update) = self.buckets.take(end_ms, true) {
+            self.sink.counts(update);
+        }
     }
 
     fn emit(&mut self, out: EventOutput) {
         for msg in out.messages {
             match msg.kind {
-                EventKind::Start => inc(&self.stats.events_started),
+                EventKind::Start => {
+                    inc(&self.stats.events_started);
+                    self.buckets
+                        .event_started(&msg.event.label, msg.event.start_ms);
+                }
                 EventKind::End => inc(&self.stats.events_ended),
                 EventKind::Update => {}
             }

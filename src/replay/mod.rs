@@ -67,6 +67,9 @@ pub struct ReplayOptions {
     /// in MOTChallenge format.
     pub tracks: Option<PathBuf>,
     pub tracks_labels: Vec<String>,
+    /// Write the counts over time (per-minute buckets of lines, zones and labels) to this
+    /// file as CSV.
+    pub counts: Option<PathBuf>,
     /// Detectors working on consecutive frames at once when the detector runs on every frame
     /// (`detector.when = "always"`); the results are the same for any number.
     pub detect_workers: usize,
@@ -280,7 +283,11 @@ pub fn run(
             temp_dir.path().join("replay.db")
         }
     };
-    let mut outputs = Outputs::create(opts.trace.as_ref(), opts.tracks.as_ref())?;
+    let mut outputs = Outputs::create(
+        opts.trace.as_ref(),
+        opts.tracks.as_ref(),
+        opts.counts.as_ref(),
+    )?;
     let storage = db::start(&db_path, WriterOptions::from_config(&cfg.storage, false))?;
     let ids = EventIds::after(storage.max_event_id);
     let (db_handle, writer, writer_stats) = (storage.handle, storage.thread, storage.stats);
@@ -326,7 +333,7 @@ pub fn run(
         height,
         fps,
         elapsed,
-        events: outputs.finish(&opts.tracks_labels)?,
+        events: outputs.finish(&opts.tracks_labels, &opts.camera)?,
         detector: detectors.name,
         stats,
         writer: writer_stats,

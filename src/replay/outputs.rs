@@ -1,12 +1,14 @@
 //! What a replay writes besides the database: the finished events, and on request a per-frame
-//! trace (pixel hash, motion, raw detections) and the tracks of the events in MOTChallenge
-//! format.
+//! trace (pixel hash, motion, raw detections), the tracks of the events in MOTChallenge format
+//! and the counts over time as CSV.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::ReplayError;
 use crate::capture::Frame;
+use crate::counts::{CountsUpdate, Kind, Values};
 use crate::models::{Detection, DetectionsMsg, Event, EventKind, EventMsg};
 use crate::pipeline::Sink;
 
@@ -16,6 +18,17 @@ pub(super) struct Outputs {
     trace_out: Option<std::io::BufWriter<std::fs::File>>,
     trace_slot: Option<Arc<Mutex<Option<FrameTrace>>>>,
     tracks: Option<TracksFile>,
+    counts: Option<CountsFile>,
+}
+
+/// The count buckets of a run, per (kind, name, minute), as the pipeline handed them on.
+type CountBuckets = BTreeMap<(Kind, String, i64), Values>;
+
+/// `--counts`: the file, and the buckets so far (written at the end).
+struct CountsFile {
+    path: PathBuf,
+    file: std::fs::File,
+    buckets: Arc<Mutex<CountBuckets>>,
 }
 
 /// `--tracks`: the file, and every tracked box so far (written at the end, when the tracks
@@ -37,6 +50,7 @@ impl Outputs {
     pub(super) fn create(
         trace: Option<&PathBuf>,
         tracks: Option<&PathBuf>,
+        counts: Option<&PathBuf>,
     ) -> Result<Self, ReplayError> {
         let trace_out = trace.map(create).transpose()?.map(std::io::BufWriter::new);
         let tracks = match tracks {
@@ -47,11 +61,20 @@ impl Outputs {
             }),
             None => None,
         };
+        let counts = match counts {
+            Some(path) => Some(CountsFile {
+                path: path.clone(),
+                file: create(path)?,
+                buckets: Arc::default(),
+            }),
+            None => None,
+        };
         Ok(Self {
             finished: Arc::default(),
             trace_slot: trace_out.as_ref().map(|_| Arc::default()),
             trace_out,
             tracks,
+            counts,
         })
     }
 
@@ -62,6 +85,7 @@ impl Outputs {
             on_event,
             trace: self.trace_slot.clone(),
             tracks: self.tracks.as_ref().map(|t| t.rows.clone()),
+            counts: self.counts.as_ref().map(|c| c.buckets.clone()),
         }
     }
 
@@ -74,8 +98,15 @@ impl Outputs {
     }
 
     /// The finished events in the order they ended; writes the tracks file with those of
-    /// `labels` (all when empty).
-    pub(super) fn finish(self, labels: &[String]) -> Result<Vec<Event>, ReplayError> {
+    /// `labels` (all when empty), and the counts file with `camera`'s buckets.
+    pub(super) fn finish(self, labels: &[String], camera: &str) -> Result<Vec<Event>, ReplayError> {
+        if let Some(c) = self.counts {
+            let buckets = std::mem::take(&mut *c.buckets.lock().unwrap_or_else(|p| p.into_inner()));
+            write_counts(c.file, buckets, camera).map_err(|source| ReplayError::Output {
+                path: c.path,
+                source,
+            })?;
+        }
         let events = std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(t) = self.tracks {
             let rows = std::mem::take(&mut *t.rows.lock().unwrap_or_else(|p| p.into_inner()));
@@ -125,6 +156,8 @@ pub(super) struct ReplaySink<F> {
     /// With `--tracks`: every tracked box so far, kept until the end, when the tracks that
     /// became events are known.
     tracks: Option<Arc<Mutex<Vec<TrackRow>>>>,
+    /// With `--counts`: the buckets so far.
+    counts: Option<Arc<Mutex<CountBuckets>>>,
 }
 
 /// What the trace records of one processed frame besides its pixels.
@@ -154,6 +187,19 @@ impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
     }
 
     fn snapshot(&mut self, _: crate::events::Snapshot) {}
+
+    fn counts(&mut self, update: CountsUpdate) {
+        if let Some(buckets) = &self.counts {
+            let mut buckets = buckets.lock().unwrap_or_else(|p| p.into_inner());
+            for r in update.rows {
+                let kind = r.values.kind();
+                buckets
+                    .entry((kind, r.name, r.start_ms))
+                    .or_insert_with(|| Values::zero(kind))
+                    .merge(&r.values);
+            }
+        }
+    }
 
     fn wants_detections(&self) -> bool {
         self.trace.is_some() || self.tracks.is_some()
@@ -188,6 +234,31 @@ impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
             });
         }
     }
+}
+
+/// Writes the count buckets as CSV (src/counts.rs's columns), by kind, name and time.
+fn write_counts(file: std::fs::File, buckets: CountBuckets, camera: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(crate::counts::CSV_HEADER.as_bytes())?;
+    for kind in [Kind::Line, Kind::Zone, Kind::Label] {
+        let q = crate::counts::CountsQuery {
+            camera: camera.to_string(),
+            kind,
+            name: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            bucket: crate::counts::BucketWidth::Minute,
+            tz_offset_min: 0,
+        };
+        let rows = buckets
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|((_, name, start), v)| (name.clone(), *start, *v));
+        let series = crate::counts::group(&q, rows);
+        out.write_all(crate::counts::csv_rows(camera, &series).as_bytes())?;
+    }
+    out.flush()
 }
 
 /// Writes the rows of the tracks that became events (of `labels`, or all), in MOTChallenge
