@@ -349,6 +349,15 @@ fn mqtt_client(cfg: &Config, cameras: &[&str]) -> Option<crate::mqtt::Client> {
             .iter()
             .map(|id| (id.to_string(), labels.clone()))
             .collect(),
+        places: cameras
+            .iter()
+            .filter_map(|id| cfg.camera(id))
+            .map(|c| crate::mqtt::Places {
+                camera: c.id.clone(),
+                lines: c.lines.iter().map(|l| l.name.clone()).collect(),
+                zones: c.zones.iter().map(|z| z.name.clone()).collect(),
+            })
+            .collect(),
         stats: Arc::new(MqttStats::default()),
     })
 }

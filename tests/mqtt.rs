@@ -537,3 +537,109 @@ async fn expect_error(dmn: &DaemonProc, says: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A camera's counting lines are Home Assistant counters (`total_increasing`, so its long-term
+/// statistics keep their history) that never go back: not between messages, not across a
+/// `kill -9` and a restart (the totals are read back from the database, and a total reaches the
+/// broker only through the outbox, after the database has it). Its zones are occupancy sensors,
+/// put right on every connection before `online`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_counters_only_grow_across_a_kill_9_and_zones_are_put_right_before_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
+    let sub = Subscriber::start(broker.port, "test-sub-lines").await;
+    let left = "ocellus/testbox/street/line/middle/left";
+    let right = "ocellus/testbox/street/line/middle/right";
+    let zone = "ocellus/testbox/street/zone/road";
+    let available = "ocellus/testbox/available";
+    let cameras = format!(
+        "[[cameras]]\nid = \"street\"\nsource = {:?}\n\
+         [[cameras.lines]]\nname = \"middle\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n\
+         [[cameras.zones]]\nname = \"road\"\npoints = [[0.0, 0.33], [1.0, 0.33], [1.0, 0.8], [0.0, 0.45]]\n",
+        common::vtest().to_str().unwrap()
+    );
+    let dmn = DaemonProc::start(&mqtt_config(&broker.url(), ""), &cameras);
+    let total = |s: &Subscriber, t: &str| -> Vec<u64> {
+        s.messages(t)
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).parse().unwrap())
+            .collect()
+    };
+    sub.until("crossings each way", Duration::from_secs(120), |s| {
+        total(s, left).last().is_some_and(|&n| n > 0)
+            && total(s, right).last().is_some_and(|&n| n > 0)
+    })
+    .await;
+    let before = (
+        *total(&sub, left).last().unwrap(),
+        *total(&sub, right).last().unwrap(),
+    );
+    let dmn = dmn.restart_after_kill_9();
+    sub.until("online after the restart", Duration::from_secs(60), |s| {
+        let seen = s.seen.lock().unwrap();
+        let offline = seen
+            .iter()
+            .rposition(|m| m.0 == available && m.1 == b"offline");
+        offline.is_some_and(|i| {
+            seen[i..]
+                .iter()
+                .any(|m| m.0 == available && m.1 == b"online")
+        })
+    })
+    .await;
+    // The new run tells its totals (within a few seconds of its first frame).
+    let n_left = total(&sub, left).len();
+    sub.until("the totals of the new run", Duration::from_secs(30), |s| {
+        total(s, left).len() > n_left
+    })
+    .await;
+    for t in [left, right] {
+        let all = total(&sub, t);
+        assert!(
+            all.windows(2).all(|w| w[0] <= w[1]),
+            "{t} went back: {all:?}"
+        );
+    }
+    let after = (
+        *total(&sub, left).last().unwrap(),
+        *total(&sub, right).last().unwrap(),
+    );
+    assert!(
+        after.0 >= before.0 && after.1 >= before.1,
+        "{before:?} -> {after:?}"
+    );
+    // What the broker has is in the database.
+    let counts = get_json(&dmn.url("/api/counts?line=middle&bucket=1d")).await;
+    let stored = &counts["series"][0]["total"];
+    assert!(
+        stored["left"].as_u64().unwrap() >= before.0
+            && stored["right"].as_u64().unwrap() >= before.1,
+        "{stored} < {before:?}"
+    );
+
+    let seen = sub.seen.lock().unwrap().clone();
+    let offline = seen
+        .iter()
+        .rposition(|m| m.0 == available && m.1 == b"offline")
+        .unwrap();
+    let online = offline
+        + seen[offline..]
+            .iter()
+            .position(|m| m.0 == available && m.1 == b"online")
+            .unwrap();
+    assert!(
+        seen[offline..online].iter().any(|m| m.0 == zone),
+        "the zone's occupancy was not republished before online"
+    );
+    let config = seen
+        .iter()
+        .rfind(|m| m.0 == "homeassistant/sensor/ocellus_testbox_street_line_middle_left/config")
+        .expect("discovery of the line counter");
+    let v: serde_json::Value = serde_json::from_slice(&config.1).unwrap();
+    assert_eq!(v["state_class"], "total_increasing");
+    assert_eq!(v["state_topic"], left);
+    assert!(seen
+        .iter()
+        .any(|m| m.0
+            == "homeassistant/binary_sensor/ocellus_testbox_street_zone_road/occupancy/config"));
+}

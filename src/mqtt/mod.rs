@@ -35,7 +35,7 @@ use crate::stats::StatsSnapshot;
 use connection::{describe, poll_forever};
 use counts::Counts;
 use delivery::{Delivery, Outcome};
-pub(crate) use topics::{discovery, Topics};
+pub(crate) use topics::{discovery, places_discovery, Topics};
 
 /// The task's settings.
 pub(crate) struct Client {
@@ -43,7 +43,18 @@ pub(crate) struct Client {
     pub topics: Topics,
     /// Cameras and the labels to report for each (counts and discovery).
     pub cameras: Vec<(String, Vec<String>)>,
+    /// Each camera's counting lines and zones (counters, occupancy and discovery).
+    pub places: Vec<Places>,
     pub stats: Arc<MqttStats>,
+}
+
+/// A camera's counting lines and zones, as MQTT reports them: each line's crossings ever per
+/// direction (retained, written through the outbox by the bus), each zone's objects now.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Places {
+    pub camera: String,
+    pub lines: Vec<String>,
+    pub zones: Vec<String>,
 }
 
 /// What the task reads and writes.
@@ -92,6 +103,10 @@ struct Task {
     inputs: Inputs,
     delivery: Delivery,
     counts: Counts,
+    /// Objects in each (camera, zone) as last published.
+    zones: std::collections::BTreeMap<(String, String), u64>,
+    /// Whether the stats still come (their sender lives).
+    stats_open: bool,
     snapshots: Vec<DueSnapshot>,
     connected: bool,
     /// When the stop came and until when the outbox may drain (`None`: running).
@@ -164,6 +179,8 @@ impl Client {
             inputs,
             delivery: Delivery::default(),
             counts,
+            zones: Default::default(),
+            stats_open: true,
             snapshots: Vec::new(),
             connected: false,
             stopping: None,
@@ -244,6 +261,10 @@ impl Task {
                 _ = poll_outbox.tick() => self.poll_outbox(client).await,
                 msg = self.inputs.events.recv(), if self.bus_open => self.on_bus(client, msg).await,
                 _ = stats_tick.tick() => self.publish_stats(client),
+                changed = self.inputs.stats.changed(), if self.stats_open => match changed {
+                    Ok(()) => self.publish_zones(client, false),
+                    Err(_) => self.stats_open = false,
+                },
                 _ = stop.cancelled(), if self.stopping.is_none() => {
                     // Give the outbox a few seconds to empty (the pipelines have ended and
                     // the writer has committed their last events): until a read of it
@@ -358,6 +379,7 @@ impl Task {
         for (topic, n) in counts {
             self.hand(client, None, topic, n.to_string().into_bytes(), true);
         }
+        self.publish_zones(client, true);
         let available = self.client.topics.available();
         self.hand(client, None, available, b"online".to_vec(), true);
     }
@@ -538,7 +560,40 @@ impl Task {
         }
     }
 
+    /// Publishes the objects in each zone (retained) that changed since last published, or
+    /// all of them (`all`: a new connection, before `online`, so that a zone shown occupied
+    /// before a crash is put right).
+    fn publish_zones(&mut self, client: &AsyncClient, all: bool) {
+        if !self.connected && !all {
+            return;
+        }
+        let snapshot = self.inputs.stats.borrow().clone();
+        let mut now = Vec::new();
+        for place in &self.client.places {
+            let cam = snapshot
+                .cameras
+                .iter()
+                .find(|c| c.camera.id == place.camera);
+            for zone in &place.zones {
+                let n = cam
+                    .and_then(|c| c.zones.iter().find(|z| &z.name == zone))
+                    .map_or(0, |z| z.objects);
+                let key = (place.camera.clone(), zone.clone());
+                if all || self.zones.get(&key) != Some(&n) {
+                    now.push((key, n));
+                }
+            }
+        }
+        for ((cam, zone), n) in now {
+            let topic = self.client.topics.zone(&cam, &zone);
+            if self.hand(client, None, topic, n.to_string().into_bytes(), true) {
+                self.zones.insert((cam, zone), n);
+            }
+        }
+    }
+
     fn publish_discovery(&mut self, client: &AsyncClient) {
+        let topics = &self.client.topics;
         let configs: Vec<_> = self
             .client
             .cameras
@@ -546,8 +601,14 @@ impl Task {
             .flat_map(|(cam, labels)| {
                 labels
                     .iter()
-                    .flat_map(|label| discovery(&self.client.topics, cam, label))
+                    .flat_map(|label| discovery(topics, cam, label))
             })
+            .chain(
+                self.client
+                    .places
+                    .iter()
+                    .flat_map(|p| places_discovery(topics, &p.camera, &p.lines, &p.zones)),
+            )
             .collect();
         for (topic, json) in configs {
             self.hand(client, None, topic, json.into_bytes(), true);

@@ -52,6 +52,10 @@ impl Topics {
     pub(crate) fn count(&self, camera: &str, label: &str) -> String {
         format!("{}/{}", self.camera(camera), safe_id(label))
     }
+    /// The retained number of objects (with an event) in `camera`'s `zone` now.
+    pub(crate) fn zone(&self, camera: &str, zone: &str) -> String {
+        format!("{}/zone/{}", self.camera(camera), safe_id(zone))
+    }
     /// The retained crossings ever of `camera`'s `line` in `direction` (`left`, `right`),
     /// written through the outbox with the counts they belong to (bus.rs).
     pub(crate) fn line_total(&self, camera: &str, line: &str, direction: &str) -> String {
@@ -73,13 +77,7 @@ pub(crate) fn discovery(topics: &Topics, camera: &str, label: &str) -> Vec<(Stri
         safe_id(camera),
         safe_id(label)
     );
-    let device = serde_json::json!({
-        "identifiers": [format!("ocellus_{}", topics.device)],
-        "name": format!("Ocellus {}", topics.device),
-        "manufacturer": "Ocellus",
-        "model": "Ocellus camera telemetry daemon",
-        "sw_version": env!("CARGO_PKG_VERSION"),
-    });
+    let device = device(topics);
     let state = topics.count(camera, label);
     let common = |name: String| {
         serde_json::json!({
@@ -125,6 +123,81 @@ pub(crate) fn discovery(topics: &Topics, camera: &str, label: &str) -> Vec<(Stri
     ]
 }
 
+/// The Home Assistant device all of one box's entities belong to.
+fn device(topics: &Topics) -> serde_json::Value {
+    serde_json::json!({
+        "identifiers": [format!("ocellus_{}", topics.device)],
+        "name": format!("Ocellus {}", topics.device),
+        "manufacturer": "Ocellus",
+        "model": "Ocellus camera telemetry daemon",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The Home Assistant discovery configs (topic, JSON) for one camera's counting lines and
+/// zones: per line and direction a crossings counter (`state_class: total_increasing`, so Home
+/// Assistant's long-term statistics keep its history; the total survives restarts), per zone
+/// an occupancy sensor (objects in it now) and an occupied binary_sensor.
+pub(crate) fn places_discovery(
+    topics: &Topics,
+    camera: &str,
+    lines: &[String],
+    zones: &[String],
+) -> Vec<(String, String)> {
+    let prefix = &topics.discovery_prefix;
+    let base = |name: String, unique: &str, state: String| {
+        serde_json::json!({
+            "name": name,
+            "unique_id": unique,
+            "state_topic": state,
+            "availability_topic": topics.available(),
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": device(topics),
+        })
+    };
+    let cam = safe_id(camera);
+    let mut out = Vec::new();
+    for line in lines {
+        for dir in ["left", "right"] {
+            let id = format!(
+                "ocellus_{}_{cam}_line_{}_{dir}",
+                topics.device,
+                safe_id(line)
+            );
+            let mut c = base(
+                format!("{camera} {line} crossings {dir}"),
+                &id,
+                topics.line_total(camera, line, dir),
+            );
+            c["state_class"] = "total_increasing".into();
+            c["unit_of_measurement"] = "crossings".into();
+            c["icon"] = "mdi:counter".into();
+            out.push((format!("{prefix}/sensor/{id}/config"), c.to_string()));
+        }
+    }
+    for zone in zones {
+        let id = format!("ocellus_{}_{cam}_zone_{}", topics.device, safe_id(zone));
+        let state = topics.zone(camera, zone);
+        let mut n = base(format!("{camera} {zone} objects"), &id, state.clone());
+        n["state_class"] = "measurement".into();
+        n["unit_of_measurement"] = "objects".into();
+        out.push((format!("{prefix}/sensor/{id}/config"), n.to_string()));
+        let mut occupied = base(
+            format!("{camera} {zone} occupied"),
+            &format!("{id}_occupancy"),
+            state,
+        );
+        occupied["device_class"] = "occupancy".into();
+        occupied["value_template"] = "{{ 'ON' if value | int > 0 else 'OFF' }}".into();
+        out.push((
+            format!("{prefix}/binary_sensor/{id}/occupancy/config"),
+            occupied.to_string(),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +236,32 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&configs[0].1).unwrap();
         assert_eq!(v["state_topic"], t.count("front", "traffic light"));
         assert_eq!(safe_id("a+b/#c d"), "a_b__c_d");
+    }
+
+    /// Per line and direction a counter Home Assistant keeps long-term statistics of, on the
+    /// topic the bus writes the line's total to; per zone an objects sensor and an occupied
+    /// binary_sensor on the zone's topic.
+    #[test]
+    fn lines_are_total_increasing_counters_and_zones_occupancy_sensors() {
+        let t = topics();
+        let configs = places_discovery(&t, "front", &["door".into()], &["yard".into()]);
+        assert_eq!(configs.len(), 4);
+        let json = |i: usize| -> serde_json::Value { serde_json::from_str(&configs[i].1).unwrap() };
+        for (i, dir) in [(0, "left"), (1, "right")] {
+            let v = json(i);
+            assert_eq!(v["state_class"], "total_increasing");
+            assert_eq!(v["state_topic"], t.line_total("front", "door", dir));
+            assert_eq!(
+                v["state_topic"],
+                format!("ocellus/gate/front/line/door/{dir}")
+            );
+        }
+        assert_eq!(json(2)["state_class"], "measurement");
+        assert_eq!(json(2)["state_topic"], t.zone("front", "yard"));
+        assert_eq!(json(3)["device_class"], "occupancy");
+        assert!(configs[3].0.starts_with("homeassistant/binary_sensor/"));
+        let ids: std::collections::BTreeSet<_> =
+            (0..4).map(|i| json(i)["unique_id"].to_string()).collect();
+        assert_eq!(ids.len(), 4, "unique ids");
     }
 }
