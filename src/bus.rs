@@ -323,4 +323,75 @@ mod tests {
         let cmds: Vec<DbCommand> = db_rx.try_iter().collect();
         assert!(matches!(&cmds[..], [DbCommand::Event { outbox: None, .. }]));
     }
+
+    /// Counts go to the database in one command with the lines' new totals as retained outbox
+    /// rows; a minute that closed is pushed to the counts topic as JSON.
+    #[test]
+    fn counts_are_one_db_command_with_the_totals_and_closed_minutes_are_pushed() {
+        use crate::counts::{ClosedBucket, CountRow, CountsUpdate, LineTotal, Values};
+        let (db_tx, db_rx) = crossbeam_channel::bounded(16);
+        let (feed, mut feed_rx) = broadcast::channel(16);
+        let topics = crate::mqtt::Topics {
+            base: "ocellus/box".into(),
+            discovery_prefix: "homeassistant".into(),
+            device: "box".into(),
+        };
+        let mut bus = Bus::new("front")
+            .database(DbHandle::from_sender(db_tx), None)
+            .count_topics(topics)
+            .counts_feed(feed);
+        let line = Values::Line { left: 1, right: 0 };
+        bus.counts(CountsUpdate {
+            camera: "front".into(),
+            rows: vec![CountRow {
+                name: "door".into(),
+                start_ms: 60_000,
+                values: line,
+            }],
+            closed: vec![ClosedBucket {
+                start_ms: 0,
+                rows: vec![("door".into(), Values::Line { left: 2, right: 1 })],
+            }],
+            totals: vec![LineTotal {
+                line: "door".into(),
+                left: 7,
+                right: 3,
+            }],
+        });
+        let cmds: Vec<DbCommand> = db_rx.try_iter().collect();
+        let [DbCommand::Counts {
+            camera,
+            rows,
+            outbox,
+        }] = &cmds[..]
+        else {
+            panic!("one counts command");
+        };
+        assert_eq!((camera.as_str(), rows.len()), ("front", 1));
+        let sent: Vec<(&str, &[u8], bool)> = outbox
+            .iter()
+            .map(|m| (m.topic.as_str(), m.payload.as_slice(), m.retain))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("ocellus/box/front/line/door/left", &b"7"[..], true),
+                ("ocellus/box/front/line/door/right", &b"3"[..], true)
+            ]
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(feed_rx.try_recv().unwrap().as_str()).unwrap();
+        assert_eq!(v["type"], "counts");
+        assert_eq!(v["camera"], "front");
+        assert_eq!(v["start_ms"], 0);
+        assert_eq!(v["rows"][0]["kind"], "line");
+        assert_eq!(
+            (
+                v["rows"][0]["left"].as_u64(),
+                v["rows"][0]["right"].as_u64()
+            ),
+            (Some(2), Some(1))
+        );
+        assert!(feed_rx.try_recv().is_err(), "one message per closed minute");
+    }
 }

@@ -93,7 +93,19 @@ impl AppState {
         &self,
         params: Vec<(String, String)>,
     ) -> Result<crate::counts::CountsAnswer, CountsError> {
-        let cameras: Vec<&str> = self.cameras().iter().map(|c| c.id.as_str()).collect();
+        // The configured cameras, and those with stored counts (history outlives a camera).
+        let mut cameras: Vec<String> = self.cameras().iter().map(|c| c.id.clone()).collect();
+        let stored = self
+            .readers
+            .run(db::count_cameras)
+            .await
+            .map_err(CountsError::Db)?;
+        for c in stored {
+            if !cameras.contains(&c) {
+                cameras.push(c);
+            }
+        }
+        let cameras: Vec<&str> = cameras.iter().map(String::as_str).collect();
         let q = crate::counts::parse_query(
             params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             &cameras,

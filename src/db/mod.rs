@@ -36,8 +36,8 @@ pub use crate::clock::now_ms;
 pub use crate::models::EventQuery;
 pub use outbox::{open_events, read_outbox, OutboxPage, OutboxRow};
 pub use read::{
-    all_counts, get_event, get_snapshot, line_totals, max_event_id, open_reader, query_counts,
-    query_events, ReadPool,
+    all_counts, count_cameras, get_event, get_snapshot, line_totals, max_event_id, open_reader,
+    query_counts, query_events, ReadPool,
 };
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use writer::{
@@ -534,5 +534,201 @@ pub(crate) mod tests {
             .query_row("SELECT count(*) FROM snapshots", [], |row| row.get(0))
             .unwrap();
         assert_eq!(snaps as usize, ids.len());
+    }
+
+    fn line(left: u64, right: u64) -> crate::counts::Values {
+        crate::counts::Values::Line { left, right }
+    }
+
+    fn counts_cmd(rows: Vec<(&str, i64, crate::counts::Values)>) -> DbCommand {
+        DbCommand::Counts {
+            camera: "front".into(),
+            rows: rows
+                .into_iter()
+                .map(|(name, start_ms, values)| crate::counts::CountRow {
+                    name: name.into(),
+                    start_ms,
+                    values,
+                })
+                .collect(),
+            outbox: Vec::new(),
+        }
+    }
+
+    fn counts_query(
+        kind: crate::counts::Kind,
+        bucket: crate::counts::BucketWidth,
+    ) -> crate::counts::CountsQuery {
+        crate::counts::CountsQuery {
+            camera: "front".into(),
+            kind,
+            name: None,
+            from_ms: 0,
+            to_ms: 10 * crate::counts::HOUR_MS,
+            bucket,
+            tz_offset_min: 0,
+        }
+    }
+
+    /// Additions to one bucket add up (two commands, a restart in the middle of a minute), and
+    /// a rollup of minutes into hours keeps every total: crossings, entries, events and the
+    /// zone's watched time add, its peak is the highest; a late minute adds to its hour.
+    #[test]
+    fn counts_add_up_and_a_rollup_into_hours_keeps_every_total() {
+        use crate::counts::{BucketWidth, Kind, Values, HOUR_MS, MINUTE_MS};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let (h, j, _) = writer(&path);
+        let zone = |entries, peak, object_ms, observed_ms| Values::Zone {
+            entries,
+            peak,
+            object_ms,
+            observed_ms,
+        };
+        h.send(counts_cmd(vec![
+            ("door", 0, line(1, 0)),
+            ("door", MINUTE_MS, line(2, 1)),
+            ("door", HOUR_MS + 5 * MINUTE_MS, line(0, 4)),
+            ("yard", 0, zone(1, 2, 30_000, 60_000)),
+            ("yard", MINUTE_MS, zone(2, 3, 60_000, 60_000)),
+            ("person", MINUTE_MS, Values::Label { events: 3 }),
+        ]))
+        .unwrap();
+        h.flush().unwrap();
+        // The same minute again: added to, not replaced.
+        h.send(counts_cmd(vec![("door", MINUTE_MS, line(1, 0))]))
+            .unwrap();
+        h.flush().unwrap();
+        drop(h);
+        j.join().unwrap();
+
+        let mut conn = open(&path).unwrap();
+        let by_hour = |conn: &Connection, kind| {
+            query_counts(conn, &counts_query(kind, BucketWidth::Hour)).unwrap()
+        };
+        let before: Vec<_> = [Kind::Line, Kind::Zone, Kind::Label]
+            .map(|k| by_hour(&conn, k))
+            .to_vec();
+        let minutes = query_counts(&conn, &counts_query(Kind::Line, BucketWidth::Minute)).unwrap();
+        assert_eq!(
+            minutes[0].points.iter().map(|p| p.t).collect::<Vec<_>>(),
+            [0, MINUTE_MS, HOUR_MS + 5 * MINUTE_MS]
+        );
+        assert_eq!(
+            minutes[0].total,
+            crate::counts::PointValues::Line { left: 4, right: 5 }
+        );
+        assert_eq!(line_totals(&conn, "front").unwrap()[0].left, 4);
+
+        // Roll up everything before 2 h.
+        let gone = writer::roll_up(&mut conn, 2 * HOUR_MS).unwrap();
+        assert_eq!(gone, 6);
+        let after: Vec<_> = [Kind::Line, Kind::Zone, Kind::Label]
+            .map(|k| by_hour(&conn, k))
+            .to_vec();
+        assert_eq!(before, after, "a rollup changes no hour's values");
+        let spans: Vec<i64> = conn
+            .prepare("SELECT DISTINCT span_ms FROM line_counts")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(spans, [HOUR_MS]);
+        let yard = &after[1][0].points[0].values;
+        assert_eq!(
+            *yard,
+            crate::counts::PointValues::Zone {
+                entries: 3,
+                peak: 3,
+                mean: 0.75,
+                watched_ms: 120_000
+            }
+        );
+        // A minute that comes late for a rolled-up hour is added to it at the next rollup.
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO line_counts VALUES ('front', 'door', ?1, ?2, 5, 0)",
+            [2 * MINUTE_MS, MINUTE_MS],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        writer::roll_up(&mut conn, 2 * HOUR_MS).unwrap();
+        let hours = by_hour(&conn, Kind::Line);
+        assert_eq!(
+            hours[0].points[0].values,
+            crate::counts::PointValues::Line { left: 9, right: 1 }
+        );
+        // The line's total was never touched by the rollup.
+        assert_eq!(
+            line_totals(&conn, "front").unwrap()[0],
+            crate::counts::LineTotal {
+                line: "door".into(),
+                left: 4,
+                right: 5
+            }
+        );
+    }
+
+    /// Count buckets past their retention go (checked as the writer ends); the lines' totals,
+    /// the counters Home Assistant keeps, stay.
+    #[test]
+    fn old_count_buckets_are_deleted_and_the_line_totals_stay() {
+        use crate::counts::{Kind, DAY_MS};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let conn = open(&path).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let now = crate::counts::minute_of(now_ms());
+        let (h, j) = spawn_writer(
+            conn,
+            path.clone(),
+            WriterOptions {
+                batch: Duration::from_millis(20),
+                batch_max: 100,
+                retention_ms: None,
+                max_events: 0,
+                max_bytes: 0,
+                outbox: None,
+                counts_retention_ms: Some(30 * DAY_MS),
+                counts_minutes_ms: None,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        h.send(counts_cmd(vec![
+            ("door", now - 31 * DAY_MS, line(5, 5)),
+            ("door", now - 29 * DAY_MS, line(1, 0)),
+            (
+                "person",
+                now - 40 * DAY_MS,
+                crate::counts::Values::Label { events: 2 },
+            ),
+        ]))
+        .unwrap();
+        drop(h);
+        j.join().unwrap();
+        let conn = open_reader(&path).unwrap();
+        let q = crate::counts::CountsQuery {
+            from_ms: now - 60 * DAY_MS,
+            to_ms: now + DAY_MS,
+            ..counts_query(Kind::Line, crate::counts::BucketWidth::Day)
+        };
+        let series = query_counts(&conn, &q).unwrap();
+        assert_eq!(
+            series[0].total,
+            crate::counts::PointValues::Line { left: 1, right: 0 }
+        );
+        let labels = query_counts(
+            &conn,
+            &crate::counts::CountsQuery {
+                kind: Kind::Label,
+                ..q
+            },
+        )
+        .unwrap();
+        assert!(labels.is_empty(), "{labels:?}");
+        assert_eq!(stats.counts_deleted.load(Ordering::Relaxed), 2);
+        assert_eq!(line_totals(&conn, "front").unwrap()[0].left, 6);
     }
 }

@@ -223,3 +223,13 @@ pub fn line_totals(conn: &Connection, camera: &str) -> Result<Vec<LineTotal>, Db
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// The cameras with stored counts (a camera no longer configured keeps its history).
+pub fn count_cameras(conn: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT camera FROM line_counts UNION SELECT camera FROM zone_counts
+         UNION SELECT camera FROM label_counts ORDER BY camera",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
