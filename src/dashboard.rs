@@ -9,6 +9,9 @@ use axum::Router;
 const INDEX: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/style.css");
+/// uPlot (MIT), the counts view's charts: web/vendor/uplot/README.md says which and why.
+const UPLOT_JS: &str = include_str!("../web/vendor/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../web/vendor/uplot/uPlot.min.css");
 
 fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     // The files change only with the binary; revalidate so an upgrade is picked up at once.
@@ -35,5 +38,13 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/assets/style.css",
             get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/assets/uplot.js",
+            get(|| async { file("text/javascript; charset=utf-8", UPLOT_JS) }),
+        )
+        .route(
+            "/assets/uplot.css",
+            get(|| async { file("text/css; charset=utf-8", UPLOT_CSS) }),
         )
 }

@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/events/{id}", get(get_event))
         .route("/api/events/{id}/snapshot.jpg", get(get_snapshot))
         .route("/api/counts", get(counts))
+        .route("/api/counts/cameras", get(count_cameras))
         .route("/api/cameras", get(cameras))
         .route("/api/stats", get(stats))
 }
@@ -49,6 +50,11 @@ async fn list_events(
         next_before_id,
     })
     .into_response())
+}
+
+/// The cameras whose counts can be asked for: the configured ones and those with stored counts.
+async fn count_cameras(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(Json(state.count_cameras().await?).into_response())
 }
 
 /// Counts over time (docs/counts.md): JSON series, or CSV with `format=csv`.

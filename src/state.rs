@@ -87,24 +87,25 @@ impl AppState {
         Ok((events, next))
     }
 
+    /// The cameras whose counts can be asked for: the configured ones, in their order, then
+    /// those with stored counts only (history outlives a camera).
+    pub async fn count_cameras(&self) -> Result<Vec<String>, DbError> {
+        let mut cameras: Vec<String> = self.cameras().iter().map(|c| c.id.clone()).collect();
+        for c in self.readers.run(db::count_cameras).await? {
+            if !cameras.contains(&c) {
+                cameras.push(c);
+            }
+        }
+        Ok(cameras)
+    }
+
     /// Runs a counts query given as its parameters (REST and WebSocket alike): a
     /// [`CountsError::Param`] names the parameter that is wrong.
     pub async fn query_counts(
         &self,
         params: Vec<(String, String)>,
     ) -> Result<crate::counts::CountsAnswer, CountsError> {
-        // The configured cameras, and those with stored counts (history outlives a camera).
-        let mut cameras: Vec<String> = self.cameras().iter().map(|c| c.id.clone()).collect();
-        let stored = self
-            .readers
-            .run(db::count_cameras)
-            .await
-            .map_err(CountsError::Db)?;
-        for c in stored {
-            if !cameras.contains(&c) {
-                cameras.push(c);
-            }
-        }
+        let cameras = self.count_cameras().await.map_err(CountsError::Db)?;
         let cameras: Vec<&str> = cameras.iter().map(String::as_str).collect();
         let q = crate::counts::parse_query(
             params.iter().map(|(k, v)| (k.as_str(), v.as_str())),

@@ -327,3 +327,143 @@ async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
     // A frame being drawn as the click landed may still have drawn them once.
     assert!(p["zonesDrawn"].as_u64().unwrap() <= zones + 1, "{p}");
 }
+
+/// The counts view against a database a replay of the street clip filled (a recorded day a
+/// user looks back on; its camera is not running): the totals it shows for a range are the
+/// database's, line by line and direction by direction, and zone by zone; hovering a bucket of
+/// the chart shows that bucket's values; the CSV link asks for the same range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_view_shows_the_databases_totals_and_a_buckets_values_on_hover() {
+    let dir = tempfile::tempdir().unwrap();
+    let places = dir.path().join("places.toml");
+    std::fs::write(
+        &places,
+        "[[cameras]]\nid = \"street\"\nsource = \"unused.avi\"\n\
+         [[cameras.lines]]\nname = \"middle\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n\
+         [[cameras.lines]]\nname = \"street\"\npoints = [[0.0, 0.45], [1.0, 0.45]]\n\
+         [[cameras.zones]]\nname = \"road\"\npoints = [[0.0, 0.33], [1.0, 0.33], [1.0, 0.8], [0.0, 0.45]]\n",
+    )
+    .unwrap();
+    let db = dir.path().join("events.db");
+    let out = common::ocellus(&[
+        "replay",
+        common::vtest().to_str().unwrap(),
+        "--config",
+        places.to_str().unwrap(),
+        "--camera",
+        "street",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // The database's own sums, by SQL.
+    let (lines, road): (Vec<(String, i64, i64)>, i64) = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT line, sum(crossed_left), sum(crossed_right) FROM line_counts
+                 GROUP BY line ORDER BY line",
+            )
+            .unwrap();
+        let lines = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let road = conn
+            .query_row(
+                "SELECT sum(entries) FROM zone_counts WHERE zone = 'road'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (lines, road)
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\npath = {:?}\n", db.to_str().unwrap()),
+    )
+    .unwrap();
+    let dmn = DaemonProc::start_at(cfg, dir, db, "127.0.0.1:0", &[]);
+
+    let (_driver, c, _profile) = browser().await;
+    c.goto(&dmn.url("/")).await.unwrap();
+    until(&c, "the counts view's first load", |p| {
+        p["countsLoads"].as_u64() >= Some(1)
+    })
+    .await;
+    // The clip's clock starts at 0: a custom range over its first hour, in the browser's time.
+    click(&c, "#counts button[data-range=\"custom\"]").await;
+    let loads = probe(&c).await["countsLoads"].as_u64().unwrap();
+    c.execute(
+        "const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+         document.querySelector('#c-from').value = local(0);
+         document.querySelector('#c-to').value = local(3600000);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "#c-apply").await;
+    until(&c, "the custom range", |p| {
+        p["countsLoads"].as_u64() > Some(loads)
+    })
+    .await;
+    for (name, left, right) in &lines {
+        let row = format!("#c-totals tr[data-kind=\"line\"][data-name=\"{name}\"]");
+        let shown = (
+            attr_of(&c, &row, "data-left").await,
+            attr_of(&c, &row, "data-right").await,
+        );
+        assert_eq!(
+            shown,
+            (Some(left.to_string()), Some(right.to_string())),
+            "{name}"
+        );
+        let text = text_of(&c, &row).await.unwrap();
+        assert!(text.contains(&(left + right).to_string()), "{text}");
+    }
+    // The chart's legend, hovering the bucket of the first minute: its crossings that minute.
+    let first_minute = common::daemon::get_json(
+        &dmn.url("/api/counts?camera=street&line=middle&from=0&to=60000&bucket=1m"),
+    )
+    .await;
+    let want = first_minute["series"][0]["points"][0]["left"]
+        .as_u64()
+        .unwrap();
+    let shown = c
+        .execute(
+            "const over = document.querySelector('#c-chart .u-over');
+             const r = over.getBoundingClientRect();
+             // The first bucket lies at the left edge of a range that starts on its minute.
+             over.dispatchEvent(new MouseEvent('mousemove', { clientX: r.left + 2, clientY: r.top + r.height / 2, bubbles: true }));
+             const rows = [...document.querySelectorAll('#c-chart .u-legend .u-series')];
+             const row = rows.find((tr) => tr.querySelector('.u-label').textContent === 'middle left');
+             return row ? row.querySelector('.u-value').textContent : null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown.as_str(), Some(want.to_string().as_str()));
+    let csv = attr_of(&c, "#c-csv", "href").await.unwrap();
+    assert!(
+        csv.contains("format=csv") && csv.contains("from=0"),
+        "{csv}"
+    );
+
+    // Zones: the entries of the range.
+    let loads = probe(&c).await["countsLoads"].as_u64().unwrap();
+    c.execute(
+        "const s = document.querySelector('#c-kind'); s.value = 'zone'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(&c, "the zones", |p| p["countsLoads"].as_u64() > Some(loads)).await;
+    let row = "#c-totals tr[data-kind=\"zone\"][data-name=\"road\"]";
+    assert_eq!(
+        attr_of(&c, row, "data-entries").await,
+        Some(road.to_string())
+    );
+}

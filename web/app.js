@@ -1,4 +1,5 @@
-// Ocellus dashboard: live tiles with overlays, events, stats. No build step, no dependencies.
+// Ocellus dashboard: live tiles with overlays, events, stats, counts over time. No build step;
+// the one library is uPlot (web/vendor/uplot, served by the daemon) for the counts charts.
 // Protocol: docs/protocol.md. Frames are decoded off the main thread (createImageBitmap) and
 // the newest frame wins: a frame that arrives while one is decoding replaces any waiting one.
 "use strict";
@@ -84,6 +85,7 @@ function onText(msg) {
     case "event": return onEvent(msg.kind, msg.event);
     case "detections": return onDetections(msg);
     case "stats": return onStats(msg);
+    case "counts": return onCountsBucket(msg);
     case "reply": {
       const r = replies.get(msg.id);
       if (r) { replies.delete(msg.id); r(msg); }
@@ -110,6 +112,8 @@ function onHello(msg) {
   }
   send({ op: "subscribe", topic: "events" });
   send({ op: "subscribe", topic: "stats" });
+  send({ op: "subscribe", topic: "counts" });
+  loadCountCameras();
   // The stats topic ticks once a second; show the latest at once.
   fetch(withToken("/api/stats"), { cache: "no-store" })
     .then((r) => (r.ok ? r.json() : null))
@@ -467,7 +471,7 @@ function onStats(s) {
       lr.dataset.total = String(l.left + l.right);
       const td = document.createElement("td");
       td.colSpan = 5;
-      td.textContent = `line ${l.name}: ${l.left} left, ${l.right} right (last hour ${l.left_last_hour} / ${l.right_last_hour})`;
+      td.textContent = `line ${l.name}: ${l.left} left, ${l.right} right in all (last hour ${l.left_last_hour} / ${l.right_last_hour})`;
       lr.append(td);
       body.append(lr);
     }
@@ -488,6 +492,186 @@ function onStats(s) {
     if (e) li.querySelector(".l2").textContent = `${e.camera} · ${fmtTime(e.start_ms)} · for ${fmtDur(Date.now() - e.start_ms)}`;
   }
 }
+
+// --- counts over time ------------------------------------------------------------------
+// One camera's lines, zones or labels over a range, from GET /api/counts (docs/counts.md): a
+// chart (hovering shows each bucket's values in its legend), the totals for the range, and a
+// CSV link for the same query. Each minute that closes on the camera (the counts topic) loads
+// the view again, so it follows live.
+
+const BUCKET_MS = { "1m": 60000, "15m": 900000, "1h": 3600000, "1d": 86400000 };
+const RANGE_BUCKET = { 3600: "1m", 86400: "15m", 604800: "1h" };
+const PALETTE = ["#4cc2ff", "#ffb84d", "#46d17b", "#c792ea", "#ff6b6b", "#ffd84d", "#7fdbca", "#f78c6c"];
+const countsView = { range: "86400", plot: null, seq: 0, reload: null };
+probe.countsLoads = 0;
+
+async function loadCountCameras() {
+  let ids = [];
+  try {
+    const r = await fetch(withToken("/api/counts/cameras"), { cache: "no-store" });
+    if (r.ok) ids = await r.json();
+  } catch (e) { return; }
+  const sel = $("#c-camera");
+  const keep = sel.value;
+  sel.replaceChildren();
+  for (const id of ids) {
+    const o = document.createElement("option");
+    o.value = o.textContent = id;
+    sel.append(o);
+  }
+  if (ids.includes(keep)) sel.value = keep;
+  $("#counts").hidden = ids.length === 0;
+  if (ids.length) loadCounts();
+}
+
+/// The query of the view now: [URLSearchParams, bucket or null].
+function countsQuery() {
+  const kind = $("#c-kind").value;
+  const q = new URLSearchParams({ camera: $("#c-camera").value, [kind]: "*" });
+  let bucket = null;
+  if (countsView.range === "custom") {
+    const from = Date.parse($("#c-from").value), to = Date.parse($("#c-to").value);
+    if (!(from < to)) return [null, null];
+    q.set("from", String(from));
+    q.set("to", String(to));
+  } else {
+    const to = Date.now();
+    q.set("from", String(to - Number(countsView.range) * 1000));
+    q.set("to", String(to));
+    bucket = RANGE_BUCKET[countsView.range];
+    q.set("bucket", bucket);
+  }
+  q.set("tz", String(-new Date().getTimezoneOffset()));
+  return [q, bucket];
+}
+
+async function loadCounts() {
+  const seq = ++countsView.seq;
+  const [q] = countsQuery();
+  if (!q || !$("#c-camera").value) {
+    $("#c-status").textContent = q ? "" : "Choose a start before the end.";
+    return;
+  }
+  let ans;
+  try {
+    const r = await fetch(withToken("/api/counts?" + q), { cache: "no-store" });
+    ans = await r.json();
+    if (!r.ok) {
+      $("#c-status").textContent = ans.message || `error ${r.status}`;
+      return;
+    }
+  } catch (e) {
+    return;
+  }
+  // A newer load started meanwhile: its answer is the one to show.
+  if (seq !== countsView.seq) return;
+  $("#c-csv").href = withToken("/api/counts?" + q + "&format=csv");
+  renderCounts(ans, $("#c-kind").value);
+  probe.countsLoads++;
+}
+
+/// What each series of `kind` draws and totals: [field, label suffix, bars].
+function columnsOf(kind) {
+  if (kind === "line") return [["left", " left", true], ["right", " right", true]];
+  if (kind === "zone") return [["peak", " peak", false], ["mean", " mean", false], ["entries", " entries", true]];
+  return [["events", "", true]];
+}
+
+function renderCounts(ans, kind) {
+  const w = BUCKET_MS[ans.bucket];
+  const shift = ans.tz * 60000;
+  const start = Math.floor((ans.from_ms + shift) / w) * w - shift;
+  const xs = [];
+  for (let t = start; t < ans.to_ms; t += w) xs.push(t / 1000);
+  const cols = columnsOf(kind);
+  const data = [xs];
+  const series = [{ label: "time", value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleString()) }];
+  let colour = 0;
+  for (const s of ans.series) {
+    for (const [field, suffix, bars] of cols) {
+      const ys = new Array(xs.length).fill(field === "mean" || field === "peak" ? null : 0);
+      for (const p of s.points) {
+        const i = Math.round((p.t - start) / w);
+        if (i >= 0 && i < ys.length) ys[i] = p[field];
+      }
+      data.push(ys);
+      const stroke = PALETTE[colour++ % PALETTE.length];
+      series.push({
+        label: s.name + suffix,
+        stroke,
+        fill: bars ? stroke + "88" : undefined,
+        width: bars ? 0 : 2,
+        paths: bars && uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8, 40], gap: 1 }) : undefined,
+        points: { show: false },
+        value: (u, v) => (v == null ? "–" : String(v)),
+      });
+    }
+  }
+  const el = $("#c-chart");
+  if (countsView.plot) { countsView.plot.destroy(); countsView.plot = null; }
+  el.replaceChildren();
+  const empty = ans.series.length === 0;
+  $("#c-status").textContent = empty
+    ? "Nothing counted in this range."
+    : `${ans.series.length} ${kind === "line" ? "line" : kind === "zone" ? "zone" : "label"}${ans.series.length === 1 ? "" : "s"}, buckets of ${ans.bucket}`;
+  if (!empty && window.uPlot) {
+    const opts = {
+      width: Math.max(320, el.clientWidth || 640),
+      height: 220,
+      series,
+      scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(1, hi)] } },
+      axes: [{ stroke: "#a3afbd", grid: { stroke: "#2a323c" } }, { stroke: "#a3afbd", grid: { stroke: "#2a323c" } }],
+      cursor: { drag: { x: false, y: false } },
+    };
+    countsView.plot = new uPlot(opts, data, el);
+  }
+  // Totals for the range, a row per series.
+  const head = $("#c-totals thead"), body = $("#c-totals tbody");
+  head.replaceChildren();
+  body.replaceChildren();
+  if (empty) return;
+  const hr = document.createElement("tr");
+  const names = kind === "line" ? ["Line", "Left", "Right", "Both"] : kind === "zone" ? ["Zone", "Entries", "Peak", "Mean objects"] : ["Label", "Events"];
+  for (const n of names) { const th = document.createElement("th"); th.scope = "col"; th.textContent = n; hr.append(th); }
+  head.append(hr);
+  for (const s of ans.series) {
+    const tr = document.createElement("tr");
+    tr.dataset.kind = kind;
+    tr.dataset.name = s.name;
+    const t = s.total;
+    const cells = kind === "line" ? [s.name, t.left, t.right, t.left + t.right] : kind === "zone" ? [s.name, t.entries, t.peak, t.mean.toFixed(2)] : [s.name, t.events];
+    for (const [k, v] of Object.entries(t)) tr.dataset[k] = String(v);
+    for (const v of cells) { const td = document.createElement("td"); td.textContent = String(v); tr.append(td); }
+    body.append(tr);
+  }
+}
+
+function onCountsBucket(msg) {
+  if (msg.camera !== $("#c-camera").value || countsView.range === "custom") return;
+  // Several cameras' minutes close together: load once.
+  clearTimeout(countsView.reload);
+  countsView.reload = setTimeout(loadCounts, 300);
+}
+
+function setRange(range) {
+  countsView.range = range;
+  for (const b of document.querySelectorAll("#counts .ranges button")) b.setAttribute("aria-pressed", String(b.dataset.range === range));
+  $("#c-custom").hidden = range !== "custom";
+  if (range === "custom" && !$("#c-from").value) {
+    const local = (ms) => { const d = new Date(ms - new Date().getTimezoneOffset() * 60000); return d.toISOString().slice(0, 16); };
+    $("#c-to").value = local(Date.now());
+    $("#c-from").value = local(Date.now() - 86400000);
+  }
+  if (range !== "custom") loadCounts();
+}
+for (const b of document.querySelectorAll("#counts .ranges button")) b.addEventListener("click", () => setRange(b.dataset.range));
+$("#c-apply").addEventListener("click", loadCounts);
+$("#c-camera").addEventListener("change", loadCounts);
+$("#c-kind").addEventListener("change", loadCounts);
+setRange(countsView.range);
+window.addEventListener("resize", () => {
+  if (countsView.plot) countsView.plot.setSize({ width: Math.max(320, $("#c-chart").clientWidth), height: 220 });
+});
 
 // --- controls ---------------------------------------------------------------------------
 
