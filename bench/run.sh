@@ -170,6 +170,10 @@ mem_run "$min_bin" "$min_secs" > "$out/mem_min"; mapfile -t mem_min < "$out/mem_
 echo "== event truth against the ground truth"
 bench/event_truth.sh "$bin" > "$out/event_truth"; cat "$out/event_truth"
 
+echo "== counting truth against the ground truth"
+bench/count_truth.sh "$bin" > "$out/count_truth"; cat "$out/count_truth"
+bench/counts_size.sh "$bin" > "$out/counts_size"; cat "$out/counts_size"
+
 echo "== models against the ground truth"
 bench/models.sh "$bin" > "$out/models"; cat "$out/models"
 
@@ -273,6 +277,10 @@ echo "- ${mem_min[0]}"
 echo "- ${mem_min[1]}"
 echo
 cat "$out/event_truth"
+echo
+cat "$out/count_truth"
+echo
+cat "$out/counts_size"
 echo
 cat "$out/models"
 echo

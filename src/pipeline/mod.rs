@@ -563,9 +563,10 @@ impl Pipeline {
         if !self.zones.is_empty() {
             self.follow_zones(frame, &seen, &mut out);
         }
+        let counts_due = self.buckets.frame(ts, &self.occupancy);
         stats.track.since(t2);
         self.emit(out);
-        if self.buckets.frame(ts, &self.occupancy) {
+        if counts_due {
             if let Some(update) = self.buckets.take(ts, false) {
                 self.sink.counts(update);
             }
