@@ -5,8 +5,12 @@ a WebSocket feed on one port."
 HOMEPAGE = "https://github.com/ocellus-dev/ocellus"
 BUGTRACKER = "https://github.com/ocellus-dev/ocellus/issues"
 SECTION = "multimedia"
+# The daemon, and uPlot (embedded in the binary for the dashboard's charts), both MIT.
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://LICENSE;md5=7412e8647632130c473e2397809c3ae7"
+LIC_FILES_CHKSUM = " \
+    file://LICENSE;md5=7412e8647632130c473e2397809c3ae7 \
+    file://web/vendor/uplot/LICENSE;md5=e6317ce4dbbe5c9f1c6946e3aba62296 \
+"
 
 DEPENDS += "clang-native opencv"
 
