@@ -36,8 +36,8 @@ pub use crate::clock::now_ms;
 pub use crate::models::EventQuery;
 pub use outbox::{open_events, read_outbox, OutboxPage, OutboxRow};
 pub use read::{
-    all_counts, count_cameras, get_event, get_snapshot, line_totals, max_event_id, open_reader,
-    query_counts, query_events, ReadPool,
+    count_cameras, get_event, get_snapshot, line_totals, max_event_id, open_reader, query_counts,
+    query_events, ReadPool,
 };
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use writer::{

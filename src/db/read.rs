@@ -190,25 +190,6 @@ pub fn query_counts(conn: &Connection, q: &CountsQuery) -> Result<Vec<Series>, D
     Ok(crate::counts::group(q, rows))
 }
 
-/// Every stored count bucket of `camera` (minute and hour buckets as stored), in kind, name and
-/// time order: what `replay --counts` writes.
-pub fn all_counts(conn: &Connection, camera: &str) -> Result<Vec<Series>, DbError> {
-    let mut out = Vec::new();
-    for kind in [Kind::Line, Kind::Zone, Kind::Label] {
-        let q = CountsQuery {
-            camera: camera.to_string(),
-            kind,
-            name: None,
-            from_ms: i64::MIN,
-            to_ms: i64::MAX,
-            bucket: crate::counts::BucketWidth::Minute,
-            tz_offset_min: 0,
-        };
-        out.extend(query_counts(conn, &q)?);
-    }
-    Ok(out)
-}
-
 /// The lines' crossings ever of `camera`, as stored.
 pub fn line_totals(conn: &Connection, camera: &str) -> Result<Vec<LineTotal>, DbError> {
     let mut stmt = conn.prepare_cached(

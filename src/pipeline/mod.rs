@@ -324,6 +324,9 @@ impl Pipeline {
         } else {
             None
         };
+        let zones = Zones::new(camera_cfg);
+        *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) = Counts::new(&zones);
+        let buckets = Buckets::for_zones(camera, &zones, &[]);
         Ok(Self {
             camera: camera.to_string(),
             motion,
@@ -349,12 +352,8 @@ impl Pipeline {
                     quality: cfg.storage.snapshot_quality,
                 },
             ),
-            zones: {
-                let zones = Zones::new(camera_cfg);
-                *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) = Counts::new(&zones);
-                zones
-            },
-            buckets: Buckets::for_zones(camera, &Zones::new(camera_cfg), &[]),
+            zones,
+            buckets,
             occupancy: Vec::new(),
             sink,
             stats,
