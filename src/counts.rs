@@ -190,7 +190,10 @@ type MinuteTotals = BTreeMap<(Kind, String), Values>;
 #[derive(Debug)]
 pub struct Buckets {
     camera: String,
-    zones: Vec<String>,
+    /// Each zone with its watched time in the open minute not yet added to `pending` (added
+    /// in place every frame, folded in when an update is taken or the minute closes: no
+    /// allocation on the per-frame path).
+    zones: Vec<(String, Values)>,
     /// The open minute and its totals.
     open: Option<(i64, MinuteTotals)>,
     /// Additions since the last update, per (kind, name, minute).
@@ -217,7 +220,10 @@ impl Buckets {
             .collect();
         Self {
             camera: camera.to_string(),
-            zones: zones.to_vec(),
+            zones: zones
+                .iter()
+                .map(|z| (z.clone(), Values::zero(Kind::Zone)))
+                .collect(),
             open: None,
             pending: BTreeMap::new(),
             closed: Vec::new(),
@@ -233,18 +239,6 @@ impl Buckets {
         let zone_names: Vec<String> = zones.zone_names().map(str::to_string).collect();
         let line_names: Vec<String> = zones.line_names().map(str::to_string).collect();
         Self::new(camera, &zone_names, &line_names, totals)
-    }
-
-    /// The lines' totals now.
-    pub fn totals(&self) -> Vec<LineTotal> {
-        self.totals
-            .iter()
-            .map(|(line, &(left, right))| LineTotal {
-                line: line.clone(),
-                left,
-                right,
-            })
-            .collect()
     }
 
     fn add(&mut self, name: &str, ms: i64, values: Values) {
@@ -303,6 +297,7 @@ impl Buckets {
     pub fn frame(&mut self, ms: i64, occupancy: &[u64]) -> bool {
         let minute = minute_of(ms);
         if self.open.as_ref().map(|(m, _)| *m) != Some(minute) {
+            self.fold_zones();
             self.close_open();
             self.open = Some((minute, BTreeMap::new()));
         }
@@ -311,19 +306,31 @@ impl Buckets {
             .map_or(0, |prev| ms - prev)
             .clamp(0, MAX_FRAME_GAP_MS) as u64;
         self.last_frame_ms = Some(ms);
-        let zones = std::mem::take(&mut self.zones);
-        for (zone, &n) in zones.iter().zip(occupancy) {
-            let v = Values::Zone {
+        for ((_, acc), &n) in self.zones.iter_mut().zip(occupancy) {
+            acc.merge(&Values::Zone {
                 entries: 0,
                 peak: n,
                 object_ms: n * dt,
                 observed_ms: dt,
-            };
-            self.add(zone, ms, v);
+            });
         }
-        self.zones = zones;
         let flushed = *self.flushed_ms.get_or_insert(ms);
         !self.closed.is_empty() || ms - flushed >= FLUSH_MS
+    }
+
+    /// Adds the zones' watched time gathered in the open minute to it.
+    fn fold_zones(&mut self) {
+        let Some(minute) = self.open.as_ref().map(|(m, _)| *m) else {
+            return;
+        };
+        let mut zones = std::mem::take(&mut self.zones);
+        for (zone, acc) in &mut zones {
+            let v = std::mem::replace(acc, Values::zero(Kind::Zone));
+            if v != Values::zero(Kind::Zone) {
+                self.add(zone, minute, v);
+            }
+        }
+        self.zones = zones;
     }
 
     fn close_open(&mut self) {
@@ -339,6 +346,7 @@ impl Buckets {
     /// Takes what is to be handed on, as of the frame at `ms`. With `end` (the source ended or
     /// the daemon stops) the open minute closes too. `None` when there is nothing.
     pub fn take(&mut self, ms: i64, end: bool) -> Option<CountsUpdate> {
+        self.fold_zones();
         if end {
             self.close_open();
         }
