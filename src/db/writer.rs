@@ -625,63 +625,56 @@ fn add_counts(
     span_ms: i64,
     values: &Values,
 ) -> rusqlite::Result<()> {
-    match *values {
-        Values::Line { left, right } => {
-            tx.prepare_cached(
-                "INSERT INTO line_counts (camera, line, start_ms, span_ms, crossed_left, crossed_right)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT DO UPDATE SET crossed_left = crossed_left + excluded.crossed_left,
-                    crossed_right = crossed_right + excluded.crossed_right",
-            )?
-            .execute(params![camera, name, start_ms, span_ms, left as i64, right as i64])?;
-            if span_ms == MINUTE_MS {
-                tx.prepare_cached(
-                    "INSERT INTO line_totals (camera, line, crossed_left, crossed_right)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO UPDATE SET crossed_left = crossed_left + excluded.crossed_left,
-                        crossed_right = crossed_right + excluded.crossed_right",
-                )?
-                .execute(params![camera, name, left as i64, right as i64])?;
-            }
-        }
+    let (table, cells): (&CountTable, Vec<i64>) = match *values {
+        Values::Line { left, right } => (&COUNT_TABLES[0], vec![left as i64, right as i64]),
         Values::Zone {
             entries,
             peak,
             object_ms,
             observed_ms,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO zone_counts (camera, zone, start_ms, span_ms, entries, peak, object_ms, observed_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT DO UPDATE SET entries = entries + excluded.entries,
-                    peak = max(peak, excluded.peak), object_ms = object_ms + excluded.object_ms,
-                    observed_ms = observed_ms + excluded.observed_ms",
-            )?
-            .execute(params![
-                camera,
-                name,
-                start_ms,
-                span_ms,
+        } => (
+            &COUNT_TABLES[1],
+            vec![
                 entries as i64,
                 peak as i64,
                 object_ms as i64,
-                observed_ms as i64
-            ])?;
-        }
-        Values::Label { events } => {
-            tx.prepare_cached(
-                "INSERT INTO label_counts (camera, label, start_ms, span_ms, events)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO UPDATE SET events = events + excluded.events",
-            )?
-            .execute(params![camera, name, start_ms, span_ms, events as i64])?;
-        }
+                observed_ms as i64,
+            ],
+        ),
+        Values::Label { events } => (&COUNT_TABLES[2], vec![events as i64]),
+    };
+    let CountTable {
+        table: t,
+        name: series,
+        columns,
+        sums,
+        ..
+    } = table;
+    let marks: String = (5..5 + cells.len()).map(|i| format!(", ?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {t} (camera, {series}, start_ms, span_ms, {columns})
+         VALUES (?1, ?2, ?3, ?4{marks}) ON CONFLICT DO UPDATE SET {sums}"
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let head: [&dyn rusqlite::ToSql; 4] = [&camera, &name, &start_ms, &span_ms];
+    let cell_params = cells.iter().map(|c| c as &dyn rusqlite::ToSql);
+    stmt.execute(rusqlite::params_from_iter(
+        head.into_iter().chain(cell_params),
+    ))?;
+    if let (Values::Line { left, right }, MINUTE_MS) = (*values, span_ms) {
+        tx.prepare_cached(
+            "INSERT INTO line_totals (camera, line, crossed_left, crossed_right)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO UPDATE SET crossed_left = crossed_left + excluded.crossed_left,
+                crossed_right = crossed_right + excluded.crossed_right",
+        )?
+        .execute(params![camera, name, left as i64, right as i64])?;
     }
     Ok(())
 }
 
-/// A count table, as a rollup sees it: its series column, its value columns, how a group of
-/// buckets sums up, and how a sum adds to a stored bucket.
+/// A count table: its series column, its value columns (in `Values`' order), how a group of
+/// buckets sums up (a rollup), and how an addition adds to a stored bucket (every upsert).
 struct CountTable {
     table: &'static str,
     name: &'static str,
