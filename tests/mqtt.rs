@@ -174,6 +174,19 @@ fn mqtt_config(url: &str, extra: &str) -> String {
     format!("[mqtt]\nurl = \"{url}\"\ndevice_id = \"testbox\"\n{extra}\n")
 }
 
+/// Where the last `offline` (the last will of a killed run) and the first `online` after it
+/// (the new run) are in `seen`, once both have arrived.
+fn restart_window(seen: &[Received]) -> Option<(usize, usize)> {
+    let available = "ocellus/testbox/available";
+    let offline = seen
+        .iter()
+        .rposition(|m| m.0 == available && m.1 == b"offline")?;
+    let online = seen[offline..]
+        .iter()
+        .position(|m| m.0 == available && m.1 == b"online")?;
+    Some((offline, offline + online))
+}
+
 fn last_availability(s: &Subscriber) -> Option<String> {
     s.messages("ocellus/testbox/available")
         .last()
@@ -296,7 +309,6 @@ async fn after_kill_9_counts_are_right_before_online_is_said() {
     let broker = Broker::start(dir.path(), "allow_anonymous true");
     let sub = Subscriber::start(broker.port, "test-sub-4").await;
     let count_topic = "ocellus/testbox/street/person";
-    let available = "ocellus/testbox/available";
     let dmn = DaemonProc::street(&mqtt_config(&broker.url(), ""));
     sub.until("someone in view", Duration::from_secs(90), |s| {
         s.messages(count_topic)
@@ -307,27 +319,11 @@ async fn after_kill_9_counts_are_right_before_online_is_said() {
     let dmn = dmn.restart_after_kill_9();
     // The broker says the last will, then the new run connects and says online.
     sub.until("online after the restart", Duration::from_secs(60), |s| {
-        let seen = s.seen.lock().unwrap();
-        let offline = seen
-            .iter()
-            .rposition(|m| m.0 == available && m.1 == b"offline");
-        offline.is_some_and(|i| {
-            seen[i..]
-                .iter()
-                .any(|m| m.0 == available && m.1 == b"online")
-        })
+        restart_window(&s.seen.lock().unwrap()).is_some()
     })
     .await;
     let seen = sub.seen.lock().unwrap().clone();
-    let offline = seen
-        .iter()
-        .rposition(|m| m.0 == available && m.1 == b"offline")
-        .unwrap();
-    let online = offline
-        + seen[offline..]
-            .iter()
-            .position(|m| m.0 == available && m.1 == b"online")
-            .unwrap();
+    let (offline, online) = restart_window(&seen).unwrap();
     let before_online = &seen[offline..online];
     let count = before_online
         .iter()
@@ -551,7 +547,6 @@ async fn line_counters_only_grow_across_a_kill_9_and_zones_are_put_right_before_
     let left = "ocellus/testbox/street/line/middle/left";
     let right = "ocellus/testbox/street/line/middle/right";
     let zone = "ocellus/testbox/street/zone/road";
-    let available = "ocellus/testbox/available";
     let cameras = format!(
         "[[cameras]]\nid = \"street\"\nsource = {:?}\n\
          [[cameras.lines]]\nname = \"middle\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n\
@@ -576,15 +571,7 @@ async fn line_counters_only_grow_across_a_kill_9_and_zones_are_put_right_before_
     );
     let dmn = dmn.restart_after_kill_9();
     sub.until("online after the restart", Duration::from_secs(60), |s| {
-        let seen = s.seen.lock().unwrap();
-        let offline = seen
-            .iter()
-            .rposition(|m| m.0 == available && m.1 == b"offline");
-        offline.is_some_and(|i| {
-            seen[i..]
-                .iter()
-                .any(|m| m.0 == available && m.1 == b"online")
-        })
+        restart_window(&s.seen.lock().unwrap()).is_some()
     })
     .await;
     // The new run tells its totals (within a few seconds of its first frame).
@@ -618,15 +605,7 @@ async fn line_counters_only_grow_across_a_kill_9_and_zones_are_put_right_before_
     );
 
     let seen = sub.seen.lock().unwrap().clone();
-    let offline = seen
-        .iter()
-        .rposition(|m| m.0 == available && m.1 == b"offline")
-        .unwrap();
-    let online = offline
-        + seen[offline..]
-            .iter()
-            .position(|m| m.0 == available && m.1 == b"online")
-            .unwrap();
+    let (offline, online) = restart_window(&seen).unwrap();
     assert!(
         seen[offline..online].iter().any(|m| m.0 == zone),
         "the zone's occupancy was not republished before online"
