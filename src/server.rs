@@ -16,18 +16,19 @@ use tokio::sync::Semaphore;
 
 use crate::state::{ApiError, AppState};
 
-/// Everything the daemon serves: behind the token (when one is set) the WebSocket and the REST
-/// API; open for probes `/healthz` and `/metrics`; and the dashboard, whose page asks for the
-/// token itself.
+/// Everything the daemon serves: behind the token (when one is set) the WebSocket, the REST API
+/// and `/metrics` (which names every camera and its counts; Prometheus sends the token as its
+/// `authorization` credentials); open: the probe `/healthz` and the dashboard, whose page asks
+/// for the token itself.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let guarded = Router::new()
         .merge(crate::ws::routes())
         .merge(crate::rest::routes())
+        .route("/metrics", get(crate::prometheus::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(guarded)
         .route("/healthz", get(crate::rest::healthz))
-        .route("/metrics", get(crate::prometheus::metrics))
         .merge(crate::dashboard::routes())
         .with_state(state)
 }
@@ -136,7 +137,26 @@ fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// The query string without its `token` parameters (None when nothing else is left), so the
+/// handlers behind the guard never see the token: their own parameters stay strict, and the token
+/// cannot reach a log line or an error message of theirs.
+fn without_token(query: &str) -> Option<String> {
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    let mut kept = 0;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k != "token" {
+            rest.append_pair(&k, &v);
+            kept += 1;
+        }
+    }
+    (kept > 0).then(|| rest.finish())
+}
+
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if let Some(want) = &state.cfg.token {
         let got = presented_token(req.headers(), req.uri().query());
         if !got.is_some_and(|g| same_secret(g.as_bytes(), want.expose().as_bytes())) {
@@ -146,6 +166,19 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
                 "a token is required: Authorization: Bearer TOKEN, or ?token=TOKEN",
             )
             .into_response();
+        }
+    }
+    if let Some(query) = req.uri().query() {
+        let path = req.uri().path();
+        let path_and_query = match without_token(query) {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        // A path and a query that came from a valid URI, re-encoded: they parse again.
+        parts.path_and_query = path_and_query.parse().ok();
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
         }
     }
     next.run(req).await
@@ -170,5 +203,20 @@ mod tests {
         assert!(same_secret(b"secret-token", b"secret-token"));
         assert!(!same_secret(b"secret-token", b"secret-tokex"));
         assert!(!same_secret(b"short", b"longer"));
+    }
+
+    #[test]
+    fn the_token_is_taken_out_of_the_query_the_handlers_see() {
+        assert_eq!(
+            without_token("camera=front&token=a%2Bb&limit=5").as_deref(),
+            Some("camera=front&limit=5")
+        );
+        assert_eq!(without_token("token=abc"), None);
+        assert_eq!(without_token("token=a&token=b"), None);
+        // Everything else is kept, re-encoded the same way.
+        assert_eq!(
+            without_token("zone=drive%20way&line=*").as_deref(),
+            Some("zone=drive+way&line=*")
+        );
     }
 }

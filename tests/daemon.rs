@@ -342,12 +342,38 @@ async fn token_and_origin_are_enforced() {
     assert_eq!(status, 200);
     let (status, _) = d::http_get(&dmn.url("/api/cameras?token=s3cret-token"), &[]).await;
     assert_eq!(status, 200);
+    // `?token=` works on every /api path, also those whose own parameters are strict, and the
+    // other parameters still apply (and are still checked).
+    let get = |path: &'static str, auth: &'static [(&'static str, &'static str)]| {
+        let url = dmn.url(path);
+        async move {
+            let (status, body) = d::http_get(&url, auth).await;
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = get("/api/events?token=s3cret-token&limit=1", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(page["events"].as_array().unwrap().len() <= 1, "{body}");
+    let (status, body) = get("/api/events?limit=1&nonsense=1&token=s3cret-token", &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("nonsense") && !body.contains("s3cret"),
+        "{body}"
+    );
+    let (status, body) = get("/api/counts?camera=street&line=*&token=s3cret-token", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    // /metrics names every camera and its counts: it needs the token too.
+    assert_eq!(get("/metrics", &[]).await.0, 401);
+    let (status, body) = get("/metrics", &[("Authorization", "Bearer s3cret-token")]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("ocellus_frames_captured_total"), "{body}");
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/ws?token=s3cret-token", dmn.addr))
             .await
             .unwrap();
     assert_eq!(next_json(&mut ws, LONG).await["type"], "hello");
-    // /healthz and /metrics stay open for probes.
+    // /healthz stays open for probes.
     assert_eq!(d::http_get(&dmn.url("/healthz"), &[]).await.0, 200);
 
     // A page from another site may not open the socket, even with the token.

@@ -105,7 +105,7 @@ impl std::fmt::Debug for Secret {
 pub struct ServerConfig {
     /// Address and port for the dashboard, the API and `/ws`.
     pub listen: String,
-    /// When set, `/ws` and `/api` need it: `Authorization: Bearer TOKEN` or `?token=TOKEN`.
+    /// When set, `/ws`, `/api` and `/metrics` need it: `Authorization: Bearer TOKEN` or `?token=TOKEN`.
     pub token: Option<Secret>,
     /// Origins (`http://host:port`) allowed to open `/ws` besides the daemon's own.
     pub allowed_origins: Vec<String>,
