@@ -376,8 +376,10 @@ fn app_state(
         server: Arc::new(ServerMetrics::default()),
         writer,
         mqtt,
+        db_path: cfg.storage.path.clone(),
     });
-    let (latest_stats, latest_rx) = watch::channel(Arc::new(sources.take(None).0));
+    let health = crate::health::HealthProbe::new(&cfg.storage.path).read();
+    let (latest_stats, latest_rx) = watch::channel(Arc::new(sources.take(None, health).0));
     let state = Arc::new(AppState {
         client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
         cfg: cfg.server.clone(),

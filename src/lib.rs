@@ -22,6 +22,7 @@ pub mod errors;
 mod events;
 pub mod expect;
 mod geometry;
+mod health;
 mod hub;
 mod jpeg;
 pub mod logging;

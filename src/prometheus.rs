@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::capture::live::SourceStatus;
+use crate::health::Health;
 use crate::metrics::{get as load, Counter};
 use crate::state::AppState;
 use crate::stats::{MqttSnapshot, StatsSnapshot};
@@ -55,6 +56,7 @@ fn render(state: &AppState) -> String {
     let snapshot = state.fresh_stats();
     let mut families = camera_families(&snapshot);
     families.extend(place_families(&snapshot));
+    families.extend(health_families(&snapshot.health));
     families.extend(stage_families(state));
     if let Some(m) = &snapshot.mqtt {
         families.extend(mqtt_families(m));
@@ -177,6 +179,93 @@ fn stage_families(state: &AppState) -> [Family; 2] {
             help: "Runs per pipeline stage.",
             samples: runs,
         },
+    ]
+}
+
+/// The box's health: what it has (a figure the box cannot give has no sample).
+fn health_families(h: &Health) -> Vec<Family> {
+    let gauge = |name, help, samples| Family {
+        name,
+        kind: "gauge",
+        help,
+        samples,
+    };
+    let one = |v: Option<f64>| v.map(|v| (String::new(), v)).into_iter().collect();
+    let bytes = |v: Option<u64>| one(v.map(|v| v as f64));
+    vec![
+        gauge(
+            "ocellus_host_cpus",
+            "Cores online.",
+            vec![(String::new(), h.cpus as f64)],
+        ),
+        gauge(
+            "ocellus_host_cpu_percent",
+            "The box's CPU use over the last second, 100 = every core busy.",
+            one(h.cpu_percent),
+        ),
+        gauge(
+            "ocellus_process_cpu_percent",
+            "The daemon's CPU use over the last second, 100 = one core.",
+            one(h.process_cpu_percent),
+        ),
+        gauge(
+            "ocellus_host_load",
+            "Load average, by period.",
+            h.load
+                .map(|l| {
+                    ["1m", "5m", "15m"]
+                        .iter()
+                        .zip(l)
+                        .map(|(p, v)| (format!("{{period=\"{p}\"}}"), v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        gauge(
+            "ocellus_host_memory_total_bytes",
+            "The box's memory.",
+            bytes(h.memory_total_bytes),
+        ),
+        gauge(
+            "ocellus_host_memory_available_bytes",
+            "Memory available without swapping (MemAvailable).",
+            bytes(h.memory_available_bytes),
+        ),
+        gauge(
+            "ocellus_process_resident_bytes",
+            "The daemon's resident memory.",
+            bytes(h.process_rss_bytes),
+        ),
+        gauge(
+            "ocellus_db_disk_free_bytes",
+            "Free space on the database's file system.",
+            bytes(h.disk_free_bytes),
+        ),
+        gauge(
+            "ocellus_db_disk_total_bytes",
+            "Size of the database's file system.",
+            bytes(h.disk_total_bytes),
+        ),
+        gauge(
+            "ocellus_host_temperature_celsius",
+            "Temperature per thermal zone.",
+            h.thermal
+                .iter()
+                .map(|t| (format!("{{zone=\"{}\"}}", t.zone), t.celsius))
+                .collect(),
+        ),
+        gauge(
+            "ocellus_host_throttled",
+            "A Raspberry Pi's firmware throttling flags (1 = set), now and since boot.",
+            h.throttled
+                .map(|t| {
+                    t.flags()
+                        .iter()
+                        .map(|(f, on)| (format!("{{flag=\"{f}\"}}"), f64::from(u8::from(*on))))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
     ]
 }
 

@@ -46,9 +46,10 @@ impl AppState {
         self.latest_stats.borrow().clone()
     }
 
-    /// A snapshot of the stats now, without rates.
+    /// A snapshot of the stats now, without rates, with the stats task's last health reading.
     pub fn fresh_stats(&self) -> StatsSnapshot {
-        self.sources.take(None).0
+        let health = self.latest_stats.borrow().health.clone();
+        self.sources.take(None, health).0
     }
 
     /// The database writer's counters.

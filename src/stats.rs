@@ -1,9 +1,9 @@
 //! The daemon's stats at one moment, as one typed snapshot, and the task that takes one every
 //! second (with rates since the previous): it sends it as the `stats` WebSocket message and
 //! keeps it as the latest, which `GET /api/stats`, systemd's `STATUS=` line and MQTT show;
-//! `/metrics` takes a fresh one, so a scrape never sees counters a second old. Every counter
-//! kept per camera and by the database writer is in it, and `/metrics` exports each (a test
-//! checks).
+//! `/metrics` takes a fresh one, so a scrape never sees counters a second old (the box's health
+//! in it is the task's last reading). Every counter kept per camera and by the database writer
+//! is in it, and `/metrics` exports each (a test checks).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::capture::live::SourceStatus;
 use crate::db::WriterStats;
+use crate::health::{Health, HealthProbe};
 use crate::hub::CameraHub;
 use crate::metrics::{get, Counter, MqttStats, ServerMetrics};
 use crate::protocol::CameraStatus;
@@ -29,6 +30,8 @@ pub struct StatsSnapshot {
     pub clients: u64,
     pub cameras: Vec<CameraSnapshot>,
     pub db: DbSnapshot,
+    /// The box: CPU, load, memory, disk, temperature, throttling.
+    pub health: Health,
     /// The MQTT client (absent without `[mqtt]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<MqttSnapshot>,
@@ -167,12 +170,14 @@ pub struct Sources {
     pub writer: Arc<WriterStats>,
     /// The MQTT client's counters and its broker's URL, when `[mqtt]` is set.
     pub mqtt: Option<(Arc<MqttStats>, String)>,
+    /// The database file, whose file system's free space the health reports.
+    pub db_path: std::path::PathBuf,
 }
 
 impl Sources {
-    /// The stats now; with `prev`, frame rates since then.
-    pub fn take(&self, prev: Option<&Sample>) -> (StatsSnapshot, Sample) {
-        StatsSnapshot::take(self, prev)
+    /// The stats now, with the box's `health` as read; with `prev`, frame rates since then.
+    pub fn take(&self, prev: Option<&Sample>, health: Health) -> (StatsSnapshot, Sample) {
+        StatsSnapshot::take(self, prev, health)
     }
 }
 
@@ -187,13 +192,26 @@ pub(crate) async fn run(
     feed: broadcast::Sender<Utf8Bytes>,
     latest: watch::Sender<Arc<StatsSnapshot>>,
 ) {
-    let (_, mut prev) = sources.take(None);
+    let (_, mut prev) = sources.take(None, Health::default());
+    let mut probe = Some(HealthProbe::new(&sources.db_path));
+    let mut health = Health::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut seconds = 0u64;
     loop {
         tick.tick().await;
         seconds += 1;
+        // /proc and /sys reads and a statvfs: cheap, but file I/O, so not on an async worker.
+        // A reading that never returns (a hung network file system) leaves the last one.
+        if let Some(mut p) = probe.take() {
+            match tokio::task::spawn_blocking(move || (p.read(), p)).await {
+                Ok((h, p)) => {
+                    health = h;
+                    probe = Some(p);
+                }
+                Err(e) => tracing::error!(error = %e, "reading the box's health failed"),
+            }
+        }
         if seconds.is_multiple_of(WARN_AGAIN_S) {
             for c in &sources.cameras {
                 if let Some(w) = c.detector.as_ref().and_then(|d| d.warning.as_ref()) {
@@ -201,7 +219,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        let (snapshot, now) = sources.take(Some(&prev));
+        let (snapshot, now) = sources.take(Some(&prev), health.clone());
         match serde_json::to_string(&snapshot) {
             Ok(json) => {
                 let _ = feed.send(Utf8Bytes::from(json));
@@ -215,7 +233,7 @@ pub(crate) async fn run(
 
 impl StatsSnapshot {
     /// The stats now; with `prev`, frame rates since then.
-    fn take(src: &Sources, prev: Option<&Sample>) -> (Self, Sample) {
+    fn take(src: &Sources, prev: Option<&Sample>, health: Health) -> (Self, Sample) {
         let now = Sample::now(&src.cameras);
         let dt = prev.map(|p| (now.at - p.at).as_secs_f64()).unwrap_or(0.0);
         let rate = |i: usize, f: fn(&(u64, u64)) -> u64| match prev {
@@ -266,6 +284,7 @@ impl StatsSnapshot {
                 dropped: get(&w.dropped),
                 deleted_by_retention: get(&w.deleted_by_retention),
             },
+            health,
             mqtt: src
                 .mqtt
                 .as_ref()

@@ -206,6 +206,20 @@ async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_resta
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(text_of(&c, "#conn").await.as_deref(), Some("live"));
+    // The box's health follows the stats: CPU from the second reading on, memory, disk space.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = text_of(&c, "#box-health").await.unwrap_or_default();
+        if text.contains("CPU ") && text.contains("memory ") && text.contains("disk ") {
+            assert!(text.contains("GB free"), "health line: {text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the health line never showed CPU, memory and disk: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The large view opens on click and shows the camera at full size.
     click(&c, ".tile").await;

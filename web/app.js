@@ -486,11 +486,43 @@ function onStats(s) {
   $("#daemon-stats").textContent =
     `${s.clients} client${s.clients === 1 ? "" : "s"} · up ${Math.floor(up / 3600)} h ${Math.floor(up / 60) % 60} min` +
     (s.db.errors ? ` · ${s.db.errors} database errors` : "");
+  showHealth(s.health);
   // Ongoing events' durations tick with the stats.
   for (const li of document.querySelectorAll('#event-list li[data-ongoing="1"]')) {
     const e = events.get(+li.id.slice(3));
     if (e) li.querySelector(".l2").textContent = `${e.camera} · ${fmtTime(e.start_ms)} · for ${fmtDur(Date.now() - e.start_ms)}`;
   }
+}
+
+// The box's health line: what the stats have of it (a figure the box cannot give is left out),
+// marked when the disk is nearly full, memory is short or a Pi is under-volted or throttled.
+function showHealth(h) {
+  const el = $("#box-health");
+  if (!h) { el.textContent = ""; return; }
+  const gb = (b) => `${(b / 1e9).toFixed(1)} GB`;
+  const parts = [];
+  let warn = false;
+  if (h.cpu_percent != null) {
+    parts.push(`CPU ${Math.round(h.cpu_percent)} %` + (h.process_cpu_percent != null ? ` (daemon ${Math.round(h.process_cpu_percent / h.cpus)} %)` : ""));
+  }
+  if (h.load) parts.push(`load ${h.load[0].toFixed(2)}`);
+  if (h.memory_available_bytes != null && h.memory_total_bytes) {
+    parts.push(`memory ${gb(h.memory_available_bytes)} of ${gb(h.memory_total_bytes)} free`);
+    warn ||= h.memory_available_bytes < 0.05 * h.memory_total_bytes;
+  }
+  if (h.disk_free_bytes != null) {
+    parts.push(`disk ${gb(h.disk_free_bytes)} free`);
+    warn ||= h.disk_free_bytes < 1e9;
+  }
+  if (h.temperature_c != null) parts.push(`${h.temperature_c.toFixed(1)} °C`);
+  const t = h.throttled;
+  if (t) {
+    const now = [t.under_voltage && "under-voltage", t.throttled && "throttled", t.frequency_capped && "frequency capped", t.soft_temperature_limit && "temperature limit"].filter(Boolean);
+    if (now.length) { parts.push(now.join(", ") + " now"); warn = true; }
+    else if (t.under_voltage_occurred || t.throttled_occurred) parts.push("throttled since boot");
+  }
+  el.textContent = parts.join(" · ");
+  el.classList.toggle("warn", warn);
 }
 
 // --- counts over time ------------------------------------------------------------------
