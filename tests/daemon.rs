@@ -657,6 +657,31 @@ async fn every_counter_in_the_stats_appears_in_metrics() {
             "stats field db.{field} is not in /metrics:\n{text}"
         );
     }
+    // The box's health: every figure this machine has is in both, and the ones that do not move
+    // agree.
+    let health = stats["health"].as_object().unwrap();
+    for (field, metric) in [
+        ("cpus", "ocellus_host_cpus "),
+        ("load", "ocellus_host_load{period=\"1m\"} "),
+        ("memory_total_bytes", "ocellus_host_memory_total_bytes "),
+        ("memory_available_bytes", "ocellus_host_memory_available_bytes "),
+        ("process_rss_bytes", "ocellus_process_resident_bytes "),
+        ("disk_free_bytes", "ocellus_db_disk_free_bytes "),
+        ("disk_total_bytes", "ocellus_db_disk_total_bytes "),
+    ] {
+        assert!(!health[field].is_null(), "health.{field} is missing: {health:?}");
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(metric))
+            .unwrap_or_else(|| panic!("health.{field} is not in /metrics:\n{text}"));
+        if ["cpus", "memory_total_bytes", "disk_total_bytes"].contains(&field) {
+            assert_eq!(
+                value.parse::<f64>().unwrap(),
+                health[field].as_f64().unwrap(),
+                "{field}"
+            );
+        }
+    }
     let counters = ocellus::metrics::CameraStats::default().counters();
     assert_eq!(counters.len(), 11);
     for c in counters {
