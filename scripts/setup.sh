@@ -19,14 +19,15 @@ packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates unzip
 # The dashboard's browser test drives Debian's headless Chromium; the RTSP tests run GStreamer's
 # RTSP server (through python3-gi) on an H.264 clip that ffmpeg encodes; the journal test runs
 # systemd-journald and journalctl (package systemd; the checks use systemd-analyze too) and
-# unshare (util-linux); the MQTT tests run Mosquitto; the package check lints with lintian and
+# unshare (util-linux); the MQTT tests run Mosquitto; the TLS tests make their certificates with
+# openssl; the package check lints with lintian and
 # derives dependencies with dpkg-shlibdeps (dpkg-dev); the GStreamer camera test decodes H.264
 # in software with avdec_h264 (gstreamer1.0-libav), what a Pi's v4l2h264dec or a Jetson's
 # nvv4l2decoder replaces (docs/deployment.md).
 test_packages=(chromium chromium-driver ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-libav systemd
-    util-linux mosquitto lintian dpkg-dev)
+    util-linux mosquitto lintian dpkg-dev openssl)
 
 install_packages() {
     local missing=()

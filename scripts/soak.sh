@@ -28,7 +28,7 @@ target/release/ocellus run --config "$out/soak.toml" --listen 127.0.0.1:0 > "$ou
 daemon=$!
 trap 'kill $daemon 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q listening "$out/stdout" && break; sleep 0.1; done
-addr=$(sed -n 's|ocellus listening on http://\(.*\)/|\1|p' "$out/stdout")
+addr=$(sed -n 's|ocellus listening on https\?://\(.*\)/|\1|p' "$out/stdout")
 echo "soak: daemon $daemon on $addr, $clients clients churning for $minutes min"
 target/release/examples/ws_churn "$addr" street "$clients" $((minutes * 60)) "$daemon" | tee "$out/soak.csv"
 kill -TERM $daemon

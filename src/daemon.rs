@@ -28,6 +28,7 @@ use crate::models::EventMsg;
 use crate::pipeline::Pipeline;
 use crate::state::AppState;
 use crate::stats::{Sources, StatsSnapshot};
+use crate::tls::ServerCert;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -43,6 +44,10 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
+    #[error("server.tls_cert/tls_key: {0}")]
+    Tls(#[from] crate::errors::TlsError),
+    #[error("mqtt TLS (ca_file, client_cert, client_key): {0}")]
+    MqttTls(crate::errors::TlsError),
 }
 
 struct CameraThreads {
@@ -67,12 +72,18 @@ pub struct Daemon {
     first_event_id: i64,
     /// The stats task's output, until it starts.
     latest_stats: watch::Sender<Arc<StatsSnapshot>>,
+    /// The HTTPS certificate, with `server.tls_cert`; SIGHUP re-reads it.
+    tls: Option<Arc<ServerCert>>,
 }
 
 impl Daemon {
     /// Opens the database, loads a detector per camera and starts the camera threads. Fails
     /// before starting anything on a bad database or model.
     pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
+        let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ServerCert::load(cert, key)?)),
+            _ => None,
+        };
         let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
         // Every camera's detector before anything is created: a broken model stops the start.
         // Built at once, the model is read and checked once and its packed weights shared by
@@ -100,11 +111,12 @@ impl Daemon {
             max_messages: m.outbox_max_messages,
             max_age_ms: m.outbox_max_age_h as i64 * 3_600_000,
         });
+        let ids: Vec<&str> = enabled.iter().map(|c| c.id.as_str()).collect();
+        // Its TLS files are read here: a bad one stops the start before the database opens.
+        let mqtt = mqtt_client(cfg, &ids)?;
         let storage = db::start(&db_path, writer_opts)?;
         let first_event_id = storage.max_event_id + 1;
 
-        let ids: Vec<&str> = enabled.iter().map(|c| c.id.as_str()).collect();
-        let mqtt = mqtt_client(cfg, &ids);
         let (typed_events, mqtt_events) = broadcast::channel::<Arc<EventMsg>>(MESSAGE_CAPACITY);
         let peers = Peers {
             db: storage.handle.clone(),
@@ -147,7 +159,17 @@ impl Daemon {
             mqtt,
             first_event_id,
             latest_stats,
+            tls,
         })
+    }
+
+    /// `https` when the port serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Serves on `listener` until `stop` fires, then shuts down in order. Tells systemd READY=1
@@ -174,13 +196,16 @@ impl Daemon {
             };
             tokio::spawn(client.run(inputs, mqtt_stop.clone()))
         });
-        let server = tokio::spawn(crate::server::serve(listener, state.clone()));
+        let acceptor = self.tls.as_ref().map(|c| c.acceptor());
+        let server = tokio::spawn(crate::server::serve(listener, state.clone(), acceptor));
+        let reload = tokio::spawn(reload_on_sighup(self.tls.clone()));
         // The database is open (start) and the port is bound (the caller's listener).
         crate::systemd::ready(&crate::systemd::status_line(&state));
         let watchdog = tokio::spawn(crate::systemd::watchdog_loop(state.clone()));
         stop.cancelled().await;
         crate::systemd::stopping();
         watchdog.abort();
+        reload.abort();
         tracing::info!("stopping: ending capture and open events");
 
         self.pipelines_stop.cancel();
@@ -234,6 +259,34 @@ impl Daemon {
             .ok();
         tracing::info!("ocellus stopped");
         Ok(())
+    }
+}
+
+/// SIGHUP re-reads the HTTPS certificate and key (a renewed certificate: `systemctl reload
+/// ocellus`); a pair that cannot be used is logged and the one in use kept. Without TLS there is
+/// nothing to reload: it says so (the config is read at start), instead of SIGHUP's default of
+/// ending the process.
+async fn reload_on_sighup(cert: Option<Arc<ServerCert>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(cert) = cert.clone() else {
+            tracing::info!(
+                "SIGHUP: nothing to reload (the config is read at start; restart to change it)"
+            );
+            continue;
+        };
+        let path = cert.cert_path().display().to_string();
+        match tokio::task::spawn_blocking(move || cert.reload()).await {
+            Ok(Ok(())) => tracing::info!(cert = %path, "SIGHUP: TLS certificate {path} reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(cert = %path, "SIGHUP: TLS certificate not reloaded, the one in use is kept: {e}")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the reload failed"),
+        }
     }
 }
 
@@ -337,12 +390,23 @@ fn start_camera(
 }
 
 /// The MQTT client of `[mqtt]`, reporting the configured labels of `cameras`.
-fn mqtt_client(cfg: &Config, cameras: &[&str]) -> Option<crate::mqtt::Client> {
-    let m = cfg.mqtt.as_ref()?;
+fn mqtt_client(cfg: &Config, cameras: &[&str]) -> Result<Option<crate::mqtt::Client>, DaemonError> {
+    let Some(m) = cfg.mqtt.as_ref() else {
+        return Ok(None);
+    };
+    let tls = match m.endpoint() {
+        Ok(ep) if ep.tls => {
+            let client = m.client_cert.as_deref().zip(m.client_key.as_deref());
+            let c = crate::tls::mqtt_client_config(m.ca_file.as_deref(), client)
+                .map_err(DaemonError::MqttTls)?;
+            Some(Arc::new(c))
+        }
+        _ => None,
+    };
     let topics = crate::mqtt::Topics::new(m);
     let labels = crate::mqtt::reported_labels(&cfg.detector);
     tracing::info!(broker = %m.url, topics = %topics.base, "MQTT: publishing to {} under {}/", m.url, topics.base);
-    Some(crate::mqtt::Client {
+    Ok(Some(crate::mqtt::Client {
         cfg: m.clone(),
         topics,
         cameras: cameras
@@ -359,7 +423,8 @@ fn mqtt_client(cfg: &Config, cameras: &[&str]) -> Option<crate::mqtt::Client> {
             })
             .collect(),
         stats: Arc::new(MqttStats::default()),
-    })
+        tls,
+    }))
 }
 
 /// The server's shared state, and the sender the stats task will keep its latest snapshot in.

@@ -214,3 +214,28 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// A certificate or key file that TLS cannot use (the daemon's HTTPS, the MQTT client's).
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no PEM private key in it (-----BEGIN PRIVATE KEY-----, RSA or EC)")]
+    NoKey { path: PathBuf },
+    #[error("{path}: not usable PEM: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error("{path}: the certificate cannot be used: {reason}")]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("{path}: the private key cannot be used: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error("the key {key} does not belong to the certificate {cert} (their public keys differ)")]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("no system certificate authorities found to check the broker with; set mqtt.ca_file")]
+    NoSystemRoots,
+}

@@ -39,6 +39,7 @@ mod server;
 mod state;
 mod stats;
 mod systemd;
+mod tls;
 mod tracker;
 mod ws;
 mod zones;

@@ -282,8 +282,9 @@ fn run_cmd(args: RunArgs) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(address = %local, "listening on http://{local}/");
-        println!("ocellus listening on http://{local}/");
+        let scheme = daemon.scheme();
+        tracing::info!(address = %local, "listening on {scheme}://{local}/");
+        println!("ocellus listening on {scheme}://{local}/");
         let stop = CancellationToken::new();
         tokio::spawn(watch_signals(stop.clone()));
         match daemon.run(listener, stop).await {

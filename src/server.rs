@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
+use tokio_util::either::Either;
 
 use crate::state::{ApiError, AppState};
 
@@ -40,13 +41,17 @@ pub(crate) const MAX_HTTP_CONNECTIONS: usize = 256;
 /// connections are closed).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves until `state.shutdown` fires, then lets requests in flight finish (at most 5 s).
+/// Serves until `state.shutdown` fires, then lets requests in flight finish (at most 5 s). With
+/// `tls`, every connection is HTTPS (WSS for `/ws`): a client that speaks plain HTTP fails the
+/// handshake, so a token is never read off a clear connection.
 ///
 /// axum's own `serve` sets no timer on hyper, so a connection that never finishes its request
-/// head would be held forever; this loop bounds both how many connections wait and how long.
+/// head would be held forever; this loop bounds both how many connections wait and how long
+/// (the TLS handshake included).
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
@@ -85,7 +90,24 @@ pub(crate) async fn serve(
                 });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
+            let stream = match tls {
+                None => Either::Left(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => Either::Right(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "TLS handshake not finished in time; closed");
+                            return;
+                        }
+                    }
+                }
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)

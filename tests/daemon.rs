@@ -664,12 +664,18 @@ async fn every_counter_in_the_stats_appears_in_metrics() {
         ("cpus", "ocellus_host_cpus "),
         ("load", "ocellus_host_load{period=\"1m\"} "),
         ("memory_total_bytes", "ocellus_host_memory_total_bytes "),
-        ("memory_available_bytes", "ocellus_host_memory_available_bytes "),
+        (
+            "memory_available_bytes",
+            "ocellus_host_memory_available_bytes ",
+        ),
         ("process_rss_bytes", "ocellus_process_resident_bytes "),
         ("disk_free_bytes", "ocellus_db_disk_free_bytes "),
         ("disk_total_bytes", "ocellus_db_disk_total_bytes "),
     ] {
-        assert!(!health[field].is_null(), "health.{field} is missing: {health:?}");
+        assert!(
+            !health[field].is_null(),
+            "health.{field} is missing: {health:?}"
+        );
         let value = text
             .lines()
             .find_map(|l| l.strip_prefix(metric))

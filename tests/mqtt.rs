@@ -622,3 +622,65 @@ async fn line_counters_only_grow_across_a_kill_9_and_zones_are_put_right_before_
         .any(|m| m.0
             == "homeassistant/binary_sensor/ocellus_testbox_street_zone_road/occupancy/config"));
 }
+
+/// mqtts:// with the site's own CA (`ca_file`) and this box's certificate, to a Mosquitto that
+/// requires client certificates: events and availability arrive. Without the certificate the
+/// broker refuses the box, and the state says so while the daemon keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_checks_the_broker_with_the_ca_file_and_presents_the_client_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tls::Ca::new(dir.path());
+    let server = ca.leaf("localhost");
+    let client = ca.leaf("testbox");
+    // Mosquitto drops to its own user, which must read its key.
+    std::fs::set_permissions(&server.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tls_port = common::free_port();
+    let broker = Broker::start(
+        dir.path(),
+        &format!(
+            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\n\
+             keyfile {}\nrequire_certificate true\n",
+            ca.pem().display(),
+            server.cert.display(),
+            server.key.display()
+        ),
+    );
+    let sub = Subscriber::start(broker.port, "test-sub-tls").await;
+    let url = format!("mqtts://localhost:{tls_port}");
+    let dmn = DaemonProc::street(&mqtt_config(
+        &url,
+        &format!(
+            "ca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}",
+            ca.pem(),
+            client.cert,
+            client.key
+        ),
+    ));
+    sub.until(
+        "online and an event over TLS",
+        Duration::from_secs(90),
+        |s| {
+            last_availability(s).as_deref() == Some("online")
+                && s.events().iter().any(|(kind, _)| kind == "start")
+        },
+    )
+    .await;
+    let stats = get_json(&dmn.url("/api/stats")).await;
+    assert_eq!(stats["mqtt"]["connected"], true, "{}", stats["mqtt"]);
+    drop(dmn);
+
+    // The CA but no certificate of its own: refused, and said what to set.
+    let dmn = DaemonProc::street(&mqtt_config(&url, &format!("ca_file = {:?}", ca.pem())));
+    expect_error(&dmn, "requires a client certificate: set mqtt.client_cert").await;
+    drop(dmn);
+    // The system's CAs (no ca_file) do not know the site's CA: the broker is not trusted.
+    let dmn = DaemonProc::street(&mqtt_config(
+        &url,
+        &format!(
+            "client_cert = {:?}\nclient_key = {:?}",
+            client.cert, client.key
+        ),
+    ));
+    expect_error(&dmn, "is not trusted: set mqtt.ca_file").await;
+}

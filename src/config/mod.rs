@@ -127,6 +127,11 @@ pub struct ServerConfig {
     /// Allow listening beyond loopback without a token (anyone on the network then sees the
     /// cameras). Off by default: such a config is refused.
     pub allow_no_token: bool,
+    /// Serve HTTPS and WSS (no plain HTTP) with this PEM certificate chain, the server's
+    /// certificate first; with `tls_key`. Re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, RSA or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +148,8 @@ impl Default for ServerConfig {
             queries_per_second: 20,
             stream_quality: 75,
             allow_no_token: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -9,8 +9,16 @@ use super::{valid_camera_id, Secret};
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// `mqtt://host:port` (1883 by default) or `mqtts://host:port` (TLS, 8883 by default,
-    /// checked against the system's certificate authorities).
+    /// checked against the system's certificate authorities, or `ca_file`'s).
     pub url: String,
+    /// With `mqtts://`: the PEM certificate authorities the broker's certificate must chain to,
+    /// instead of the system's (a site's own CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// With `mqtts://`: this box's PEM certificate chain, for a broker that requires client
+    /// certificates (Mosquitto's `require_certificate true`); with `client_key`.
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `client_cert`.
+    pub client_key: Option<std::path::PathBuf>,
     /// Every topic starts with `<topic_prefix>/<device_id>/`.
     pub topic_prefix: String,
     /// This box's name in topics and in Home Assistant; default: the host name.
@@ -90,6 +98,9 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             url: "mqtt://localhost:1883".into(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             topic_prefix: "ocellus".into(),
             device_id: None,
             username: None,

@@ -46,11 +46,30 @@ impl Config {
         if set("storage", "path") {
             join(&mut self.storage.path);
         }
+        for p in self.file_paths_mut() {
+            join(p);
+        }
         for cam in &mut self.cameras {
             if is_relative_file(&cam.source) {
                 cam.source = dir.join(cam.source.trim()).to_string_lossy().into_owned();
             }
         }
+    }
+
+    /// The optional files the config names (TLS certificates and keys), each given only when set.
+    fn file_paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        let s = &mut self.server;
+        let m = self.mqtt.as_mut();
+        [s.tls_cert.as_mut(), s.tls_key.as_mut()]
+            .into_iter()
+            .chain(m.into_iter().flat_map(|m| {
+                [
+                    m.ca_file.as_mut(),
+                    m.client_cert.as_mut(),
+                    m.client_key.as_mut(),
+                ]
+            }))
+            .flatten()
     }
 
     /// The same configuration with every relative path made absolute against the working
@@ -74,6 +93,9 @@ impl Config {
             }
         }
         abs(&mut c.storage.path);
+        for p in c.file_paths_mut() {
+            abs(p);
+        }
         for cam in &mut c.cameras {
             if is_relative_file(&cam.source) {
                 cam.source = cwd.join(cam.source.trim()).to_string_lossy().into_owned();

@@ -317,3 +317,38 @@ fn per_label_score_overrides_the_default() {
     assert_eq!(c.detector.min_score_for("person"), 0.7);
     assert_eq!(c.detector.min_score_for("car"), 0.3);
 }
+
+#[test]
+fn tls_files_come_in_pairs_and_belong_to_tls_urls() {
+    let err = parse("[server]\ntls_cert = \"c.pem\"\n").unwrap_err();
+    assert!(err.to_string().contains("server.tls_key"), "{err}");
+    let err = parse("[server]\ntls_key = \"k.pem\"\n").unwrap_err();
+    assert!(err.to_string().contains("server.tls_cert"), "{err}");
+    assert!(parse("[server]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").is_ok());
+    let err = parse("[mqtt]\nurl = \"mqtt://b:1883\"\nca_file = \"ca.pem\"\n").unwrap_err();
+    assert!(
+        err.to_string().contains("mqtt.ca_file") && err.to_string().contains("mqtts://"),
+        "{err}"
+    );
+    let err = parse("[mqtt]\nurl = \"mqtts://b\"\nclient_cert = \"c.pem\"\n").unwrap_err();
+    assert!(err.to_string().contains("mqtt.client_key"), "{err}");
+    assert!(parse("[mqtt]\nurl = \"mqtts://b\"\nca_file = \"ca.pem\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"\n").is_ok());
+}
+
+#[test]
+fn tls_files_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ocellus.toml");
+    std::fs::write(
+        &file,
+        "[server]\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/ocellus/key.pem\"\n\
+         [mqtt]\nurl = \"mqtts://b\"\nca_file = \"ca.pem\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"\n",
+    )
+    .unwrap();
+    let c = Config::load(&file).unwrap();
+    assert_eq!(c.server.tls_cert.unwrap(), dir.path().join("tls/cert.pem"));
+    assert_eq!(c.server.tls_key.unwrap(), Path::new("/etc/ocellus/key.pem"));
+    let m = c.mqtt.unwrap();
+    assert_eq!(m.ca_file.unwrap(), dir.path().join("ca.pem"));
+    assert_eq!(m.client_key.unwrap(), dir.path().join("k.pem"));
+}

@@ -141,7 +141,17 @@ impl Config {
                 "max_clients must be at least 1 and max_message_bytes at least 256",
             ));
         }
-        Ok(())
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => Err(problem(
+                "server.tls_key",
+                "tls_cert is set, so set tls_key (its private key) too",
+            )),
+            (None, Some(_)) => Err(problem(
+                "server.tls_cert",
+                "tls_key is set, so set tls_cert (its certificate) too",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Every `[[cameras]]` entry: ids, sources, timeouts, masks, zone and line names.
@@ -255,7 +265,29 @@ fn check_mqtt(m: &MqttConfig) -> Result<(), Problem> {
             "must be at least 1",
         ));
     }
-    Ok(())
+    let tls = m.endpoint().is_ok_and(|e| e.tls);
+    for (key, set) in [
+        ("mqtt.ca_file", m.ca_file.is_some()),
+        ("mqtt.client_cert", m.client_cert.is_some()),
+    ] {
+        if set && !tls {
+            return Err(problem(
+                key,
+                format!("is for TLS; the url {:?} is not mqtts://", m.url),
+            ));
+        }
+    }
+    match (&m.client_cert, &m.client_key) {
+        (Some(_), None) => Err(problem(
+            "mqtt.client_key",
+            "client_cert is set, so set client_key (its private key) too",
+        )),
+        (None, Some(_)) => Err(problem(
+            "mqtt.client_cert",
+            "client_key is set, so set client_cert (its certificate) too",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// What is wrong with a setting, before the file's path is put to it.

@@ -5,6 +5,24 @@ use rumqttc::{ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop}
 
 /// What to tell the user about a failed connection, in one line.
 pub(super) fn describe(err: &ConnectionError, broker: &str) -> String {
+    // TLS failures reach us as text inside rumqttc's wrappers (an alert from the broker comes
+    // back as an I/O error of the MQTT state): name the ones a person can fix.
+    let text = err.to_string();
+    if text.contains("CertificateRequired") {
+        return format!(
+            "the broker {broker} requires a client certificate: set mqtt.client_cert and mqtt.client_key ({text})"
+        );
+    }
+    if text.contains("alert: BadCertificate") || text.contains("alert: UnknownCA") {
+        return format!(
+            "the broker {broker} refused this box's certificate (mqtt.client_cert): is it signed by the CA the broker trusts? ({text})"
+        );
+    }
+    if text.contains("invalid peer certificate") {
+        return format!(
+            "the certificate of the broker {broker} is not trusted: set mqtt.ca_file to the CA that signed it, and check the host name in mqtt.url ({text})"
+        );
+    }
     match err {
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,

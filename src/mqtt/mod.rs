@@ -46,6 +46,9 @@ pub(crate) struct Client {
     /// Each camera's counting lines and zones (counters, occupancy and discovery).
     pub places: Vec<Places>,
     pub stats: Arc<MqttStats>,
+    /// With `mqtts://`: the TLS settings (the CA file or the system's, the client certificate),
+    /// read once at start so that a bad file stops the start with its name.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A camera's counting lines and zones, as MQTT reports them: each line's crossings ever per
@@ -143,9 +146,10 @@ impl Client {
                 .unwrap_or_default();
             o.set_credentials(user.clone(), pass);
         }
-        if ep.tls {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            o.set_transport(Transport::tls_with_default_config());
+        if let Some(tls) = self.tls.as_ref().filter(|_| ep.tls) {
+            o.set_transport(Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
         }
         Ok(o)
     }

@@ -77,9 +77,16 @@ impl DaemonProc {
 
     /// As `start`, with the daemon's log (stderr) kept in a file for [`DaemonProc::log`].
     pub fn start_logged(extra: &str, cameras: &str) -> DaemonProc {
+        Self::start_logged_env(extra, cameras, &[])
+    }
+
+    /// As `start_logged`, with extra environment variables (`OCELLUS_LOG` among them: the
+    /// daemon logs at `warn` otherwise).
+    pub fn start_logged_env(extra: &str, cameras: &str, env: &[(&str, &str)]) -> DaemonProc {
         let (dir, db, cfg) = Self::config(extra, cameras);
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let cmd = Self::command(&cfg, "127.0.0.1:0");
+        let mut cmd = Self::command(&cfg, "127.0.0.1:0");
+        cmd.envs(env.iter().copied());
         Self::spawn_with(cmd, dir, db, Stdio::from(log))
     }
 
@@ -98,18 +105,23 @@ impl DaemonProc {
         if cmd.get_current_dir().is_none() {
             cmd.current_dir(super::root());
         }
-        let mut child = cmd
-            .env("OCELLUS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        if !cmd
+            .get_envs()
+            .any(|(k, v)| k == "OCELLUS_LOG" && v.is_some())
+        {
+            cmd.env("OCELLUS_LOG", "warn");
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         let addr = line
             .trim()
-            .strip_prefix("ocellus listening on http://")
+            .strip_prefix("ocellus listening on ")
+            .and_then(|l| {
+                l.strip_prefix("http://")
+                    .or_else(|| l.strip_prefix("https://"))
+            })
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .trim_end_matches('/')
             .to_string();
