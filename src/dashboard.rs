@@ -1,5 +1,6 @@
-//! The browser dashboard: static files embedded in the binary (no build step, no CDN), served at
-//! `/` and `/assets/`. The page holds no data; it reads everything over `/ws` and `/api`.
+//! The browser dashboards (a box's, and the fleet view's): static files embedded in the binary
+//! (no build step, no CDN), served at `/` and `/assets/`. The pages hold no data; they read
+//! everything over `/ws` and `/api`.
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -23,6 +24,26 @@ fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
         ],
         body,
     )
+}
+
+const FLEET_INDEX: &str = include_str!("../web/fleet.html");
+const FLEET_JS: &str = include_str!("../web/fleet.js");
+
+/// The fleet view's dashboard (`ocellus fleet`), with the box dashboard's style sheet.
+pub(crate) fn fleet_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { file("text/html; charset=utf-8", FLEET_INDEX) }),
+        )
+        .route(
+            "/assets/fleet.js",
+            get(|| async { file("text/javascript; charset=utf-8", FLEET_JS) }),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
 }
 
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

@@ -191,6 +191,8 @@ pub enum DbError {
     },
     #[error("database {path} is not an ocellus database (no `events` table at schema version {version})")]
     Foreign { path: PathBuf, version: i64 },
+    #[error("database {path} is not an ocellus fleet database (a box's database, or another program's?); point storage.path (--db) of `ocellus fleet` at a file of its own")]
+    NotFleet { path: PathBuf },
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the database writer has stopped")]

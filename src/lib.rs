@@ -21,6 +21,7 @@ mod encoder;
 pub mod errors;
 mod events;
 pub mod expect;
+pub mod fleet;
 mod geometry;
 mod health;
 mod hub;

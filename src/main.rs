@@ -36,6 +36,9 @@ enum Command {
     Replay(Box<ReplayArgs>),
     /// Run the daemon: every configured camera, the dashboard, the API and /ws on one port.
     Run(RunArgs),
+    /// Run the fleet view: every box that publishes to the [mqtt] broker, in one dashboard, with
+    /// their events and counters in a database of its own (docs/fleet.md).
+    Fleet(RunArgs),
     /// Check a config file and print the settings it results in.
     CheckConfig {
         /// The TOML config file.
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
     match cli.command {
         // The daemon's log level comes from its config, so it sets up logging itself.
         Command::Run(args) => run_cmd(args),
+        Command::Fleet(args) => fleet_cmd(args),
         Command::Replay(args) => {
             // Warnings only by default, so that a replay's own output stays readable.
             ocellus::logging::init("warn");
@@ -229,6 +233,67 @@ fn generate_docs(dir: &Path) -> std::io::Result<()> {
 fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     eprintln!("error: {}", chain(e));
     ExitCode::from(2)
+}
+
+/// `ocellus fleet`: the config's [server], [storage] and [mqtt] sections (its cameras, if any,
+/// are not run).
+fn fleet_cmd(args: RunArgs) -> ExitCode {
+    let cfg = Config::load_with(&args.config, |cfg| {
+        if let Some(listen) = args.listen {
+            cfg.server.listen = listen;
+        }
+        if let Some(db) = args.db {
+            cfg.storage.path = db;
+        }
+    });
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let target = ocellus::logging::init(&cfg.log.level);
+    ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus fleet {} starting with {}", env!("CARGO_PKG_VERSION"), args.config.display());
+    let Ok(addr) = cfg.server.listen.parse::<std::net::SocketAddr>() else {
+        eprintln!(
+            "error: listen address {:?} is not address:port",
+            cfg.server.listen
+        );
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ocellus-rt")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let fleet = match ocellus::fleet::Fleet::start(&cfg) {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let scheme = fleet.scheme();
+        tracing::info!(address = %local, "fleet view on {scheme}://{local}/");
+        println!("ocellus listening on {scheme}://{local}/");
+        let stop = CancellationToken::new();
+        tokio::spawn(watch_signals(stop.clone()));
+        match fleet.run(listener, stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        }
+    })
 }
 
 fn run_cmd(args: RunArgs) -> ExitCode {

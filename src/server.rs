@@ -26,7 +26,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(crate::ws::routes())
         .merge(crate::rest::routes())
         .route("/metrics", get(crate::prometheus::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            TokenGuard(state.cfg.token.clone().map(Arc::new)),
+            require_token,
+        ));
     Router::new()
         .merge(guarded)
         .route("/healthz", get(crate::rest::healthz))
@@ -53,13 +56,31 @@ pub(crate) async fn serve(
     state: Arc<AppState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
+    let app = router(state.clone());
+    serve_app(
+        listener,
+        app,
+        state.shutdown.clone(),
+        state.sources.server.clone(),
+        tls,
+    )
+    .await
+}
+
+/// The accept loop of [`serve`] for any router (the daemon's, the fleet view's): connections
+/// bounded, request heads and TLS handshakes timed, `metrics` counting what is refused.
+pub(crate) async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+    metrics: Arc<crate::metrics::ServerMetrics>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
 
-    let app = router(state.clone());
     let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     let conns = tokio_util::task::TaskTracker::new();
-    let shutdown = state.shutdown.clone();
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -74,10 +95,7 @@ pub(crate) async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            state
-                .metrics()
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%addr, "too many open HTTP connections; closed at once");
             continue;
         };
@@ -174,12 +192,18 @@ fn without_token(query: &str) -> Option<String> {
     (kept > 0).then(|| rest.finish())
 }
 
-async fn require_token(
-    State(state): State<Arc<AppState>>,
+/// The token a router's guarded routes need (none: open).
+#[derive(Clone)]
+pub(crate) struct TokenGuard(pub Option<Arc<crate::config::Secret>>);
+
+/// Lets a request through when it carries the token (or none is needed), with `token` taken
+/// out of its query. Layered with `middleware::from_fn_with_state(TokenGuard(..), require_token)`.
+pub(crate) async fn require_token(
+    State(guard): State<TokenGuard>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    if let Some(want) = &state.cfg.token {
+    if let Some(want) = &guard.0 {
         let got = presented_token(req.headers(), req.uri().query());
         if !got.is_some_and(|g| same_secret(g.as_bytes(), want.expose().as_bytes())) {
             return ApiError::new(

@@ -39,6 +39,9 @@ pub struct MqttConfig {
     pub outbox_max_age_h: u64,
     /// Seconds between `stats` messages.
     pub stats_interval_s: u64,
+    /// This box's dashboard as a fleet view should link it (`https://garage-pi:8080/`); sent
+    /// retained on `<base>/info`.
+    pub dashboard_url: Option<String>,
 }
 
 /// Where an `[mqtt]` url points.
@@ -111,6 +114,7 @@ impl Default for MqttConfig {
             outbox_max_messages: 100_000,
             outbox_max_age_h: 24 * 7,
             stats_interval_s: 60,
+            dashboard_url: None,
         }
     }
 }

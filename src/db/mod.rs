@@ -19,6 +19,7 @@ macro_rules! event_columns {
     };
 }
 
+mod fleet;
 mod outbox;
 mod read;
 mod schema;
@@ -34,6 +35,11 @@ use crate::errors::DbError;
 
 pub use crate::clock::now_ms;
 pub use crate::models::EventQuery;
+pub use fleet::{
+    apply as fleet_apply, fleet_devices, fleet_events, fleet_label_counts, fleet_places,
+    fleet_snapshot, open_fleet, spawn_fleet_writer, Device, FleetEvent, FleetEventQuery,
+    FleetWrite, Place, PlaceKind,
+};
 pub use outbox::{open_events, read_outbox, OutboxPage, OutboxRow};
 pub use read::{
     count_cameras, get_event, get_snapshot, line_totals, max_event_id, open_reader, query_counts,

@@ -4,7 +4,7 @@
 use rumqttc::{ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop};
 
 /// What to tell the user about a failed connection, in one line.
-pub(super) fn describe(err: &ConnectionError, broker: &str) -> String {
+pub(crate) fn describe(err: &ConnectionError, broker: &str) -> String {
     // TLS failures reach us as text inside rumqttc's wrappers (an alert from the broker comes
     // back as an I/O error of the MQTT state): name the ones a person can fix.
     let text = err.to_string();

@@ -32,10 +32,11 @@ use crate::errors::MqttUrlError;
 use crate::metrics::{inc, MqttStats};
 use crate::models::{EventKind, EventMsg};
 use crate::stats::StatsSnapshot;
-use connection::{describe, poll_forever};
+pub(crate) use connection::describe;
+use connection::poll_forever;
 use counts::Counts;
 use delivery::{Delivery, Outcome};
-pub(crate) use topics::{discovery, places_discovery, Topics};
+pub(crate) use topics::{discovery, places_discovery, safe_id, Topics};
 
 /// The task's settings.
 pub(crate) struct Client {
@@ -384,6 +385,14 @@ impl Task {
             self.hand(client, None, topic, n.to_string().into_bytes(), true);
         }
         self.publish_zones(client, true);
+        // What a fleet view shows of the box besides its stats (docs/fleet.md).
+        let info = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "dashboard_url": self.client.cfg.dashboard_url,
+            "cameras": self.client.cameras.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        });
+        let topic = self.client.topics.info();
+        self.hand(client, None, topic, info.to_string().into_bytes(), true);
         let available = self.client.topics.available();
         self.hand(client, None, available, b"online".to_vec(), true);
     }

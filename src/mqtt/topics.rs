@@ -44,6 +44,10 @@ impl Topics {
     pub(crate) fn stats(&self) -> String {
         format!("{}/stats", self.base)
     }
+    /// Retained: the box's version, cameras and dashboard address, for a fleet view.
+    pub(crate) fn info(&self) -> String {
+        format!("{}/info", self.base)
+    }
     /// The level of `camera`'s topics.
     pub(crate) fn camera(&self, camera: &str) -> String {
         format!("{}/{}", self.base, safe_id(camera))

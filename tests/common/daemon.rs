@@ -185,7 +185,14 @@ impl DaemonProc {
         self.start_again()
     }
 
-    fn start_again(mut self) -> DaemonProc {
+    /// Kills this daemon with SIGKILL and waits for it to be gone (`start_again` brings it back).
+    pub fn kill_9(&mut self) {
+        self.signal(9);
+        assert!(self.wait_exit(Duration::from_secs(15)).is_some());
+    }
+
+    /// Starts a daemon again on the same address, config and database (after `kill_9`).
+    pub fn start_again(mut self) -> DaemonProc {
         let addr = self.addr.clone();
         let dir = tempfile::tempdir().unwrap();
         let old = std::mem::replace(&mut self.dir, dir);

@@ -2,6 +2,8 @@
 //! building short clips with OpenCV's own writer.
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod browser;
 pub mod daemon;
 pub mod tls;
 
