@@ -183,6 +183,9 @@ bench/runtime.sh "$runs" > "$out/runtime"; cat "$out/runtime"
 echo "== MQTT"
 bench/mqtt.sh "$runs" > "$out/mqtt"; cat "$out/mqtt"
 
+echo "== fleet view"
+bench/fleet.sh > "$out/fleet"; cat "$out/fleet"
+
 echo "== cameras per box"
 {
     echo "## Cameras per box: bench/cameras.sh"
@@ -287,6 +290,8 @@ echo
 cat "$out/runtime"
 echo
 cat "$out/mqtt"
+echo
+cat "$out/fleet"
 echo
 cat "$out/cameras"
 } > BENCHMARKS.md

@@ -80,10 +80,7 @@ impl Daemon {
     /// Opens the database, loads a detector per camera and starts the camera threads. Fails
     /// before starting anything on a bad database or model.
     pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
-        let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(ServerCert::load(cert, key)?)),
-            _ => None,
-        };
+        let tls = ServerCert::from_config(&cfg.server)?;
         let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
         // Every camera's detector before anything is created: a broken model stops the start.
         // Built at once, the model is read and checked once and its packed weights shared by
@@ -165,11 +162,7 @@ impl Daemon {
 
     /// `https` when the port serves TLS, else `http`.
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
+        crate::tls::scheme(self.tls.as_deref())
     }
 
     /// Serves on `listener` until `stop` fires, then shuts down in order. Tells systemd READY=1
@@ -198,7 +191,7 @@ impl Daemon {
         });
         let acceptor = self.tls.as_ref().map(|c| c.acceptor());
         let server = tokio::spawn(crate::server::serve(listener, state.clone(), acceptor));
-        let reload = tokio::spawn(reload_on_sighup(self.tls.clone()));
+        let reload = tokio::spawn(crate::tls::reload_on_sighup(self.tls.clone()));
         // The database is open (start) and the port is bound (the caller's listener).
         crate::systemd::ready(&crate::systemd::status_line(&state));
         let watchdog = tokio::spawn(crate::systemd::watchdog_loop(state.clone()));
@@ -259,34 +252,6 @@ impl Daemon {
             .ok();
         tracing::info!("ocellus stopped");
         Ok(())
-    }
-}
-
-/// SIGHUP re-reads the HTTPS certificate and key (a renewed certificate: `systemctl reload
-/// ocellus`); a pair that cannot be used is logged and the one in use kept. Without TLS there is
-/// nothing to reload: it says so (the config is read at start), instead of SIGHUP's default of
-/// ending the process.
-async fn reload_on_sighup(cert: Option<Arc<ServerCert>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let Some(cert) = cert.clone() else {
-            tracing::info!(
-                "SIGHUP: nothing to reload (the config is read at start; restart to change it)"
-            );
-            continue;
-        };
-        let path = cert.cert_path().display().to_string();
-        match tokio::task::spawn_blocking(move || cert.reload()).await {
-            Ok(Ok(())) => tracing::info!(cert = %path, "SIGHUP: TLS certificate {path} reloaded"),
-            Ok(Err(e)) => {
-                tracing::error!(cert = %path, "SIGHUP: TLS certificate not reloaded, the one in use is kept: {e}")
-            }
-            Err(e) => tracing::error!(error = %e, "SIGHUP: the reload failed"),
-        }
     }
 }
 
@@ -394,15 +359,7 @@ fn mqtt_client(cfg: &Config, cameras: &[&str]) -> Result<Option<crate::mqtt::Cli
     let Some(m) = cfg.mqtt.as_ref() else {
         return Ok(None);
     };
-    let tls = match m.endpoint() {
-        Ok(ep) if ep.tls => {
-            let client = m.client_cert.as_deref().zip(m.client_key.as_deref());
-            let c = crate::tls::mqtt_client_config(m.ca_file.as_deref(), client)
-                .map_err(DaemonError::MqttTls)?;
-            Some(Arc::new(c))
-        }
-        _ => None,
-    };
+    let tls = crate::tls::mqtt_tls(m).map_err(DaemonError::MqttTls)?;
     let topics = crate::mqtt::Topics::new(m);
     let labels = crate::mqtt::reported_labels(&cfg.detector);
     tracing::info!(broker = %m.url, topics = %topics.base, "MQTT: publishing to {} under {}/", m.url, topics.base);

@@ -235,128 +235,100 @@ fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `ocellus fleet`: the config's [server], [storage] and [mqtt] sections (its cameras, if any,
-/// are not run).
-fn fleet_cmd(args: RunArgs) -> ExitCode {
-    let cfg = Config::load_with(&args.config, |cfg| {
-        if let Some(listen) = args.listen {
-            cfg.server.listen = listen;
-        }
-        if let Some(db) = args.db {
-            cfg.storage.path = db;
-        }
-    });
-    let cfg = match cfg {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let target = ocellus::logging::init(&cfg.log.level);
-    ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus fleet {} starting with {}", env!("CARGO_PKG_VERSION"), args.config.display());
-    let Ok(addr) = cfg.server.listen.parse::<std::net::SocketAddr>() else {
-        eprintln!(
-            "error: listen address {:?} is not address:port",
-            cfg.server.listen
-        );
-        return ExitCode::from(2);
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ocellus-rt")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&e),
-    };
-    let fleet = match ocellus::fleet::Fleet::start(&cfg) {
-        Ok(f) => f,
-        Err(e) => return fail(&e),
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {addr}: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let local = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let scheme = fleet.scheme();
-        tracing::info!(address = %local, "fleet view on {scheme}://{local}/");
-        println!("ocellus listening on {scheme}://{local}/");
-        let stop = CancellationToken::new();
-        tokio::spawn(watch_signals(stop.clone()));
-        match fleet.run(listener, stop).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        }
-    })
+/// What `run` and `fleet` start from: the config as check-config resolves it with the command
+/// line on top, logging started, the listen address parsed, and a runtime (not yet entered).
+struct Service {
+    cfg: Config,
+    addr: std::net::SocketAddr,
+    runtime: tokio::runtime::Runtime,
 }
 
-fn run_cmd(args: RunArgs) -> ExitCode {
-    // As check-config resolves it, with the command line on top.
-    let cfg = Config::load_with(&args.config, |cfg| {
-        if let Some(listen) = args.listen {
-            cfg.server.listen = listen;
-        }
-        if let Some(db) = args.db {
-            cfg.storage.path = db;
-        }
-    });
-    let cfg = match cfg {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let target = ocellus::logging::init(&cfg.log.level);
-    ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "ocellus {} starting with {}", env!("CARGO_PKG_VERSION"), args.config.display());
-    let addr: std::net::SocketAddr = match cfg.server.listen.parse() {
-        Ok(a) => a,
-        Err(_) => {
+impl Service {
+    fn prepare(args: RunArgs, what: &str) -> Result<Service, ExitCode> {
+        let cfg = Config::load_with(&args.config, |cfg| {
+            if let Some(listen) = args.listen {
+                cfg.server.listen = listen;
+            }
+            if let Some(db) = args.db {
+                cfg.storage.path = db;
+            }
+        })
+        .map_err(|e| fail(&e))?;
+        let target = ocellus::logging::init(&cfg.log.level);
+        ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "{what} {} starting with {}", env!("CARGO_PKG_VERSION"), args.config.display());
+        let Ok(addr) = cfg.server.listen.parse() else {
             eprintln!(
                 "error: listen address {:?} is not address:port",
                 cfg.server.listen
             );
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ocellus-rt")
-        .build()
+            return Err(ExitCode::from(2));
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("ocellus-rt")
+            .build()
+            .map_err(|e| fail(&e))?;
+        Ok(Service { cfg, addr, runtime })
+    }
+
+    /// Binds the address, says where it listens (the first line on stdout, which scripts and
+    /// tests read), and runs `serve` until the first SIGTERM or SIGINT.
+    fn serve<F, Fut, E>(self, scheme: &str, serve: F) -> ExitCode
+    where
+        F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::error::Error + 'static,
     {
-        Ok(rt) => rt,
+        let addr = self.addr;
+        self.runtime.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let local = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!(address = %local, "listening on {scheme}://{local}/");
+            println!("ocellus listening on {scheme}://{local}/");
+            let stop = CancellationToken::new();
+            tokio::spawn(watch_signals(stop.clone()));
+            match serve(listener, stop).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        })
+    }
+}
+
+/// `ocellus fleet`: the config's [server], [storage] and [mqtt] sections (its cameras, if any,
+/// are not run).
+fn fleet_cmd(args: RunArgs) -> ExitCode {
+    let service = match Service::prepare(args, "ocellus fleet") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let fleet = match ocellus::fleet::Fleet::start(&service.cfg) {
+        Ok(f) => f,
         Err(e) => return fail(&e),
     };
-    let daemon = match Daemon::start(&cfg) {
+    service.serve(fleet.scheme(), |listener, stop| fleet.run(listener, stop))
+}
+
+fn run_cmd(args: RunArgs) -> ExitCode {
+    let service = match Service::prepare(args, "ocellus") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let daemon = match Daemon::start(&service.cfg) {
         Ok(d) => d,
         Err(e) => return fail(&e),
     };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {addr}: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let local = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let scheme = daemon.scheme();
-        tracing::info!(address = %local, "listening on {scheme}://{local}/");
-        println!("ocellus listening on {scheme}://{local}/");
-        let stop = CancellationToken::new();
-        tokio::spawn(watch_signals(stop.clone()));
-        match daemon.run(listener, stop).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        }
-    })
+    service.serve(daemon.scheme(), |listener, stop| daemon.run(listener, stop))
 }
 
 /// The first SIGTERM or SIGINT starts a clean stop; a second one exits at once.

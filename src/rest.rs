@@ -105,7 +105,17 @@ async fn get_snapshot(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    match state.readers.run(move |c| db::get_snapshot(c, id)).await? {
+    let jpeg = state.readers.run(move |c| db::get_snapshot(c, id)).await?;
+    jpeg_or_404(jpeg, || format!("no snapshot for event {id}"))
+}
+
+/// A stored JPEG as a response (cached for a minute: a snapshot does not change under its
+/// URL), or 404 saying what is missing.
+pub(crate) fn jpeg_or_404(
+    jpeg: Option<Vec<u8>>,
+    missing: impl FnOnce() -> String,
+) -> Result<Response, ApiError> {
+    match jpeg {
         Some(jpeg) => Ok((
             [
                 (header::CONTENT_TYPE, "image/jpeg"),
@@ -114,11 +124,7 @@ async fn get_snapshot(
             jpeg,
         )
             .into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no snapshot for event {id}"),
-        )),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", missing())),
     }
 }
 

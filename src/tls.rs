@@ -103,6 +103,16 @@ impl ServerCert {
         })
     }
 
+    /// The certificate of `server.tls_cert` and `server.tls_key`, when they are set.
+    pub(crate) fn from_config(
+        s: &crate::config::ServerConfig,
+    ) -> Result<Option<Arc<ServerCert>>, TlsError> {
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(Arc::new(ServerCert::load(cert, key)?))),
+            _ => Ok(None),
+        }
+    }
+
     /// Reads the files again (SIGHUP: a renewed certificate).
     pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let fresh = Arc::new(certified_key(&self.cert, &self.key)?);
@@ -139,9 +149,60 @@ impl ResolvesServerCert for ServerCert {
     }
 }
 
+/// SIGHUP re-reads the HTTPS certificate and key (a renewed certificate: `systemctl reload
+/// ocellus`); a pair that cannot be used is logged and the one in use kept. Without TLS there is
+/// nothing to reload: it says so (the config is read at start), instead of SIGHUP's default of
+/// ending the process.
+pub(crate) async fn reload_on_sighup(cert: Option<Arc<ServerCert>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(cert) = cert.clone() else {
+            tracing::info!(
+                "SIGHUP: nothing to reload (the config is read at start; restart to change it)"
+            );
+            continue;
+        };
+        let path = cert.cert_path().display().to_string();
+        match tokio::task::spawn_blocking(move || cert.reload()).await {
+            Ok(Ok(())) => tracing::info!(cert = %path, "SIGHUP: TLS certificate {path} reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(cert = %path, "SIGHUP: TLS certificate not reloaded, the one in use is kept: {e}")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the reload failed"),
+        }
+    }
+}
+
+/// `https` for a port served with `cert`, else `http`.
+pub(crate) fn scheme(cert: Option<&ServerCert>) -> &'static str {
+    if cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The TLS settings of an `mqtts://` broker (None for `mqtt://`), read from `[mqtt]`'s files.
+pub(crate) fn mqtt_tls(
+    m: &crate::config::MqttConfig,
+) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
+    if !m.endpoint().is_ok_and(|e| e.tls) {
+        return Ok(None);
+    }
+    let client = m.client_cert.as_deref().zip(m.client_key.as_deref());
+    Ok(Some(Arc::new(mqtt_client_config(
+        m.ca_file.as_deref(),
+        client,
+    )?)))
+}
+
 /// The MQTT client's TLS: the broker checked against `ca_file` (else the system's authorities),
 /// and, with `client`, this box's certificate and key for a broker that asks for one.
-pub(crate) fn mqtt_client_config(
+fn mqtt_client_config(
     ca_file: Option<&Path>,
     client: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, TlsError> {

@@ -245,6 +245,18 @@ async fn three_boxes_in_one_view_through_a_box_crash_and_a_fleet_crash_with_no_e
     .await;
 }
 
+/// The events the fleet dashboard lists, as `device:id`, from its probe.
+fn shown(probe: &Value) -> Vec<String> {
+    probe["shown"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_dashboard_shows_devices_health_the_feed_its_filters_and_snapshots() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,14 +284,7 @@ async fn the_fleet_dashboard_shows_devices_health_the_feed_its_filters_and_snaps
         || async {
             let p = probe(&c).await;
             let online = p["online"].as_array().map_or(0, Vec::len);
-            let shown: Vec<String> = p["shown"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let shown = shown(&p);
             let both = ["north:", "south:"]
                 .iter()
                 .all(|d| shown.iter().any(|s| s.starts_with(d)));
@@ -316,14 +321,7 @@ async fn the_fleet_dashboard_shows_devices_health_the_feed_its_filters_and_snaps
     .unwrap();
     until("only south's events", Duration::from_secs(30), || async {
         let p = probe(&c).await;
-        let shown: Vec<String> = p["shown"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let shown = shown(&p);
         (!shown.is_empty() && shown.iter().all(|s| s.starts_with("south:"))).then_some(())
     })
     .await;

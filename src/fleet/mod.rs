@@ -54,18 +54,8 @@ impl Fleet {
     /// Checks the TLS files, opens the database and starts its writer.
     pub fn start(cfg: &Config) -> Result<Fleet, FleetError> {
         let m = cfg.mqtt.as_ref().ok_or(FleetError::NoBroker)?;
-        let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
-            (Some(c), Some(k)) => Some(Arc::new(ServerCert::load(c, k).map_err(FleetError::Tls)?)),
-            _ => None,
-        };
-        let mqtt_tls = if m.endpoint()?.tls {
-            let client = m.client_cert.as_deref().zip(m.client_key.as_deref());
-            let c = crate::tls::mqtt_client_config(m.ca_file.as_deref(), client)
-                .map_err(FleetError::MqttTls)?;
-            Some(Arc::new(c))
-        } else {
-            None
-        };
+        let tls = ServerCert::from_config(&cfg.server).map_err(FleetError::Tls)?;
+        let mqtt_tls = crate::tls::mqtt_tls(m).map_err(FleetError::MqttTls)?;
         // One fleet view per client id: the broker keeps its session under that name.
         let client_id = format!("ocellus-fleet-{}", crate::mqtt::safe_id(&m.device()));
         let opts = ingest::options(m, &client_id, mqtt_tls)?;
@@ -104,11 +94,7 @@ impl Fleet {
 
     /// `https` when the port serves TLS, else `http`.
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
+        crate::tls::scheme(self.tls.as_deref())
     }
 
     /// Reads the broker and serves on `listener` until `stop`; then stops reading, lets the
@@ -139,9 +125,11 @@ impl Fleet {
             Arc::new(crate::metrics::ServerMetrics::default()),
             acceptor,
         ));
+        let reload = tokio::spawn(crate::tls::reload_on_sighup(self.tls.clone()));
         crate::systemd::ready("fleet view serving");
         stop.cancelled().await;
         crate::systemd::stopping();
+        reload.abort();
         ingest_stop.cancel();
         let _ = ingest.await;
         let writer = self.writer;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -72,25 +72,11 @@ async fn snapshot(
     Path((device, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
     let d = device.clone();
-    match s
+    let jpeg = s
         .readers
         .run(move |c| db::fleet_snapshot(c, &d, id))
-        .await?
-    {
-        Some(jpeg) => Ok((
-            [
-                (header::CONTENT_TYPE, "image/jpeg"),
-                (header::CACHE_CONTROL, "max-age=60"),
-            ],
-            jpeg,
-        )
-            .into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no snapshot for event {id} of {device}"),
-        )),
-    }
+        .await?;
+    crate::rest::jpeg_or_404(jpeg, || format!("no snapshot for event {id} of {device}"))
 }
 
 async fn places(State(s): State<Arc<FleetState>>) -> Result<Response, ApiError> {

@@ -33,48 +33,42 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A new P-256 key in `name.key` (PKCS#8 PEM) and a request for it in `name.csr`.
+/// `openssl req` for a new P-256 key in `key` (PKCS#8 PEM) and, with `extra`, what else it
+/// makes: a request (`-out name.csr`) or a self-signed certificate (`-x509 ...`).
+fn new_key(dir: &Path, key: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
+/// A new key in `name.key` and a request for it in `name.csr`.
 fn key_and_request(dir: &Path, name: &str) {
-    openssl(
+    new_key(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
+        &format!("{name}.key"),
+        &format!("/CN={name}"),
+        &["-out", &format!("{name}.csr")],
     );
 }
 
 impl Ca {
     pub fn new(dir: &Path) -> Ca {
-        openssl(
+        new_key(
             dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=ocellus test CA",
-            ],
+            "ca.key",
+            "/CN=ocellus test CA",
+            &["-x509", "-out", "ca.pem", "-days", "2"],
         );
         Ca {
             dir: dir.to_path_buf(),
