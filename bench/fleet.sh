@@ -33,7 +33,7 @@ run() { # devices rate
     fleet=$!
     for _ in $(seq 100); do grep -q listening "$work/fleet.out" && break; sleep 0.1; done
     addr=$(sed -n 's|ocellus listening on http://\(.*\)/|\1|p' "$work/fleet.out")
-    out=$(target/release/examples/fleet_load "$port" "$addr" "$1" "$seconds" "$2" "$fleet")
+    out=$(target/release/examples/fleet_load "$port" "$addr" "$1" "$seconds" "$2" "$fleet" 10 "$broker")
     echo "$out" >&2
     stored=$(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("select count(*) from events").fetchone()[0])' "$work/fleet.db")
     kill "$fleet"; wait "$fleet" 2>/dev/null || true
@@ -42,21 +42,23 @@ run() { # devices rate
     recv=$(echo "$out" | sed -n 's/.*received on .* (\([0-9]*\)\/s, \([0-9.]*\) %).*/\1 (\2 %)/p')
     lat=$(echo "$out" | sed -n 's/latency .*: p50 \([-0-9]*\) p90 \([-0-9]*\) p99 \([-0-9]*\) max \([-0-9]*\)/\1 \/ \3 \/ \4/p')
     cpu=$(echo "$out" | sed -n 's/fleet view: CPU \([0-9.]*\) % .*(\([0-9]*\) µs per event message), RSS \([0-9]*\) MiB (peak \([0-9]*\) MiB)/\1 % (\2 µs a message) | \4 MiB/p')
-    echo "| $1 | $(python3 -c "print(f'{$1*$2:.0f}')") | $pub | $recv | $lat | $cpu | $stored |"
+    others=$(echo "$out" | sed -n 's/others: broker CPU \(.*\) of one core, this generator \(.*\)/\1 \/ \2/p')
+    echo "| $1 | $(python3 -c "print(f'{$1*$2:.0f}')") | $pub | $recv | $lat | $cpu | $stored | $others |"
 }
 
 echo "## Fleet view: many devices through one broker"
 echo
 echo "\`bench/fleet.sh $seconds\`: Mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/mosquitto version \([0-9.]*\).*/\1/p' | head -1) on loopback, \`ocellus fleet\` (release) and"
-echo "\`target/release/examples/fleet_load PORT ADDR DEVICES $seconds RATE PID\` on the same 2 cores: each"
+echo "\`target/release/examples/fleet_load PORT ADDR DEVICES $seconds RATE PID 10 BROKER_PID\` on the same 2 cores: each"
 echo "device its own MQTT connection, RATE events a second each (a start and an end message, QoS 1,"
 echo "~400 bytes), a 320x240 JPEG snapshot with every tenth, stats every minute. Measured over $seconds s"
 echo "after a 5 s warm-up; latency is from the device's publish to the fleet view's WebSocket"
 echo "client (after the fleet's commit). Stored: events in the fleet database after the run."
 echo
-echo "| devices | events/s offered | event messages published/s | messages at the fleet's /ws per s (share) | latency p50 / p99 / max ms | fleet CPU (per message) | fleet peak RSS | events stored |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| devices | events/s offered | event messages published/s | messages at the fleet's /ws per s (share) | latency p50 / p99 / max ms | fleet CPU (per message) | fleet peak RSS | events stored | broker / generator CPU |"
+echo "|---|---|---|---|---|---|---|---|---|"
 run 10 1
 run 100 1
 run 1000 1
 run 1000 3
+run 1000 6

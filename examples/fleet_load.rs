@@ -6,7 +6,10 @@
 //! event's `best_ms`). Reports events stored per second, latency percentiles and the fleet
 //! view's CPU and memory.
 //!
-//! cargo run --release --example fleet_load -- BROKER_PORT FLEET_ADDR DEVICES SECONDS RATE FLEET_PID [SNAPSHOT_EVERY]
+//! cargo run --release --example fleet_load -- BROKER_PORT FLEET_ADDR DEVICES SECONDS RATE FLEET_PID [SNAPSHOT_EVERY [BROKER_PID]]
+//!
+//! With BROKER_PID it also reports the broker's CPU, and always its own: on one machine the
+//! three share the cores, and the first to run out sets the limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -183,6 +186,7 @@ async fn main() {
     let rate: f64 = a[5].parse().unwrap();
     let pid: u32 = a[6].parse().unwrap();
     let snapshot_every: u64 = a.get(7).map_or(10, |s| s.parse().unwrap());
+    let broker_pid: Option<u32> = a.get(8).map(|s| s.parse().unwrap());
 
     // The measuring client, connected before any device publishes.
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{fleet}/ws"))
@@ -207,6 +211,7 @@ async fn main() {
     let mut latencies: Vec<i64> = Vec::new();
     let (mut received, mut lagged) = (0u64, 0u64);
     let (mut ticks0, mut measuring_from, mut published0) = (0, None, 0);
+    let mut others0 = (0, 0);
     // After the devices stop, wait for the fleet to deliver what is still queued.
     let drain = Duration::from_secs(20);
     loop {
@@ -214,6 +219,10 @@ async fn main() {
         if measuring_from.is_none() && now >= start + warmup {
             measuring_from = Some(now);
             ticks0 = cpu_ticks(pid);
+            others0 = (
+                broker_pid.map_or(0, cpu_ticks),
+                cpu_ticks(std::process::id()),
+            );
             published0 = published.load(Ordering::Relaxed);
             received = 0;
             latencies.clear();
@@ -246,6 +255,8 @@ async fn main() {
     let measured = measuring_from.map_or(0.0, |m| (Instant::now().min(end) - m).as_secs_f64());
     let sent = published.load(Ordering::Relaxed) - published0;
     let cpu_s = (cpu_ticks(pid) - ticks0) as f64 / 100.0;
+    let broker_s = broker_pid.map(|b| (cpu_ticks(b) - others0.0) as f64 / 100.0);
+    let own_s = (cpu_ticks(std::process::id()) - others0.1) as f64 / 100.0;
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -272,5 +283,10 @@ async fn main() {
         1e6 * cpu_s / received.max(1) as f64,
         status_kib(pid, "VmRSS:") / 1024,
         status_kib(pid, "VmHWM:") / 1024
+    );
+    println!(
+        "others: broker CPU {} of one core, this generator {:.1} %",
+        broker_s.map_or("?".into(), |b| format!("{:.1} %", 100.0 * b / measured)),
+        100.0 * own_s / measured
     );
 }

@@ -223,3 +223,35 @@ fn a_missing_key_or_one_that_does_not_match_stops_the_start_with_its_name() {
     assert_ne!(code, Some(0));
     assert!(err.contains("no PEM certificate"), "{err}");
 }
+
+/// The dashboard over HTTPS in Chromium: the page loads, its WebSocket goes over wss (it says
+/// `live`) and live frames are drawn. The browser trusts exactly the test's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_over_https_and_wss_in_chromium() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs.path());
+    let leaf = ca.leaf("localhost");
+    let dmn = tls_daemon(&leaf);
+    let port = dmn.addr.rsplit_once(':').unwrap().1.to_string();
+    let (_driver, c, _profile) =
+        common::browser::browser_with(&[tls::chromium_trusts(&leaf.cert)]).await;
+    c.goto(&format!("https://localhost:{port}/?token={TOKEN}"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = c
+            .execute(
+                "const p = window.ocellus || {}; return [location.protocol, document.querySelector('#conn').textContent, p.framesDrawn || 0];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if v[0] == "https:" && v[1] == "live" && v[2].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dashboard over https: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.close().await.unwrap();
+}

@@ -24,6 +24,11 @@ impl Drop for Driver {
 
 /// Starts chromedriver and a headless Chromium session with a fresh profile.
 pub async fn browser() -> (Driver, Client, tempfile::TempDir) {
+    browser_with(&[]).await
+}
+
+/// As [`browser`], with more Chromium arguments.
+pub async fn browser_with(extra: &[String]) -> (Driver, Client, tempfile::TempDir) {
     let port = super::free_port();
     let driver = Driver(
         Command::new("chromedriver")
@@ -37,15 +42,22 @@ pub async fn browser() -> (Driver, Client, tempfile::TempDir) {
             ),
     );
     let profile = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,800",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--user-data-dir={}", profile.path().display()));
+    args.extend_from_slice(extra);
     let caps = json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--window-size=1280,800", format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }
+        "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = loop {

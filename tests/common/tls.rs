@@ -138,6 +138,27 @@ impl Ca {
     }
 }
 
+/// Chromium's argument that trusts exactly this certificate's key
+/// (`--ignore-certificate-errors-spki-list`, the base64 SHA-256 of its SubjectPublicKeyInfo):
+/// the browser checks the server against it, as it would against a CA it knows.
+pub fn chromium_trusts(cert: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | base64",
+        )
+        .arg("sh")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    format!(
+        "--ignore-certificate-errors-spki-list={}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    )
+}
+
 /// The certificate in a PEM file, as DER.
 pub fn der(cert: &Path) -> Vec<u8> {
     CertificateDer::from_pem_file(cert).unwrap().to_vec()
