@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS, Transport};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
@@ -116,26 +116,10 @@ pub(crate) fn options(
     client_id: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<MqttOptions, crate::errors::MqttUrlError> {
-    let ep = cfg.endpoint()?;
-    let mut o = MqttOptions::new(client_id, ep.host, ep.port);
-    o.set_keep_alive(Duration::from_secs(15));
+    let mut o = crate::mqtt::broker_options(cfg, client_id, tls.as_ref())?;
     o.set_clean_session(false);
     o.set_manual_acks(true);
-    o.set_max_packet_size(16 << 20, 16 << 20);
     o.set_inflight(1000);
-    if let Some(user) = &cfg.username {
-        let pass = cfg
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_string())
-            .unwrap_or_default();
-        o.set_credentials(user.clone(), pass);
-    }
-    if let Some(tls) = tls.filter(|_| ep.tls) {
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls),
-        ));
-    }
     Ok(o)
 }
 

@@ -121,37 +121,46 @@ struct Task {
     bus_open: bool,
 }
 
+/// The connection to `[mqtt]`'s broker as `client_id`, as every Ocellus client makes it (the
+/// box's publisher, the fleet view's subscriber): its address, a 15 s keep-alive, 16 MiB
+/// packets, the credentials, and TLS with `tls` for `mqtts://`. Session and will are the
+/// caller's.
+pub(crate) fn broker_options(
+    cfg: &MqttConfig,
+    client_id: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<MqttOptions, MqttUrlError> {
+    let ep = cfg.endpoint()?;
+    let mut o = MqttOptions::new(client_id, ep.host, ep.port);
+    o.set_keep_alive(Duration::from_secs(15));
+    o.set_max_packet_size(16 << 20, 16 << 20);
+    if let Some(user) = &cfg.username {
+        let pass = cfg
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
+        o.set_credentials(user.clone(), pass);
+    }
+    if let Some(tls) = tls.filter(|_| ep.tls) {
+        o.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
+    Ok(o)
+}
+
 impl Client {
     fn options(&self) -> Result<MqttOptions, MqttUrlError> {
-        let ep = self.cfg.endpoint()?;
-        let mut o = MqttOptions::new(
-            format!("ocellus-{}", self.topics.device),
-            ep.host.clone(),
-            ep.port,
-        );
-        o.set_keep_alive(Duration::from_secs(15));
+        let id = format!("ocellus-{}", self.topics.device);
+        let mut o = broker_options(&self.cfg, &id, self.tls.as_ref())?;
         o.set_clean_session(true);
-        o.set_max_packet_size(16 << 20, 16 << 20);
         o.set_last_will(LastWill::new(
             self.topics.available(),
             "offline",
             QoS::AtLeastOnce,
             true,
         ));
-        if let Some(user) = &self.cfg.username {
-            let pass = self
-                .cfg
-                .password
-                .as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default();
-            o.set_credentials(user.clone(), pass);
-        }
-        if let Some(tls) = self.tls.as_ref().filter(|_| ep.tls) {
-            o.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls.clone()),
-            ));
-        }
         Ok(o)
     }
 
