@@ -233,14 +233,9 @@ fn mqtt_client_config(
     let Some((cert, key)) = client else {
         return Ok(builder.with_no_client_auth());
     };
-    // Checked here first, so that a mismatch is named as such.
-    certified_key(cert, key)?;
-    builder
-        .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
-        .map_err(|e| TlsError::BadKey {
-            path: key.to_path_buf(),
-            reason: e.to_string(),
-        })
+    // The pair as checked (a mismatch is named as such), read once.
+    let pair = rustls::sign::SingleCertAndKey::from(certified_key(cert, key)?);
+    Ok(builder.with_client_cert_resolver(Arc::new(pair)))
 }
 
 #[cfg(test)]
