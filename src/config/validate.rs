@@ -141,17 +141,11 @@ impl Config {
                 "max_clients must be at least 1 and max_message_bytes at least 256",
             ));
         }
-        match (&self.server.tls_cert, &self.server.tls_key) {
-            (Some(_), None) => Err(problem(
-                "server.tls_key",
-                "tls_cert is set, so set tls_key (its private key) too",
-            )),
-            (None, Some(_)) => Err(problem(
-                "server.tls_cert",
-                "tls_key is set, so set tls_cert (its certificate) too",
-            )),
-            _ => Ok(()),
-        }
+        cert_and_key(
+            "server",
+            ("tls_cert", self.server.tls_cert.is_some()),
+            ("tls_key", self.server.tls_key.is_some()),
+        )
     }
 
     /// Every `[[cameras]]` entry: ids, sources, timeouts, masks, zone and line names.
@@ -277,14 +271,28 @@ fn check_mqtt(m: &MqttConfig) -> Result<(), Problem> {
             ));
         }
     }
-    match (&m.client_cert, &m.client_key) {
-        (Some(_), None) => Err(problem(
-            "mqtt.client_key",
-            "client_cert is set, so set client_key (its private key) too",
+    cert_and_key(
+        "mqtt",
+        ("client_cert", m.client_cert.is_some()),
+        ("client_key", m.client_key.is_some()),
+    )
+}
+
+/// A certificate and its private key come together: the one of `section` that is missing is
+/// named.
+fn cert_and_key(
+    section: &str,
+    (cert, has_cert): (&str, bool),
+    (key, has_key): (&str, bool),
+) -> Result<(), Problem> {
+    match (has_cert, has_key) {
+        (true, false) => Err(problem(
+            format!("{section}.{key}"),
+            format!("{cert} is set, so set {key} (its private key) too"),
         )),
-        (None, Some(_)) => Err(problem(
-            "mqtt.client_cert",
-            "client_key is set, so set client_cert (its certificate) too",
+        (false, true) => Err(problem(
+            format!("{section}.{cert}"),
+            format!("{key} is set, so set {cert} (its certificate) too"),
         )),
         _ => Ok(()),
     }
