@@ -193,7 +193,11 @@ pub(crate) async fn run(
     latest: watch::Sender<Arc<StatsSnapshot>>,
 ) {
     let (_, mut prev) = sources.take(None, Health::default());
-    let mut probe = Some(HealthProbe::new(&sources.db_path));
+    // /proc and /sys reads and a statvfs: cheap, but file I/O, so on the blocking pool. Each
+    // tick takes the reading that has finished and starts the next, so a read that never
+    // returns (a hung network file system) leaves the last health and never stalls the stats.
+    let read = |mut p: HealthProbe| tokio::task::spawn_blocking(move || (p.read(), p));
+    let mut reading = Some(read(HealthProbe::new(&sources.db_path)));
     let mut health = Health::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -201,13 +205,11 @@ pub(crate) async fn run(
     loop {
         tick.tick().await;
         seconds += 1;
-        // /proc and /sys reads and a statvfs: cheap, but file I/O, so not on an async worker.
-        // A reading that never returns (a hung network file system) leaves the last one.
-        if let Some(mut p) = probe.take() {
-            match tokio::task::spawn_blocking(move || (p.read(), p)).await {
+        if let Some(done) = reading.take_if(|r| r.is_finished()) {
+            match done.await {
                 Ok((h, p)) => {
                     health = h;
-                    probe = Some(p);
+                    reading = Some(read(p));
                 }
                 Err(e) => tracing::error!(error = %e, "reading the box's health failed"),
             }
