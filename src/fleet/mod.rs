@@ -65,11 +65,15 @@ impl Fleet {
         let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
         let line_feed = feed.clone();
         let writer = db::spawn_fleet_writer(conn, rx, move |batch| {
+            // The lines are built only while a dashboard listens.
+            let listening = line_feed.receiver_count() > 0;
             for (w, ack) in batch {
                 if let Some(p) = ack {
                     let _ = ack_tx.send(p);
                 }
-                let _ = line_feed.send(Utf8Bytes::from(feed_line(&w).to_string()));
+                if listening {
+                    let _ = line_feed.send(Utf8Bytes::from(feed_line(&w).to_string()));
+                }
             }
         })?;
         let state = Arc::new(web::FleetState {
