@@ -4,6 +4,12 @@
 //! shutdown token. A client that falls behind a broadcast channel is told how much it missed
 //! (`lagged`) and carries on from the newest message; a client whose socket accepts nothing for
 //! `send_timeout_s` is dropped. Neither slows the pipeline or other clients.
+//!
+//! The upgrade is done here rather than by axum's extractor so that the client owns its socket:
+//! tokio-tungstenite reads it and writes the control frames, and the daemon's own messages go out
+//! through [`wire::Wire`] without a per-client copy of their payload.
+
+mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,18 +18,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::ws::Utf8Bytes;
+use axum::extract::{ConnectInfo, Request as HttpRequest, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, Stream};
+use futures_util::stream::Stream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamMap;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use wire::{Opcode, Wire};
 
 use crate::protocol::{
     parse_request, stream_width, Request, ServerMsg, Topic, PROTOCOL_VERSION, STREAM_WIDTHS,
@@ -55,6 +68,9 @@ fn frame_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Sub {
 
 /// Most messages forwarded in one go before flushing the socket.
 const BATCH: usize = 32;
+
+/// A client's connection: tungstenite over the upgraded HTTP connection (TCP or TLS).
+type Socket = WebSocketStream<Wire<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Read buffer per client. Clients send small JSON requests and pongs; tungstenite zero-fills
 /// the free part of this buffer on every read attempt, and this task attempts a read each time
@@ -125,30 +141,118 @@ pub(crate) fn check_upgrade(
 }
 
 pub(crate) async fn upgrade(
-    ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    mut req: HttpRequest,
 ) -> Response {
-    let permit = match check_upgrade(&state, &headers, addr) {
+    let accept = match accept_key(req.headers()) {
+        Ok(key) => key,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let permit = match check_upgrade(&state, req.headers(), addr) {
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "not_upgradable",
+            "this connection cannot be upgraded to a WebSocket",
+        )
+        .into_response();
+    };
     let max = state.cfg.max_message_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .on_failed_upgrade(move |e| tracing::debug!(%addr, error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            let m = &state.metrics();
-            m.clients.fetch_add(1, Ordering::Relaxed);
-            m.clients_total.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%addr, "client connected");
-            Client::new(state.clone(), addr).run(socket).await;
-            state.metrics().clients.fetch_sub(1, Ordering::Relaxed);
-            tracing::debug!(%addr, "client gone");
-            drop(permit);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(READ_BUFFER);
+    tokio::spawn(async move {
+        let io = match on_upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(Wire::new(io), Role::Server, Some(config)).await;
+        let m = &state.metrics();
+        m.clients.fetch_add(1, Ordering::Relaxed);
+        m.clients_total.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%addr, "client connected");
+        Client::new(state.clone(), addr).run(socket).await;
+        state.metrics().clients.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(%addr, "client gone");
+        drop(permit);
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
+}
+
+/// Why a request to `/ws` is not an opening handshake the daemon takes.
+#[derive(Debug, PartialEq)]
+enum BadHandshake {
+    /// Not a WebSocket upgrade at all, or one without its key (`400`).
+    NotWebSocket(&'static str),
+    /// A WebSocket version other than 13 (`426`, naming 13 as RFC 6455, 4.4 asks).
+    Version,
+}
+
+impl IntoResponse for BadHandshake {
+    fn into_response(self) -> Response {
+        match self {
+            BadHandshake::NotWebSocket(what) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "not_websocket", what).into_response()
+            }
+            BadHandshake::Version => {
+                let mut r = ApiError::new(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "websocket_version",
+                    "only WebSocket version 13 is spoken",
+                )
+                .into_response();
+                r.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                r
+            }
+        }
+    }
+}
+
+/// The `Sec-WebSocket-Accept` answering a valid RFC 6455 opening handshake, or why it is not one.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
+    };
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err(BadHandshake::NotWebSocket(
+            "/ws takes a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(BadHandshake::Version);
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(BadHandshake::NotWebSocket("Sec-WebSocket-Key is missing"));
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).map_err(|_| BadHandshake::NotWebSocket("bad Sec-WebSocket-Key"))
 }
 
 /// Allows `rate` requests per second with bursts of `rate`.
@@ -188,12 +292,20 @@ struct Client {
     /// last sent timestamp.
     frame_pacing: HashMap<String, (i64, Option<i64>)>,
     queries: TokenBucket,
-    out: Vec<Message>,
+    /// Messages waiting for the next flush, payloads shared with the broadcast.
+    out: Vec<(Opcode, Bytes)>,
 }
 
 enum Flow {
     Continue,
     Close(Option<CloseFrame>),
+}
+
+fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
 }
 
 impl Client {
@@ -209,8 +321,7 @@ impl Client {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
-        let (mut tx, mut rx) = socket.split();
+    async fn run(mut self, mut ws: Socket) {
         let cameras = self.state.camera_infos();
         let server = format!("ocellus {}", env!("CARGO_PKG_VERSION"));
         self.push(ServerMsg::Hello {
@@ -230,21 +341,21 @@ impl Client {
         tokio::pin!(cancelled);
 
         let close = loop {
-            if !self.flush(&mut tx).await {
+            if !self.flush(&mut ws).await {
                 break None;
             }
             let flow = tokio::select! {
                 biased;
                 _ = &mut cancelled => {
                     self.drain_ready();
-                    Flow::Close(Some(CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() }))
+                    Flow::Close(Some(close_frame(CloseCode::Away, "server shutting down")))
                 }
-                incoming = rx.next() => {
+                incoming = ws.next() => {
                     last_heard = Instant::now();
                     match incoming {
                         None => break None,
                         Some(Ok(msg)) => self.on_message(msg).await,
-                        Some(Err(e)) => Flow::Close(Some(read_error_close(&e))),
+                        Some(Err(e)) => Flow::Close(read_error_close(&e)),
                     }
                 }
                 Some((key, item)) = self.subs.next(), if !self.subs.is_empty() => {
@@ -257,7 +368,7 @@ impl Client {
                         tracing::info!(addr = %self.addr, "client stopped answering pings; dropping it");
                         break None;
                     }
-                    self.out.push(Message::Ping(Bytes::new()));
+                    self.out.push((Opcode::Ping, Bytes::new()));
                     Flow::Continue
                 }
             };
@@ -266,33 +377,30 @@ impl Client {
             }
         };
         if let Some(frame) = close {
-            self.out.push(Message::Close(Some(frame)));
-            let _ = self.flush(&mut tx).await;
+            // tungstenite sends the close frame, so it knows the close handshake has begun.
+            if self.flush(&mut ws).await {
+                let timeout = Duration::from_secs(self.state.cfg.send_timeout_s.max(1));
+                let _ = tokio::time::timeout(timeout, ws.send(Message::Close(Some(frame)))).await;
+            }
         }
     }
 
-    /// Sends what is queued: `feed` each message and flush once. Returns false when the client
+    /// Sends what is queued, in as few writes as the socket takes. Returns false when the client
     /// is gone or too slow.
-    async fn flush(&mut self, tx: &mut SplitSink<WebSocket, Message>) -> bool {
+    async fn flush(&mut self, ws: &mut Socket) -> bool {
         if self.out.is_empty() {
             return true;
         }
         let metrics = &self.state.metrics();
-        let mut bytes = 0u64;
         let n = self.out.len() as u64;
+        let mut bytes = 0u64;
+        let wire = ws.get_mut();
+        for (opcode, payload) in self.out.drain(..) {
+            bytes += payload.len() as u64;
+            wire.push(opcode, payload);
+        }
         let timeout = Duration::from_secs(self.state.cfg.send_timeout_s.max(1));
-        let msgs = std::mem::take(&mut self.out);
-        let send = async {
-            for m in msgs {
-                bytes += match &m {
-                    Message::Text(t) => t.len() as u64,
-                    Message::Binary(b) => b.len() as u64,
-                    _ => 0,
-                };
-                tx.feed(m).await?;
-            }
-            tx.flush().await
-        };
+        let send = std::future::poll_fn(|cx| wire.poll_send(cx));
         match tokio::time::timeout(timeout, send).await {
             Ok(Ok(())) => {
                 metrics.messages_sent.fetch_add(n, Ordering::Relaxed);
@@ -309,7 +417,7 @@ impl Client {
     }
 
     fn push(&mut self, msg: ServerMsg<'_>) {
-        self.out.push(Message::Text(Utf8Bytes::from(msg.to_json())));
+        self.out.push((Opcode::Text, Bytes::from(msg.to_json())));
     }
 
     /// Takes whatever the subscriptions have ready now, up to a batch.
@@ -324,7 +432,7 @@ impl Client {
 
     fn forward(&mut self, key: &str, item: Item) {
         match item {
-            Item::Text(t) => self.out.push(Message::Text(t)),
+            Item::Text(t) => self.out.push((Opcode::Text, Bytes::from(t))),
             Item::Frame(b) => {
                 if let Some((min_ms, last)) = self.frame_pacing.get_mut(key) {
                     let ts = crate::protocol::parse_frame_header(&b)
@@ -336,7 +444,7 @@ impl Client {
                     }
                     *last = Some(ts);
                 }
-                self.out.push(Message::Binary(b));
+                self.out.push((Opcode::Binary, b));
             }
             Item::Lagged(n) => {
                 let m = &self.state.metrics();
@@ -365,7 +473,7 @@ impl Client {
                 Flow::Continue
             }
             // Pongs only prove the client is alive; tungstenite answers pings itself.
-            Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
             Message::Close(_) => Flow::Close(None),
         }
     }
@@ -490,28 +598,77 @@ impl Client {
 #[error("no camera {0:?}")]
 struct UnknownCamera(String);
 
-/// The close frame for a read error: oversize messages get 1009, invalid UTF-8 1007.
-fn read_error_close(e: &axum::Error) -> CloseFrame {
-    let text = e.to_string();
-    let (code, reason) =
-        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-            (close_code::SIZE, "message too big")
-        } else if text.contains("UTF-8") || text.contains("utf-8") {
-            (close_code::INVALID, "invalid UTF-8")
-        } else {
-            (close_code::PROTOCOL, "protocol error")
-        };
-    tracing::debug!(error = %text, code, "closing a client after a read error");
-    CloseFrame {
-        code,
-        reason: reason.into(),
-    }
+/// The close frame for a read error: oversize messages get 1009, invalid UTF-8 1007, other
+/// protocol violations 1002; a broken connection gets none.
+fn read_error_close(e: &tungstenite::Error) -> Option<CloseFrame> {
+    use tungstenite::Error as E;
+    let frame = match e {
+        E::Capacity(_) => close_frame(CloseCode::Size, "message too big"),
+        E::Utf8(_) => close_frame(CloseCode::Invalid, "invalid UTF-8"),
+        E::Io(_) | E::ConnectionClosed | E::AlreadyClosed => return None,
+        _ => close_frame(CloseCode::Protocol, "protocol error"),
+    };
+    tracing::debug!(error = %e, code = u16::from(frame.code), "closing a client after a read error");
+    Some(frame)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::test_headers as headers;
+
+    fn upgrade_request(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    const UPGRADE: [(&str, &str); 4] = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn a_valid_handshake_gets_the_rfc_accept_key() {
+        // RFC 6455, 1.3: this key's answer.
+        let accept = accept_key(&upgrade_request(&UPGRADE)).unwrap();
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn what_is_not_a_version_13_upgrade_is_refused_with_a_reason() {
+        let without = |name: &str| -> Vec<(&str, &str)> {
+            UPGRADE
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != name)
+                .collect()
+        };
+        for missing in ["connection", "upgrade", "sec-websocket-key"] {
+            let r = accept_key(&upgrade_request(&without(missing))).unwrap_err();
+            assert!(
+                matches!(r, BadHandshake::NotWebSocket(_)),
+                "without {missing}"
+            );
+            assert_eq!(r.into_response().status(), StatusCode::BAD_REQUEST);
+        }
+        let mut v8 = without("sec-websocket-version");
+        v8.push(("sec-websocket-version", "8"));
+        for headers in [v8, without("sec-websocket-version")] {
+            let r = accept_key(&upgrade_request(&headers)).unwrap_err();
+            assert_eq!(r, BadHandshake::Version);
+            let r = r.into_response();
+            assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
+            assert_eq!(r.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+        }
+    }
 
     #[test]
     fn origin_must_match_the_host_or_the_allow_list() {
