@@ -40,6 +40,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// HTTP connections (not yet upgraded to WebSocket) served at once; more are closed on accept.
 /// WebSocket clients count against `server.max_clients` instead, once upgraded.
 pub(crate) const MAX_HTTP_CONNECTIONS: usize = 256;
+/// Each connection's socket send buffer, in bytes (Linux doubles it for its bookkeeping; 512 KiB
+/// holds about eight 66 KiB frames of a 768x576 camera, or two of 1080p). Left to autotuning, the
+/// socket of a client that stops reading grew to 4 MiB of queued bytes here (tcp_wmem's maximum):
+/// six seconds of stale video per stalled client, which the client then plays before the newest
+/// frames, and 4 GiB of kernel memory with a thousand of them. Bounded, the client's task blocks
+/// on its socket soon, its frame channel overflows, and it resumes from the newest frame with a
+/// `lagged` count. A daemon's frames reach each client in one write either way.
+pub(crate) const SEND_BUFFER: usize = 256 * 1024;
 /// A client must send its whole request head within this time (slow-loris and half-open
 /// connections are closed).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +108,9 @@ pub(crate) async fn serve_app(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!(%addr, error = %e, "could not set the socket send buffer");
+        }
         let svc =
             app.clone()
                 .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
