@@ -560,9 +560,10 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
         )
         .await;
     }
-    // Count from the first frame on, for 5 s, and how many detections came before their frame.
+    // Count from the first frame on, for 5 s, and which detections came before their frame.
     let mut frame_seqs = BTreeSet::new();
-    let (mut dets, mut dets_first) = (0usize, 0usize);
+    let mut dets = 0usize;
+    let mut ahead = Vec::new();
     let mut end = None;
     loop {
         let limit = end.unwrap_or(tokio::time::Instant::now() + LONG);
@@ -578,8 +579,9 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                 if v["type"] == "detections" {
                     dets += 1;
-                    if !frame_seqs.contains(&v["seq"].as_u64().unwrap()) {
-                        dets_first += 1;
+                    let seq = v["seq"].as_u64().unwrap();
+                    if !frame_seqs.contains(&seq) {
+                        ahead.push(seq);
                     }
                 }
             }
@@ -595,11 +597,15 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
         frames >= 2 * dets,
         "{frames} frames and {dets} detections: the stream follows the detector"
     );
-    // Nearly every processed frame had reached the client before its detections (the rest are
-    // frames the stream skipped, or the few the encoder was slower on).
+    // Nearly every processed frame had reached the client before its detections: the few that
+    // came after them are those the encoder was slower on. A frame the stream skipped (a busy
+    // encoder skips, by design; on a loaded machine more often) never comes, and says nothing
+    // about the order.
+    let late = ahead.iter().filter(|s| frame_seqs.contains(s)).count();
     assert!(
-        dets_first * 10 <= dets,
-        "{dets_first} of {dets} detections came before their frame"
+        late * 10 <= dets,
+        "{late} of {dets} detections came before their frame (and {} frames were skipped)",
+        ahead.len() - late
     );
 }
 
