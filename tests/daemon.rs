@@ -783,3 +783,193 @@ async fn a_fallback_to_hog_is_reported_in_the_stats_and_healthz() {
         "{health}"
     );
 }
+
+/// What a frame reader saw: the frames' seqs and the `lagged` messages, in order of arrival.
+#[derive(Default)]
+struct Seen {
+    seqs: Vec<u64>,
+    lagged: Vec<serde_json::Value>,
+}
+
+/// Reads frames (and `lagged` messages) until a frame at or past `*stop` arrives; publishes the
+/// number of frames so far and the last one's seq on `progress`.
+async fn read_frames_until(
+    mut ws: d::Ws,
+    stop: tokio::sync::watch::Receiver<u64>,
+    progress: tokio::sync::watch::Sender<(usize, u64)>,
+) -> Seen {
+    let mut seen = Seen::default();
+    loop {
+        let msg = tokio::time::timeout(LONG, ws.next())
+            .await
+            .expect("a fast client waited a minute for a frame")
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Binary(b) => {
+                let seq = parse_frame_header(&b).unwrap().seq;
+                seen.seqs.push(seq);
+                progress.send_replace((seen.seqs.len(), seq));
+                if seq >= *stop.borrow() {
+                    return seen;
+                }
+            }
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "lagged" {
+                    seen.lagged.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A client whose socket's receive buffer stays at 128 KiB (no autotuning), so that what a stalled
+/// reader leaves in flight is bounded on both ends (the daemon bounds its send buffer).
+async fn small_window_client(dmn: &DaemonProc) -> d::Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let stream = socket.connect(dmn.addr.parse().unwrap()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/ws", dmn.addr),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    ws
+}
+
+async fn frames_subscriber(mut ws: d::Ws) -> d::Ws {
+    next_of_type(&mut ws, "hello", LONG).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
+    )
+    .await;
+    next_of_type(&mut ws, "reply", LONG).await;
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_told_what_it_missed_and_resumes_while_fast_ones_keep_every_frame() {
+    let dmn = DaemonProc::street(
+        "[server]\nsend_timeout_s = 120\n[detector]\nkind = \"none\"\n[motion]\nenabled = false\n",
+    );
+    let mut slow = frames_subscriber(small_window_client(&dmn).await).await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(u64::MAX);
+    let mut fast = Vec::new();
+    let mut progress = Vec::new();
+    for _ in 0..2 {
+        let ws = frames_subscriber(connect(&dmn).await).await;
+        let (tx, rx) = tokio::sync::watch::channel((0, 0));
+        fast.push(tokio::spawn(read_frames_until(ws, stop.clone(), tx)));
+        progress.push(rx);
+    }
+    // All three read until the slow one has a frame both fast ones have had.
+    let mut before = Vec::new();
+    let caught_up = tokio::time::Instant::now() + LONG;
+    loop {
+        let msg = tokio::time::timeout_at(caught_up, slow.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the slow client never caught up: its frames {:?}, the fast ones' last {:?}",
+                    &before[before.len().saturating_sub(5)..],
+                    progress.iter().map(|p| *p.borrow()).collect::<Vec<_>>()
+                )
+            });
+        if let Some(Ok(Message::Binary(b))) = msg {
+            before.push(parse_frame_header(&b).unwrap().seq);
+            let fast_last = progress.iter().map(|p| p.borrow().1).min().unwrap();
+            if fast_last > 0 && before.last() >= Some(&fast_last) {
+                break;
+            }
+        }
+    }
+    // The slow client stops reading while the fast ones get 50 frames (5 s at 10 fps): its
+    // socket's buffers hold about ten, the channel two more, the rest it misses.
+    let start = progress[0].borrow().0;
+    tokio::time::timeout(LONG, progress[0].wait_for(|&(n, _)| n >= start + 50))
+        .await
+        .expect("the fast client got 50 frames in a minute")
+        .unwrap();
+
+    // It reads again: the frames its buffers held, then `lagged`, then every frame from there on.
+    let missed = loop {
+        let msg = tokio::time::timeout(LONG, slow.next())
+            .await
+            .expect("the slow client waited a minute for `lagged`")
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Binary(b) => before.push(parse_frame_header(&b).unwrap().seq),
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "lagged" {
+                    assert_eq!(v["topic"], "frames:street", "{v}");
+                    break v["missed"].as_u64().unwrap();
+                }
+            }
+            _ => {}
+        }
+    };
+    let mut after = Vec::new();
+    while after.len() < 20 {
+        match tokio::time::timeout(LONG, slow.next()).await.unwrap() {
+            Some(Ok(Message::Binary(b))) => after.push(parse_frame_header(&b).unwrap().seq),
+            Some(Ok(Message::Text(t))) => assert!(!t.contains("\"lagged\""), "lagged again: {t}"),
+            other => assert!(matches!(other, Some(Ok(_))), "{other:?}"),
+        }
+    }
+    let stop_at = *after.last().unwrap();
+    stop_tx.send_replace(stop_at);
+    let mut seen = Vec::new();
+    for f in fast {
+        seen.push(tokio::time::timeout(LONG, f).await.unwrap().unwrap());
+    }
+
+    // The fast clients were never behind and got the same frames, in order.
+    for s in &seen {
+        assert!(s.lagged.is_empty(), "a fast client lagged: {:?}", s.lagged);
+    }
+    // Each stops at its first frame at or past the slow client's last: they may be a frame or
+    // two apart, being ahead of it.
+    let common = |s: &Seen| -> Vec<u64> {
+        let from = seen[0].seqs[0].max(seen[1].seqs[0]);
+        s.seqs
+            .iter()
+            .copied()
+            .filter(|&q| q >= from && q <= stop_at)
+            .collect()
+    };
+    let reference = common(&seen[0]);
+    assert_eq!(
+        reference,
+        common(&seen[1]),
+        "both fast clients got every frame"
+    );
+    assert!(reference.windows(2).all(|w| w[0] < w[1]));
+    // `missed` is exactly the frames the fast clients got between the slow one's last frame
+    // before the gap and its first after it; after the gap it gets the same frames they do.
+    let (last_before, first_after) = (*before.last().unwrap(), after[0]);
+    assert!(
+        reference.contains(&last_before),
+        "{last_before} not in {reference:?}"
+    );
+    let gap = reference
+        .iter()
+        .filter(|&&q| q > last_before && q < first_after)
+        .count() as u64;
+    assert!(missed > 0);
+    assert_eq!(
+        missed, gap,
+        "lagged says {missed} missed; the fast clients got {gap} frames between {last_before} and {first_after}"
+    );
+    let at = reference.iter().position(|&q| q == first_after).unwrap();
+    assert_eq!(after, reference[at..at + after.len()], "resynchronised");
+    assert!(
+        before.windows(2).all(|w| w[0] < w[1]),
+        "before the gap: {before:?}"
+    );
+}
