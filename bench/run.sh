@@ -16,7 +16,7 @@ done
 cargo build --release --locked --bins --examples 2>&1 | tail -1
 bin=target/release/ocellus
 out=$(mktemp -d)
-trap 'rm -rf "$out"; [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null || true; [ -n "${pyb:-}" ] && kill "$pyb" 2>/dev/null || true' EXIT
+trap 'rm -rf "$out"; [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null || true' EXIT
 
 # stats NAME VALUES... -> "median (min-max)"
 stats() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:]]; print(f"{s.median(v):.1f} ({min(v):.1f}-{max(v):.1f})")' "$@"; }
@@ -79,36 +79,8 @@ for n in 1 10 100; do
 done
 stop_daemon
 
-echo "== fan-out cost: Ocellus (detector and motion off) vs Python websockets"
-# CPU per delivered frame = share of one core / (clients x fps per client), in microseconds.
-per_frame() { python3 -c 'import re,sys; t=sys.argv[1]; n=int(re.search(r"clients (\d+)",t)[1]); f=float(re.search(r"fps/client mean ([0-9.]+)",t)[1]); c=float(re.search(r"daemon cpu ([0-9.]+)%",t)[1]); print(f"{c/100*1e6/(n*f):.0f}")' "$1"; }
-cat > "$out/plain.toml" <<TOML
-[server]
-max_clients = 200
-[storage]
-path = "$out/plain.db"
-[detector]
-kind = "none"
-[motion]
-enabled = false
-[[cameras]]
-id = "street"
-source = "$PWD/media/vtest.avi"
-TOML
-start_daemon pyb /usr/bin/python3 bench/py_broadcast.py media/vtest.avi
-pyb=$daemon pyaddr=$addr
-start_daemon plain "$bin" run --config "$out/plain.toml" --listen 127.0.0.1:0
-declare -A cost
-vs=()
-for n in 10 100; do
-    for _ in $(seq "$runs"); do
-        o=$(target/release/examples/ws_load "$addr" street "$n" 20 0 "$daemon"); cost[oc$n]+="$(per_frame "$o") "
-        p=$(target/release/examples/ws_load "$pyaddr" street "$n" 20 0 "$pyb"); cost[py$n]+="$(per_frame "$p") "
-    done
-    vs+=("ocellus: $o" "python:  $p")
-    echo "${vs[-2]}"; echo "${vs[-1]}"
-done
-kill "$daemon" "$pyb"; wait "$daemon" "$pyb" 2>/dev/null || true; daemon=""; pyb=""
+echo "== fan-out cost: Ocellus (detector and motion off), Python websockets, the raw-send limit"
+bench/fanout.sh "$runs" > "$out/fanout"; cat "$out/fanout"
 
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$daemon/smaps_rollup"; }
 mib() { echo $(($1 / 1024)); }
@@ -237,25 +209,7 @@ echo '```'
 printf '%s\n' "${fan[@]}"
 echo '```'
 echo
-echo "## Fan-out cost against a Python \`websockets\` broadcaster"
-echo
-echo "Both read the street clip at 10 fps, JPEG-encode each frame once (quality 75, 768x576) and send it"
-echo "to every client; Ocellus runs with \`[detector] kind = \"none\"\` and \`[motion] enabled = false\` so both do"
-echo "the same work. Broadcaster: \`/usr/bin/python3 bench/py_broadcast.py media/vtest.avi\` (websockets.broadcast)."
-echo "Same load generator, 20 s per run. CPU per delivered frame = process CPU / (clients x fps per client)."
-echo
-echo "| clients | Ocellus µs CPU per delivered frame | Python µs CPU per delivered frame | Python / Ocellus |"
-echo "|---|---|---|---|"
-for n in 10 100; do
-    printf '| %s | %s | %s | **%sx** |\n' "$n" "$(stats ${cost[oc$n]})" "$(stats ${cost[py$n]})" \
-        "$(python3 -c "print(f'{$(med "${cost[py$n]}") / $(med "${cost[oc$n]}"):.1f}')")"
-done
-echo
-echo "Last run of each:"
-echo
-echo '```'
-printf '%s\n' "${vs[@]}"
-echo '```'
+cat "$out/fanout"
 echo
 echo "## Memory: one camera (detection on), 10 clients at full size"
 echo

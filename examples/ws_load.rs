@@ -1,6 +1,7 @@
 //! Load generator for the live feed: N WebSocket clients subscribe to one camera's frames (and to
 //! events) and report delivered fps per client, capture-to-client latency from the timestamp in
-//! each frame header, and the daemon's CPU use over the run. With `--detections` they also
+//! each frame header, and the daemon's CPU use over the run: the whole process's and that of its
+//! tokio workers (`ocellus-rt`, where the fan-out runs; "-" for a server without them). With `--detections` they also
 //! subscribe to the camera's detections and report their capture-to-client latency ("boxes"):
 //! frames are streamed from capture, detections follow when the detector is done.
 //!
@@ -16,6 +17,30 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks of the process's threads named `name` (the daemon's tokio workers, `ocellus-rt`,
+/// where the fan-out runs); None when it has none (another server).
+fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        *total.get_or_insert(0) += ticks;
+    }
+    total
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -54,10 +79,18 @@ async fn main() {
 
     let mut tasks = Vec::new();
     let start_gate = std::sync::Arc::new(tokio::sync::Barrier::new(clients + 1));
+    // The daemon serves a bounded number of HTTP connections that are not yet WebSockets, so
+    // a thousand clients open their connections a few dozen at a time.
+    let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
     for _ in 0..clients {
         let (addr, camera, gate) = (addr.clone(), camera.clone(), start_gate.clone());
+        let handshakes = handshakes.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+            let permit = handshakes.acquire_owned().await.unwrap();
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+                .await
+                .unwrap_or_else(|e| panic!("connecting to ws://{addr}/ws: {e}"));
+            drop(permit);
             let sub = serde_json::json!({"op": "subscribe", "topic": "frames", "camera": camera, "width": width});
             ws.send(Message::Text(sub.to_string().into())).await.unwrap();
             ws.send(Message::Text(r#"{"op":"subscribe","topic":"events"}"#.into())).await.unwrap();
@@ -95,15 +128,19 @@ async fn main() {
     start_gate.wait().await;
     let t0 = Instant::now();
     let cpu0 = pid.and_then(cpu_ticks);
+    let rt0 = pid.and_then(|p| thread_ticks(p, "ocellus-rt"));
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await.unwrap());
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = match (pid.and_then(cpu_ticks), cpu0) {
-        (Some(b), Some(a)) => Some((b - a) as f64 / 100.0 / elapsed * 100.0),
+    let share = |b: Option<u64>, a: Option<u64>| match (b, a) {
+        (Some(b), Some(a)) => Some(b.saturating_sub(a) as f64 / 100.0 / elapsed * 100.0),
         _ => None,
     };
+    let cpu = share(pid.and_then(cpu_ticks), cpu0);
+    // The tokio workers' threads are the same while the daemon runs, so the difference is theirs.
+    let rt = share(pid.and_then(|p| thread_ticks(p, "ocellus-rt")), rt0);
     let sorted = |v: Vec<f64>| {
         let mut v = v;
         v.sort_by(f64::total_cmp);
@@ -140,7 +177,7 @@ async fn main() {
         / results.iter().map(|r| r.0).sum::<u64>().max(1) as f64
         / 1024.0;
     println!(
-        "clients {clients}  width {}  {:.1}s  fps/client mean {:.2} min {:.2}  delivered share min {:.1}%  frame {:.0} KiB  latency p50 {:.0} ms p99 {:.0} ms{boxes}  lagged msgs {}  daemon cpu {}  rss {}",
+        "clients {clients}  width {}  {:.1}s  fps/client mean {:.2} min {:.2}  delivered share min {:.1}%  frame {:.0} KiB  latency p50 {:.0} ms p99 {:.0} ms{boxes}  lagged msgs {}  daemon cpu {}  workers cpu {}  rss {}",
         if width == 0 { "full".to_string() } else { width.to_string() },
         elapsed,
         fps.iter().sum::<f64>() / fps.len() as f64,
@@ -151,6 +188,7 @@ async fn main() {
         pct(&all_lat, 0.99),
         results.iter().map(|r| r.2).sum::<u64>(),
         cpu.map(|c| format!("{c:.1}%")).unwrap_or("-".into()),
+        rt.map(|c| format!("{c:.1}%")).unwrap_or("-".into()),
         pid.and_then(rss_kib).map(|r| format!("{} MiB", r / 1024)).unwrap_or("-".into()),
     );
 }
