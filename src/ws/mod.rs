@@ -379,10 +379,15 @@ impl Client {
         if let Some(frame) = close {
             // tungstenite sends the close frame, so it knows the close handshake has begun.
             if self.flush(&mut ws).await {
-                let timeout = Duration::from_secs(self.state.cfg.send_timeout_s.max(1));
-                let _ = tokio::time::timeout(timeout, ws.send(Message::Close(Some(frame)))).await;
+                let close = ws.send(Message::Close(Some(frame)));
+                let _ = tokio::time::timeout(self.send_timeout(), close).await;
             }
         }
+    }
+
+    /// How long a write may wait for the client's socket (`server.send_timeout_s`).
+    fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.state.cfg.send_timeout_s.max(1))
     }
 
     /// Sends what is queued, in as few writes as the socket takes. Returns false when the client
@@ -399,7 +404,7 @@ impl Client {
             bytes += payload.len() as u64;
             wire.push(opcode, payload);
         }
-        let timeout = Duration::from_secs(self.state.cfg.send_timeout_s.max(1));
+        let timeout = self.send_timeout();
         let send = std::future::poll_fn(|cx| wire.poll_send(cx));
         match tokio::time::timeout(timeout, send).await {
             Ok(Ok(())) => {
