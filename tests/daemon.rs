@@ -81,17 +81,8 @@ async fn subscriber_gets_event_json_and_decodable_frames_of_the_announced_size()
 
 /// Connects a healthy and a stalled frame subscriber; the stalled one is never read again.
 async fn healthy_and_stalled(dmn: &DaemonProc) -> (d::Ws, d::Ws) {
-    let mut healthy = connect(dmn).await;
-    let mut stalled = connect(dmn).await;
-    for ws in [&mut healthy, &mut stalled] {
-        next_of_type(ws, "hello", LONG).await;
-        send(
-            ws,
-            json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
-        )
-        .await;
-    }
-    next_of_type(&mut healthy, "reply", LONG).await;
+    let healthy = frames_subscriber(connect(dmn).await).await;
+    let stalled = frames_subscriber(connect(dmn).await).await;
     (healthy, stalled)
 }
 
@@ -840,6 +831,7 @@ async fn small_window_client(dmn: &DaemonProc) -> d::Ws {
     ws
 }
 
+/// Subscribes `ws` to the street camera's full-size frames; returns once the daemon has replied.
 async fn frames_subscriber(mut ws: d::Ws) -> d::Ws {
     next_of_type(&mut ws, "hello", LONG).await;
     send(
