@@ -12,12 +12,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 secs=${2:-20}
 other=${3:-}
-for p in python3-opencv python3-websockets; do
-    dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "install ok installed" || {
-        [ "$(id -u)" -ne 0 ] && sudo=sudo || sudo=""
-        $sudo apt-get install -y -qq --no-install-recommends $p >/dev/null
-    }
-done
+. bench/lib.sh
+apt_need python3-opencv python3-websockets
 cargo build --release --locked --bin ocellus --example ws_load 2>&1 | tail -1 >&2
 # A thousand clients are a thousand sockets on each side.
 ulimit -n 8192

@@ -1,5 +1,17 @@
 # Shared by the bench scripts (source it from the repository root, with $out or $work set).
 
+# apt_need PKG... : installs the Debian packages that are missing (with sudo when not root).
+apt_need() {
+    local p missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 # model_lines [MODEL_TOML] -> the [detector] lines of a model.toml (family, files, input size,
 # score), its file paths made absolute; nothing without an argument (the default model).
 model_lines() {

@@ -7,12 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 scripts/setup.sh >/dev/null
-for p in python3-opencv python3-websockets; do
-    dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "install ok installed" || {
-        [ "$(id -u)" -ne 0 ] && sudo=sudo || sudo=""
-        $sudo apt-get install -y -qq --no-install-recommends $p >/dev/null
-    }
-done
+. bench/lib.sh
+apt_need python3-opencv python3-websockets
 cargo build --release --locked --bins --examples 2>&1 | tail -1
 bin=target/release/ocellus
 out=$(mktemp -d)

@@ -12,11 +12,16 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// User + system CPU ticks from a `/proc/.../stat` file (a process's or one of its threads').
+fn stat_ticks(path: std::path::PathBuf) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    stat_ticks(format!("/proc/{pid}/stat").into())
 }
 
 /// CPU ticks of the process's threads named `name` (the daemon's tokio workers, `ocellus-rt`,
@@ -28,17 +33,9 @@ fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
         .flatten()
     {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
+        if comm.trim_end() == name {
+            *total.get_or_insert(0) += stat_ticks(task.path().join("stat")).unwrap_or(0);
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        *total.get_or_insert(0) += ticks;
     }
     total
 }
