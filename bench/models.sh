@@ -3,7 +3,11 @@
 # transformed six ways (ground truth transformed alike), scored against the public ground truth,
 # in one run. Prints a Markdown section; BENCHMARKS.md has its output.
 #
-#   bench/models.sh [path/to/ocellus]
+#   bench/models.sh [path/to/ocellus [MODEL...]]
+#
+# MODELs (default: all) are fastestdet, nanodet-384x288, nanodet-320x256, nanodet-384x288-int8,
+# nanodet-320x256-int8: e.g. `bench/models.sh target/release/ocellus nanodet-384x288` for the
+# default model alone (~4 minutes), to compare two builds' trackers on the same detections.
 #
 # Models: FastestDet 352x352; NanoDet-g fp32 at 384x288 (the default) and 320x256; NanoDet-g
 # int8 at both sizes (bench/quantize.py: ONNX Runtime's static quantiser, calibrated on
@@ -18,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 bin=${1:-target/release/ocellus}
+shift || true
 scripts/setup.sh --assets >/dev/null
 cargo build --release --locked --bins --examples 2>&1 | tail -1 >&2
 py=$(bench/venv.sh)
@@ -45,9 +50,22 @@ variant lowbit scale=512:384 'lambda r: r[:2] + [v * 2 / 3 for v in r[2:6]] + r[
 
 # The models.
 nd=models/nanodet-g
-/usr/bin/python3 models/tfjs2onnx.py $nd/nanodet.json "$work/nanodet-320x256.onnx" --width 320 --height 256 2>/dev/null
-"$py" bench/quantize.py $nd/nanodet-g-384x288.onnx "$work/nanodet-384x288-int8.onnx" 384 288 2>/dev/null
-"$py" bench/quantize.py "$work/nanodet-320x256.onnx" "$work/nanodet-320x256-int8.onnx" 320 256 2>/dev/null
+all_models=(fastestdet nanodet-384x288 nanodet-320x256 nanodet-384x288-int8 nanodet-320x256-int8)
+models=("${all_models[@]}")
+[ $# -eq 0 ] || models=("$@")
+wanted() { [[ " ${models[*]} " == *" $1 "* ]]; }
+for m in "${models[@]}"; do
+    [[ " ${all_models[*]} " == *" $m "* ]] || { echo "models.sh: no model $m (${all_models[*]})" >&2; exit 2; }
+done
+if wanted nanodet-320x256 || wanted nanodet-320x256-int8; then
+    /usr/bin/python3 models/tfjs2onnx.py $nd/nanodet.json "$work/nanodet-320x256.onnx" --width 320 --height 256 2>/dev/null
+fi
+if wanted nanodet-384x288-int8; then
+    "$py" bench/quantize.py $nd/nanodet-g-384x288.onnx "$work/nanodet-384x288-int8.onnx" 384 288 2>/dev/null
+fi
+if wanted nanodet-320x256-int8; then
+    "$py" bench/quantize.py "$work/nanodet-320x256.onnx" "$work/nanodet-320x256-int8.onnx" 320 256 2>/dev/null
+fi
 nano() { # NAME MODEL W H
     printf '[detector]\nkind = "dnn"\nfamily = "nanodet"\nmodel = "%s"\nlabels = "%s"\ninput_width = %s\ninput_height = %s\n' \
         "$2" "$PWD/$nd/coco80.names" "$3" "$4" > "$work/$1.toml"
@@ -58,7 +76,6 @@ nano nanodet-384x288 "$PWD/$nd/nanodet-g-384x288.onnx" 384 288
 nano nanodet-320x256 "$work/nanodet-320x256.onnx" 320 256
 nano nanodet-384x288-int8 "$work/nanodet-384x288-int8.onnx" 384 288
 nano nanodet-320x256-int8 "$work/nanodet-320x256-int8.onnx" 320 256
-models=(fastestdet nanodet-384x288 nanodet-320x256 nanodet-384x288-int8 nanodet-320x256-int8)
 declare -A model_name=(
     [fastestdet]="FastestDet 352x352" [nanodet-384x288]="NanoDet-g 384x288 fp32 (default)"
     [nanodet-320x256]="NanoDet-g 320x256 fp32" [nanodet-384x288-int8]="NanoDet-g 384x288 int8"
