@@ -433,7 +433,7 @@ mod tests {
         let broken = Mat::default();
         let mut messages = Vec::new();
         for i in 0..3 {
-            let (changes, _) = tracker.update(i * 100, &[person(10.0 + i as f32)]);
+            let (changes, _) = tracker.update(i * 100, (640.0, 480.0), &[person(10.0 + i as f32)]);
             let out = events.apply(changes, &tracker, Some(&broken), i * 100);
             assert!(out.snapshots.is_empty());
             messages.extend(out.messages);

@@ -549,7 +549,8 @@ impl Pipeline {
         // Objects that stay put where nothing moves are not expected to be seen again.
         self.tracker.hold(ts, |t| !motion_touches(&motion, &t.bbox));
         let (changes, assigned) = if ran {
-            self.tracker.update(ts, &dets)
+            let size = (frame.mat.cols() as f32, frame.mat.rows() as f32);
+            self.tracker.update(ts, size, &dets)
         } else {
             (self.tracker.tick(ts), Vec::new())
         };

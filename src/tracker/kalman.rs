@@ -75,6 +75,11 @@ impl BoxFilter {
         BBox::from_center(cx, cy, w.max(1.0), h.max(1.0))
     }
 
+    /// The centre's velocity (x, y), in pixels per 100 ms.
+    pub(super) fn velocity(&self) -> (f32, f32) {
+        (self.axes[0].vel, self.axes[1].vel)
+    }
+
     /// The box at `ts_ms`, without changing the filter.
     pub(super) fn peek(&self, ts_ms: i64) -> BBox {
         let mut f = *self;

@@ -38,6 +38,10 @@ const MAX_AREA_RATIO: f32 = 2.0;
 /// a turn or a stop. Only with colours that agree (`APPEARANCE_NEAR`).
 const LOST_REACH_PER_S: f32 = 1.0;
 
+/// A box within this fraction of the frame's width (height) of its left or right (top or bottom)
+/// edge touches it: an object leaving the picture is seen last there, its box cut by the edge.
+const EDGE_MARGIN: f32 = 0.02;
+
 /// Two boxes whose colour signatures differ more than this are not the same object, however
 /// well they overlap: the same person half a second apart stays under it 99 % of the time
 /// (src/appearance.rs has the measurements).
@@ -118,6 +122,20 @@ impl Track {
         median(self.extents.iter().copied())
     }
 
+    /// Whether the object walked out of the picture: its latest box touches an edge of the
+    /// `frame` (width, height) and it was moving out through that edge. Where it went, nothing
+    /// can be seen; a person coming in there later is someone else, however alike (the lost
+    /// reach would take them over).
+    fn left_frame(&self, frame: (f32, f32)) -> bool {
+        let (vx, vy) = self.filter.velocity();
+        let b = &self.bbox;
+        let (mx, my) = (EDGE_MARGIN * frame.0, EDGE_MARGIN * frame.1);
+        (vx < 0.0 && b.x <= mx)
+            || (vx > 0.0 && b.x + b.w >= frame.0 - mx)
+            || (vy < 0.0 && b.y <= my)
+            || (vy > 0.0 && b.y + b.h >= frame.1 - my)
+    }
+
     /// How far `p` is from `from`, in heights of the track's box.
     fn distance_in_heights(&self, from: (f32, f32), p: (f32, f32)) -> f32 {
         let d = ((p.0 - from.0).powi(2) + (p.1 - from.1).powi(2)).sqrt();
@@ -143,6 +161,8 @@ pub(crate) enum TrackChange {
 /// One update's matching so far: the tracks' predicted boxes, which tracks have a detection, and
 /// which track each detection went to (indices into the tracker's tracks).
 struct Matching<'a> {
+    /// The frame's width and height.
+    frame: (f32, f32),
     dets: &'a [Detection],
     predicted: Vec<BBox>,
     track_used: Vec<bool>,
@@ -191,15 +211,17 @@ impl Tracker {
         self.tracks.iter().find(|t| t.id == id)
     }
 
-    /// Feeds one processed frame's detections. Returns the changes, and for each detection the id
-    /// of the track it was assigned to, 0 for none (same order as `dets`).
+    /// Feeds one processed frame's detections; `frame` is its width and height. Returns the
+    /// changes, and for each detection the id of the track it was assigned to, 0 for none (same
+    /// order as `dets`).
     pub(crate) fn update(
         &mut self,
         ts_ms: i64,
+        frame: (f32, f32),
         dets: &[Detection],
     ) -> (Vec<TrackChange>, Vec<u64>) {
         let mut changes = Vec::new();
-        let det_track = self.match_detections(ts_ms, dets);
+        let det_track = self.match_detections(ts_ms, frame, dets);
         let mut det_ids = vec![0u64; dets.len()];
         for (di, det) in dets.iter().enumerate() {
             if let Some(ti) = det_track[di] {
@@ -233,8 +255,14 @@ impl Tracker {
     /// The track (index) each detection continues, in four stages: established tracks take
     /// confident boxes first, then weak ones; young tracks take what is left, confident before
     /// weak.
-    fn match_detections(&self, ts_ms: i64, dets: &[Detection]) -> Vec<Option<usize>> {
+    fn match_detections(
+        &self,
+        ts_ms: i64,
+        frame: (f32, f32),
+        dets: &[Detection],
+    ) -> Vec<Option<usize>> {
         let mut m = Matching {
+            frame,
             dets,
             predicted: self.tracks.iter().map(|t| t.predict(ts_ms)).collect(),
             track_used: vec![false; self.tracks.len()],
@@ -362,7 +390,8 @@ impl Tracker {
     /// does not overlap enough, whose centre is within half its height of the prediction, plus
     /// `LOST_REACH_PER_S` of its typical size for every second it has been lost, if the colours
     /// agree: small boxes missed for a second drift off their prediction, and a person hidden
-    /// for a while may have turned or stopped.
+    /// for a while may have turned or stopped. A track whose object left the picture has no
+    /// reach.
     fn associate(
         &self,
         m: &mut Matching,
@@ -394,6 +423,7 @@ impl Tracker {
             } else {
                 min_iou
             };
+            let reach = reach && !t.left_frame(m.frame);
             // The object's typical size (the median of its latest boxes), once per track.
             let typical_area = t.typical_area().max(1.0);
             for (c, &di) in det_idx.iter().enumerate() {

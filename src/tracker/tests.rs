@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The frame the planted boxes are in: big enough that none touches its edges.
+const FRAME: (f32, f32) = (1920.0, 1080.0);
+
 fn det(x: f32, y: f32, score: f32) -> Detection {
     Detection {
         class_id: 0,
@@ -32,7 +35,7 @@ fn run(tr: &mut Tracker, frames: &[Option<Vec<Detection>>]) -> (Vec<TrackChange>
         let ts = i as i64 * 100;
         match f {
             Some(dets) => {
-                let (c, got) = tr.update(ts, dets);
+                let (c, got) = tr.update(ts, FRAME, dets);
                 all.extend(c);
                 ids.push(got);
             }
@@ -203,7 +206,7 @@ fn two_people_crossing_keep_their_ids() {
         if !hidden {
             dets.push(det(ax, 52.0, 0.7));
         }
-        let (_, ids) = tr.update(ts, &dets);
+        let (_, ids) = tr.update(ts, FRAME, &dets);
         b_ids.push(ids[0]);
         if !hidden {
             a_ids.push(ids[1]);
@@ -272,11 +275,11 @@ fn a_lost_track_does_not_take_a_nearby_object_of_another_colour() {
     let comes_back_as = |colour| {
         let mut tr = Tracker::new(cfg());
         for i in 0..20 {
-            tr.update(i * 100, &[coloured(50.0 + 6.0 * i as f32, 0)]);
+            tr.update(i * 100, FRAME, &[coloured(50.0 + 6.0 * i as f32, 0)]);
         }
         let a = tr.tracks()[0].id;
         tr.tick(2500);
-        let (_, ids) = tr.update(3000, &[coloured(50.0 + 6.0 * 30.0 + 30.0, colour)]);
+        let (_, ids) = tr.update(3000, FRAME, &[coloured(50.0 + 6.0 * 30.0 + 30.0, colour)]);
         ids[0] == a
     };
     assert!(
@@ -303,17 +306,55 @@ fn a_person_hidden_for_a_second_and_a_half_who_turned_meanwhile_keeps_their_trac
         };
         let mut tr = Tracker::new(cfg());
         for i in 0..20 {
-            tr.update(i * 100, &[person(50.0 + 10.0 * i as f32, 200.0, 0)]);
+            tr.update(i * 100, FRAME, &[person(50.0 + 10.0 * i as f32, 200.0, 0)]);
         }
         let a = tr.tracks()[0].id;
         for i in 20..35 {
-            tr.update(i * 100, &[]);
+            tr.update(i * 100, FRAME, &[]);
         }
-        let (_, ids) = tr.update(3500, &[person(50.0 + 190.0 + 75.0, 310.0, colour)]);
+        let (_, ids) = tr.update(3500, FRAME, &[person(50.0 + 190.0 + 75.0, 310.0, colour)]);
         ids[0] == a
     };
     assert!(comes_back_as(0), "A's colours there continue A's track");
     assert!(!comes_back_as(4), "another colour must not continue it");
+}
+
+#[test]
+fn a_person_who_walked_out_of_the_picture_is_not_the_one_who_comes_in_there_later() {
+    // A walks right at 100 px/s to the right edge of a 640 px wide frame and out of it; 1.9 s
+    // later someone of the same colours comes in at that edge, walking left. Within the lost
+    // reach, with colours that agree -- but A left the picture there. The same walk in a
+    // frame wide enough that A was lost in the middle of it keeps the reach (the control).
+    let newcomer_is_a = |width: f32| {
+        let frame = (width, 480.0);
+        let person = |x: f32| Detection {
+            appearance: Some(Appearance::pure(0)),
+            // Boxes are cut by the frame's edge, as the detector's are.
+            ..det(x, 200.0, 0.8)
+        };
+        let mut tr = Tracker::new(cfg());
+        for i in 0..20 {
+            let mut d = person(420.0 + 10.0 * i as f32);
+            d.bbox = d.bbox.clamp_to(frame.0, frame.1);
+            tr.update(i * 100, frame, &[d]);
+        }
+        let a = tr.tracks()[0].id;
+        for i in 20..39 {
+            tr.update(i * 100, frame, &[]);
+        }
+        let mut d = person(602.0);
+        d.bbox = d.bbox.clamp_to(frame.0, frame.1);
+        let (_, ids) = tr.update(3900, frame, &[d]);
+        ids[0] == a
+    };
+    assert!(
+        !newcomer_is_a(640.0),
+        "someone coming in where A left the picture is someone else"
+    );
+    assert!(
+        newcomer_is_a(1280.0),
+        "A lost in the middle of the picture keeps the reach"
+    );
 }
 
 #[test]
@@ -392,8 +433,12 @@ fn a_young_track_takes_its_confident_box_before_a_weak_one() {
     // prediction and a confident one a little off it (not inside the weak one enough to be
     // a part of it). The confident box continues the track; no second track starts.
     let mut tr = Tracker::new(cfg());
-    let (_, first) = tr.update(0, &[det(100.0, 200.0, 0.8)]);
-    let (_, ids) = tr.update(100, &[det(100.0, 200.0, 0.3), det(112.0, 200.0, 0.8)]);
+    let (_, first) = tr.update(0, FRAME, &[det(100.0, 200.0, 0.8)]);
+    let (_, ids) = tr.update(
+        100,
+        FRAME,
+        &[det(100.0, 200.0, 0.3), det(112.0, 200.0, 0.8)],
+    );
     assert_eq!(
         ids[1], first[0],
         "the confident box continues the young track"
@@ -407,7 +452,7 @@ fn a_track_confirms_only_once_it_has_moved_and_ends_after_the_unseen_timeout() {
     let mut tr = Tracker::new(cfg());
     let mut confirmed_at = None;
     for i in 0..40 {
-        let (changes, _) = tr.update(i * 100, &[det(100.0 + i as f32 * 5.0, 50.0, 0.8)]);
+        let (changes, _) = tr.update(i * 100, FRAME, &[det(100.0 + i as f32 * 5.0, 50.0, 0.8)]);
         if changes.contains(&TrackChange::Confirmed(1)) {
             confirmed_at = Some(i);
         }
@@ -433,7 +478,7 @@ fn a_track_confirms_only_once_it_has_moved_and_ends_after_the_unseen_timeout() {
 #[test]
 fn unconfirmed_candidate_disappears_silently() {
     let mut tr = Tracker::new(cfg());
-    tr.update(0, &[det(10.0, 10.0, 0.9)]);
+    tr.update(0, FRAME, &[det(10.0, 10.0, 0.9)]);
     assert!(tr.tick(1000).is_empty());
     assert!(tr.tracks().is_empty());
 }
