@@ -114,7 +114,7 @@ def main():
     ours = ocellus(args[5], lines)
     if "--swap" in sys.argv:
         ours = {n: {"left": c["right"], "right": c["left"]} for n, c in ours.items()}
-    total_truth = total_err = worst = 0
+    total_truth = total_err = worst = worst_line = 0
     rows = []
     for line in lines:
         n = line["name"]
@@ -123,17 +123,18 @@ def main():
         total_truth += t["left"] + t["right"]
         total_err += err
         worst = max(worst, abs(t["left"] - o["left"]), abs(t["right"] - o["right"]))
+        worst_line = max(worst_line, err)
         rows.append(f"| {n} | {t['left']} / {t['right']} | {o['left']} / {o['right']} | {err} |")
     pct = 100.0 * total_err / max(total_truth, 1)
     total_ours = sum(c["left"] + c["right"] for c in ours.values())
     if row_name:
-        print(f"| {row_name} | {total_truth} | {total_ours} | {total_err} ({pct:.1f} %) | {worst} |")
+        print(f"| {row_name} | {total_truth} | {total_ours} | {total_err} ({pct:.1f} %) | {worst} | {worst_line} |")
         return
     print("| line | ground truth: left / right | Ocellus: left / right | error |")
     print("|---|---|---|---|")
     for r in rows:
         print(r)
-    print(f"| all {len(lines)} lines | {total_truth} | {total_ours} | {total_err} ({pct:.1f} %), worst direction off by {worst} |")
+    print(f"| all {len(lines)} lines | {total_truth} | {total_ours} | {total_err} ({pct:.1f} %), worst direction off by {worst}, worst line by {worst_line} |")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ echo
 echo "The same lines on copies of the clip, the ground truth transformed alike (the mirrored copy"
 echo "with the lines mirrored too: its ground truth is the clip's with the directions swapped):"
 echo
-echo "| footage | ground-truth crossings | Ocellus | total error | worst line and direction |"
-echo "|---|---|---|---|---|"
+echo "| footage | ground-truth crossings | Ocellus | total error | worst line and direction | worst line, both ways |"
+echo "|---|---|---|---|---|---|"
 python3 bench/count_truth.py "$gt" "$lines" 768 576 10 "$work/vtest.csv" --row "vtest.avi"
 variant() { # NAME FFMPEG_FILTER GT_TRANSFORM WIDTH HEIGHT FPS LINES
     make_variant "$work" "$1" "$2" "$3"

@@ -242,9 +242,11 @@ pub struct TrackerConfig {
     /// A confident detection continues a track when its IoU with the track's predicted box is at
     /// least this (weak detections need 0.5, as in ByteTrack).
     pub iou_threshold: f32,
-    /// Detections a track needs before it can become an event. Until then it is young: tracks
-    /// with this many detections are matched first, so a young track never takes an object
-    /// from an established one.
+    /// Detections a track needs before it can become an event, counted at 10 frames a second:
+    /// the tracker scales it to the frame rate it sees (10 is 5 detections at 5 fps, 20 at
+    /// 20 fps), so it always means the same time of walking. Until then a track is young:
+    /// tracks with this many detections are matched first, so a young track never takes an
+    /// object from an established one.
     pub min_hits: u32,
     /// A track becomes an event only when the median score of its last `score_window`
     /// detections reaches this: one lucky frame does not make a cone a person.

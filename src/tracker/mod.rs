@@ -42,6 +42,15 @@ const LOST_REACH_PER_S: f32 = 1.0;
 /// edge touches it: an object leaving the picture is seen last there, its box cut by the edge.
 const EDGE_MARGIN: f32 = 0.02;
 
+/// `tracker.min_hits` is counted at this frame interval (10 fps): a camera at 5 fps needs half as
+/// many detections, one at 25 fps two and a half times as many, for the same second of walking.
+const HITS_FRAME_MS: f32 = 100.0;
+
+/// How many of the latest frame intervals the frame rate is the median of: a stall or a burst
+/// of frames does not change it. Until `MIN_INTERVALS` are known, `min_hits` is taken as given.
+const FRAME_INTERVALS: usize = 15;
+const MIN_INTERVALS: usize = 5;
+
 /// Two boxes whose colour signatures differ more than this are not the same object, however
 /// well they overlap: the same person half a second apart stays under it 99 % of the time
 /// (src/appearance.rs has the measurements).
@@ -185,26 +194,55 @@ pub(crate) struct Tracker {
     next_id: u64,
     /// When the detector last ran: tracks seen then are being tracked, the others are lost.
     last_update_ms: Option<i64>,
+    /// The latest frame's time and the intervals before it, at most `FRAME_INTERVALS`.
+    last_frame_ms: Option<i64>,
+    intervals: VecDeque<f32>,
+    /// `cfg.min_hits` at the frame rate of `intervals`.
+    min_hits: u32,
 }
 
 impl Tracker {
     pub(crate) fn new(cfg: TrackerConfig) -> Self {
         Self {
-            cfg,
             tracks: Vec::new(),
             next_id: 1,
             last_update_ms: None,
+            last_frame_ms: None,
+            intervals: VecDeque::with_capacity(FRAME_INTERVALS),
+            min_hits: cfg.min_hits,
+            cfg,
         }
+    }
+
+    /// Takes note of a frame at `ts_ms`: `min_hits` follows the frame rate.
+    fn frame(&mut self, ts_ms: i64) {
+        let Some(prev) = self.last_frame_ms.replace(ts_ms) else {
+            return;
+        };
+        if ts_ms <= prev {
+            return;
+        }
+        if self.intervals.len() == FRAME_INTERVALS {
+            self.intervals.pop_front();
+        }
+        self.intervals.push_back((ts_ms - prev) as f32);
+        if self.intervals.len() < MIN_INTERVALS {
+            return;
+        }
+        let per_frame = median(self.intervals.iter().copied());
+        let hits = self.cfg.min_hits as f32 * HITS_FRAME_MS / per_frame;
+        // One detection has no velocity: never enough on its own (unless configured so).
+        self.min_hits = (hits.round() as u32).max(self.cfg.min_hits.min(2));
     }
 
     pub(crate) fn tracks(&self) -> &[Track] {
         &self.tracks
     }
 
-    /// Whether a track has had `min_hits` detections (or an event): young ones are dropped
-    /// sooner and matched after the others.
+    /// Whether a track has had `min_hits` detections (at the camera's frame rate, see
+    /// `HITS_FRAME_MS`) or an event: young ones are dropped sooner and matched after the others.
     pub(crate) fn established(&self, t: &Track) -> bool {
-        t.hits >= self.cfg.min_hits || t.confirmed
+        t.hits >= self.min_hits || t.confirmed
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&Track> {
@@ -220,6 +258,7 @@ impl Tracker {
         frame: (f32, f32),
         dets: &[Detection],
     ) -> (Vec<TrackChange>, Vec<u64>) {
+        self.frame(ts_ms);
         let mut changes = Vec::new();
         let det_track = self.match_detections(ts_ms, frame, dets);
         let mut det_ids = vec![0u64; dets.len()];
@@ -308,11 +347,11 @@ impl Tracker {
     /// A track seen now that qualifies becomes an event: enough detections, moved, and a
     /// median score that is confident.
     fn confirm(&mut self, ts_ms: i64, changes: &mut Vec<TrackChange>) {
-        let cfg = &self.cfg;
+        let (cfg, min_hits) = (&self.cfg, self.min_hits);
         for t in &mut self.tracks {
             if !t.confirmed
                 && t.last_seen_ms == ts_ms
-                && t.hits >= cfg.min_hits
+                && t.hits >= min_hits
                 && t.moved
                 && t.median_score() >= cfg.min_score
             {
@@ -489,6 +528,7 @@ impl Tracker {
     /// Advances time without detections (the detector did not run on this frame): tracks can
     /// only expire.
     pub(crate) fn tick(&mut self, ts_ms: i64) -> Vec<TrackChange> {
+        self.frame(ts_ms);
         let mut changes = Vec::new();
         self.expire(ts_ms, &mut changes);
         changes

@@ -448,6 +448,35 @@ fn a_young_track_takes_its_confident_box_before_a_weak_one() {
 }
 
 #[test]
+fn min_hits_is_a_second_of_detections_at_any_frame_rate() {
+    // `min_hits` = 10 is a second of walking at 10 fps: at 5 fps the same second is 5
+    // detections, at 20 fps 20. A camera at 5 fps otherwise needs two seconds, and a person
+    // who keeps being lost in a group for a second and a half at a time never gets an event.
+    let hits_to_confirm = |frame_ms: i64| {
+        let mut tr = Tracker::new(TrackerConfig {
+            min_hits: 10,
+            min_move: 0.0,
+            ..cfg()
+        });
+        // The camera runs for a second with nobody in view: the tracker learns its rate.
+        for i in 0..10 {
+            tr.update(i * frame_ms, FRAME, &[]);
+        }
+        for i in 0..60 {
+            let dets = [det(100.0 + i as f32 * 2.0, 50.0, 0.8)];
+            let (changes, _) = tr.update((10 + i) * frame_ms, FRAME, &dets);
+            if changes.contains(&TrackChange::Confirmed(1)) {
+                return i + 1;
+            }
+        }
+        panic!("never confirmed at {frame_ms} ms a frame");
+    };
+    assert_eq!(hits_to_confirm(100), 10);
+    assert_eq!(hits_to_confirm(200), 5);
+    assert_eq!(hits_to_confirm(50), 20);
+}
+
+#[test]
 fn a_track_confirms_only_once_it_has_moved_and_ends_after_the_unseen_timeout() {
     let mut tr = Tracker::new(cfg());
     let mut confirmed_at = None;
