@@ -215,7 +215,7 @@ impl Tracker {
     }
 
     /// Takes note of a frame at `ts_ms`: `min_hits` follows the frame rate.
-    fn frame(&mut self, ts_ms: i64) {
+    fn note_frame(&mut self, ts_ms: i64) {
         let Some(prev) = self.last_frame_ms.replace(ts_ms) else {
             return;
         };
@@ -258,7 +258,7 @@ impl Tracker {
         frame: (f32, f32),
         dets: &[Detection],
     ) -> (Vec<TrackChange>, Vec<u64>) {
-        self.frame(ts_ms);
+        self.note_frame(ts_ms);
         let mut changes = Vec::new();
         let det_track = self.match_detections(ts_ms, frame, dets);
         let mut det_ids = vec![0u64; dets.len()];
@@ -528,7 +528,7 @@ impl Tracker {
     /// Advances time without detections (the detector did not run on this frame): tracks can
     /// only expire.
     pub(crate) fn tick(&mut self, ts_ms: i64) -> Vec<TrackChange> {
-        self.frame(ts_ms);
+        self.note_frame(ts_ms);
         let mut changes = Vec::new();
         self.expire(ts_ms, &mut changes);
         changes
