@@ -327,24 +327,24 @@ fn a_person_who_walked_out_of_the_picture_is_not_the_one_who_comes_in_there_late
     // frame wide enough that A was lost in the middle of it keeps the reach (the control).
     let newcomer_is_a = |width: f32| {
         let frame = (width, 480.0);
-        let person = |x: f32| Detection {
-            appearance: Some(Appearance::pure(0)),
-            // Boxes are cut by the frame's edge, as the detector's are.
-            ..det(x, 200.0, 0.8)
+        let person = |x: f32| {
+            let d = det(x, 200.0, 0.8);
+            Detection {
+                appearance: Some(Appearance::pure(0)),
+                // Boxes are cut by the frame's edge, as the detector's are.
+                bbox: d.bbox.clamp_to(frame.0, frame.1),
+                ..d
+            }
         };
         let mut tr = Tracker::new(cfg());
         for i in 0..20 {
-            let mut d = person(420.0 + 10.0 * i as f32);
-            d.bbox = d.bbox.clamp_to(frame.0, frame.1);
-            tr.update(i * 100, frame, &[d]);
+            tr.update(i * 100, frame, &[person(420.0 + 10.0 * i as f32)]);
         }
         let a = tr.tracks()[0].id;
         for i in 20..39 {
             tr.update(i * 100, frame, &[]);
         }
-        let mut d = person(602.0);
-        d.bbox = d.bbox.clamp_to(frame.0, frame.1);
-        let (_, ids) = tr.update(3900, frame, &[d]);
+        let (_, ids) = tr.update(3900, frame, &[person(602.0)]);
         ids[0] == a
     };
     assert!(
