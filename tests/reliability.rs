@@ -640,13 +640,23 @@ async fn hostile_clients_do_not_hurt_the_server_or_normal_clients() {
 #[test]
 fn the_token_is_not_logged() {
     let token = "s3cret-t0ken-value";
+    let camera_password = "cam-pa55w0rd";
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("ocellus.toml");
+    // A second camera behind a URL with a password, at a port where nothing listens: the
+    // daemon logs its failed connection, with the URL.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gate = format!(
+        "rtsp://viewer:{camera_password}@{}/s1",
+        closed.local_addr().unwrap()
+    );
+    drop(closed);
     std::fs::write(
         &cfg,
         format!(
             "[server]\ntoken = {token:?}\n[storage]\npath = {:?}\n\
-             [[cameras]]\nid = \"street\"\nsource = {:?}\n",
+             [[cameras]]\nid = \"street\"\nsource = {:?}\n\
+             [[cameras]]\nid = \"gate\"\nsource = {gate:?}\n",
             dir.path().join("e.db").to_str().unwrap(),
             common::vtest().to_str().unwrap()
         ),
@@ -683,12 +693,29 @@ fn the_token_is_not_logged() {
         .trim_start_matches("ocellus listening on http://")
         .trim_end_matches('/');
     // A request with the token in the query string (as the dashboard's first load does).
+    // It is polled until the gate camera has failed to connect, which the daemon logs first.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (status, _) = rt.block_on(d::http_get(
-        &format!("http://{addr}/api/cameras?token={token}"),
-        &[],
-    ));
-    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cameras = loop {
+        let (status, body) = rt.block_on(d::http_get(
+            &format!("http://{addr}/api/cameras?token={token}"),
+            &[],
+        ));
+        assert_eq!(status, 200);
+        let cams: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let gate_state = cams
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == "gate"))
+            .map(|c| c["state"].clone());
+        if gate_state == Some(serde_json::json!("retrying")) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gate camera never failed: {cams}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let _ = Command::new("kill")
         .args(["-15", &child.id().to_string()])
         .status();
@@ -698,6 +725,7 @@ fn the_token_is_not_logged() {
         out.stderr,
         run.stdout,
         std::fs::read(&log).unwrap(),
+        cameras,
     ]
     .concat();
     let logs = String::from_utf8_lossy(&logs);
@@ -706,7 +734,12 @@ fn the_token_is_not_logged() {
         logs.contains("\"***\"") && logs.contains(" starting with "),
         "{logs}"
     );
+    assert!(logs.contains("rtsp://***@127.0.0.1:"), "{logs}");
     assert!(!logs.contains(token), "the token is in the log:\n{logs}");
+    assert!(
+        !logs.contains(camera_password),
+        "a camera's password is in the log:\n{logs}"
+    );
 }
 
 /// `check-config` prints the effective configuration as TOML that parses back, with the files

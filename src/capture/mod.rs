@@ -16,7 +16,7 @@ use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CameraConfig, RtspTransport};
+use crate::config::{redact_url, CameraConfig, RtspTransport};
 use crate::errors::CaptureError;
 
 /// One decoded frame.
@@ -189,16 +189,6 @@ pub(crate) fn is_image_sequence(p: &Path) -> bool {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         rest.as_bytes().get(digits) == Some(&b'd')
     })
-}
-
-/// `u` with any `user:password@` replaced by `***@`.
-pub(crate) fn redact_url(u: &str) -> String {
-    match (u.find("://"), u.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &u[..scheme], &u[at + 1..])
-        }
-        _ => u.to_string(),
-    }
 }
 
 #[cfg(test)]

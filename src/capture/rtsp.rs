@@ -30,7 +30,7 @@ struct RtspUrl {
 
 impl RtspUrl {
     fn parse(url: &str) -> Result<RtspUrl, RtspError> {
-        let bad = || RtspError::BadUrl(super::redact_url(url));
+        let bad = || RtspError::BadUrl(crate::config::redact_url(url));
         let rest = url
             .strip_prefix("rtsp://")
             .or_else(|| url.strip_prefix("rtsps://"))

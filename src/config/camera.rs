@@ -1,8 +1,8 @@
 //! `[[cameras]]`: a source, its masks, zones and counting lines, checked as they are read.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
-use super::valid_camera_id;
+use super::{valid_camera_id, SECRET_SHOWN_AS};
 use crate::errors::ShapeError;
 
 /// One `[[cameras]]` entry.
@@ -12,7 +12,8 @@ pub struct CameraConfig {
     /// Short id used in events, logs and URLs: letters, digits, `-` and `_`.
     pub id: String,
     /// A video file, a V4L2 device (`/dev/video0`), an `rtsp://` or `http://` URL, or a
-    /// GStreamer pipeline ending in `appsink`.
+    /// GStreamer pipeline ending in `appsink`. Serialised (check-config) without its password.
+    #[serde(serialize_with = "source_without_password")]
     pub source: String,
     /// Human-readable name for the dashboard; defaults to the id.
     #[serde(default)]
@@ -208,6 +209,33 @@ pub fn point_in_polygon(poly: &[[f32; 2]], p: (f32, f32)) -> bool {
         j = i;
     }
     inside
+}
+
+/// `u` with a `user:password@` (or `user@`) in its authority replaced by `***@`: how a camera's
+/// URL appears anywhere outside the capture itself (logs, errors, check-config).
+pub fn redact_url(u: &str) -> String {
+    let Some(scheme) = u.find("://") else {
+        return u.to_string();
+    };
+    let authority_start = scheme + 3;
+    let authority_len = u[authority_start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(u.len() - authority_start);
+    match u[authority_start..authority_start + authority_len].rfind('@') {
+        Some(at) => format!(
+            "{}{SECRET_SHOWN_AS}{}",
+            &u[..authority_start],
+            &u[authority_start + at..]
+        ),
+        None => u.to_string(),
+    }
+}
+
+fn source_without_password<S: Serializer>(
+    source: &impl AsRef<str>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(source.as_ref()))
 }
 
 fn yes() -> bool {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use camera::{
-    default_open_timeout_s, default_read_timeout_s, point_in_polygon, CameraConfig, LineConfig,
-    Polygon, RtspTransport, ZoneConfig,
+    default_open_timeout_s, default_read_timeout_s, point_in_polygon, redact_url, CameraConfig,
+    LineConfig, Polygon, RtspTransport, ZoneConfig,
 };
 pub use detector::{
     ChannelOrder, DetectWhen, DetectorConfig, DetectorKind, DetectorRuntime, ExecutionProvider,
@@ -323,10 +323,13 @@ impl Config {
             Err(e) => return format!("# cannot print the configuration: {e}\n"),
         };
         let secret = format!("= \"{SECRET_SHOWN_AS}\"");
+        let url_password = format!("://{SECRET_SHOWN_AS}@");
         text.lines()
             .map(|l| {
                 if l.trim_end().ends_with(&secret) {
                     format!("# {l}  (set; not shown)\n")
+                } else if l.starts_with("source = ") && l.contains(&url_password) {
+                    format!("# {l}  (the URL's user and password are not shown)\n")
                 } else {
                     format!("{l}\n")
                 }

@@ -352,3 +352,45 @@ fn tls_files_are_relative_to_the_config_file() {
     assert_eq!(m.ca_file.unwrap(), dir.path().join("ca.pem"));
     assert_eq!(m.client_key.unwrap(), dir.path().join("k.pem"));
 }
+
+#[test]
+fn a_camera_url_loses_its_user_and_password_and_nothing_else() {
+    for (url, shown) in [
+        (
+            "rtsp://admin:pa55@10.0.0.5:554/s1",
+            "rtsp://***@10.0.0.5:554/s1",
+        ),
+        ("rtsp://admin@cam/s1", "rtsp://***@cam/s1"),
+        // An '@' in the password itself: the authority ends at its last '@'.
+        ("rtsp://admin:p@ss@cam/s1", "rtsp://***@cam/s1"),
+        // No credentials: an '@' in the path or query is not an authority's.
+        ("http://cam/snap@2x.jpg", "http://cam/snap@2x.jpg"),
+        ("http://cam?u=a@b", "http://cam?u=a@b"),
+        ("rtsp://cam:554/s1", "rtsp://cam:554/s1"),
+        ("media/vtest.avi", "media/vtest.avi"),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
+}
+
+#[test]
+fn the_printed_config_comments_out_a_camera_url_that_has_a_password() {
+    let c = parse(
+        "[[cameras]]\nid = \"gate\"\nsource = \"rtsp://admin:pa55@10.0.0.5/s1\"\n\
+         [[cameras]]\nid = \"street\"\nsource = \"rtsp://10.0.0.6/s1\"\n",
+    )
+    .unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("pa55"), "{text}");
+    assert!(
+        text.contains("# source = \"rtsp://***@10.0.0.5/s1\""),
+        "{text}"
+    );
+    // A URL without credentials stays a line that runs.
+    assert!(
+        text.contains("\nsource = \"rtsp://10.0.0.6/s1\"\n"),
+        "{text}"
+    );
+    // The capture still opens what the file says.
+    assert_eq!(c.cameras[0].source, "rtsp://admin:pa55@10.0.0.5/s1");
+}
