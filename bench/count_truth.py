@@ -44,7 +44,8 @@ def segments_cross(p1, p2, a, b):
 
 
 def crossings(path, line, w, h):
-    """`path`: [(ms, x, y, box_h)] bottom-centres in pixels, in time order. Returns directions."""
+    """`path`: [(ms, x, y, box_h)] bottom-centres in pixels, in time order. Returns each
+    crossing's direction and time (when the point got to the other side), in order."""
     a = (line["points"][0][0] * w, line["points"][0][1] * h)
     b = (line["points"][1][0] * w, line["points"][1][1] * h)
     settled = None
@@ -64,25 +65,37 @@ def crossings(path, line, w, h):
             continue
         since = ms if since is None else since
         if ms - since >= SETTLE_MS:
-            out.append("left" if left else "right")
+            out.append(("left" if left else "right", since))
             settled, since = ((x, y), left), None
     return out
 
 
-def ground_truth(gt_path, lines, w, h, fps):
-    paths = defaultdict(list)
-    with open(gt_path) as f:
+def boxes(mot_path, fps, ground_truth=True):
+    """(ms, id, (x, y, w, h)) for each row of a MOTChallenge file (a ground truth's conf-0 rows
+    left out)."""
+    with open(mot_path) as f:
         for row in csv.reader(f):
-            if len(row) < 7 or float(row[6]) == 0:
+            if len(row) < 6 or (ground_truth and (len(row) < 7 or float(row[6]) == 0)):
                 continue
             frame, pid = int(float(row[0])), int(float(row[1]))
-            x, y, bw, bh = map(float, row[2:6])
-            paths[pid].append(((frame - 1) * 1000.0 / fps, x + bw / 2, y + bh, bh))
-    counts = {l["name"]: {"left": 0, "right": 0} for l in lines}
-    for pts in paths.values():
+            yield (frame - 1) * 1000.0 / fps, pid, tuple(map(float, row[2:6]))
+
+
+def paths(mot_path, fps, ground_truth=True):
+    """Each id's [(ms, x, y, box_h)] bottom-centre path, in time order."""
+    out = defaultdict(list)
+    for ms, pid, (x, y, bw, bh) in boxes(mot_path, fps, ground_truth):
+        out[pid].append((ms, x + bw / 2, y + bh, bh))
+    for pts in out.values():
         pts.sort()
+    return out
+
+
+def ground_truth(gt_path, lines, w, h, fps):
+    counts = {l["name"]: {"left": 0, "right": 0} for l in lines}
+    for pts in paths(gt_path, fps).values():
         for line in lines:
-            for d in crossings(pts, line, w, h):
+            for d, _ in crossings(pts, line, w, h):
                 counts[line["name"]][d] += 1
     return counts
 

@@ -7,7 +7,9 @@
 #
 #   bench/count_truth.sh [path/to/ocellus [CONFIG.toml]]
 #
-# With a config, its settings apply too (its cameras are replaced by the lines' camera).
+# With a config, its settings apply too (its cameras are replaced by the lines' camera). With
+# COUNT_EXPLAIN=1, each clip's missed and extra crossings, with the person each belongs to
+# (bench/count_explain.py), go to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -34,7 +36,13 @@ lines=$(config bench/count_lines.toml "${2:-}")
 mirrored=$(config "$work/mirrored-lines.toml" "${2:-}")
 
 count() { # VIDEO CONFIG OUT.csv
-    "$bin" replay "$1" --config "$2" --counts "$3" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    "$bin" replay "$1" --config "$2" --counts "$3" --tracks "$3.tracks" >/dev/null 2>"$work/err" ||
+        { cat "$work/err" >&2; exit 1; }
+}
+explain() { # GT CONFIG WIDTH HEIGHT FPS OUT.csv NAME
+    [ "${COUNT_EXPLAIN:-}" = 1 ] || return 0
+    echo "== $7" >&2
+    python3 bench/count_explain.py "$1" "$2" "$3" "$4" "$5" "$6.tracks" >&2
 }
 count media/vtest.avi "$lines" "$work/vtest.csv"
 
@@ -54,10 +62,12 @@ echo
 echo "| footage | ground-truth crossings | Ocellus | total error | worst line and direction | worst line, both ways |"
 echo "|---|---|---|---|---|---|"
 python3 bench/count_truth.py "$gt" "$lines" 768 576 10 "$work/vtest.csv" --row "vtest.avi"
+explain "$gt" "$lines" 768 576 10 "$work/vtest.csv" "vtest.avi"
 variant() { # NAME FFMPEG_FILTER GT_TRANSFORM WIDTH HEIGHT FPS LINES
     make_variant "$work" "$1" "$2" "$3"
     count "$work/$1.avi" "$7" "$work/$1.csv"
     python3 bench/count_truth.py "$work/$1.gt" "$7" "$4" "$5" "$6" "$work/$1.csv" --row "$1"
+    explain "$work/$1.gt" "$7" "$4" "$5" "$6" "$work/$1.csv" "$1"
 }
 variant "mirrored (hflip)" hflip 'lambda r: r[:2] + [768 - r[2] - r[4]] + r[3:]' 768 576 10 "$mirrored"
 variant "5 fps (every second frame)" fps=5 \
