@@ -86,9 +86,10 @@ impl Daemon {
         // Built at once, the model is read and checked once and its packed weights shared by
         // the cameras' sessions; with several cameras, one inference takes one thread (unless
         // `detector.threads` says otherwise): the cameras are the parallelism, and a pool of
-        // threads per camera competing for the same cores costs more than it gives.
+        // threads per camera competing for the same cores costs more than it gives. With more
+        // cameras than cores, they take turns with a detector per core.
         let mut detectors: Vec<Option<Box<dyn ObjectDetector>>> =
-            detect::build_many(&cfg.detector, enabled.len())
+            detect::for_cameras(&cfg.detector, enabled.len())
                 .map_err(|source| DaemonError::Detector {
                     camera: enabled
                         .iter()

@@ -255,6 +255,55 @@ fn hog_finds_people_on_the_street_clip() {
     );
 }
 
+/// More cameras than cores: `for_cameras` gives each camera a detector, the cameras take turns
+/// with fewer networks, and each camera, detecting from its own thread at the same time as the
+/// others, gets exactly what a detector of its own finds on the same frame.
+#[test]
+fn more_cameras_than_cores_each_get_what_a_detector_of_their_own_finds() {
+    let frames = common::read_frames(&common::vtest(), 100, 104);
+    let cfg = DetectorConfig {
+        kind: DetectorKind::Dnn,
+        model: common::nanodet(),
+        labels: common::asset("models/nanodet-g/coco80.names"),
+        runtime: DetectorRuntime::Onnxruntime,
+        ..Default::default()
+    };
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let cameras = detect::for_cameras(&cfg, cores + 2).unwrap();
+    assert_eq!(cameras.len(), cores + 2);
+    let mut alone = detect::build(&cfg).unwrap().unwrap();
+    let expected: Vec<Vec<Detection>> = frames.iter().map(|f| alone.detect(f).unwrap()).collect();
+    let frames = std::sync::Arc::new(frames);
+    let threads: Vec<_> = cameras
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut camera)| {
+            let frames = frames.clone();
+            std::thread::spawn(move || {
+                // Each camera starts at another frame, so that calls overlap on different input.
+                (0..frames.len())
+                    .map(|k| {
+                        let j = (i + k) % frames.len();
+                        (j, camera.detect(&frames[j]).unwrap())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for (j, found) in t.join().unwrap() {
+            assert!(!found.is_empty());
+            assert_eq!(found.len(), expected[j].len(), "frame {j}");
+            for (a, b) in found.iter().zip(&expected[j]) {
+                assert_eq!(a.label, b.label);
+                assert!((a.score - b.score).abs() < 1e-3, "{a:?} vs {b:?}");
+                assert!((a.bbox.x - b.bbox.x).abs() < 0.5, "{a:?} vs {b:?}");
+                assert!((a.bbox.y - b.bbox.y).abs() < 0.5, "{a:?} vs {b:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn nanodet_finds_the_people_on_the_street_clip_and_both_runtimes_agree() {
     let frame = &common::read_frames(&common::vtest(), 100, 101)[0];

@@ -6,6 +6,7 @@ pub mod dnn;
 pub mod hog;
 pub mod onnxruntime;
 pub mod regions;
+mod shared;
 pub mod tiles;
 
 use std::path::Path;
@@ -157,6 +158,28 @@ pub fn build_many(
             Ok(with_warning(hog(n)?, &warning))
         }
     }
+}
+
+/// A detector for each of `cameras` cameras (none when `kind = "none"`). Where there are more
+/// cameras than the box's cores can run inferences at once, the cameras take turns with that
+/// many ([`shared`]): each holds a copy of the network's state, and more running at once than
+/// there are cores only makes each slower.
+pub fn for_cameras(
+    cfg: &DetectorConfig,
+    cameras: usize,
+) -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let needed = shared::needed(cameras, cores, cfg.threads.max(0) as usize);
+    let detectors = build_many(cfg, needed)?;
+    if detectors.is_empty() || needed == cameras {
+        return Ok(detectors);
+    }
+    tracing::info!(
+        cameras,
+        detectors = needed,
+        "{cameras} cameras take turns with {needed} detectors, one per core"
+    );
+    Ok(shared::share(detectors, cameras))
 }
 
 /// Marks each of `detectors` as not the one configured, with the reason.
