@@ -96,6 +96,24 @@ pub struct DetectorInfo {
     pub provider: &'static str,
 }
 
+#[cfg(test)]
+impl DetectorInfo {
+    /// What a test's planted detector reports.
+    pub(crate) fn planted(kind: &'static str) -> Self {
+        Self {
+            warning: None,
+            kind,
+            family: None,
+            model: None,
+            input: None,
+            tiles: 1,
+            runtime: "none",
+            runtime_version: String::new(),
+            provider: "cpu",
+        }
+    }
+}
+
 impl std::fmt::Display for DetectorInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.family, &self.model, &self.input) {

@@ -111,20 +111,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Barrier;
 
-    fn info(kind: &'static str) -> DetectorInfo {
-        DetectorInfo {
-            warning: None,
-            kind,
-            family: None,
-            model: None,
-            input: None,
-            tiles: 1,
-            runtime: "none",
-            runtime_version: String::new(),
-            provider: "cpu",
-        }
-    }
-
     /// Counts its calls and how many of its kind run at once.
     struct Probe {
         running: Arc<AtomicUsize>,
@@ -146,7 +132,7 @@ mod tests {
         }
 
         fn info(&self) -> DetectorInfo {
-            info("probe")
+            DetectorInfo::planted("probe")
         }
     }
 
@@ -219,7 +205,7 @@ mod tests {
                 Ok(Vec::new())
             }
             fn info(&self) -> DetectorInfo {
-                info("panics")
+                DetectorInfo::planted("panics")
             }
         }
         let mut cameras = share(vec![Box::new(Panics)], 2);

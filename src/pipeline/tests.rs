@@ -44,17 +44,7 @@ impl ObjectDetector for WhiteBox {
     }
 
     fn info(&self) -> DetectorInfo {
-        DetectorInfo {
-            warning: None,
-            kind: "test",
-            family: None,
-            model: None,
-            input: None,
-            tiles: 1,
-            runtime: "none",
-            runtime_version: String::new(),
-            provider: "cpu",
-        }
+        DetectorInfo::planted("test")
     }
 }
 
