@@ -195,7 +195,7 @@ pub fn for_cameras(
     tracing::info!(
         cameras,
         detectors = needed,
-        "{cameras} cameras take turns with {needed} detectors, one per core"
+        "{cameras} cameras take turns with {needed} detectors, as many as the cores run at once"
     );
     Ok(shared::share(detectors, cameras))
 }
