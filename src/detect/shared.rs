@@ -25,8 +25,12 @@ pub(crate) fn share(
 ) -> Vec<Box<dyn ObjectDetector>> {
     let info = detectors[0].info();
     let pool = Arc::new(Pool {
-        free: Mutex::new(detectors),
-        returned: Condvar::new(),
+        state: Mutex::new(State {
+            free: detectors,
+            next_ticket: 0,
+            serving: 0,
+        }),
+        changed: Condvar::new(),
         info,
     });
     (0..n)
@@ -35,27 +39,43 @@ pub(crate) fn share(
 }
 
 struct Pool {
-    free: Mutex<Vec<Box<dyn ObjectDetector>>>,
-    returned: Condvar,
+    state: Mutex<State>,
+    /// A detector came back, or a borrower took its turn.
+    changed: Condvar,
     info: DetectorInfo,
 }
 
+/// The free detectors, and the borrowers' queue as a ticket counter: calls are served in the
+/// order they came. Without it, a camera that hands a detector back and asks again at once
+/// (every camera, on a box with more work than cores) takes it again before a waiting camera's
+/// thread is even scheduled, and some cameras starve.
+struct State {
+    free: Vec<Box<dyn ObjectDetector>>,
+    next_ticket: u64,
+    serving: u64,
+}
+
 impl Pool {
-    fn lock(&self) -> MutexGuard<'_, Vec<Box<dyn ObjectDetector>>> {
-        // A detector that panicked is not handed back (see Borrowed); the list is still whole.
-        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned one still holds a whole state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn borrow(&self) -> Borrowed<'_> {
-        let mut free = self.lock();
-        loop {
-            if let Some(detector) = free.pop() {
-                return Borrowed {
-                    pool: self,
-                    detector: Some(detector),
-                };
-            }
-            free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        while ticket != state.serving || state.free.is_empty() {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.serving += 1;
+        let detector = state.free.pop();
+        drop(state);
+        // The next in the queue may find another detector free.
+        self.changed.notify_all();
+        Borrowed {
+            pool: self,
+            detector,
         }
     }
 }
@@ -75,8 +95,8 @@ impl Borrowed<'_> {
 impl Drop for Borrowed<'_> {
     fn drop(&mut self) {
         if let Some(detector) = self.detector.take() {
-            self.pool.lock().push(detector);
-            self.pool.returned.notify_one();
+            self.pool.lock().free.push(detector);
+            self.pool.changed.notify_all();
         }
     }
 }
@@ -191,6 +211,55 @@ mod tests {
             most.load(Ordering::SeqCst),
             2,
             "the two detectors were used side by side"
+        );
+    }
+
+    /// Cameras that want the detector again the moment they hand it back (an overloaded box:
+    /// each has its next frame waiting) still take turns: none gets ahead of the others by more
+    /// than a call, where the last one to hand it back could otherwise take it again before a
+    /// waiting camera wakes.
+    #[test]
+    fn cameras_that_always_want_the_detector_take_it_in_turn() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let probe = Probe {
+            running: Arc::new(AtomicUsize::new(0)),
+            most: Arc::new(AtomicUsize::new(0)),
+            calls: calls.clone(),
+        };
+        let cameras = share(vec![Box::new(probe)], 4);
+        let done: Vec<_> = (0..4).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let start = Arc::new(Barrier::new(cameras.len()));
+        let threads: Vec<_> = cameras
+            .into_iter()
+            .zip(done.clone())
+            .map(|(mut camera, done)| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    let frame = Mat::default();
+                    for _ in 0..200 {
+                        camera.detect(&frame).unwrap();
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        // When the first camera is through, every other one has had nearly as many turns.
+        let first_through = loop {
+            let counts: Vec<usize> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+            if counts.contains(&200) {
+                break counts;
+            }
+            std::thread::yield_now();
+        };
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4 * 200);
+        let least = *first_through.iter().min().unwrap();
+        assert!(
+            least >= 195,
+            "turns when the first camera was through: {first_through:?}"
         );
     }
 
