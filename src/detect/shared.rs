@@ -40,7 +40,7 @@ pub(crate) fn share(
 
 struct Pool {
     state: Mutex<State>,
-    /// A detector came back, or a borrower took its turn.
+    /// A detector came back, or a borrower took its turn and left another one free.
     changed: Condvar,
     info: DetectorInfo,
 }
@@ -70,9 +70,13 @@ impl Pool {
         }
         state.serving += 1;
         let detector = state.free.pop();
+        // The next in the queue can go on only if another detector is free; otherwise the
+        // detector that comes back next wakes it.
+        let another_free = !state.free.is_empty();
         drop(state);
-        // The next in the queue may find another detector free.
-        self.changed.notify_all();
+        if another_free {
+            self.changed.notify_all();
+        }
         Borrowed {
             pool: self,
             detector,
