@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scores tracks in MOTChallenge format against MOTChallenge ground truth.
 
-    bench/mot_eval.py GT.txt TRACKS.txt [--json] [--label NAME]
+    bench/mot_eval.py GT.txt TRACKS.txt [--json | --row NAME] [--switches FPS]
 
 Prints two kinds of figures:
 
@@ -13,6 +13,10 @@ Prints two kinds of figures:
   box (any conf) by IoU >= 0.3; it is then attributed to the person it overlaps most often.
   Reported: events on people, events on nothing (false), people with at least one event, and
   events on people per ground-truth person.
+
+With --switches FPS, also lists every ID switch py-motmetrics counts (to stderr): when (at FPS),
+which person, and the track that followed them before and after: where a tracker change won or
+lost identities.
 
 The looser IoU for attribution is deliberate: it asks "was this event about a person, and
 which", not "how tight is the box", which IDF1 and MOTA already judge at 0.5.
@@ -55,7 +59,7 @@ def iou_matrix(a, b):
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def tracking_metrics(gt, hyp):
+def tracking_metrics(gt, hyp, switches_fps=None):
     import motmetrics as mm
     from scipy.optimize import linear_sum_assignment
 
@@ -75,6 +79,8 @@ def tracking_metrics(gt, hyp):
             [r[1:5] for r in scored], [r[1:5] for r in h], max_iou=0.5
         )
         acc.update([r[0] for r in scored], [r[0] for r in h], dist, frameid=f)
+    if switches_fps:
+        print_switches(acc, switches_fps)
     mh = mm.metrics.create()
     s = mh.compute(
         acc,
@@ -94,6 +100,21 @@ def tracking_metrics(gt, hyp):
         "precision": float(r["precision"]),
         "mostly_tracked": int(r["mostly_tracked"]),
     }
+
+
+def print_switches(acc, fps):
+    """Every ID switch of the accumulator, in frame order, to stderr."""
+    last = {}
+    for (frame, _), e in acc.mot_events.iterrows():
+        if e.Type not in ("MATCH", "SWITCH"):
+            continue
+        if e.Type == "SWITCH":
+            print(
+                f"{frame / fps:6.1f} s (frame {frame}): person {int(e.OId)}, "
+                f"track {last.get(e.OId, '?')} -> {int(e.HId)}",
+                file=sys.stderr,
+            )
+        last[e.OId] = int(e.HId)
 
 
 def event_metrics(gt, hyp, attribution_iou=0.3):
@@ -133,10 +154,12 @@ def main():
     ap.add_argument("tracks")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     ap.add_argument("--row", metavar="NAME", help="one Markdown table row named NAME (bench/event_truth.sh)")
+    ap.add_argument("--switches", metavar="FPS", type=float,
+                    help="list each ID switch to stderr, its time at FPS frames a second")
     args = ap.parse_args()
     gt = load(args.gt)
     hyp = load(args.tracks)
-    out = {**event_metrics(gt, hyp), **tracking_metrics(gt, hyp)}
+    out = {**event_metrics(gt, hyp), **tracking_metrics(gt, hyp, args.switches)}
     if args.json:
         json.dump(out, sys.stdout)
         print()
