@@ -3,13 +3,23 @@
 # elsewhere it uses sudo): builds the .deb, lints it, installs it, runs the packaged binary from
 # a temporary directory, verifies the installed unit, reinstalls over an edited config, removes
 # and purges it, and checks what is left at each step.
-#   scripts/check-deb.sh            packages the dev-profile build the tests use (fast; CI)
+#   scripts/check-deb.sh            packages a dev-profile build
+#   scripts/check-deb.sh --tested   packages target/debug/ocellus as `cargo test` left it: the
+#                                   binary the tests ran (scripts/test.sh). A plain build would
+#                                   compile it again: `cargo test` builds the dependencies with
+#                                   the dev-dependencies' features added, a build without them.
 #   scripts/check-deb.sh --release  packages a release build, as scripts/build-deb.sh does
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 profile=dev
-[ "${1:-}" = "--release" ] && profile=release
+build=yes
+case "${1:-}" in
+    "") ;;
+    --release) profile=release ;;
+    --tested) build=no ;;
+    *) echo "check-deb: unknown option $1 (--tested or --release)" >&2; exit 2 ;;
+esac
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || { echo "check-deb: needs root (dpkg -i) or sudo" >&2; exit 1; }
@@ -20,8 +30,13 @@ if dpkg-query -W -f='${Status}' ocellus 2>/dev/null | grep -q "installed"; then
     exit 1
 fi
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
-cargo build --locked --profile "$profile" --bin ocellus 2>&1 | tail -1
 bindir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+if [ "$build" = yes ]; then
+    cargo build --locked --profile "$profile" --bin ocellus 2>&1 | tail -1
+elif [ ! -x "$bindir/ocellus" ]; then
+    echo "check-deb: --tested, but there is no $bindir/ocellus (run cargo test first)" >&2
+    exit 1
+fi
 "$bindir/ocellus" generate-docs target/generated
 scripts/fetch-onnxruntime.sh "$(uname -m)" target/deb-onnxruntime >/dev/null
 deb=$(cargo deb --no-build --locked --strip --profile "$profile" 2>&1 | tail -1)
@@ -73,4 +88,4 @@ for f in /usr/bin/ocellus /etc/ocellus /var/lib/ocellus /usr/share/ocellus /usr/
     /etc/systemd/system/multi-user.target.wants/ocellus.service /usr/share/doc/ocellus; do
     [ ! -e "$f" ] && [ ! -L "$f" ] || fail "dpkg -P left $f"
 done
-echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1), $profile build): lintian clean of errors, installs, replays with the packaged NanoDet-g on the packaged ONNX Runtime, keeps an edited config over a reinstall, removes and purges cleanly"
+echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1), $profile build$([ "$build" = no ] && echo ", the one the tests ran")): lintian clean of errors, installs, replays with the packaged NanoDet-g on the packaged ONNX Runtime, keeps an edited config over a reinstall, removes and purges cleanly"

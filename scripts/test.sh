@@ -11,4 +11,4 @@ python3 scripts/check-architecture.py src
 cargo test --all-targets --locked
 scripts/check-systemd.sh target/debug/ocellus
 scripts/check-yocto.sh
-scripts/check-deb.sh
+scripts/check-deb.sh --tested
