@@ -13,6 +13,7 @@ use axum::extract::ws::Utf8Bytes;
 use thiserror::Error;
 use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::capture::live::{self, FrameSlot, SourceState};
@@ -245,7 +246,16 @@ impl Daemon {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!("clients did not close within 5 s"),
+            Err(_) => tracing::warn!("HTTP connections did not close within 5 s"),
+        }
+        // Upgraded connections left the server's count at the upgrade: each client's task
+        // sends its 1001 and ends on its own.
+        state.clients.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.clients.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WebSocket clients did not close within 5 s");
         }
         let writer = self.writer;
         tokio::task::spawn_blocking(move || writer.join())
@@ -413,6 +423,7 @@ fn app_state(
         sources,
         readers: Arc::new(ReadPool::new(&cfg.storage.path, 4)),
         shutdown: CancellationToken::new(),
+        clients: TaskTracker::new(),
     });
     (state, latest_stats)
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::db::{self, ReadPool, WriterStats};
@@ -38,6 +39,9 @@ pub struct AppState {
     pub client_slots: Arc<Semaphore>,
     /// Fires when the server should close its connections (after the pipelines have stopped).
     pub shutdown: CancellationToken,
+    /// The WebSocket clients' tasks: shutdown waits for them to send their close frames, which
+    /// a task still running when the runtime ends never does.
+    pub clients: TaskTracker,
 }
 
 impl AppState {

@@ -392,6 +392,20 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
     let mut ws = connect(&dmn).await;
     next_of_type(&mut ws, "hello", LONG).await;
     send(&mut ws, json!({"op": "subscribe", "topic": "events"})).await;
+    // More clients, taking the live frames: every one of them is told the server is going away,
+    // not only the first (their tasks must have sent their close frames before the process
+    // ends).
+    let mut viewers = Vec::new();
+    for _ in 0..6 {
+        let mut v = connect(&dmn).await;
+        next_of_type(&mut v, "hello", LONG).await;
+        send(
+            &mut v,
+            json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
+        )
+        .await;
+        viewers.push(v);
+    }
     let mut started = BTreeSet::new();
     while started.len() < 3 {
         let v = next_of_type(&mut ws, "event", LONG).await;
@@ -401,23 +415,17 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
     }
     dmn.signal(15);
     // Everything up to the close: ends of the open events, then 1001.
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("no close")
-        {
-            Some(Ok(Message::Text(t))) => {
-                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                if v["type"] == "event" && v["kind"] == "start" {
-                    started.insert(v["event"]["id"].as_i64().unwrap());
-                }
-            }
-            Some(Ok(Message::Close(f))) => break f,
-            Some(Ok(_)) => {}
-            other => panic!("socket ended without a close frame: {other:?}"),
+    let close = until_close(&mut ws, |t| {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        if v["type"] == "event" && v["kind"] == "start" {
+            started.insert(v["event"]["id"].as_i64().unwrap());
         }
-    };
-    assert_eq!(close.unwrap().code, CloseCode::Away);
+    })
+    .await;
+    assert_eq!(close, CloseCode::Away);
+    for (i, v) in viewers.iter_mut().enumerate() {
+        assert_eq!(until_close(v, |_| {}).await, CloseCode::Away, "viewer {i}");
+    }
     let status = dmn
         .wait_exit(Duration::from_secs(10))
         .expect("did not exit within 10 s");
@@ -434,6 +442,24 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
             })
             .unwrap_or_else(|e| panic!("event {id} a client saw start is not stored: {e}"));
         assert!(end.is_some(), "event {id} has no end time");
+    }
+}
+
+/// Reads `ws` up to its close frame, handing each text message to `text`; the close code.
+async fn until_close<S>(ws: &mut S, mut text: impl FnMut(&str)) -> CloseCode
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("no close")
+        {
+            Some(Ok(Message::Text(t))) => text(&t),
+            Some(Ok(Message::Close(f))) => break f.expect("a close frame without a code").code,
+            Some(Ok(_)) => {}
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
     }
 }
 

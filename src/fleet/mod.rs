@@ -13,6 +13,7 @@ use axum::extract::ws::Utf8Bytes;
 use thiserror::Error;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::{self, FleetWrite};
@@ -83,6 +84,7 @@ impl Fleet {
             broker: m.url.clone(),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            clients: TaskTracker::new(),
         });
         Ok(Fleet {
             state,
@@ -140,6 +142,13 @@ impl Fleet {
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         state.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        state.clients.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.clients.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("fleet view: dashboards' sockets did not close within 5 s");
+        }
         tracing::info!("fleet view stopped");
         Ok(())
     }

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::ingest::IngestStats;
 use crate::db::{self, FleetEventQuery, ReadPool};
@@ -30,6 +31,8 @@ pub(crate) struct FleetState {
     pub broker: String,
     pub started: Instant,
     pub shutdown: CancellationToken,
+    /// The dashboards' sockets: shutdown waits for them to send their close frames.
+    pub clients: TaskTracker,
 }
 
 pub(crate) fn router(state: Arc<FleetState>, token: TokenGuard) -> Router {
@@ -128,8 +131,12 @@ async fn fleet(State(s): State<Arc<FleetState>>) -> Json<serde_json::Value> {
 async fn ws(State(s): State<Arc<FleetState>>, up: WebSocketUpgrade) -> Response {
     let feed = s.feed.subscribe();
     let stop = s.shutdown.clone();
+    let open = s.clients.token();
     up.max_message_size(64 * 1024)
-        .on_upgrade(move |socket| client(socket, feed, stop))
+        .on_upgrade(move |socket| async move {
+            client(socket, feed, stop).await;
+            drop(open);
+        })
 }
 
 /// A dashboard's socket: every stored message's line, `lagged` with the count when it fell

@@ -166,7 +166,8 @@ pub(crate) async fn upgrade(
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
         .read_buffer_size(READ_BUFFER);
-    tokio::spawn(async move {
+    let clients = state.clients.clone();
+    clients.spawn(async move {
         let io = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => {
