@@ -388,14 +388,30 @@ async fn token_and_origin_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
-    let mut dmn = DaemonProc::street("");
+    // A send timeout no wait of this test comes near: the clients that stop reading below are
+    // behind when the stop comes, not dropped as stalled.
+    let mut dmn = DaemonProc::street("[server]\nsend_timeout_s = 120\n");
     let mut ws = connect(&dmn).await;
     next_of_type(&mut ws, "hello", LONG).await;
     send(&mut ws, json!({"op": "subscribe", "topic": "events"})).await;
-    // More clients, taking the live frames: every one of them is told the server is going away,
-    // not only the first (their tasks must have sent their close frames before the process
-    // ends).
+    // More clients on the live frames. Every one of them is told the server is going away:
+    // those that read all the time, as a dashboard does, and those that stopped reading (their
+    // socket full), which get what was pending and then 1001 once they read again. Their tasks
+    // must have sent their close frames before the process ends.
     let mut viewers = Vec::new();
+    for _ in 0..2 {
+        let mut v = connect(&dmn).await;
+        next_of_type(&mut v, "hello", LONG).await;
+        send(
+            &mut v,
+            json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
+        )
+        .await;
+        viewers.push(tokio::spawn(
+            async move { until_close(&mut v, |_| {}).await },
+        ));
+    }
+    let mut behind = Vec::new();
     for _ in 0..6 {
         let mut v = connect(&dmn).await;
         next_of_type(&mut v, "hello", LONG).await;
@@ -404,7 +420,7 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
             json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
         )
         .await;
-        viewers.push(v);
+        behind.push(v);
     }
     let mut started = BTreeSet::new();
     while started.len() < 3 {
@@ -423,8 +439,12 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
     })
     .await;
     assert_eq!(close, CloseCode::Away);
-    for (i, v) in viewers.iter_mut().enumerate() {
-        assert_eq!(until_close(v, |_| {}).await, CloseCode::Away, "viewer {i}");
+    for (i, v) in behind.iter_mut().enumerate() {
+        assert_eq!(until_close(v, |_| {}).await, CloseCode::Away, "behind {i}");
+    }
+    for (i, v) in viewers.into_iter().enumerate() {
+        let code = v.await.unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+        assert_eq!(code, CloseCode::Away, "viewer {i}");
     }
     let status = dmn
         .wait_exit(Duration::from_secs(10))
