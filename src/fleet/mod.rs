@@ -141,9 +141,11 @@ impl Fleet {
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         state.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        // One 5 s for the HTTP connections and the dashboards' sockets, which close together.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let _ = tokio::time::timeout_at(deadline, server).await;
         state.clients.close();
-        if tokio::time::timeout(Duration::from_secs(5), state.clients.wait())
+        if tokio::time::timeout_at(deadline, state.clients.wait())
             .await
             .is_err()
         {
