@@ -400,27 +400,14 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
     // must have sent their close frames before the process ends.
     let mut viewers = Vec::new();
     for _ in 0..2 {
-        let mut v = connect(&dmn).await;
-        next_of_type(&mut v, "hello", LONG).await;
-        send(
-            &mut v,
-            json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
-        )
-        .await;
+        let mut v = frames_viewer(&dmn).await;
         viewers.push(tokio::spawn(
             async move { until_close(&mut v, |_| {}).await },
         ));
     }
     let mut behind = Vec::new();
     for _ in 0..6 {
-        let mut v = connect(&dmn).await;
-        next_of_type(&mut v, "hello", LONG).await;
-        send(
-            &mut v,
-            json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
-        )
-        .await;
-        behind.push(v);
+        behind.push(frames_viewer(&dmn).await);
     }
     let mut started = BTreeSet::new();
     while started.len() < 3 {
@@ -463,6 +450,18 @@ async fn sigterm_ends_every_started_event_in_the_database_and_exits_0() {
             .unwrap_or_else(|e| panic!("event {id} a client saw start is not stored: {e}"));
         assert!(end.is_some(), "event {id} has no end time");
     }
+}
+
+/// A client that has its hello and is subscribed to the street camera's live frames.
+async fn frames_viewer(dmn: &DaemonProc) -> d::Ws {
+    let mut v = connect(dmn).await;
+    next_of_type(&mut v, "hello", LONG).await;
+    send(
+        &mut v,
+        json!({"op": "subscribe", "topic": "frames", "camera": "street"}),
+    )
+    .await;
+    v
 }
 
 /// Reads `ws` up to its close frame, handing each text message to `text`; the close code.
