@@ -52,7 +52,8 @@ pub(crate) const SEND_BUFFER: usize = 256 * 1024;
 /// connections are closed).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves until `state.shutdown` fires, then lets requests in flight finish (at most 5 s). With
+/// Serves until `state.shutdown` fires, then lets requests in flight finish and the WebSocket
+/// clients send their close frames (at most 5 s). With
 /// `tls`, every connection is HTTPS (WSS for `/ws`): a client that speaks plain HTTP fails the
 /// handshake, so a token is never read off a clear connection.
 ///
@@ -69,6 +70,7 @@ pub(crate) async fn serve(
         listener,
         app,
         state.shutdown.clone(),
+        state.clients.clone(),
         state.sources.server.clone(),
         tls,
     )
@@ -77,10 +79,14 @@ pub(crate) async fn serve(
 
 /// The accept loop of [`serve`] for any router (the daemon's, the fleet view's): connections
 /// bounded, request heads and TLS handshakes timed, `metrics` counting what is refused.
+/// `clients` holds the tasks of upgraded connections, which leave hyper's connection at the
+/// upgrade: at shutdown they are waited for with the requests, so each sends its close frame
+/// before the process ends.
 pub(crate) async fn serve_app(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: tokio_util::sync::CancellationToken,
+    clients: tokio_util::task::TaskTracker,
     metrics: Arc<crate::metrics::ServerMetrics>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
@@ -158,11 +164,16 @@ pub(crate) async fn serve_app(
         });
     }
     conns.close();
-    if tokio::time::timeout(Duration::from_secs(5), conns.wait())
+    clients.close();
+    let closed = async {
+        conns.wait().await;
+        clients.wait().await;
+    };
+    if tokio::time::timeout(Duration::from_secs(5), closed)
         .await
         .is_err()
     {
-        tracing::warn!("HTTP requests still open after 5 s; closing them");
+        tracing::warn!("HTTP requests or WebSocket clients still open after 5 s; closing them");
     }
     Ok(())
 }

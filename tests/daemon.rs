@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{
-    self as d, connect, metric, next_json, next_of_type, send, DaemonProc, MjpegCamera,
+    self as d, connect, metric, next_json, next_of_type, send, until_close, DaemonProc, MjpegCamera,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -462,24 +462,6 @@ async fn frames_viewer(dmn: &DaemonProc) -> d::Ws {
     )
     .await;
     v
-}
-
-/// Reads `ws` up to its close frame, handing each text message to `text`; the close code.
-async fn until_close<S>(ws: &mut S, mut text: impl FnMut(&str)) -> CloseCode
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("no close")
-        {
-            Some(Ok(Message::Text(t))) => text(&t),
-            Some(Ok(Message::Close(f))) => break f.expect("a close frame without a code").code,
-            Some(Ok(_)) => {}
-            other => panic!("socket ended without a close frame: {other:?}"),
-        }
-    }
 }
 
 /// Polls the camera state until `want` (an observable condition, not a timed guess).

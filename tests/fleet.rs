@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::broker::Broker;
 use common::browser::{browser, text_of};
-use common::daemon::{get_json, DaemonProc};
-use futures_util::StreamExt;
+use common::daemon::{connect, get_json, next_of_type, until_close, DaemonProc};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A box publishing as `device`, its stats every second.
 fn box_config(broker: &Broker, device: &str) -> String {
@@ -250,31 +248,17 @@ async fn three_boxes_in_one_view_through_a_box_crash_and_a_fleet_crash_with_no_e
     // A clean stop of the fleet view tells every open dashboard it is going away.
     let mut dashboards = Vec::new();
     for _ in 0..6 {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{fleet_addr}/ws"))
-            .await
-            .expect("the fleet view's /ws");
-        let hello = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no hello");
-        assert!(
-            matches!(&hello, Some(Ok(Message::Text(t))) if t.contains("\"hello\"")),
-            "{hello:?}"
-        );
+        let mut ws = connect(&fleet).await;
+        next_of_type(&mut ws, "hello", Duration::from_secs(10)).await;
         dashboards.push(ws);
     }
     fleet.signal(15);
     for (i, ws) in dashboards.iter_mut().enumerate() {
-        let close = loop {
-            match tokio::time::timeout(Duration::from_secs(15), ws.next())
-                .await
-                .expect("no close")
-            {
-                Some(Ok(Message::Close(f))) => break f.expect("a close frame without a code").code,
-                Some(Ok(_)) => {}
-                other => panic!("dashboard {i}: socket ended without a close frame: {other:?}"),
-            }
-        };
-        assert_eq!(close, CloseCode::Away, "dashboard {i}");
+        assert_eq!(
+            until_close(ws, |_| {}).await,
+            CloseCode::Away,
+            "dashboard {i}"
+        );
     }
     assert!(fleet
         .wait_exit(Duration::from_secs(10))

@@ -128,6 +128,7 @@ impl Fleet {
             listener,
             app,
             state.shutdown.clone(),
+            state.clients.clone(),
             Arc::new(crate::metrics::ServerMetrics::default()),
             acceptor,
         ));
@@ -141,16 +142,7 @@ impl Fleet {
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         state.shutdown.cancel();
-        // One 5 s for the HTTP connections and the dashboards' sockets, which close together.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let _ = tokio::time::timeout_at(deadline, server).await;
-        state.clients.close();
-        if tokio::time::timeout_at(deadline, state.clients.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("fleet view: dashboards' sockets did not close within 5 s");
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         tracing::info!("fleet view stopped");
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 pub type Ws =
@@ -295,6 +296,22 @@ pub async fn connect(d: &DaemonProc) -> Ws {
 
 pub async fn send(ws: &mut Ws, v: serde_json::Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// Reads `ws` up to its close frame, handing each text message to `text`; the close code.
+/// Panics when 15 s pass without a message or the socket ends without a close frame.
+pub async fn until_close(ws: &mut Ws, mut text: impl FnMut(&str)) -> CloseCode {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("no close")
+        {
+            Some(Ok(Message::Text(t))) => text(&t),
+            Some(Ok(Message::Close(f))) => break f.expect("a close frame without a code").code,
+            Some(Ok(_)) => {}
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    }
 }
 
 /// The next text message, parsed; binary frames are skipped. Panics after `limit`.
