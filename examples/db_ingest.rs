@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ocellus::db::{self, DbCommand, WriterOptions, WriterStats};
-use ocellus::models::{BBox, Event};
+use ocellus::pipeline::values::{BBox, Event};
 
 fn event(i: i64) -> Event {
     Event {

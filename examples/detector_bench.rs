@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads,
         ..model
     };
-    let mut det = ocellus::detect::build(&cfg)?.ok_or("no detector")?;
+    let mut det = ocellus::pipeline::detect::build(&cfg)?.ok_or("no detector")?;
     // A few dozen real frames, cycled: the decoder's work depends on what is in them.
     let mut cap = videoio::VideoCapture::from_file(&args[1], videoio::CAP_ANY)?;
     let mut frames = Vec::new();

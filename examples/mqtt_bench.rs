@@ -21,7 +21,7 @@ fn message(i: usize) -> OutboxMessage {
         topic: "ocellus/bench/events".into(),
         payload: json.into_bytes(),
         retain: false,
-        created_ms: ocellus::clock::now_ms(),
+        created_ms: ocellus::base::clock::now_ms(),
     }
 }
 

@@ -103,7 +103,7 @@ async fn main() {
             while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(end, ws.next()).await {
                 match msg {
                     Message::Binary(b) => {
-                        let h = ocellus::protocol::parse_frame_header(&b).unwrap();
+                        let h = ocellus::server::protocol::parse_frame_header(&b).unwrap();
                         lat.push((now_ms() - h.ts_ms) as f64);
                         first_seq.get_or_insert(h.seq);
                         last_seq = h.seq;

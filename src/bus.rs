@@ -11,10 +11,10 @@ use tokio::sync::broadcast;
 
 use crate::counts::CountsUpdate;
 use crate::db::{DbCommand, DbHandle, OutboxMessage};
-use crate::events::Snapshot;
-use crate::models::{Detection, DetectionsMsg, EventKind, EventMsg};
+use crate::pipeline::events::Snapshot;
+use crate::pipeline::values::{Detection, DetectionsMsg, EventKind, EventMsg};
 use crate::pipeline::Sink;
-use crate::protocol::ServerMsg;
+use crate::server::protocol::ServerMsg;
 
 /// One camera's fan-out. Built with the peers a mode has: the daemon has them all, replay the
 /// database and its own collectors.
@@ -108,7 +108,7 @@ impl Bus {
 
     fn log(&self, msg: &EventMsg) {
         let e = &msg.event;
-        let line = crate::events::describe(msg);
+        let line = crate::pipeline::events::describe(msg);
         // Starts, ends and stationary changes are what a person reads in the journal; a better
         // score on a running event is detail.
         if msg.kind == EventKind::Update && !line.important {
@@ -256,7 +256,7 @@ impl Sink for Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{BBox, Event};
+    use crate::pipeline::values::{BBox, Event};
 
     fn msg(id: i64, kind: EventKind) -> EventMsg {
         EventMsg {

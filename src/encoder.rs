@@ -13,10 +13,10 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use tokio::sync::broadcast;
 
+use crate::base::jpeg::JpegEncoder;
 use crate::capture::Frame;
-use crate::jpeg::JpegEncoder;
-use crate::metrics::{inc, CameraStats};
-use crate::protocol::frame_message;
+use crate::server::protocol::frame_message;
+use crate::telemetry::metrics::{inc, CameraStats};
 
 /// Where encoded frames go: per stream width (0: the frame's own), a broadcast channel.
 pub(crate) type Outputs = Vec<(u32, broadcast::Sender<Bytes>)>;

@@ -10,12 +10,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use ocellus::base::errors::chain;
+use ocellus::cmd::replay::expect::Expectation;
+use ocellus::cmd::replay::{self, ReplayOptions};
+use ocellus::cmd::run::Daemon;
 use ocellus::config::{Config, DetectorKind, DetectorRuntime, ModelFamily};
-use ocellus::daemon::Daemon;
-use ocellus::errors::chain;
-use ocellus::expect::Expectation;
-use ocellus::models::{EventKind, EventMsg};
-use ocellus::replay::{self, ReplayOptions};
+use ocellus::pipeline::values::{EventKind, EventMsg};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -173,7 +173,7 @@ fn main() -> ExitCode {
         Command::Fleet(args) => fleet_cmd(args),
         Command::Replay(args) => {
             // Warnings only by default, so that a replay's own output stays readable.
-            ocellus::logging::init("warn");
+            ocellus::telemetry::logging::init("warn");
             replay_cmd(*args)
         }
         Command::CheckConfig { file } => match Config::load(&file) {
@@ -254,7 +254,7 @@ impl Service {
             }
         })
         .map_err(|e| fail(&e))?;
-        let target = ocellus::logging::init(&cfg.log.level);
+        let target = ocellus::telemetry::logging::init(&cfg.log.level);
         ocellus::config::warn_if_readable_by_others(&args.config, &cfg);
         tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), logs = target, "{what} {} starting with {}", env!("CARGO_PKG_VERSION"), args.config.display());
         let Ok(addr) = cfg.server.listen.parse() else {
@@ -312,7 +312,7 @@ fn fleet_cmd(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let fleet = match ocellus::fleet::Fleet::start(&service.cfg) {
+    let fleet = match ocellus::cmd::fleet::Fleet::start(&service.cfg) {
         Ok(f) => f,
         Err(e) => return fail(&e),
     };
@@ -414,7 +414,7 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
 
 /// The file's settings (or the defaults) with the command line's on top, settled once, on what
 /// will run, as `run` and `check-config` settle theirs.
-fn replay_config(args: &ReplayArgs) -> Result<Config, ocellus::errors::ConfigError> {
+fn replay_config(args: &ReplayArgs) -> Result<Config, ocellus::base::errors::ConfigError> {
     let overrides = |cfg: &mut Config| {
         if let Some(model) = &args.model {
             cfg.detector.model = model.clone();

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use ocellus::protocol::parse_frame_header;
+use ocellus::server::protocol::parse_frame_header;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -238,7 +238,7 @@ async fn ws_query_rest_and_database_agree() {
         let stored = ocellus::db::get_event(&conn, e["id"].as_i64().unwrap())
             .unwrap()
             .unwrap();
-        let from_ws: ocellus::models::Event = serde_json::from_value(e.clone()).unwrap();
+        let from_ws: ocellus::pipeline::values::Event = serde_json::from_value(e.clone()).unwrap();
         assert_eq!(stored, from_ws);
     }
     let one = d::get_json(&dmn.url(&format!("/api/events/{}", ws_ended[0]["id"]))).await;
@@ -714,7 +714,7 @@ async fn every_counter_in_the_stats_appears_in_metrics() {
             );
         }
     }
-    let counters = ocellus::metrics::CameraStats::default().counters();
+    let counters = ocellus::telemetry::metrics::CameraStats::default().counters();
     assert_eq!(counters.len(), 11);
     for c in counters {
         assert!(

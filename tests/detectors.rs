@@ -8,10 +8,10 @@ mod common;
 use opencv::core::{Mat, Scalar, CV_8UC3};
 use opencv::prelude::*;
 
+use ocellus::base::errors::DetectError;
 use ocellus::config::{DetectorConfig, DetectorKind, DetectorRuntime, ModelFamily};
-use ocellus::detect::{self, ObjectDetector};
-use ocellus::errors::DetectError;
-use ocellus::models::{BBox, Detection};
+use ocellus::pipeline::detect::{self, ObjectDetector};
+use ocellus::pipeline::values::{BBox, Detection};
 
 fn planted_config(family: ModelFamily, model: &str) -> DetectorConfig {
     DetectorConfig {
@@ -122,7 +122,7 @@ fn tiled_detection_maps_each_tiles_boxes_back_to_frame_pixels() {
                 .partial_cmp(&(b.label.as_str(), b.bbox.x))
                 .unwrap()
         });
-        let cols = ocellus::detect::tiles::columns(640, 2);
+        let cols = ocellus::pipeline::detect::tiles::columns(640, 2);
         // Letterboxing a tile (w x 480) into 320x320: scale 320/480, padded left and right.
         let planted = |x0: u32, w: u32, cx: f32, cy: f32, bw: f32, bh: f32| {
             let scale = (320.0 / w as f32).min(320.0 / 480.0);
@@ -358,7 +358,7 @@ fn nanodet_blob(frame: &Mat, w: i32, h: i32) -> Vec<f32> {
 
 #[test]
 fn the_converter_gives_the_reference_conversions_outputs_on_real_frames() {
-    use ocellus::detect::onnxruntime::{self, OrtEngine, Shared};
+    use ocellus::pipeline::detect::onnxruntime::{self, OrtEngine, Shared};
     let Some(reference) = common::nanodet_reference() else {
         eprintln!("skipped: no ../shared/models/nanodet-g/reference-416.onnx on this clone");
         return;

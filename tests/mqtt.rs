@@ -352,7 +352,7 @@ async fn a_10_s_broker_outage_loses_no_event() {
     let conn = ocellus::db::open_reader(&dmn.db).unwrap();
     let stored = ocellus::db::query_events(
         &conn,
-        &ocellus::models::EventQuery {
+        &ocellus::pipeline::values::EventQuery {
             limit: Some(10_000),
             ..Default::default()
         },

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{self as d, connect, next_of_type, send, DaemonProc, MjpegCamera};
 use futures_util::{SinkExt, StreamExt};
-use ocellus::protocol::parse_frame_header;
+use ocellus::server::protocol::parse_frame_header;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;

@@ -178,7 +178,7 @@ fn expect_passes_on_a_recorded_run_and_fails_with_a_diff_on_a_wrong_one() {
 /// Two real people, cut out of the street clip, walk through each other on a plain background.
 #[test]
 fn two_people_crossing_end_as_exactly_two_tracks() {
-    let mut det = ocellus::detect::build(&DetectorConfig {
+    let mut det = ocellus::pipeline::detect::build(&DetectorConfig {
         kind: DetectorKind::Dnn,
         ..common::fastestdet_config()
     })
@@ -197,7 +197,7 @@ fn two_people_crossing_end_as_exactly_two_tracks() {
                 .iter()
                 .filter(|d| d.label == "person" && d.bbox.h >= 70.0 && d.score >= 0.75)
                 .filter(|d| {
-                    let padded = ocellus::models::BBox::new(
+                    let padded = ocellus::pipeline::values::BBox::new(
                         d.bbox.x - margin,
                         d.bbox.y - margin,
                         d.bbox.w + 2.0 * margin,
@@ -422,7 +422,7 @@ fn replay_db_holds_every_printed_event_with_its_snapshot() {
         let stored = ocellus::db::get_event(&conn, e["id"].as_i64().unwrap())
             .unwrap()
             .unwrap();
-        let printed: ocellus::models::Event = serde_json::from_value(e.clone()).unwrap();
+        let printed: ocellus::pipeline::values::Event = serde_json::from_value(e.clone()).unwrap();
         assert_eq!(stored, printed);
         let jpeg = ocellus::db::get_snapshot(&conn, stored.id)
             .unwrap()
@@ -438,7 +438,7 @@ fn replay_db_holds_every_printed_event_with_its_snapshot() {
 }
 
 /// MOTChallenge rows (`frame,id,x,y,w,h,conf,...`) as (frame, id, box, conf).
-fn mot_rows(text: &str) -> Vec<(u32, u64, ocellus::models::BBox, f32)> {
+fn mot_rows(text: &str) -> Vec<(u32, u64, ocellus::pipeline::values::BBox, f32)> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -446,7 +446,7 @@ fn mot_rows(text: &str) -> Vec<(u32, u64, ocellus::models::BBox, f32)> {
             (
                 v[0] as u32,
                 v[1] as u64,
-                ocellus::models::BBox::new(v[2], v[3], v[4], v[5]),
+                ocellus::pipeline::values::BBox::new(v[2], v[3], v[4], v[5]),
                 v[6],
             )
         })
@@ -726,7 +726,7 @@ points = [[0.5, 0.0], [0.5, 1.0]]
     );
     // The database has them, and the zone filter finds exactly the events that entered.
     let conn = ocellus::db::open_reader(&db).unwrap();
-    let q = ocellus::models::EventQuery {
+    let q = ocellus::pipeline::values::EventQuery {
         zone: Some("right_third".into()),
         limit: Some(500),
         ..Default::default()
@@ -738,7 +738,7 @@ points = [[0.5, 0.0], [0.5, 1.0]]
         .all(|e| e.zones.contains(&"right_third".to_string())));
     let stored_crossings: usize = ocellus::db::query_events(
         &conn,
-        &ocellus::models::EventQuery {
+        &ocellus::pipeline::values::EventQuery {
             limit: Some(500),
             ..Default::default()
         },

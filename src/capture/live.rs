@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use opencv::core::Mat;
 use opencv::prelude::*;
 use opencv::videoio;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_unless_cancelled, Frame, Source, SourceOptions};
-use crate::clock::now_ms;
-use crate::metrics::{inc, CameraStats};
-use crate::protocol::{CameraInfo, CameraStatus};
+use crate::base::clock::now_ms;
+use crate::telemetry::metrics::{inc, CameraStats};
 
 /// Holds at most one frame. Capture puts (replacing an unread frame, which counts as skipped);
 /// detection takes. This is what keeps live latency low: a busy detector never sees a backlog.
@@ -43,7 +43,40 @@ impl FrameSlot {
     }
 }
 
-pub(crate) use crate::protocol::SourceStatus;
+/// Connection state of a source, as shown in stats, the API and the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceStatus {
+    Connecting,
+    Connected,
+    Retrying,
+    Stopped,
+}
+
+impl SourceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceStatus::Connecting => "connecting",
+            SourceStatus::Connected => "connected",
+            SourceStatus::Retrying => "retrying",
+            SourceStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// A camera's identity and connection state, as in `hello`, `GET /api/cameras` and `stats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CameraStatus {
+    pub id: String,
+    pub name: String,
+    /// `connecting`, `connected`, `retrying` or `stopped`.
+    pub state: SourceStatus,
+    pub last_error: Option<String>,
+    /// Since when (Unix ms) the camera is in `state`.
+    pub since_ms: i64,
+    pub width: u32,
+    pub height: u32,
+}
 
 #[derive(Clone, Debug)]
 struct StateInner {
@@ -59,12 +92,6 @@ struct StateInner {
 pub struct SourceState {
     pub id: String,
     pub name: String,
-    /// The camera's masks as configured, shown to clients.
-    pub object_masks: Vec<crate::config::Polygon>,
-    pub motion_masks: Vec<crate::config::Polygon>,
-    /// The camera's zones and lines, shown to clients.
-    pub zones: Vec<crate::protocol::Shape>,
-    pub lines: Vec<crate::protocol::Shape>,
     inner: Mutex<StateInner>,
 }
 
@@ -73,10 +100,6 @@ impl SourceState {
         Self {
             id: id.to_string(),
             name: name.to_string(),
-            object_masks: Vec::new(),
-            motion_masks: Vec::new(),
-            zones: Vec::new(),
-            lines: Vec::new(),
             inner: Mutex::new(StateInner {
                 status: SourceStatus::Connecting,
                 last_error: None,
@@ -86,27 +109,6 @@ impl SourceState {
                 retries: 0,
             }),
         }
-    }
-
-    /// The same state, with the camera's masks to show to clients.
-    pub fn with_masks(
-        mut self,
-        object_masks: Vec<crate::config::Polygon>,
-        motion_masks: Vec<crate::config::Polygon>,
-    ) -> Self {
-        self.object_masks = object_masks;
-        self.motion_masks = motion_masks;
-        self
-    }
-
-    /// The same state, with the camera's zones and lines to show to clients.
-    pub fn with_zones(
-        mut self,
-        (zones, lines): (Vec<crate::protocol::Shape>, Vec<crate::protocol::Shape>),
-    ) -> Self {
-        self.zones = zones;
-        self.lines = lines;
-        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
@@ -147,17 +149,6 @@ impl SourceState {
             since_ms: s.since_ms,
             width: s.width,
             height: s.height,
-        }
-    }
-
-    /// As announced to clients: the state with the camera's masks.
-    pub fn info(&self) -> CameraInfo {
-        CameraInfo {
-            status: self.current(),
-            object_masks: self.object_masks.clone(),
-            motion_masks: self.motion_masks.clone(),
-            zones: self.zones.clone(),
-            lines: self.lines.clone(),
         }
     }
 }
@@ -380,9 +371,9 @@ mod tests {
             assert!(Instant::now() < deadline, "never retried");
             std::thread::yield_now();
         }
-        let info = state.info();
-        assert_eq!(info.status.state, SourceStatus::Retrying);
-        assert!(info.status.last_error.unwrap().contains("does not exist"));
+        let now = state.current();
+        assert_eq!(now.state, SourceStatus::Retrying);
+        assert!(now.last_error.unwrap().contains("does not exist"));
         cancel.cancel();
         handle.join().unwrap();
         assert_eq!(state.status(), SourceStatus::Stopped);

@@ -16,8 +16,8 @@ use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
+use crate::base::errors::CaptureError;
 use crate::config::{redact_url, CameraConfig, RtspTransport};
-use crate::errors::CaptureError;
 
 /// One decoded frame.
 pub(crate) struct Frame {
@@ -258,7 +258,7 @@ mod tests {
                 tx,
                 false,
                 &CancellationToken::new(),
-                &crate::metrics::CameraStats::default(),
+                &crate::telemetry::metrics::CameraStats::default(),
             )
             .unwrap();
         assert_eq!(n, 3);

@@ -10,8 +10,8 @@ use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_unless_cancelled, Frame, Source, SourceOptions};
-use crate::errors::CaptureError;
-use crate::metrics::CameraStats;
+use crate::base::errors::CaptureError;
+use crate::telemetry::metrics::CameraStats;
 
 /// A video file opened for replay, with its first frame already decoded (which proves it is a
 /// video before anything else is set up).
@@ -93,7 +93,7 @@ impl ReplayReader {
                 }
             };
             stats.decode.add(t0.elapsed());
-            crate::metrics::inc(&stats.captured);
+            crate::telemetry::metrics::inc(&stats.captured);
             let ts_ms = self.timestamp_ms(seq);
             if realtime {
                 let due = started + Duration::from_millis(ts_ms as u64);

@@ -13,8 +13,8 @@ use opencv::core::Vector;
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 
+use crate::base::errors::RtspError;
 use crate::config::RtspTransport;
-use crate::errors::RtspError;
 
 /// The parts of an `rtsp://[user[:password]@]host[:port]/path` URL.
 #[derive(Clone, Debug, PartialEq)]

@@ -26,7 +26,7 @@ pub use mqtt::{MqttConfig, MqttEndpoint};
 pub use paths::{checkout_dirs, find_data, INSTALLED_DATA};
 pub use validate::valid_camera_id;
 
-use crate::errors::ConfigError;
+use crate::base::errors::ConfigError;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -8,8 +8,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use crate::errors::DbError;
-use crate::models::{Event, EventKind};
+use crate::base::errors::DbError;
+use crate::pipeline::values::{Event, EventKind};
 
 /// The fleet schema's version (`PRAGMA user_version`); a newer file is refused.
 const FLEET_SCHEMA_VERSION: i64 = 1;
@@ -286,7 +286,7 @@ pub fn spawn_fleet_writer<A: Send + 'static>(
                     }
                 }
                 loop {
-                    let now = crate::clock::now_ms();
+                    let now = crate::base::clock::now_ms();
                     let result = (|| {
                         let tx = conn.transaction()?;
                         for (w, _) in &batch {
@@ -476,7 +476,7 @@ pub fn fleet_label_counts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::BBox;
+    use crate::pipeline::values::BBox;
 
     fn event(id: i64, end: Option<i64>, score: f32) -> Event {
         Event {

@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::errors::DbError;
+use crate::base::errors::DbError;
 
-pub use crate::clock::now_ms;
-pub use crate::models::EventQuery;
+pub use crate::base::clock::now_ms;
+pub use crate::pipeline::values::EventQuery;
 pub use fleet::{
     apply as fleet_apply, fleet_devices, fleet_events, fleet_label_counts, fleet_places,
     fleet_snapshot, open_fleet, spawn_fleet_writer, Device, FleetEvent, FleetEventQuery,
@@ -99,7 +99,7 @@ pub fn start(path: &Path, opts: WriterOptions) -> Result<Storage, DbError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::models::{BBox, Event};
+    use crate::pipeline::values::{BBox, Event};
     use bytes::Bytes;
     use std::sync::atomic::Ordering;
 

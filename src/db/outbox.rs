@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::errors::DbError;
+use crate::base::errors::DbError;
 
 /// An outbox row read for publishing.
 #[derive(Clone, Debug, PartialEq)]

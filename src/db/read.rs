@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::base::errors::DbError;
 use crate::counts::{CountsQuery, Kind, LineTotal, Series, Values};
-use crate::errors::DbError;
-use crate::models::{BBox, Event, EventQuery};
+use crate::pipeline::values::{BBox, Event, EventQuery};
 
 /// Opens a read-only connection for queries (the API, tests); it never blocks the writer.
 pub fn open_reader(path: &Path) -> Result<Connection, DbError> {

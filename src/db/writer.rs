@@ -11,10 +11,10 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use rusqlite::{params, Connection};
 
-use crate::clock::now_ms;
+use crate::base::clock::now_ms;
+use crate::base::errors::DbError;
 use crate::counts::{CountRow, Kind, Values, HOUR_MS, MINUTE_MS};
-use crate::errors::DbError;
-use crate::models::Event;
+use crate::pipeline::values::Event;
 
 /// What the pipeline asks of the writer.
 pub enum DbCommand {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::models::{EventKind, EventMsg};
+use crate::pipeline::values::{EventKind, EventMsg};
 
 /// Open event ids per (camera, label); every configured pair is present, at 0 too.
 #[derive(Debug, Default)]
@@ -69,7 +69,7 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{BBox, Event};
+    use crate::pipeline::values::{BBox, Event};
 
     fn msg(id: i64, label: &str, kind: EventKind) -> EventMsg {
         EventMsg {

@@ -26,12 +26,12 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::base::errors::MqttUrlError;
 use crate::config::MqttConfig;
 use crate::db::{DbCommand, DbHandle, ReadPool};
-use crate::errors::MqttUrlError;
-use crate::metrics::{inc, MqttStats};
-use crate::models::{EventKind, EventMsg};
-use crate::stats::StatsSnapshot;
+use crate::pipeline::values::{EventKind, EventMsg};
+use crate::server::stats::StatsSnapshot;
+use crate::telemetry::metrics::{inc, MqttStats};
 pub(crate) use connection::describe;
 use connection::poll_forever;
 use counts::Counts;

@@ -2,6 +2,14 @@
 //! typed values to a [`Sink`]. Runs on its own thread, fed by capture; knows nothing of where
 //! its results go (the fan-out stage, `bus`, does).
 
+pub(crate) mod appearance;
+pub mod detect;
+pub(crate) mod events;
+pub(crate) mod motion;
+pub(crate) mod tracker;
+pub mod values;
+pub(crate) mod zones;
+
 mod schedule;
 #[cfg(test)]
 mod tests;
@@ -14,20 +22,21 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use opencv::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::appearance::Appearance;
+use crate::base::errors::DetectError;
 use crate::capture::live::FrameSlot;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
 use crate::counts::{Buckets, CountsUpdate, LineTotal};
-use crate::detect::regions::{self, Plan};
-use crate::detect::ObjectDetector;
-use crate::errors::DetectError;
-use crate::events::{EventBuilder, EventIds, EventOutput, Snapshot, SnapshotOptions};
-use crate::metrics::{inc, CameraStats};
-use crate::models::{BBox, Detection, DetectionsMsg, EventKind, EventMsg, TrackedBox};
-use crate::motion::{MotionDetector, MotionResult};
-use crate::tracker::Tracker;
-use crate::zones::{Counts, Zones};
+use crate::pipeline::appearance::Appearance;
+use crate::pipeline::detect::regions::{self, Plan};
+use crate::pipeline::detect::ObjectDetector;
+use crate::pipeline::events::{EventBuilder, EventIds, EventOutput, Snapshot, SnapshotOptions};
+use crate::pipeline::motion::{MotionDetector, MotionResult};
+use crate::pipeline::tracker::Tracker;
+use crate::pipeline::values::{BBox, Detection, DetectionsMsg, EventKind, EventMsg, TrackedBox};
+use crate::pipeline::zones::{Direction, Zones};
+use crate::telemetry::live_counts::LiveCounts;
+use crate::telemetry::metrics::{inc, CameraStats};
 use schedule::motion_touches;
 pub(crate) use schedule::DetectRate;
 
@@ -325,8 +334,9 @@ impl Pipeline {
             None
         };
         let zones = Zones::new(camera_cfg);
-        *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) = Counts::new(&zones);
-        let buckets = Buckets::for_zones(camera, &zones, &[]);
+        *stats.zones.lock().unwrap_or_else(|p| p.into_inner()) =
+            LiveCounts::new(zones.zone_names(), zones.line_names());
+        let buckets = buckets_for(camera, &zones, &[]);
         Ok(Self {
             camera: camera.to_string(),
             motion,
@@ -363,7 +373,7 @@ impl Pipeline {
     /// Continues the lines' crossing totals from `totals` (the database's, so that counters
     /// survive a restart) instead of 0.
     pub(crate) fn continue_totals(&mut self, totals: &[LineTotal]) {
-        self.buckets = Buckets::for_zones(&self.camera, &self.zones, totals);
+        self.buckets = buckets_for(&self.camera, &self.zones, totals);
         let mut counts = self.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
         for t in totals {
             counts.continue_totals(&t.line, t.left, t.right);
@@ -652,8 +662,9 @@ impl Pipeline {
         self.occupancy = self.zones.occupancy(|t| events.event_id(t).is_some());
         let mut counts = self.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
         for c in &news.crossings {
-            counts.crossed(c);
-            self.buckets.crossed(c);
+            counts.crossed(&c.line, c.direction == Direction::Right, c.ms);
+            self.buckets
+                .crossed(&c.line, c.direction == Direction::Right, c.ms);
         }
         for z in &news.entered {
             self.buckets.entered(z, frame.ts_ms);
@@ -691,4 +702,11 @@ impl Pipeline {
             self.sink.snapshot(s);
         }
     }
+}
+
+/// The count buckets of a camera's `zones` and lines, its lines' totals continuing `totals`.
+fn buckets_for(camera: &str, zones: &Zones, totals: &[LineTotal]) -> Buckets {
+    let zone_names: Vec<String> = zones.zone_names().map(str::to_string).collect();
+    let line_names: Vec<String> = zones.line_names().map(str::to_string).collect();
+    Buckets::new(camera, &zone_names, &line_names, totals)
 }

@@ -2,8 +2,8 @@
 //! objects it need not look at again. Pure, so the same frames give the same runs live, in
 //! replay and with a detector pool.
 
-use crate::models::BBox;
-use crate::motion::MotionResult;
+use crate::pipeline::motion::MotionResult;
+use crate::pipeline::values::BBox;
 
 /// The detector's rate on the frames' clock: time is cut into slots of `1 / fps` and the first
 /// frame of each slot is due. Whether a frame is due depends only on its own time and the

@@ -10,9 +10,9 @@ use opencv::core::{self, Mat, Rect, Scalar, CV_8UC3};
 use opencv::imgproc;
 
 use super::*;
-use crate::detect::DetectorInfo;
-use crate::events::EventIds;
-use crate::models::{BBox, Detection, DetectionsMsg, EventKind, EventMsg};
+use crate::pipeline::detect::DetectorInfo;
+use crate::pipeline::events::EventIds;
+use crate::pipeline::values::{BBox, Detection, DetectionsMsg, EventKind, EventMsg};
 
 const W: i32 = 640;
 const H: i32 = 360;

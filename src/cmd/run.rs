@@ -1,0 +1,422 @@
+//! `ocellus run`: starts storage, one capture + detect + encode thread trio per camera, the
+//! stats task and the server, and stops them in an order that loses nothing.
+//!
+//! Shutdown order: stop capture and detection (which ends open events and broadcasts their
+//! ends), flush the database, then close client connections with 1001 and stop the server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use thiserror::Error;
+use tokio::sync::{broadcast, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::base::errors::{DbError, DetectError};
+use crate::bus::Bus;
+use crate::capture::live::{self, FrameSlot, SourceState};
+use crate::capture::Source;
+use crate::config::{CameraConfig, Config};
+use crate::db::{self, DbHandle, ReadPool, WriterOptions, WriterStats};
+use crate::pipeline::detect::{self, ObjectDetector};
+use crate::pipeline::events::EventIds;
+use crate::pipeline::values::EventMsg;
+use crate::pipeline::Pipeline;
+use crate::server::hub::{CameraHub, Overlay, MESSAGE_CAPACITY};
+use crate::server::state::AppState;
+use crate::server::stats::{Sources, StatsSnapshot};
+use crate::server::tls::ServerCert;
+use crate::telemetry::metrics::{CameraStats, MqttStats, ServerMetrics};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("camera {camera}: {source}")]
+    Detector {
+        camera: String,
+        #[source]
+        source: DetectError,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("OpenCV: {0}")]
+    OpenCv(#[from] opencv::Error),
+    #[error("server.tls_cert/tls_key: {0}")]
+    Tls(#[from] crate::base::errors::TlsError),
+    #[error("mqtt TLS (ca_file, client_cert, client_key): {0}")]
+    MqttTls(crate::base::errors::TlsError),
+}
+
+struct CameraThreads {
+    id: String,
+    capture: JoinHandle<()>,
+    detect: JoinHandle<()>,
+    encoder: JoinHandle<()>,
+}
+
+/// A started daemon: storage open, pipelines running, not yet serving.
+pub struct Daemon {
+    pub state: Arc<AppState>,
+    cameras: Vec<CameraThreads>,
+    db: DbHandle,
+    writer: JoinHandle<()>,
+    pipelines_stop: CancellationToken,
+    db_path: PathBuf,
+    /// The MQTT client, started with the server, and its event receiver (subscribed before
+    /// the pipelines start, so it misses nothing).
+    mqtt: Option<(crate::mqtt::Client, broadcast::Receiver<Arc<EventMsg>>)>,
+    /// The first event id of this run.
+    first_event_id: i64,
+    /// The stats task's output, until it starts.
+    latest_stats: watch::Sender<Arc<StatsSnapshot>>,
+    /// The HTTPS certificate, with `server.tls_cert`; SIGHUP re-reads it.
+    tls: Option<Arc<ServerCert>>,
+}
+
+impl Daemon {
+    /// Opens the database, loads a detector per camera and starts the camera threads. Fails
+    /// before starting anything on a bad database or model.
+    pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
+        let tls = ServerCert::from_config(&cfg.server)?;
+        let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
+        // Every camera's detector before anything is created: a broken model stops the start.
+        // Built at once, the model is read and checked once and its packed weights shared by
+        // the cameras' sessions; with several cameras, one inference takes one thread (unless
+        // `detector.threads` says otherwise): the cameras are the parallelism, and a pool of
+        // threads per camera competing for the same cores costs more than it gives. With more
+        // cameras than cores, they take turns with a detector per core.
+        let mut detectors: Vec<Option<Box<dyn ObjectDetector>>> =
+            detect::for_cameras(&cfg.detector, enabled.len())
+                .map_err(|source| DaemonError::Detector {
+                    camera: enabled
+                        .iter()
+                        .map(|c| c.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source,
+                })?
+                .into_iter()
+                .map(Some)
+                .collect();
+        // `kind = "none"`: no detector for any camera.
+        detectors.resize_with(enabled.len(), || None);
+        let db_path = cfg.storage.path.clone();
+        let mut writer_opts = WriterOptions::from_config(&cfg.storage, true);
+        writer_opts.outbox = cfg.mqtt.as_ref().map(|m| crate::db::OutboxLimits {
+            max_messages: m.outbox_max_messages,
+            max_age_ms: m.outbox_max_age_h as i64 * 3_600_000,
+        });
+        let ids: Vec<&str> = enabled.iter().map(|c| c.id.as_str()).collect();
+        // Its TLS files are read here: a bad one stops the start before the database opens.
+        let mqtt = mqtt_client(cfg, &ids)?;
+        let storage = db::start(&db_path, writer_opts)?;
+        let first_event_id = storage.max_event_id + 1;
+
+        let (typed_events, mqtt_events) = broadcast::channel::<Arc<EventMsg>>(MESSAGE_CAPACITY);
+        let peers = Peers {
+            db: storage.handle.clone(),
+            outbox_topic: mqtt.as_ref().map(|m| m.topics.events()),
+            mqtt_topics: mqtt.as_ref().map(|m| m.topics.clone()),
+            event_feed: broadcast::channel(MESSAGE_CAPACITY).0,
+            counts_feed: broadcast::channel(MESSAGE_CAPACITY).0,
+            typed: typed_events,
+            ids: EventIds::after(storage.max_event_id),
+            stop: CancellationToken::new(),
+        };
+        // The lines' crossing totals continue from the database's (Home Assistant's counters
+        // must not fall back to 0 at a restart).
+        let reader = db::open_reader(&db_path)?;
+        let mut hubs = Vec::new();
+        let mut threads = Vec::new();
+        for (cam, detector) in enabled.iter().zip(detectors) {
+            let totals = db::line_totals(&reader, &cam.id)?;
+            let (hub, t) = start_camera(cfg, cam, detector, &totals, &peers)?;
+            hubs.push(hub);
+            threads.push(t);
+        }
+        if hubs.is_empty() {
+            tracing::warn!(
+                "no enabled cameras in the config; serving the API and stored events only"
+            );
+        }
+        let mqtt = mqtt.map(|c| (c, mqtt_events));
+        let mqtt_stats = mqtt
+            .as_ref()
+            .map(|(m, _)| (m.stats.clone(), m.cfg.url.clone()));
+        let (state, latest_stats) = app_state(cfg, hubs, &peers, storage.stats, mqtt_stats);
+        Ok(Daemon {
+            state,
+            cameras: threads,
+            db: storage.handle,
+            writer: storage.thread,
+            pipelines_stop: peers.stop,
+            db_path,
+            mqtt,
+            first_event_id,
+            latest_stats,
+            tls,
+        })
+    }
+
+    /// `https` when the port serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        crate::server::tls::scheme(self.tls.as_deref())
+    }
+
+    /// Serves on `listener` until `stop` fires, then shuts down in order. Tells systemd READY=1
+    /// once serving, keeps its watchdog fed while frames flow, and says STOPPING=1 at the end.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let state = self.state.clone();
+        let stats_task = tokio::spawn(crate::server::stats::run(
+            state.sources.clone(),
+            state.stats_feed.clone(),
+            self.latest_stats,
+        ));
+        let mqtt_stop = CancellationToken::new();
+        let mqtt_task = self.mqtt.map(|(client, events)| {
+            let inputs = crate::mqtt::Inputs {
+                events,
+                stats: state.latest_stats.clone(),
+                readers: state.readers.clone(),
+                db: self.db.clone(),
+                first_event_id: self.first_event_id,
+            };
+            tokio::spawn(client.run(inputs, mqtt_stop.clone()))
+        });
+        let acceptor = self.tls.as_ref().map(|c| c.acceptor());
+        let server = tokio::spawn(crate::server::serve(listener, state.clone(), acceptor));
+        let reload = tokio::spawn(crate::server::tls::reload_on_sighup(self.tls.clone()));
+        // The database is open (start) and the port is bound (the caller's listener).
+        crate::cmd::systemd::ready(&crate::cmd::systemd::status_line(&state));
+        let watchdog = tokio::spawn(crate::cmd::systemd::watchdog_loop(state.clone()));
+        stop.cancelled().await;
+        crate::cmd::systemd::stopping();
+        watchdog.abort();
+        reload.abort();
+        tracing::info!("stopping: ending capture and open events");
+
+        self.pipelines_stop.cancel();
+        let cameras = self.cameras;
+        let db = self.db;
+        tokio::task::spawn_blocking(move || {
+            for c in cameras {
+                for (what, h) in [
+                    ("capture", c.capture),
+                    ("detect", c.detect),
+                    ("encoder", c.encoder),
+                ] {
+                    if h.join().is_err() {
+                        tracing::error!(camera = %c.id, thread = what, "thread panicked");
+                    }
+                }
+            }
+            if let Err(e) = db.flush() {
+                tracing::error!(error = %e, "final database flush failed");
+            }
+            drop(db);
+        })
+        .await
+        .ok();
+        tracing::info!(db = %self.db_path.display(), "events flushed; closing client connections");
+        if let Some(mut task) = mqtt_task {
+            // It sends what the outbox holds for a few seconds, then says offline.
+            mqtt_stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(8), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("MQTT: did not finish within 8 s");
+                // It holds a handle of the writer, whose thread ends when the last one goes.
+                task.abort();
+                let _ = task.await;
+            }
+        }
+
+        state.shutdown.cancel();
+        stats_task.abort();
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!("clients did not close within 5 s"),
+        }
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .ok();
+        tracing::info!("ocellus stopped");
+        Ok(())
+    }
+}
+
+/// What every camera's threads share: the bus's peers, the event ids and the stop token.
+struct Peers {
+    db: DbHandle,
+    /// The MQTT topic of event messages (the outbox), with `[mqtt]`.
+    outbox_topic: Option<String>,
+    /// The device's MQTT topics (the lines' totals go to the outbox too), with `[mqtt]`.
+    mqtt_topics: Option<crate::mqtt::Topics>,
+    event_feed: broadcast::Sender<Utf8Bytes>,
+    counts_feed: broadcast::Sender<Utf8Bytes>,
+    typed: broadcast::Sender<Arc<EventMsg>>,
+    ids: EventIds,
+    /// Stops capture and detection.
+    stop: CancellationToken,
+}
+
+/// Starts one camera's capture, encoder and detect threads; its hub for the server.
+fn start_camera(
+    cfg: &Config,
+    cam: &CameraConfig,
+    detector: Option<Box<dyn ObjectDetector>>,
+    line_totals: &[crate::counts::LineTotal],
+    peers: &Peers,
+) -> Result<(Arc<CameraHub>, CameraThreads), DaemonError> {
+    let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
+    let state = Arc::new(SourceState::new(&cam.id, &name));
+    let stats = Arc::new(CameraStats::default());
+    let info = detector.as_ref().map(|d| d.info());
+    match &info {
+        Some(info) => {
+            tracing::info!(camera = %cam.id, runtime = info.runtime, provider = info.provider, "camera {} detector: {info}", cam.id)
+        }
+        None => {
+            tracing::info!(camera = %cam.id, "camera {} has no object detector (detector.kind = \"none\"): motion only", cam.id)
+        }
+    }
+    let hub = Arc::new(CameraHub::new(
+        &cam.id,
+        state.clone(),
+        Overlay::of(cam),
+        stats.clone(),
+        info,
+    ));
+    let slot = Arc::new(FrameSlot::default());
+    let (encoder, encoder_join) = crate::encoder::spawn(
+        &cam.id,
+        hub.frames.clone(),
+        stats.clone(),
+        cfg.server.stream_quality,
+    )?;
+    let capture = {
+        let opts = crate::capture::SourceOptions::from_camera(cam);
+        let (source, slot, state, stats, stop) = (
+            Source::parse(&cam.source),
+            slot.clone(),
+            state.clone(),
+            stats.clone(),
+            peers.stop.clone(),
+        );
+        // `encoder` moves into the capture thread and drops when it ends, which ends the
+        // encoder thread.
+        std::thread::Builder::new()
+            .name(format!("cam-{}", cam.id))
+            .spawn(move || {
+                live::run_capture(source, opts, slot, state, stats, stop, |f| encoder.offer(f))
+            })?
+    };
+    let mut bus = Bus::new(&cam.id)
+        .database(peers.db.clone(), peers.outbox_topic.clone())
+        .websocket(peers.event_feed.clone(), hub.detections.clone())
+        .counts_feed(peers.counts_feed.clone())
+        .typed(peers.typed.clone())
+        .journal();
+    if let Some(topics) = &peers.mqtt_topics {
+        bus = bus.count_topics(topics.clone());
+    }
+    let mut pipeline = Pipeline::new(
+        &cam.id,
+        cfg,
+        detector,
+        peers.ids.clone(),
+        Box::new(bus),
+        stats,
+    )?;
+    pipeline.continue_totals(line_totals);
+    let detect = {
+        let stop = peers.stop.clone();
+        std::thread::Builder::new()
+            .name(format!("detect-{}", cam.id))
+            .spawn(move || pipeline.run(&*slot, &stop, |_| {}))?
+    };
+    let source = Source::parse(&cam.source).display_name();
+    tracing::info!(camera = %cam.id, source = %source, state = "connecting", "camera {} starting: {source}", cam.id);
+    let threads = CameraThreads {
+        id: cam.id.clone(),
+        capture,
+        detect,
+        encoder: encoder_join,
+    };
+    Ok((hub, threads))
+}
+
+/// The MQTT client of `[mqtt]`, reporting the configured labels of `cameras`.
+fn mqtt_client(cfg: &Config, cameras: &[&str]) -> Result<Option<crate::mqtt::Client>, DaemonError> {
+    let Some(m) = cfg.mqtt.as_ref() else {
+        return Ok(None);
+    };
+    let tls = crate::server::tls::mqtt_tls(m).map_err(DaemonError::MqttTls)?;
+    let topics = crate::mqtt::Topics::new(m);
+    let labels = crate::mqtt::reported_labels(&cfg.detector);
+    tracing::info!(broker = %m.url, topics = %topics.base, "MQTT: publishing to {} under {}/", m.url, topics.base);
+    Ok(Some(crate::mqtt::Client {
+        cfg: m.clone(),
+        topics,
+        cameras: cameras
+            .iter()
+            .map(|id| (id.to_string(), labels.clone()))
+            .collect(),
+        places: cameras
+            .iter()
+            .filter_map(|id| cfg.camera(id))
+            .map(|c| crate::mqtt::Places {
+                camera: c.id.clone(),
+                lines: c.lines.iter().map(|l| l.name.clone()).collect(),
+                zones: c.zones.iter().map(|z| z.name.clone()).collect(),
+            })
+            .collect(),
+        stats: Arc::new(MqttStats::default()),
+        tls,
+    }))
+}
+
+/// The server's shared state, and the sender the stats task will keep its latest snapshot in.
+fn app_state(
+    cfg: &Config,
+    cameras: Vec<Arc<CameraHub>>,
+    peers: &Peers,
+    writer: Arc<WriterStats>,
+    mqtt: Option<(Arc<MqttStats>, String)>,
+) -> (Arc<AppState>, watch::Sender<Arc<StatsSnapshot>>) {
+    let sources = Arc::new(Sources {
+        cameras,
+        started: Instant::now(),
+        server: Arc::new(ServerMetrics::default()),
+        writer,
+        mqtt,
+        db_path: cfg.storage.path.clone(),
+    });
+    let health = crate::telemetry::health::HealthProbe::new(&cfg.storage.path).read();
+    let (latest_stats, latest_rx) = watch::channel(Arc::new(sources.take(None, health).0));
+    let state = Arc::new(AppState {
+        client_slots: Arc::new(Semaphore::new(cfg.server.max_clients)),
+        cfg: cfg.server.clone(),
+        event_feed: peers.event_feed.clone(),
+        stats_feed: broadcast::channel(16).0,
+        counts_feed: peers.counts_feed.clone(),
+        latest_stats: latest_rx,
+        sources,
+        readers: Arc::new(ReadPool::new(&cfg.storage.path, 4)),
+        shutdown: CancellationToken::new(),
+        clients: TaskTracker::new(),
+    });
+    (state, latest_stats)
+}
