@@ -8,6 +8,7 @@ OCELLUS_SETUP_TESTS=1 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 python3 scripts/check-architecture.py src
+python3 scripts/check-architecture.py --self-test
 cargo test --all-targets --locked
 scripts/check-systemd.sh target/debug/ocellus
 scripts/check-yocto.sh
