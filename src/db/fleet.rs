@@ -84,21 +84,21 @@ impl PlaceKind {
 }
 
 /// Opens (creating) the fleet database read-write.
-pub fn open_fleet(path: &Path) -> Result<Connection, DbError> {
-    let open = |source| DbError::Open {
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let failed = |source| DbError::Open {
         path: path.to_owned(),
         source,
     };
-    let conn = Connection::open(path).map_err(open)?;
-    super::configure(&conn).map_err(open)?;
+    let conn = Connection::open(path).map_err(failed)?;
+    super::configure(&conn).map_err(failed)?;
     let pragma = |name: &str| -> Result<i64, DbError> {
         conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-            .map_err(open)
+            .map_err(failed)
     };
     let (app, version) = (pragma("application_id")?, pragma("user_version")?);
     let tables: i64 = conn
         .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(open)?;
+        .map_err(failed)?;
     if app != FLEET_APPLICATION_ID && (version != 0 || tables != 0) {
         return Err(DbError::NotFleet {
             path: path.to_owned(),
@@ -155,7 +155,7 @@ pub fn open_fleet(path: &Path) -> Result<Connection, DbError> {
          PRAGMA application_id = 1329810502;
          COMMIT;",
     )
-    .map_err(open)?;
+    .map_err(failed)?;
     Ok(conn)
 }
 
@@ -269,7 +269,7 @@ const BATCH_MAX: usize = 1000;
 /// acknowledges them to the broker and tells the dashboards). A commit that fails (a full disk)
 /// is retried every second with the same batch: nothing is acknowledged that is not stored.
 /// Ends when `rx` closes.
-pub fn spawn_fleet_writer<A: Send + 'static>(
+pub fn spawn_writer<A: Send + 'static>(
     mut conn: Connection,
     mut rx: tokio::sync::mpsc::Receiver<(FleetWrite, A)>,
     mut committed: impl FnMut(Vec<(FleetWrite, A)>) + Send + 'static,
@@ -325,7 +325,7 @@ pub struct Device {
     pub events: i64,
 }
 
-pub fn fleet_devices(conn: &Connection) -> Result<Vec<Device>, DbError> {
+pub fn devices(conn: &Connection) -> Result<Vec<Device>, DbError> {
     let mut st = conn.prepare(
         "SELECT d.device, d.online, d.since_ms, d.seen_ms, d.stats, d.stats_ms, d.info,
                 (SELECT COUNT(*) FROM events e WHERE e.device = d.device)
@@ -374,7 +374,7 @@ pub struct FleetEvent {
     pub has_snapshot: bool,
 }
 
-pub fn fleet_events(conn: &Connection, q: &FleetEventQuery) -> Result<Vec<FleetEvent>, DbError> {
+pub fn events(conn: &Connection, q: &FleetEventQuery) -> Result<Vec<FleetEvent>, DbError> {
     let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 500));
     // A zone filter matches the JSON array's element exactly ("\"name\"").
     let zone = q
@@ -413,11 +413,7 @@ pub fn fleet_events(conn: &Connection, q: &FleetEventQuery) -> Result<Vec<FleetE
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn fleet_snapshot(
-    conn: &Connection,
-    device: &str,
-    id: i64,
-) -> Result<Option<Vec<u8>>, DbError> {
+pub fn snapshot(conn: &Connection, device: &str, id: i64) -> Result<Option<Vec<u8>>, DbError> {
     Ok(conn
         .query_row(
             "SELECT jpeg FROM snapshots WHERE device = ?1 AND id = ?2",
@@ -438,7 +434,7 @@ pub struct Place {
     pub updated_ms: i64,
 }
 
-pub fn fleet_places(conn: &Connection) -> Result<Vec<Place>, DbError> {
+pub fn places(conn: &Connection) -> Result<Vec<Place>, DbError> {
     let mut st = conn.prepare(
         "SELECT device, camera, kind, name, value, updated_ms FROM places
          ORDER BY device, camera, kind, name",
@@ -457,7 +453,7 @@ pub fn fleet_places(conn: &Connection) -> Result<Vec<Place>, DbError> {
 }
 
 /// Events per device, camera and label that started in [from_ms, to_ms): the fleet's counts.
-pub fn fleet_label_counts(
+pub fn label_counts(
     conn: &Connection,
     from_ms: i64,
     to_ms: i64,
@@ -507,7 +503,7 @@ mod tests {
     #[test]
     fn an_event_delivered_twice_or_out_of_order_is_stored_once_and_keeps_its_end() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = open_fleet(&dir.path().join("fleet.db")).unwrap();
+        let mut conn = open(&dir.path().join("fleet.db")).unwrap();
         let ev = |kind, e| FleetWrite::Event {
             device: "pi-1".into(),
             kind,
@@ -530,9 +526,9 @@ mod tests {
             ],
             10,
         );
-        let all = fleet_events(&conn, &FleetEventQuery::default()).unwrap();
+        let all = events(&conn, &FleetEventQuery::default()).unwrap();
         assert_eq!(all.len(), 2);
-        let one = fleet_events(
+        let one = events(
             &conn,
             &FleetEventQuery {
                 device: Some("pi-1".into()),
@@ -543,7 +539,7 @@ mod tests {
         .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].event["end_ms"], 5000);
-        let none = fleet_events(
+        let none = events(
             &conn,
             &FleetEventQuery {
                 zone: Some("doo".into()),
@@ -555,31 +551,31 @@ mod tests {
         drop(conn);
         // Opened again it is the same database; a box's database is refused.
         assert_eq!(
-            fleet_devices(&open_fleet(&dir.path().join("fleet.db")).unwrap())
+            devices(&open(&dir.path().join("fleet.db")).unwrap())
                 .unwrap()
                 .len(),
             2
         );
         let boxdb = dir.path().join("box.db");
         drop(super::super::open(&boxdb).unwrap());
-        assert!(matches!(open_fleet(&boxdb), Err(DbError::NotFleet { .. })));
+        assert!(matches!(open(&boxdb), Err(DbError::NotFleet { .. })));
     }
 
     #[test]
     fn availability_moves_since_only_on_a_change_and_a_snapshot_goes_to_the_latest_event() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = open_fleet(&dir.path().join("fleet.db")).unwrap();
+        let mut conn = open(&dir.path().join("fleet.db")).unwrap();
         let avail = |online| FleetWrite::Available {
             device: "pi-1".into(),
             online,
         };
         write(&mut conn, &[avail(true)], 100);
         write(&mut conn, &[avail(true)], 200);
-        let d = &fleet_devices(&conn).unwrap()[0];
+        let d = &devices(&conn).unwrap()[0];
         assert!(d.online);
         assert_eq!((d.since_ms, d.seen_ms), (100, 200));
         write(&mut conn, &[avail(false)], 300);
-        let d = &fleet_devices(&conn).unwrap()[0];
+        let d = &devices(&conn).unwrap()[0];
         assert_eq!((d.online, d.since_ms), (false, 300));
 
         let start = |id| FleetWrite::Event {
@@ -601,10 +597,7 @@ mod tests {
             ],
             400,
         );
-        assert_eq!(
-            fleet_snapshot(&conn, "pi-1", 2).unwrap(),
-            Some(vec![0xff, 0xd8])
-        );
-        assert_eq!(fleet_snapshot(&conn, "pi-1", 1).unwrap(), None);
+        assert_eq!(snapshot(&conn, "pi-1", 2).unwrap(), Some(vec![0xff, 0xd8]));
+        assert_eq!(snapshot(&conn, "pi-1", 1).unwrap(), None);
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use rusqlite::{params, Connection};
 
+use super::counts;
 use crate::base::clock::now_ms;
 use crate::base::errors::DbError;
 use crate::counts::{CountRow, Kind, Values, HOUR_MS, MINUTE_MS};
@@ -505,7 +506,7 @@ impl Writer {
                 sent.execute([seq])?;
             }
             for ((camera, _, name, start_ms), values) in &batch.counts {
-                add_counts(&tx, camera, name, *start_ms, MINUTE_MS, values)?;
+                counts::add(&tx, camera, name, *start_ms, MINUTE_MS, values)?;
             }
         }
         if !batch.outbox.is_empty() {
@@ -534,19 +535,13 @@ impl Writer {
         let now = now_ms();
         if let Some(age) = self.opts.counts_minutes_ms {
             let cutoff = (now - age).div_euclid(HOUR_MS) * HOUR_MS;
-            let n = roll_up(&mut self.conn, cutoff)?;
+            let n = counts::roll_up(&mut self.conn, cutoff)?;
             self.stats
                 .counts_rolled_up
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
         if let Some(age) = self.opts.counts_retention_ms {
-            let mut n = 0;
-            for t in &COUNT_TABLES {
-                n += self.conn.execute(
-                    &format!("DELETE FROM {} WHERE start_ms + span_ms <= ?1", t.table),
-                    [now - age],
-                )?;
-            }
+            let n = counts::delete_ended_before(&self.conn, now - age)?;
             if n > 0 {
                 tracing::info!(deleted = n, "retention removed old count buckets");
             }
@@ -613,134 +608,6 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "retention failed"),
         }
     }
-}
-
-/// Adds `values` to the stored bucket of `camera`'s series `name` that starts at `start_ms` and
-/// is `span_ms` wide (creating it), and a line's crossings to its totals too.
-fn add_counts(
-    tx: &rusqlite::Transaction,
-    camera: &str,
-    name: &str,
-    start_ms: i64,
-    span_ms: i64,
-    values: &Values,
-) -> rusqlite::Result<()> {
-    let (table, cells): (&CountTable, Vec<i64>) = match *values {
-        Values::Line { left, right } => (&COUNT_TABLES[0], vec![left as i64, right as i64]),
-        Values::Zone {
-            entries,
-            peak,
-            object_ms,
-            observed_ms,
-        } => (
-            &COUNT_TABLES[1],
-            vec![
-                entries as i64,
-                peak as i64,
-                object_ms as i64,
-                observed_ms as i64,
-            ],
-        ),
-        Values::Label { events } => (&COUNT_TABLES[2], vec![events as i64]),
-    };
-    let CountTable {
-        table: t,
-        name: series,
-        columns,
-        sums,
-        ..
-    } = table;
-    let marks: String = (5..5 + cells.len()).map(|i| format!(", ?{i}")).collect();
-    let sql = format!(
-        "INSERT INTO {t} (camera, {series}, start_ms, span_ms, {columns})
-         VALUES (?1, ?2, ?3, ?4{marks}) ON CONFLICT DO UPDATE SET {sums}"
-    );
-    let mut stmt = tx.prepare_cached(&sql)?;
-    let head: [&dyn rusqlite::ToSql; 4] = [&camera, &name, &start_ms, &span_ms];
-    let cell_params = cells.iter().map(|c| c as &dyn rusqlite::ToSql);
-    stmt.execute(rusqlite::params_from_iter(
-        head.into_iter().chain(cell_params),
-    ))?;
-    if let (Values::Line { left, right }, MINUTE_MS) = (*values, span_ms) {
-        tx.prepare_cached(
-            "INSERT INTO line_totals (camera, line, crossed_left, crossed_right)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT DO UPDATE SET crossed_left = crossed_left + excluded.crossed_left,
-                crossed_right = crossed_right + excluded.crossed_right",
-        )?
-        .execute(params![camera, name, left as i64, right as i64])?;
-    }
-    Ok(())
-}
-
-/// A count table: its series column, its value columns (in `Values`' order), how a group of
-/// buckets sums up (a rollup), and how an addition adds to a stored bucket (every upsert).
-struct CountTable {
-    table: &'static str,
-    name: &'static str,
-    columns: &'static str,
-    aggregates: &'static str,
-    sums: &'static str,
-}
-
-const COUNT_TABLES: [CountTable; 3] = [
-    CountTable {
-        table: "line_counts",
-        name: "line",
-        columns: "crossed_left, crossed_right",
-        aggregates: "sum(crossed_left), sum(crossed_right)",
-        sums: "crossed_left = crossed_left + excluded.crossed_left,
-               crossed_right = crossed_right + excluded.crossed_right",
-    },
-    CountTable {
-        table: "zone_counts",
-        name: "zone",
-        columns: "entries, peak, object_ms, observed_ms",
-        aggregates: "sum(entries), max(peak), sum(object_ms), sum(observed_ms)",
-        sums: "entries = entries + excluded.entries, peak = max(peak, excluded.peak),
-               object_ms = object_ms + excluded.object_ms,
-               observed_ms = observed_ms + excluded.observed_ms",
-    },
-    CountTable {
-        table: "label_counts",
-        name: "label",
-        columns: "events",
-        aggregates: "sum(events)",
-        sums: "events = events + excluded.events",
-    },
-];
-
-/// Rolls the minute buckets that start before `cutoff_ms` (a whole hour) up into hour buckets,
-/// in one transaction: sums add, peaks take the larger, and an hour rolled up before (a late
-/// minute) is added to. Returns how many minute buckets went.
-pub(crate) fn roll_up(conn: &mut Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
-    let tx = conn.transaction()?;
-    let mut gone = 0;
-    for CountTable {
-        table,
-        name,
-        columns,
-        aggregates,
-        sums,
-    } in COUNT_TABLES
-    {
-        tx.execute(
-            &format!(
-                "INSERT INTO {table} (camera, {name}, start_ms, span_ms, {columns})
-                 SELECT camera, {name}, (start_ms / {HOUR_MS}) * {HOUR_MS} AS hour, {HOUR_MS}, {aggregates}
-                 FROM {table} WHERE span_ms = {MINUTE_MS} AND start_ms < ?1
-                 GROUP BY camera, {name}, hour
-                 ON CONFLICT DO UPDATE SET {sums}"
-            ),
-            [cutoff_ms],
-        )?;
-        gone += tx.execute(
-            &format!("DELETE FROM {table} WHERE span_ms = {MINUTE_MS} AND start_ms < ?1"),
-            [cutoff_ms],
-        )?;
-    }
-    tx.commit()?;
-    Ok(gone)
 }
 
 fn is_disk_full(e: &rusqlite::Error) -> bool {

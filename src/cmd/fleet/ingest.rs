@@ -10,7 +10,7 @@ use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
-use crate::db::{FleetWrite, PlaceKind};
+use crate::db::fleet::{FleetWrite, PlaceKind};
 use crate::pipeline::values::EventMsg;
 
 /// Reads one message of `<prefix>/...`. None: not a topic the fleet keeps (Home Assistant's

@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::base::errors::{DbError, MqttUrlError, TlsError};
 use crate::config::Config;
-use crate::db::{self, FleetWrite};
+use crate::db;
+use crate::db::fleet::FleetWrite;
 use crate::server::tls::ServerCert;
 
 #[derive(Debug, Error)]
@@ -60,12 +61,12 @@ impl Fleet {
         // One fleet view per client id: the broker keeps its session under that name.
         let client_id = format!("ocellus-fleet-{}", crate::mqtt::safe_id(&m.device()));
         let opts = ingest::options(m, &client_id, mqtt_tls)?;
-        let conn = db::open_fleet(&cfg.storage.path)?;
+        let conn = db::fleet::open(&cfg.storage.path)?;
         let (feed, _) = broadcast::channel(1024);
         let (writes, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
         let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
         let line_feed = feed.clone();
-        let writer = db::spawn_fleet_writer(conn, rx, move |batch| {
+        let writer = db::fleet::spawn_writer(conn, rx, move |batch| {
             // The lines are built only while a dashboard listens.
             let listening = line_feed.receiver_count() > 0;
             for (w, ack) in batch {

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ingest::IngestStats;
-use crate::db::{self, FleetEventQuery, ReadPool};
+use crate::db::fleet::FleetEventQuery;
+use crate::db::{self, ReadPool};
 use crate::server::state::ApiError;
 use crate::server::{require_token, TokenGuard};
 
@@ -56,7 +57,7 @@ pub(crate) fn router(state: Arc<FleetState>, token: TokenGuard) -> Router {
 }
 
 async fn devices(State(s): State<Arc<FleetState>>) -> Result<Response, ApiError> {
-    Ok(Json(s.readers.run(db::fleet_devices).await?).into_response())
+    Ok(Json(s.readers.run(db::fleet::devices).await?).into_response())
 }
 
 async fn events(
@@ -65,7 +66,7 @@ async fn events(
 ) -> Result<Response, ApiError> {
     let Query(q) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let page = s.readers.run(move |c| db::fleet_events(c, &q)).await?;
+    let page = s.readers.run(move |c| db::fleet::events(c, &q)).await?;
     let next_before_ms = page.last().and_then(|e| e.event["start_ms"].as_i64());
     Ok(Json(serde_json::json!({"events": page, "next_before_ms": next_before_ms})).into_response())
 }
@@ -77,13 +78,13 @@ async fn snapshot(
     let d = device.clone();
     let jpeg = s
         .readers
-        .run(move |c| db::fleet_snapshot(c, &d, id))
+        .run(move |c| db::fleet::snapshot(c, &d, id))
         .await?;
     crate::server::rest::jpeg_or_404(jpeg, || format!("no snapshot for event {id} of {device}"))
 }
 
 async fn places(State(s): State<Arc<FleetState>>) -> Result<Response, ApiError> {
-    Ok(Json(s.readers.run(db::fleet_places).await?).into_response())
+    Ok(Json(s.readers.run(db::fleet::places).await?).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -104,7 +105,7 @@ async fn counts(
     let from = q.from_ms.unwrap_or(to - 86_400_000);
     let rows = s
         .readers
-        .run(move |c| db::fleet_label_counts(c, from, to))
+        .run(move |c| db::fleet::label_counts(c, from, to))
         .await?;
     let rows: Vec<_> = rows
         .into_iter()
