@@ -254,6 +254,15 @@ async fn ws_query_rest_and_database_agree() {
         d::http_get(&dmn.url("/api/events/999999"), &[]).await.0,
         404
     );
+    // A path that does not parse answers like every other API error: JSON, not plain text.
+    let (status, body) = d::http_get(
+        &dmn.url("/api/events/..%2F..%2Fetc%2Fpasswd/snapshot.jpg"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "bad_request", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

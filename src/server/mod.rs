@@ -3,6 +3,7 @@
 //! them, and the accept loop that bounds connections and slow request heads.
 
 pub(crate) mod dashboard;
+pub(crate) mod extract;
 pub(crate) mod hub;
 pub(crate) mod prometheus;
 pub mod protocol;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::db;
 use crate::pipeline::values::EventQuery;
+use crate::server::extract::{ApiPath, ApiQuery};
 use crate::server::protocol::CameraInfo;
 use crate::server::state::{ApiError, AppState};
 use crate::server::stats::StatsSnapshot;
@@ -40,10 +41,8 @@ struct EventPage {
 
 async fn list_events(
     State(state): State<Arc<AppState>>,
-    q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let (events, next_before_id) = state.query_events(q).await?;
     Ok(Json(EventPage {
         events,
@@ -60,10 +59,8 @@ async fn count_cameras(State(state): State<Arc<AppState>>) -> Result<Response, A
 /// Counts over time (docs/counts.md): JSON series, or CSV with `format=csv`.
 async fn counts(
     State(state): State<Arc<AppState>>,
-    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let Query(params) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let csv = params.iter().any(|(k, v)| k == "format" && v == "csv");
     let answer = state.query_counts(params).await?;
     if csv {
@@ -89,7 +86,7 @@ async fn counts(
 
 async fn get_event(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
     match state.readers.run(move |c| db::get_event(c, id)).await? {
         Some(e) => Ok(Json(e).into_response()),
@@ -103,7 +100,7 @@ async fn get_event(
 
 async fn get_snapshot(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
     let jpeg = state.readers.run(move |c| db::get_snapshot(c, id)).await?;
     jpeg_or_404(jpeg, || format!("no snapshot for event {id}"))

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::ingest::IngestStats;
 use crate::db::fleet::FleetEventQuery;
 use crate::db::{self, ReadPool};
+use crate::server::extract::{ApiPath, ApiQuery};
 use crate::server::state::ApiError;
 use crate::server::{require_token, TokenGuard};
 
@@ -62,10 +62,8 @@ async fn devices(State(s): State<Arc<FleetState>>) -> Result<Response, ApiError>
 
 async fn events(
     State(s): State<Arc<FleetState>>,
-    q: Result<Query<FleetEventQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<FleetEventQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let page = s.readers.run(move |c| db::fleet::events(c, &q)).await?;
     let next_before_ms = page.last().and_then(|e| e.event["start_ms"].as_i64());
     Ok(Json(serde_json::json!({"events": page, "next_before_ms": next_before_ms})).into_response())
@@ -73,7 +71,7 @@ async fn events(
 
 async fn snapshot(
     State(s): State<Arc<FleetState>>,
-    Path((device, id)): Path<(String, i64)>,
+    ApiPath((device, id)): ApiPath<(String, i64)>,
 ) -> Result<Response, ApiError> {
     let d = device.clone();
     let jpeg = s
@@ -89,7 +87,7 @@ async fn places(State(s): State<Arc<FleetState>>) -> Result<Response, ApiError> 
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CountsQuery {
+struct LabelCountsRange {
     from_ms: Option<i64>,
     to_ms: Option<i64>,
 }
@@ -97,10 +95,8 @@ struct CountsQuery {
 /// Events per device, camera and label over a range (default: the last 24 hours).
 async fn counts(
     State(s): State<Arc<FleetState>>,
-    q: Result<Query<CountsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<LabelCountsRange>,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let to = q.to_ms.unwrap_or_else(|| db::now_ms() + 1);
     let from = q.from_ms.unwrap_or(to - 86_400_000);
     let rows = s
