@@ -7,6 +7,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::base::errors::DbError;
 use crate::pipeline::values::{Event, EventKind};
@@ -268,11 +269,14 @@ const BATCH_MAX: usize = 1000;
 /// transaction, and after the commit hands each batch's acks and messages to `committed` (which
 /// acknowledges them to the broker and tells the dashboards). A commit that fails (a full disk)
 /// is retried every second with the same batch: nothing is acknowledged that is not stored.
-/// Ends when `rx` closes.
+/// Once `stopping` is cancelled a failed batch is given up instead (unacknowledged, the broker's
+/// session sends it again after a restart), so a stop on a full disk stays within the unit's
+/// timeout. Ends when `rx` closes.
 pub fn spawn_writer<A: Send + 'static>(
     mut conn: Connection,
     mut rx: tokio::sync::mpsc::Receiver<(FleetWrite, A)>,
     mut committed: impl FnMut(Vec<(FleetWrite, A)>) + Send + 'static,
+    stopping: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("fleet-writer".into())
@@ -285,26 +289,46 @@ pub fn spawn_writer<A: Send + 'static>(
                         Err(_) => break,
                     }
                 }
-                loop {
-                    let now = crate::base::clock::now_ms();
-                    let result = (|| {
-                        let tx = conn.transaction()?;
-                        for (w, _) in &batch {
-                            apply(&tx, w, now)?;
-                        }
-                        tx.commit()
-                    })();
-                    match result {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::error!(error = %e, messages = batch.len(), "fleet database: commit failed; retrying in 1 s, nothing is acknowledged meanwhile");
-                            std::thread::sleep(std::time::Duration::from_secs(1));
-                        }
-                    }
+                if commit_or_give_up(&mut conn, &batch, &stopping) {
+                    committed(batch);
                 }
-                committed(batch);
             }
         })
+}
+
+/// How long a failed commit waits before it is tried again, in steps that watch the stop.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_STEP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Commits `batch` in one transaction, retrying every [`RETRY`] while it fails; returns false
+/// when it gave up because `stopping` was cancelled.
+fn commit_or_give_up<A>(
+    conn: &mut Connection,
+    batch: &[(FleetWrite, A)],
+    stopping: &CancellationToken,
+) -> bool {
+    loop {
+        let now = crate::base::clock::now_ms();
+        let result = (|| {
+            let tx = conn.transaction()?;
+            for (w, _) in batch {
+                apply(&tx, w, now)?;
+            }
+            tx.commit()
+        })();
+        let Err(e) = result else {
+            return true;
+        };
+        if stopping.is_cancelled() {
+            tracing::error!(error = %e, messages = batch.len(), "fleet database: commit failed while stopping; not acknowledged, the broker sends them again");
+            return false;
+        }
+        tracing::error!(error = %e, messages = batch.len(), "fleet database: commit failed; retrying in 1 s, nothing is acknowledged meanwhile");
+        let until = std::time::Instant::now() + RETRY;
+        while std::time::Instant::now() < until && !stopping.is_cancelled() {
+            std::thread::sleep(RETRY_STEP);
+        }
+    }
 }
 
 /// A device as the fleet dashboard lists it.
@@ -599,5 +623,46 @@ mod tests {
         );
         assert_eq!(snapshot(&conn, "pi-1", 2).unwrap(), Some(vec![0xff, 0xd8]));
         assert_eq!(snapshot(&conn, "pi-1", 1).unwrap(), None);
+    }
+
+    #[test]
+    fn a_commit_that_keeps_failing_is_given_up_when_stopping_and_nothing_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("fleet.db")).unwrap();
+        // Every write fails, as on a full disk.
+        conn.pragma_update(None, "query_only", true).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (acked_tx, acked) = std::sync::mpsc::channel();
+        let stopping = CancellationToken::new();
+        let writer = spawn_writer(
+            conn,
+            rx,
+            move |batch| acked_tx.send(batch.len()).unwrap(),
+            stopping.clone(),
+        )
+        .unwrap();
+        let w = FleetWrite::Available {
+            device: "pi-1".into(),
+            online: true,
+        };
+        tx.blocking_send((w, ())).unwrap();
+        // It keeps retrying, acknowledging nothing, until the stop.
+        assert!(acked
+            .recv_timeout(std::time::Duration::from_millis(1500))
+            .is_err());
+        assert!(!writer.is_finished());
+        stopping.cancel();
+        drop(tx);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(writer.join().is_ok()).unwrap());
+        assert_eq!(
+            done.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(true),
+            "the writer did not end after the stop"
+        );
+        assert!(
+            acked.try_recv().is_err(),
+            "a batch that was not stored was acknowledged"
+        );
     }
 }

@@ -47,6 +47,9 @@ pub struct Fleet {
     writes: tokio::sync::mpsc::Sender<(FleetWrite, ingest::Ack)>,
     acks: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
     writer: std::thread::JoinHandle<()>,
+    /// Cancelled when the stop comes: the subscriber stops reading and the writer gives up a
+    /// commit that keeps failing (a full disk) instead of retrying it.
+    stopping: CancellationToken,
 }
 
 /// Messages waiting for the writer; the subscriber waits (and the broker keeps them) beyond.
@@ -66,18 +69,24 @@ impl Fleet {
         let (writes, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
         let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
         let line_feed = feed.clone();
-        let writer = db::fleet::spawn_writer(conn, rx, move |batch| {
-            // The lines are built only while a dashboard listens.
-            let listening = line_feed.receiver_count() > 0;
-            for (w, ack) in batch {
-                if let Some(p) = ack {
-                    let _ = ack_tx.send(p);
+        let stopping = CancellationToken::new();
+        let writer = db::fleet::spawn_writer(
+            conn,
+            rx,
+            move |batch| {
+                // The lines are built only while a dashboard listens.
+                let listening = line_feed.receiver_count() > 0;
+                for (w, ack) in batch {
+                    if let Some(p) = ack {
+                        let _ = ack_tx.send(p);
+                    }
+                    if listening {
+                        let _ = line_feed.send(Utf8Bytes::from(feed_line(&w).to_string()));
+                    }
                 }
-                if listening {
-                    let _ = line_feed.send(Utf8Bytes::from(feed_line(&w).to_string()));
-                }
-            }
-        })?;
+            },
+            stopping.clone(),
+        )?;
         let state = Arc::new(web::FleetState {
             readers: Arc::new(db::ReadPool::new(&cfg.storage.path, 4)),
             feed,
@@ -96,6 +105,7 @@ impl Fleet {
             writes,
             acks,
             writer,
+            stopping,
         })
     }
 
@@ -113,7 +123,6 @@ impl Fleet {
         stop: CancellationToken,
     ) -> Result<(), FleetError> {
         let state = self.state.clone();
-        let ingest_stop = CancellationToken::new();
         let ingest = tokio::spawn(ingest::run(
             self.opts,
             self.prefix,
@@ -121,7 +130,7 @@ impl Fleet {
             self.writes,
             self.acks,
             state.ingest.clone(),
-            ingest_stop.clone(),
+            self.stopping.clone(),
         ));
         let app = web::router(state.clone(), self.token);
         let acceptor = self.tls.as_ref().map(|c| c.acceptor());
@@ -138,7 +147,7 @@ impl Fleet {
         stop.cancelled().await;
         crate::cmd::systemd::stopping();
         reload.abort();
-        ingest_stop.cancel();
+        self.stopping.cancel();
         let _ = ingest.await;
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
