@@ -414,7 +414,7 @@ fn replay_cmd(args: ReplayArgs) -> ExitCode {
 
 /// The file's settings (or the defaults) with the command line's on top, settled once, on what
 /// will run, as `run` and `check-config` settle theirs.
-fn replay_config(args: &ReplayArgs) -> Result<Config, ocellus::base::errors::ConfigError> {
+fn replay_config(args: &ReplayArgs) -> Result<Config, ocellus::config::ConfigError> {
     let overrides = |cfg: &mut Config| {
         if let Some(model) = &args.model {
             cfg.detector.model = model.clone();

@@ -8,8 +8,8 @@ mod common;
 use opencv::core::{Mat, Scalar, CV_8UC3};
 use opencv::prelude::*;
 
-use ocellus::base::errors::DetectError;
 use ocellus::config::{DetectorConfig, DetectorKind, DetectorRuntime, ModelFamily};
+use ocellus::pipeline::detect::DetectError;
 use ocellus::pipeline::detect::{self, ObjectDetector};
 use ocellus::pipeline::values::{BBox, Detection};
 

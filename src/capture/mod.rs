@@ -16,8 +16,33 @@ use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
-use crate::base::errors::CaptureError;
 use crate::config::{redact_url, CameraConfig, RtspTransport};
+
+/// A video source that cannot be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("video file {0} does not exist")]
+    NotFound(std::path::PathBuf),
+    #[error("cannot open {source_name}: {reason}")]
+    Open { source_name: String, reason: String },
+    #[error("{source_name}: opened, but no frame could be decoded (not a video, or an unsupported codec)")]
+    NoFrames { source_name: String },
+    #[error("{source_name}: video ends early: decoded {decoded} of the {announced} frames its header announces (truncated file?)")]
+    Truncated {
+        source_name: String,
+        decoded: u64,
+        announced: u64,
+    },
+    #[error("{source_name}: OpenCV: {source}")]
+    OpenCv {
+        source_name: String,
+        #[source]
+        source: opencv::Error,
+    },
+    /// An RTSP camera that did not open, told apart by the pre-flight (src/capture/rtsp.rs).
+    #[error(transparent)]
+    Rtsp(#[from] rtsp::RtspError),
+}
 
 /// One decoded frame.
 pub(crate) struct Frame {

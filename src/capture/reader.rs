@@ -10,7 +10,7 @@ use opencv::videoio::{self, VideoCapture};
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_unless_cancelled, Frame, Source, SourceOptions};
-use crate::base::errors::CaptureError;
+use crate::capture::CaptureError;
 use crate::telemetry::metrics::CameraStats;
 
 /// A video file opened for replay, with its first frame already decoded (which proves it is a

@@ -13,8 +13,37 @@ use opencv::core::Vector;
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 
-use crate::base::errors::RtspError;
 use crate::config::RtspTransport;
+
+/// Why an RTSP camera could not be opened. Messages never contain the password.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RtspError {
+    #[error("{0} is not an rtsp:// URL with a host")]
+    BadUrl(String),
+    #[error("connection refused by {0}: is the camera on, and is RTSP enabled on that port?")]
+    Refused(String),
+    #[error("no answer from {0} within {1} s: wrong address, or a firewall in between")]
+    NoAnswer(String, u64),
+    #[error("cannot reach {0}: {1}")]
+    Network(String, String),
+    #[error("the camera has no stream at {0} (404 Not Found): check the path in the URL; the camera's manual gives its stream paths")]
+    NotFound(String),
+    #[error("the camera refused the user name or password (401 Unauthorized)")]
+    WrongCredentials,
+    #[error("the camera needs a user name and password (401 Unauthorized): put them in the URL, rtsp://user:password@host/path")]
+    NeedsCredentials,
+    #[error("the camera answered {0} {1}")]
+    Status(u16, String),
+    #[error("{0} does not speak RTSP: {1}")]
+    NotRtsp(String, String),
+    #[error("connected, but no stream could be opened within {timeout_s} s over {transport}: {detail}; try rtsp_transport = \"{other}\"")]
+    Open {
+        timeout_s: u64,
+        transport: &'static str,
+        other: &'static str,
+        detail: String,
+    },
+}
 
 /// The parts of an `rtsp://[user[:password]@]host[:port]/path` URL.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,12 +15,13 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::base::errors::{DbError, DetectError};
 use crate::bus::Bus;
 use crate::capture::live::{self, FrameSlot, SourceState};
 use crate::capture::Source;
 use crate::config::{CameraConfig, Config};
+use crate::db::DbError;
 use crate::db::{self, DbHandle, ReadPool, WriterOptions, WriterStats};
+use crate::pipeline::detect::DetectError;
 use crate::pipeline::detect::{self, ObjectDetector};
 use crate::pipeline::events::EventIds;
 use crate::pipeline::values::EventMsg;
@@ -46,9 +47,9 @@ pub enum DaemonError {
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
     #[error("server.tls_cert/tls_key: {0}")]
-    Tls(#[from] crate::base::errors::TlsError),
+    Tls(#[from] crate::server::tls::TlsError),
     #[error("mqtt TLS (ca_file, client_cert, client_key): {0}")]
-    MqttTls(crate::base::errors::TlsError),
+    MqttTls(crate::server::tls::TlsError),
 }
 
 struct CameraThreads {

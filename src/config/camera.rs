@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::{valid_camera_id, SECRET_SHOWN_AS};
-use crate::base::errors::ShapeError;
+use crate::config::ShapeError;
 
 /// One `[[cameras]]` entry.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -4,6 +4,9 @@
 //! config file are relative to that file's directory; the built-in default model is looked for
 //! in the working directory, where a package installs it, and the source checkout (paths.rs).
 
+mod error;
+
+pub use error::{ConfigError, MqttUrlError, ShapeError};
 mod camera;
 mod detector;
 mod mqtt;
@@ -25,8 +28,6 @@ pub use detector::{
 pub use mqtt::{MqttConfig, MqttEndpoint};
 pub use paths::{checkout_dirs, find_data, INSTALLED_DATA};
 pub use validate::valid_camera_id;
-
-use crate::base::errors::ConfigError;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -54,8 +54,8 @@ pub struct MqttEndpoint {
 
 impl MqttConfig {
     /// The broker's address, from `url`.
-    pub fn endpoint(&self) -> Result<MqttEndpoint, crate::base::errors::MqttUrlError> {
-        use crate::base::errors::MqttUrlError;
+    pub fn endpoint(&self) -> Result<MqttEndpoint, crate::config::MqttUrlError> {
+        use crate::config::MqttUrlError;
         let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtts://") {
             (true, r)
         } else if let Some(r) = self.url.strip_prefix("mqtt://") {

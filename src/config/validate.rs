@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{Config, MqttConfig, Polygon, MAX_TILES};
-use crate::base::errors::ConfigError;
+use crate::config::ConfigError;
 
 impl Config {
     /// Checks every setting; the error names the key (`detector.min_score`, `cameras[1].id`).

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::base::errors::DbError;
+use crate::db::DbError;
 use crate::pipeline::values::{Event, EventKind};
 
 /// The fleet schema's version (`PRAGMA user_version`); a newer file is refused.

@@ -33,8 +33,6 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::base::errors::DbError;
-
 pub use crate::base::clock::now_ms;
 pub use crate::pipeline::values::EventQuery;
 pub use outbox::{open_events, read_outbox, OutboxPage, OutboxRow};
@@ -46,6 +44,43 @@ pub use schema::{migrate, SCHEMA_VERSION};
 pub use writer::{
     spawn_writer, DbCommand, DbHandle, OutboxLimits, OutboxMessage, WriterOptions, WriterStats,
 };
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path} has schema version {found}, newer than the {supported} this ocellus knows; upgrade ocellus, or point storage.path (--db) at another file")]
+    TooNew {
+        path: std::path::PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("database {path}: upgrading the schema from version {from} failed: {source}")]
+    Migrate {
+        path: std::path::PathBuf,
+        from: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path} is not an ocellus database (no `events` table at schema version {version})")]
+    Foreign {
+        path: std::path::PathBuf,
+        version: i64,
+    },
+    #[error("database {path} is not an ocellus fleet database (a box's database, or another program's?); point storage.path (--db) of `ocellus fleet` at a file of its own")]
+    NotFleet { path: std::path::PathBuf },
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("cannot start the database writer thread: {0}")]
+    Thread(std::io::Error),
+}
 
 /// Opens (creating if needed) the database read-write and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, DbError> {

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::base::errors::DbError;
+use crate::db::DbError;
 
 /// An outbox row read for publishing.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::base::errors::DbError;
 use crate::counts::{CountsQuery, Kind, LineTotal, Series, Values};
+use crate::db::DbError;
 use crate::pipeline::values::{BBox, Event, EventQuery};
 
 /// Opens a read-only connection for queries (the API, tests); it never blocks the writer.

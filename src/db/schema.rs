@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, Transaction};
 
-use crate::base::errors::DbError;
+use crate::db::DbError;
 
 /// Schema upgrades, in order: entry `i` takes the schema from version `i` to `i + 1`. Each runs
 /// in its own transaction together with the `user_version` bump, so a crash leaves the database

@@ -13,8 +13,8 @@ use rusqlite::{params, Connection};
 
 use super::counts;
 use crate::base::clock::now_ms;
-use crate::base::errors::DbError;
 use crate::counts::{CountRow, Kind, Values, HOUR_MS, MINUTE_MS};
+use crate::db::DbError;
 use crate::pipeline::values::Event;
 
 /// What the pipeline asks of the writer.

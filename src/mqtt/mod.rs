@@ -26,8 +26,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::base::errors::MqttUrlError;
 use crate::config::MqttConfig;
+use crate::config::MqttUrlError;
 use crate::db::{DbCommand, DbHandle, ReadPool};
 use crate::pipeline::values::{EventKind, EventMsg};
 use crate::server::stats::StatsSnapshot;

@@ -23,13 +23,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use opencv::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::base::errors::DetectError;
 use crate::capture::live::FrameSlot;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
 use crate::counts::{Buckets, CountsUpdate, LineTotal};
 use crate::pipeline::appearance::Appearance;
 use crate::pipeline::detect::regions::{self, Plan};
+use crate::pipeline::detect::DetectError;
 use crate::pipeline::detect::ObjectDetector;
 use crate::pipeline::events::{EventBuilder, EventIds, EventOutput, Snapshot, SnapshotOptions};
 use crate::pipeline::motion::{MotionDetector, MotionResult};

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::base::errors::DetectError;
 use crate::capture::Frame;
 use crate::config::DetectWhen;
+use crate::pipeline::detect::DetectError;
 use crate::pipeline::detect::ObjectDetector;
 use crate::pipeline::motion::{MotionDetector, MotionResult};
 use crate::pipeline::values::Detection;

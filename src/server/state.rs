@@ -12,8 +12,8 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::base::errors::DbError;
 use crate::config::ServerConfig;
+use crate::db::DbError;
 use crate::db::{self, ReadPool, WriterStats};
 use crate::pipeline::values::EventQuery;
 use crate::server::hub::CameraHub;
@@ -187,8 +187,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::base::errors::DbError> for ApiError {
-    fn from(e: crate::base::errors::DbError) -> Self {
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
         tracing::error!(error = %e, "database query failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string())
     }

@@ -12,7 +12,42 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::base::errors::TlsError;
+/// A certificate or key file that TLS cannot use (the daemon's HTTPS, the MQTT client's).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate { path: std::path::PathBuf },
+    #[error("{path}: no PEM private key in it (-----BEGIN PRIVATE KEY-----, RSA or EC)")]
+    NoKey { path: std::path::PathBuf },
+    #[error("{path}: not usable PEM: {reason}")]
+    Pem {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{path}: the certificate cannot be used: {reason}")]
+    BadCertificate {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{path}: the private key cannot be used: {reason}")]
+    BadKey {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("the key {key} does not belong to the certificate {cert} (their public keys differ)")]
+    Mismatch {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+    #[error("no system certificate authorities found to check the broker with; set mqtt.ca_file")]
+    NoSystemRoots,
+}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -115,7 +115,7 @@ pub(crate) fn options(
     cfg: &MqttConfig,
     client_id: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
-) -> Result<MqttOptions, crate::base::errors::MqttUrlError> {
+) -> Result<MqttOptions, crate::config::MqttUrlError> {
     let mut o = crate::mqtt::broker_options(cfg, client_id, tls.as_ref())?;
     o.set_clean_session(false);
     o.set_manual_acks(true);

@@ -15,11 +15,13 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::base::errors::{DbError, MqttUrlError, TlsError};
 use crate::config::Config;
+use crate::config::MqttUrlError;
 use crate::db;
 use crate::db::fleet::FleetWrite;
+use crate::db::DbError;
 use crate::server::tls::ServerCert;
+use crate::server::tls::TlsError;
 
 #[derive(Debug, Error)]
 pub enum FleetError {

@@ -14,12 +14,14 @@ use crossbeam_channel::{bounded, Receiver};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::base::errors::{CaptureError, DbError, DetectError};
 use crate::bus::Bus;
+use crate::capture::CaptureError;
 use crate::capture::{Frame, ReplayReader};
 use crate::config::{Config, DetectWhen};
+use crate::db::DbError;
 use crate::db::{self, WriterOptions};
 use crate::encoder::EncoderHandle;
+use crate::pipeline::detect::DetectError;
 use crate::pipeline::detect::{self, ObjectDetector};
 use crate::pipeline::events::EventIds;
 use crate::pipeline::motion::MotionResult;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::base::errors::CaptureError;
+use crate::capture::CaptureError;
 use crate::db::WriterStats;
 use crate::pipeline::values::Event;
 use crate::telemetry::metrics::{get, CameraStats};

@@ -12,8 +12,8 @@ use opencv::prelude::*;
 use super::decode::{self, InputMapping, RawDetection, Tensor};
 use super::onnxruntime::{OrtEngine, Shared};
 use super::{read_labels, regions, tiles, DetectorInfo, ObjectDetector, PostFilter};
-use crate::base::errors::DetectError;
 use crate::config::{ChannelOrder, DetectorConfig, ModelFamily, Preprocess, ResizeMode};
+use crate::pipeline::detect::DetectError;
 use crate::pipeline::values::Detection;
 
 /// What runs the network.

@@ -7,8 +7,8 @@ use opencv::prelude::*;
 
 use super::decode::RawDetection;
 use super::{ObjectDetector, PostFilter};
-use crate::base::errors::DetectError;
 use crate::config::DetectorConfig;
+use crate::pipeline::detect::DetectError;
 use crate::pipeline::values::{BBox, Detection};
 
 pub struct HogDetector {

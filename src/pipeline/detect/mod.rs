@@ -14,11 +14,40 @@ use std::path::Path;
 use opencv::core::Mat;
 use serde::Serialize;
 
-use crate::base::errors::DetectError;
 use crate::config::{DetectorConfig, DetectorKind, DetectorRuntime};
 use crate::pipeline::values::Detection;
 
 use decode::RawDetection;
+
+/// A detector that cannot be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("model file {0} does not exist; run scripts/setup.sh to fetch the default model, or set detector.model")]
+    ModelMissing(std::path::PathBuf),
+    #[error("cannot load model {path}: {reason}")]
+    ModelLoad {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("labels file {path}: {reason}")]
+    Labels {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("model {path} gave output of shape {shape:?}, which is not what the `{family}` decoder expects ({expected})")]
+    OutputShape {
+        path: std::path::PathBuf,
+        family: &'static str,
+        shape: Vec<i32>,
+        expected: String,
+    },
+    #[error("OpenCV: {0}")]
+    OpenCv(#[from] opencv::Error),
+    #[error("ONNX Runtime: {0}")]
+    Onnxruntime(String),
+    #[error("detector.runtime = \"onnxruntime\", but no ONNX Runtime library could be loaded ({tried}); install libonnxruntime, run scripts/setup.sh (it fetches one into vendor/onnxruntime/), set detector.onnxruntime_library or ORT_DYLIB_PATH, or set detector.runtime = \"opencv\"")]
+    NoOnnxruntime { tried: String },
+}
 
 /// Finds objects in a BGR frame. Implementations own their OpenCV state and are driven from one
 /// detect thread, so they need `Send` but not `Sync`.

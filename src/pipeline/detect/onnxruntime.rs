@@ -14,8 +14,29 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::decode::Tensor;
-use crate::base::errors::{DetectError, OrtLibraryError};
 use crate::config::{DetectorConfig, ExecutionProvider};
+use crate::pipeline::detect::DetectError;
+
+/// Why a file is not an ONNX Runtime this build can use.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OrtLibraryError {
+    #[error("not found")]
+    NotFound,
+    #[error("cannot load it as a shared library ({0})")]
+    NotALibrary(String),
+    #[error("not on the system's library path")]
+    NotOnPath,
+    #[error("it is not ONNX Runtime (it has no OrtGetApiBase)")]
+    NotOnnxRuntime,
+    #[error("its OrtGetApiBase returned nothing")]
+    NoApiBase,
+    #[error("it reports no version")]
+    NoVersion,
+    #[error("it reports a version this build cannot read ({0:?})")]
+    UnreadableVersion(String),
+    #[error("it is ONNX Runtime {found}; this build needs 1.{needs} or newer")]
+    TooOld { found: String, needs: u32 },
+}
 
 /// The ONNX Runtime library this process loaded.
 #[derive(Clone, Debug)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use opencv::core::Mat;
 
 use super::{regions, Detection, DetectorInfo, ObjectDetector};
-use crate::base::errors::DetectError;
+use crate::pipeline::detect::DetectError;
 
 /// How many detectors `cameras` cameras need on `cores` cores when an inference takes
 /// `threads` threads (0: one, since with several cameras each inference gets one).
