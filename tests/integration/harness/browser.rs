@@ -1,6 +1,5 @@
 //! A headless Chromium for the browser tests, driven through chromedriver: a fresh profile each,
 //! and the whole process group killed when the test ends.
-#![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};

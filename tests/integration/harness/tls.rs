@@ -1,6 +1,5 @@
 //! Certificates made for a test with the openssl command: a CA, and leaf certificates it signs
 //! for localhost and 127.0.0.1 (servers and clients alike); and a TLS client that trusts the CA.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,4 @@
 //! A Mosquitto of the test's own (Debian's `mosquitto`, on a free port).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

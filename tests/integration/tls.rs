@@ -1,14 +1,12 @@
-//! HTTPS and WSS on the daemon's port, with certificates made here (tests/common/tls.rs): curl
+//! HTTPS and WSS on the daemon's port, with certificates made here (tests/integration/harness/tls.rs): curl
 //! with the CA, a WebSocket over wss, plain HTTP refused, the certificate re-read on SIGHUP
 //! (and a bad pair kept out), and the errors for a missing key and a key that does not match.
-
-mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::DaemonProc;
-use common::tls::{self, Ca};
+use crate::harness::daemon::DaemonProc;
+use crate::harness::tls::{self, Ca};
 use futures_util::StreamExt;
 
 const TOKEN: &str = "s3cret-token";
@@ -24,7 +22,7 @@ fn tls_daemon(leaf: &tls::Leaf) -> DaemonProc {
         ),
         &format!(
             "[[cameras]]\nid = \"street\"\nsource = {:?}\n",
-            common::vtest()
+            crate::harness::vtest()
         ),
         &[("OCELLUS_LOG", "info")],
     )
@@ -234,7 +232,7 @@ async fn the_dashboard_works_over_https_and_wss_in_chromium() {
     let dmn = tls_daemon(&leaf);
     let port = dmn.addr.rsplit_once(':').unwrap().1.to_string();
     let (_driver, c, _profile) =
-        common::browser::browser_with(&[tls::chromium_trusts(&leaf.cert)]).await;
+        crate::harness::browser::browser_with(&[tls::chromium_trusts(&leaf.cert)]).await;
     c.goto(&format!("https://localhost:{port}/?token={TOKEN}"))
         .await
         .unwrap();

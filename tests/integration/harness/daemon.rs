@@ -1,5 +1,4 @@
 //! Starting the real `ocellus run` for a test, and talking to it.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -3,15 +3,13 @@
 //! ONNX Runtime library is a clear error with `runtime = "onnxruntime"` and a warning and a
 //! fallback with `auto`, never a crash.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{events, ocellus, stderr};
+use crate::harness::{events, ocellus, stderr};
 
 fn replay_json(runtime: &str) -> Output {
-    let video = common::vtest();
+    let video = crate::harness::vtest();
     ocellus(&[
         "replay",
         video.to_str().unwrap(),
@@ -53,7 +51,7 @@ fn both_runtimes_give_the_same_events_on_the_street_clip() {
 /// A short clip and a config naming `library` as ONNX Runtime's, in `dir`.
 fn setup(dir: &Path, library: &Path) -> (String, String) {
     let clip = dir.join("short.avi");
-    common::write_clip(&clip, &common::read_frames(&common::vtest(), 0, 30), 10.0);
+    crate::harness::write_clip(&clip, &crate::harness::read_frames(&crate::harness::vtest(), 0, 30), 10.0);
     let cfg = dir.join("ocellus.toml");
     std::fs::write(
         &cfg,
@@ -94,7 +92,7 @@ fn assert_refused(library: &Path, why: &str) {
             && lines[0].contains(why),
         "{err}"
     );
-    assert!(common::stdout(&out).is_empty());
+    assert!(crate::harness::stdout(&out).is_empty());
 }
 
 /// With `auto` the same library gives a warning naming it, and the replay runs on OpenCV.
@@ -144,11 +142,11 @@ fn a_library_that_is_not_onnxruntime_is_a_clear_error() {
 fn ort_dylib_path_is_where_the_library_is_looked_for() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("short.avi");
-    common::write_clip(&clip, &common::read_frames(&common::vtest(), 0, 10), 10.0);
+    crate::harness::write_clip(&clip, &crate::harness::read_frames(&crate::harness::vtest(), 0, 10), 10.0);
     let run = |path: &str| {
         Command::new(env!("CARGO_BIN_EXE_ocellus"))
             .args(["replay", clip.to_str().unwrap(), "--runtime", "onnxruntime"])
-            .current_dir(common::root())
+            .current_dir(crate::harness::root())
             .env("ORT_DYLIB_PATH", path)
             .env_remove("OCELLUS_LOG")
             .env_remove("RUST_LOG")
@@ -162,7 +160,7 @@ fn ort_dylib_path_is_where_the_library_is_looked_for() {
         "{}",
         stderr(&bad)
     );
-    let vendored = common::asset("vendor/onnxruntime/libonnxruntime.so");
+    let vendored = crate::harness::asset("vendor/onnxruntime/libonnxruntime.so");
     let good = run(vendored.to_str().unwrap());
     assert!(good.status.success(), "{}", stderr(&good));
     assert!(

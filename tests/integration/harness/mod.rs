@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: where the assets are, running the binary, and
 //! building short clips with OpenCV's own writer.
-#![allow(dead_code)]
 
 pub mod broker;
 pub mod browser;
