@@ -2,12 +2,11 @@
 // the one library is uPlot (web/vendor/uplot, served by the daemon) for the counts charts.
 // Protocol: docs/protocol.md. Frames are decoded off the main thread (createImageBitmap) and
 // the newest frame wins: a frame that arrives while one is decoding replaces any waiting one.
-"use strict";
 
-const $ = (sel) => document.querySelector(sel);
-const params = new URLSearchParams(location.search);
-if (params.get("token")) localStorage.setItem("ocellus.token", params.get("token"));
-let token = localStorage.getItem("ocellus.token") || "";
+import { $, setConn, tokenDialog, tokenStore } from "/assets/common.js";
+
+const token = tokenStore("ocellus.token");
+const withToken = token.withToken;
 
 // Counters the browser test reads; each is bumped where the thing really happens.
 const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, masksDrawn: 0, zonesDrawn: 0, linesDrawn: 0, eventsShown: 0, connects: 0 });
@@ -23,16 +22,6 @@ let retryMs = 500;
 let retryTimer = null;
 let oldestId = null;
 let viewerCam = null;
-
-function withToken(url) {
-  return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
-}
-
-function setConn(state, text) {
-  const el = $("#conn");
-  el.dataset.state = state;
-  el.textContent = text;
-}
 
 function send(msg) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
@@ -718,15 +707,7 @@ $("#zones-toggle").addEventListener("change", (ev) => {
 });
 for (const b of document.querySelectorAll("dialog .close")) b.addEventListener("click", () => b.closest("dialog").close());
 
-function openTokenDialog() {
-  $("#token-input").value = token;
-  if (!$("#token-dialog").open) $("#token-dialog").showModal();
-}
-$("#token-btn").addEventListener("click", openTokenDialog);
-$("#token-dialog").addEventListener("close", () => {
-  if ($("#token-dialog").returnValue !== "ok") return;
-  token = $("#token-input").value.trim();
-  localStorage.setItem("ocellus.token", token);
+const openTokenDialog = tokenDialog(token, () => {
   if (ws) ws.close(); else connect();
 });
 

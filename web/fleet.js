@@ -2,18 +2,13 @@
 // their state and health, counters per device and camera, and one event feed across the fleet.
 // Everything comes from the fleet view's /api; /ws says when something was stored, and the
 // panels reload then (and every 10 s, so that "since" times and offline devices stay right).
-"use strict";
 
-const $ = (s) => document.querySelector(s);
-const params = new URLSearchParams(location.search);
-if (params.get("token")) localStorage.setItem("ocellus.fleet.token", params.get("token"));
-let token = localStorage.getItem("ocellus.fleet.token") || "";
+import { $, setConn as showConn, tokenDialog, tokenStore } from "/assets/common.js";
+
+const token = tokenStore("ocellus.fleet.token");
+const withToken = token.withToken;
 // What the browser test reads: counts of what is shown, and the socket's state.
 const probe = (window.ocellusFleet = { devices: 0, events: 0, ws: "connecting", loads: 0 });
-
-function withToken(url) {
-  return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
-}
 
 async function api(path) {
   const r = await fetch(withToken(path));
@@ -23,9 +18,7 @@ async function api(path) {
 }
 
 function setConn(state, text) {
-  const el = $("#conn");
-  el.dataset.state = state;
-  el.textContent = text;
+  showConn(state, text);
   probe.ws = state;
 }
 
@@ -213,15 +206,6 @@ for (const id of ["#f-device", "#f-camera", "#f-label", "#f-zone", "#f-from", "#
   $(id).addEventListener("change", () => loadEvents(false).catch(() => {}));
 }
 $("#more").addEventListener("click", () => loadEvents(true).catch(() => {}));
-$("#token-btn").addEventListener("click", () => {
-  $("#token-input").value = token;
-  $("#token-dialog").showModal();
-});
-$("#token-dialog").addEventListener("close", () => {
-  if ($("#token-dialog").returnValue !== "ok") return;
-  token = $("#token-input").value.trim();
-  localStorage.setItem("ocellus.fleet.token", token);
-  loadAll();
-});
+tokenDialog(token, loadAll);
 setInterval(loadAll, 10000);
 connect();

@@ -10,6 +10,8 @@ use axum::Router;
 const INDEX: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
+/// The ES module both dashboards import: the token, the connection badge, the token dialog.
+const COMMON_JS: &str = include_str!("../../web/common.js");
 /// uPlot (MIT), the counts view's charts: web/vendor/uplot/README.md says which and why.
 const UPLOT_JS: &str = include_str!("../../web/vendor/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../web/vendor/uplot/uPlot.min.css");
@@ -29,9 +31,22 @@ fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 const FLEET_INDEX: &str = include_str!("../../web/fleet.html");
 const FLEET_JS: &str = include_str!("../../web/fleet.js");
 
+/// What both dashboards load: the style sheet and the shared module.
+fn shared<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/assets/style.css",
+            get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/assets/common.js",
+            get(|| async { file("text/javascript; charset=utf-8", COMMON_JS) }),
+        )
+}
+
 /// The fleet view's dashboard (`ocellus fleet`), with the box dashboard's style sheet.
 pub(crate) fn fleet_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    shared()
         .route(
             "/",
             get(|| async { file("text/html; charset=utf-8", FLEET_INDEX) }),
@@ -40,14 +55,10 @@ pub(crate) fn fleet_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/assets/fleet.js",
             get(|| async { file("text/javascript; charset=utf-8", FLEET_JS) }),
         )
-        .route(
-            "/assets/style.css",
-            get(|| async { file("text/css; charset=utf-8", STYLE) }),
-        )
 }
 
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    shared()
         .route(
             "/",
             get(|| async { file("text/html; charset=utf-8", INDEX) }),
@@ -55,10 +66,6 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/assets/app.js",
             get(|| async { file("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/assets/style.css",
-            get(|| async { file("text/css; charset=utf-8", STYLE) }),
         )
         .route(
             "/assets/uplot.js",
