@@ -1,6 +1,7 @@
 //! The tracker's tests: association, gates, lost tracks and the event rule, on planted boxes.
 
 use super::*;
+use crate::pipeline::appearance::Appearance;
 
 /// The frame the planted boxes are in: big enough that none touches its edges.
 const FRAME: (f32, f32) = (1920.0, 1080.0);
