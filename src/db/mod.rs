@@ -20,6 +20,7 @@ macro_rules! event_columns {
     };
 }
 
+mod batch;
 mod counts;
 pub mod fleet;
 mod outbox;
