@@ -8,12 +8,12 @@ use crate::pipeline::values::{EventKind, EventMsg};
 
 /// Open event ids per (camera, label); every configured pair is present, at 0 too.
 #[derive(Debug, Default)]
-pub(super) struct Counts {
+pub(super) struct RetainedCounts {
     open: BTreeMap<(String, String), BTreeSet<i64>>,
 }
 
-impl Counts {
-    /// Counts of 0 for each camera and each of its labels.
+impl RetainedCounts {
+    /// RetainedCounts of 0 for each camera and each of its labels.
     pub(super) fn new(cameras: &[(String, Vec<String>)]) -> Self {
         let mut open = BTreeMap::new();
         for (cam, labels) in cameras {
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn starts_and_ends_change_the_count_updates_do_not() {
-        let mut c = Counts::new(&[("front".into(), vec!["person".into()])]);
+        let mut c = RetainedCounts::new(&[("front".into(), vec!["person".into()])]);
         assert_eq!(c.all().collect::<Vec<_>>(), [(&key("person"), 0)]);
         assert_eq!(
             c.apply(&msg(1, "person", EventKind::Start)),
@@ -129,7 +129,7 @@ mod tests {
             "front".to_string(),
             vec!["person".to_string(), "car".to_string()],
         )];
-        let mut c = Counts::new(&cameras);
+        let mut c = RetainedCounts::new(&cameras);
         c.apply(&msg(1, "person", EventKind::Start));
         c.apply(&msg(2, "person", EventKind::Start));
         c.apply(&msg(3, "car", EventKind::Start));
