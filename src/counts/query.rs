@@ -208,7 +208,35 @@ pub fn parse_query<'a>(
     cameras: &[&str],
     now_ms: i64,
 ) -> Result<CountsQuery, ParamError> {
-    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let seen = known_params(pairs)?;
+    let camera = camera_param(&seen, cameras)?;
+    let (kind, name) = series_param(&seen)?;
+    let (from_ms, to_ms, bucket) = range_params(&seen, now_ms)?;
+    let tz_offset_min = tz_param(&seen)?;
+    if let Some(&f) = seen.get("format") {
+        if f != "json" && f != "csv" {
+            return Err(bad("format", format!("{f:?}: use json or csv")));
+        }
+    }
+    Ok(CountsQuery {
+        camera,
+        kind,
+        name,
+        from_ms,
+        to_ms,
+        bucket,
+        tz_offset_min,
+    })
+}
+
+/// A query's parameters by name, once each.
+type Params<'a> = BTreeMap<&'a str, &'a str>;
+
+/// The parameters, refusing one that is unknown or given twice.
+fn known_params<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Params<'a>, ParamError> {
+    let mut seen: Params = BTreeMap::new();
     for (k, v) in pairs {
         if !PARAMS.contains(&k) {
             return Err(bad(
@@ -223,7 +251,12 @@ pub fn parse_query<'a>(
             return Err(bad(k, "given twice"));
         }
     }
-    let camera = match seen.get("camera") {
+    Ok(seen)
+}
+
+/// `camera`: one of `cameras`; may be left out when there is one.
+fn camera_param(seen: &Params, cameras: &[&str]) -> Result<String, ParamError> {
+    Ok(match seen.get("camera") {
         Some(&c) if cameras.contains(&c) => c.to_string(),
         Some(&c) => {
             return Err(bad(
@@ -233,7 +266,11 @@ pub fn parse_query<'a>(
         }
         None if cameras.len() == 1 => cameras[0].to_string(),
         None => return Err(bad("camera", "missing (there are several cameras)")),
-    };
+    })
+}
+
+/// Which series: exactly one of `line`, `zone` or `label`, a name or `*` (every one: `None`).
+fn series_param(seen: &Params) -> Result<(Kind, Option<String>), ParamError> {
     let mut kinds = [
         ("line", Kind::Line),
         ("zone", Kind::Zone),
@@ -241,7 +278,7 @@ pub fn parse_query<'a>(
     ]
     .into_iter()
     .filter_map(|(p, k)| seen.get(p).map(|&v| (p, k, v)));
-    let (kind, name) = match (kinds.next(), kinds.next()) {
+    Ok(match (kinds.next(), kinds.next()) {
         (Some((p, k, v)), None) => {
             if v.is_empty() {
                 return Err(bad(p, "empty; give a name, or * for every one"));
@@ -252,7 +289,12 @@ pub fn parse_query<'a>(
         (Some(_), Some((p, _, _))) => {
             return Err(bad(p, "only one of line, zone or label at a time"))
         }
-    };
+    })
+}
+
+/// `from`, `to` and `bucket`: the range (default: the day before `now_ms`) and the bucket
+/// width (default: by the range's span), within [`MAX_POINTS`] buckets.
+fn range_params(seen: &Params, now_ms: i64) -> Result<(i64, i64, BucketWidth), ParamError> {
     let ms = |p: &str| -> Result<Option<i64>, ParamError> {
         seen.get(p)
             .map(|v| {
@@ -285,27 +327,18 @@ pub fn parse_query<'a>(
             ),
         ));
     }
-    let tz_offset_min = match seen.get("tz") {
+    Ok((from_ms, to_ms, bucket))
+}
+
+/// `tz`: minutes east of UTC the days are cut at (default 0).
+fn tz_param(seen: &Params) -> Result<i32, ParamError> {
+    Ok(match seen.get("tz") {
         Some(v) => v
             .parse::<i32>()
             .ok()
             .filter(|m| (-840..=840).contains(m))
             .ok_or_else(|| bad("tz", format!("{v:?}: minutes east of UTC, -840 to 840")))?,
         None => 0,
-    };
-    if let Some(&f) = seen.get("format") {
-        if f != "json" && f != "csv" {
-            return Err(bad("format", format!("{f:?}: use json or csv")));
-        }
-    }
-    Ok(CountsQuery {
-        camera,
-        kind,
-        name,
-        from_ms,
-        to_ms,
-        bucket,
-        tz_offset_min,
     })
 }
 

@@ -101,7 +101,6 @@ pub(crate) async fn serve_app(
     metrics: Arc<crate::telemetry::metrics::ServerMetrics>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
 
     let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
@@ -135,44 +134,14 @@ pub(crate) async fn serve_app(
                     req
                 });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
-        conns.spawn(async move {
-            let stream = match tls {
-                None => Either::Left(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => Either::Right(s),
-                        Ok(Err(e)) => {
-                            tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%addr, "TLS handshake not finished in time; closed");
-                            return;
-                        }
-                    }
-                }
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%addr, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-            drop(permit);
-        });
+        conns.spawn(serve_connection(
+            stream,
+            addr,
+            svc,
+            tls.clone(),
+            shutdown.clone(),
+            permit,
+        ));
     }
     conns.close();
     clients.close();
@@ -187,6 +156,62 @@ pub(crate) async fn serve_app(
         tracing::warn!("HTTP requests or WebSocket clients still open after 5 s; closing them");
     }
     Ok(())
+}
+
+/// One HTTP connection (after its TLS handshake, with `tls`), with upgrades, until it ends or
+/// `shutdown` (then gracefully). Holds its `permit` of the connection limit.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    svc: S,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: tokio_util::sync::CancellationToken,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: hyper::service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let stream = match tls {
+        None => Either::Left(stream),
+        Some(acceptor) => {
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => Either::Right(s),
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "TLS handshake not finished in time; closed");
+                    return;
+                }
+            }
+        }
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%addr, error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+    drop(permit);
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal the token.

@@ -97,61 +97,18 @@ pub fn parse_request(text: &str) -> Result<Envelope, RequestError> {
         None => return Err(err(id, "bad_request", "missing op".into())),
     };
     let rest = serde_json::Value::Object(obj);
-    let bad = |id, e: serde_json::Error| err(id, "bad_request", format!("{op}: {e}"));
-    let topic = |rest: serde_json::Value| -> Result<Topic, RequestError> {
-        let fields: Vec<String> = rest
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        let t = Topic::deserialize(rest).map_err(|e| bad(id.clone(), e))?;
-        // serde does not refuse extra fields on the field-less topics, so check them all here.
-        let allowed: &[&str] = match t {
-            Topic::Events | Topic::Stats | Topic::Counts => &["topic"],
-            Topic::Detections { .. } => &["topic", "camera"],
-            Topic::Frames { .. } => &["topic", "camera", "max_fps", "width"],
-        };
-        match fields.iter().find(|f| !allowed.contains(&f.as_str())) {
-            Some(f) => Err(err(
-                id.clone(),
-                "bad_request",
-                format!("{op}: unknown field {f:?}"),
-            )),
-            None => Ok(t),
-        }
-    };
+    let bad = |id, message: String| err(id, "bad_request", message);
     let request = match op.as_str() {
-        "subscribe" => Request::Subscribe(topic(rest)?),
-        "unsubscribe" => Request::Unsubscribe(topic(rest)?),
-        "query" if rest.get("counts").is_some() => {
-            let Some((Some(counts), 1)) = rest
-                .as_object()
-                .map(|o| (o.get("counts").and_then(|c| c.as_object()), o.len()))
-            else {
-                return Err(err(
-                    id,
-                    "bad_request",
-                    "query: counts must be an object of parameters, and the only field but op and id"
-                        .into(),
-                ));
-            };
-            let mut params = Vec::new();
-            for (k, v) in counts {
-                let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Number(n) => n.to_string(),
-                    _ => {
-                        return Err(err(
-                            id,
-                            "bad_request",
-                            format!("query: counts.{k} must be a string or a number"),
-                        ))
-                    }
-                };
-                params.push((k.clone(), v));
-            }
-            Request::Counts(params)
+        "subscribe" => Request::Subscribe(parse_topic(&op, rest).map_err(|m| bad(id.clone(), m))?),
+        "unsubscribe" => {
+            Request::Unsubscribe(parse_topic(&op, rest).map_err(|m| bad(id.clone(), m))?)
         }
-        "query" => Request::Query(EventQuery::deserialize(rest).map_err(|e| bad(id.clone(), e))?),
+        "query" if rest.get("counts").is_some() => {
+            Request::Counts(counts_params(&rest).map_err(|m| bad(id.clone(), m))?)
+        }
+        "query" => Request::Query(
+            EventQuery::deserialize(rest).map_err(|e| bad(id.clone(), format!("{op}: {e}")))?,
+        ),
         "ping" => {
             if rest.as_object().is_some_and(|o| !o.is_empty()) {
                 return Err(err(id, "bad_request", "ping takes no fields but id".into()));
@@ -167,6 +124,49 @@ pub fn parse_request(text: &str) -> Result<Envelope, RequestError> {
         }
     };
     Ok(Envelope { id, request })
+}
+
+/// The topic of a `subscribe` or `unsubscribe` (`op`) from its fields; the error is the message.
+fn parse_topic(op: &str, rest: serde_json::Value) -> Result<Topic, String> {
+    let fields: Vec<String> = rest
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let t = Topic::deserialize(rest).map_err(|e| format!("{op}: {e}"))?;
+    // serde does not refuse extra fields on the field-less topics, so check them all here.
+    let allowed: &[&str] = match t {
+        Topic::Events | Topic::Stats | Topic::Counts => &["topic"],
+        Topic::Detections { .. } => &["topic", "camera"],
+        Topic::Frames { .. } => &["topic", "camera", "max_fps", "width"],
+    };
+    match fields.iter().find(|f| !allowed.contains(&f.as_str())) {
+        Some(f) => Err(format!("{op}: unknown field {f:?}")),
+        None => Ok(t),
+    }
+}
+
+/// A counts query's parameters, as text, from its `counts` object (the only field but op and
+/// id); the error is the message.
+fn counts_params(rest: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let Some((Some(counts), 1)) = rest
+        .as_object()
+        .map(|o| (o.get("counts").and_then(|c| c.as_object()), o.len()))
+    else {
+        return Err(
+            "query: counts must be an object of parameters, and the only field but op and id"
+                .into(),
+        );
+    };
+    let mut params = Vec::new();
+    for (k, v) in counts {
+        let v = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(format!("query: counts.{k} must be a string or a number")),
+        };
+        params.push((k.clone(), v));
+    }
+    Ok(params)
 }
 
 /// What a client can subscribe to.
