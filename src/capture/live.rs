@@ -167,6 +167,56 @@ fn seconds(d: Duration) -> String {
     }
 }
 
+/// Says that the camera is retrying after `error` (`lost`: it had delivered frames) and waits
+/// the backoff of `attempt`, counting it; false when `cancel` came meanwhile.
+fn wait_to_retry(
+    state: &SourceState,
+    name: &str,
+    error: &str,
+    lost: bool,
+    attempt: &mut u32,
+    cancel: &CancellationToken,
+) -> bool {
+    let wait = backoff(*attempt);
+    let lost = if lost { " lost," } else { "" };
+    tracing::warn!(camera = %state.id, source = %name, error = %error, state = "retrying", "camera {}{lost} retrying in {}: {error}", state.id, seconds(wait));
+    state.set(SourceStatus::Retrying, Some(error.to_string()));
+    if !sleep_unless_cancelled(wait, cancel) {
+        return false;
+    }
+    *attempt = attempt.saturating_add(1);
+    true
+}
+
+/// Paces a file source at its frame rate.
+struct Pacer {
+    every: Duration,
+    next_due: Instant,
+}
+
+impl Pacer {
+    fn new(fps: f64) -> Self {
+        Self {
+            every: Duration::from_secs_f64(1.0 / fps),
+            next_due: Instant::now(),
+        }
+    }
+
+    /// Waits until the next frame is due; false when `cancel` came meanwhile.
+    fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        self.next_due += self.every;
+        let now = Instant::now();
+        if self.next_due > now {
+            return sleep_unless_cancelled(self.next_due - now, cancel);
+        }
+        if now - self.next_due > Duration::from_secs(1) {
+            // Far behind (the machine was suspended, say): do not race to catch up.
+            self.next_due = now;
+        }
+        true
+    }
+}
+
 /// The capture thread's body: runs until `cancel`. Files loop forever, paced at their fps;
 /// other sources are read as fast as they deliver. Frames are stamped with the wall clock and
 /// given to `live` (the live stream, which must not block) before they go into `slot`: the
@@ -188,13 +238,9 @@ pub(crate) fn run_capture(
         let mut cap = match source.open(&opts) {
             Ok(cap) => cap,
             Err(e) => {
-                let wait = backoff(attempt);
-                tracing::warn!(camera = %state.id, source = %name, error = %e, state = "retrying", "camera {} retrying in {}: {e}", state.id, seconds(wait));
-                state.set(SourceStatus::Retrying, Some(e.to_string()));
-                if !sleep_unless_cancelled(wait, &cancel) {
+                if !wait_to_retry(&state, &name, &e.to_string(), false, &mut attempt, &cancel) {
                     break;
                 }
-                attempt = attempt.saturating_add(1);
                 continue;
             }
         };
@@ -205,8 +251,7 @@ pub(crate) fn run_capture(
                 .filter(|f| *f > 0.0 && f.is_finite()),
             _ => None,
         };
-        let pace = file_fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
-        let mut next_due = Instant::now();
+        let mut pacer = file_fps.map(Pacer::new);
         let mut frames_this_open = 0u64;
         let error = loop {
             if cancel.is_cancelled() {
@@ -242,27 +287,16 @@ pub(crate) fn run_capture(
                 inc(&stats.skipped);
             }
             seq += 1;
-            if let Some(pace) = pace {
-                next_due += pace;
-                let now = Instant::now();
-                if next_due > now {
-                    if !sleep_unless_cancelled(next_due - now, &cancel) {
-                        break None;
-                    }
-                } else if now - next_due > Duration::from_secs(1) {
-                    // Far behind (the machine was suspended, say): do not race to catch up.
-                    next_due = now;
+            if let Some(pacer) = &mut pacer {
+                if !pacer.wait(&cancel) {
+                    break None;
                 }
             }
         };
         let Some(error) = error else { break };
-        let wait = backoff(attempt);
-        tracing::warn!(camera = %state.id, source = %name, error = %error, state = "retrying", "camera {} lost, retrying in {}: {error}", state.id, seconds(wait));
-        state.set(SourceStatus::Retrying, Some(error));
-        if !sleep_unless_cancelled(wait, &cancel) {
+        if !wait_to_retry(&state, &name, &error, true, &mut attempt, &cancel) {
             break;
         }
-        attempt = attempt.saturating_add(1);
     }
     state.set(SourceStatus::Stopped, None);
 }

@@ -256,65 +256,10 @@ impl Writer {
             }
             match self.commit(&batch) {
                 Ok(()) => {
-                    if let Some((since, _)) = failing.take() {
-                        tracing::info!(
-                            path = %self.path.display(),
-                            after_s = since.elapsed().as_secs(),
-                            written = batch.len(),
-                            dropped = batch.dropped,
-                            "database writes work again; the writes held in memory are stored"
-                        );
-                    }
-                    self.stats.pending.store(0, Ordering::Relaxed);
-                    for w in batch.waiters.drain(..) {
-                        let _ = w.send(());
-                    }
+                    self.stored(&mut batch, failing.take());
                     batch = Batch::default();
                 }
-                Err(e) => {
-                    // Keep the batch and try again: a full disk or a locked file usually
-                    // clears up, and losing events is worse than waiting. Clients are still
-                    // served meanwhile; the batch is bounded (see MAX_PENDING_*).
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    let now = Instant::now();
-                    let log = match &mut failing {
-                        None => {
-                            failing = Some((now, now));
-                            true
-                        }
-                        Some((_, logged)) if logged.elapsed() >= Duration::from_secs(30) => {
-                            *logged = now;
-                            true
-                        }
-                        Some(_) => false,
-                    };
-                    if log {
-                        tracing::error!(
-                            path = %self.path.display(),
-                            error = %e,
-                            pending = batch.len(),
-                            dropped = batch.dropped,
-                            "{}; events are kept in memory and the write retried every 0.5 s",
-                            describe_write_error(&e)
-                        );
-                    }
-                    if is_disk_full(&e) {
-                        // Make room by policy, if a size limit allows it.
-                        self.apply_retention();
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                    // While retrying, keep accepting writes so the pipeline does not stall.
-                    while let Ok(cmd) = self.rx.try_recv() {
-                        batch.add(cmd);
-                    }
-                    self.stats
-                        .pending
-                        .store(batch.len() as u64, Ordering::Relaxed);
-                    let dropped = std::mem::take(&mut batch.dropped);
-                    if dropped > 0 {
-                        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-                    }
-                }
+                Err(e) => self.failed(&mut batch, &e, &mut failing),
             }
             if last_retention.elapsed() > Duration::from_secs(60) {
                 last_retention = Instant::now();
@@ -322,6 +267,76 @@ impl Writer {
             }
         }
         self.apply_retention();
+    }
+
+    /// After `batch` was committed: says so if commits had been failing since `failing`, and
+    /// wakes who waited for it.
+    fn stored(&self, batch: &mut Batch, failing: Option<(Instant, Instant)>) {
+        if let Some((since, _)) = failing {
+            tracing::info!(
+                path = %self.path.display(),
+                after_s = since.elapsed().as_secs(),
+                written = batch.len(),
+                dropped = batch.dropped,
+                "database writes work again; the writes held in memory are stored"
+            );
+        }
+        self.stats.pending.store(0, Ordering::Relaxed);
+        for w in batch.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// After `batch` failed to commit with `e`: logs it (at once, then every 30 s while
+    /// `failing`), makes room where the disk is full, waits and takes in what came meanwhile.
+    fn failed(
+        &mut self,
+        batch: &mut Batch,
+        e: &rusqlite::Error,
+        failing: &mut Option<(Instant, Instant)>,
+    ) {
+        // Keep the batch and try again: a full disk or a locked file usually
+        // clears up, and losing events is worse than waiting. Clients are still
+        // served meanwhile; the batch is bounded (see MAX_PENDING_*).
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let log = match failing {
+            None => {
+                *failing = Some((now, now));
+                true
+            }
+            Some((_, logged)) if logged.elapsed() >= Duration::from_secs(30) => {
+                *logged = now;
+                true
+            }
+            Some(_) => false,
+        };
+        if log {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                pending = batch.len(),
+                dropped = batch.dropped,
+                "{}; events are kept in memory and the write retried every 0.5 s",
+                describe_write_error(e)
+            );
+        }
+        if is_disk_full(e) {
+            // Make room by policy, if a size limit allows it.
+            self.apply_retention();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        // While retrying, keep accepting writes so the pipeline does not stall.
+        while let Ok(cmd) = self.rx.try_recv() {
+            batch.add(cmd);
+        }
+        self.stats
+            .pending
+            .store(batch.len() as u64, Ordering::Relaxed);
+        let dropped = std::mem::take(&mut batch.dropped);
+        if dropped > 0 {
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
     }
 
     fn commit(&mut self, batch: &Batch) -> rusqlite::Result<()> {
