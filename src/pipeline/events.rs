@@ -161,95 +161,10 @@ impl EventBuilder {
         let mut out = EventOutput::default();
         for change in changes {
             match change {
-                TrackChange::Improved(tid) => {
-                    let Some(track) = tracker.get(tid) else {
-                        continue;
-                    };
-                    if let Some(frame) = frame {
-                        match crop_around(frame, track.best_box) {
-                            Ok(thumb) => {
-                                self.thumbs.insert(tid, thumb);
-                            }
-                            Err(e) => {
-                                tracing::warn!(camera = %self.camera, track_id = tid, error = %e, "snapshot crop failed")
-                            }
-                        }
-                    }
-                    if let Some(open) = self.open.get_mut(&tid) {
-                        fill_from_track(&mut open.event, track);
-                        open.snapshot_dirty = true;
-                        if ts_ms - open.last_update_ms >= self.update_interval_ms {
-                            open.last_update_ms = ts_ms;
-                            out.messages.push(EventMsg {
-                                kind: EventKind::Update,
-                                event: open.event.clone(),
-                            });
-                        }
-                    }
-                }
-                TrackChange::Confirmed(tid) => {
-                    let Some(track) = tracker.get(tid) else {
-                        continue;
-                    };
-                    let mut event = Event {
-                        id: self.ids.next(),
-                        camera: self.camera.clone(),
-                        label: track.label.clone(),
-                        track_id: tid,
-                        start_ms: track.first_seen_ms,
-                        end_ms: None,
-                        top_score: 0.0,
-                        best_box: track.best_box,
-                        best_ms: track.best_ms,
-                        hits: 0,
-                        stationary: false,
-                        zones: Vec::new(),
-                        crossings: Vec::new(),
-                    };
-                    fill_from_track(&mut event, track);
-                    out.snapshots.extend(self.snapshot(tid, event.id));
-                    out.messages.push(EventMsg {
-                        kind: EventKind::Start,
-                        event: event.clone(),
-                    });
-                    self.open.insert(
-                        tid,
-                        OpenEvent {
-                            event,
-                            last_update_ms: ts_ms,
-                            snapshot_dirty: false,
-                        },
-                    );
-                }
-                TrackChange::Stationary(tid, _) => {
-                    let (Some(track), Some(open)) = (tracker.get(tid), self.open.get_mut(&tid))
-                    else {
-                        continue;
-                    };
-                    // Told at once, not rate-limited: a client shows it as a state.
-                    fill_from_track(&mut open.event, track);
-                    open.last_update_ms = ts_ms;
-                    out.messages.push(EventMsg {
-                        kind: EventKind::Update,
-                        event: open.event.clone(),
-                    });
-                }
-                TrackChange::Ended(track) => {
-                    let Some(mut open) = self.open.remove(&track.id) else {
-                        self.thumbs.remove(&track.id);
-                        continue;
-                    };
-                    fill_from_track(&mut open.event, &track);
-                    open.event.end_ms = Some(track.last_seen_ms);
-                    if open.snapshot_dirty {
-                        out.snapshots.extend(self.snapshot(track.id, open.event.id));
-                    }
-                    self.thumbs.remove(&track.id);
-                    out.messages.push(EventMsg {
-                        kind: EventKind::End,
-                        event: open.event,
-                    });
-                }
+                TrackChange::Improved(tid) => self.improved(tid, tracker, frame, ts_ms, &mut out),
+                TrackChange::Confirmed(tid) => self.confirmed(tid, tracker, ts_ms, &mut out),
+                TrackChange::Stationary(tid, _) => self.stationary(tid, tracker, ts_ms, &mut out),
+                TrackChange::Ended(track) => self.ended(&track, &mut out),
             }
         }
         // Thumbnails of candidates the tracker dropped without confirming them.
@@ -258,6 +173,110 @@ impl EventBuilder {
                 .retain(|tid, _| tracker.get(*tid).is_some() || self.open.contains_key(tid));
         }
         out
+    }
+
+    /// A track's top score rose: a new thumbnail from `frame`, and an update of its event (at
+    /// most every `update_interval_ms`).
+    fn improved(
+        &mut self,
+        tid: u64,
+        tracker: &Tracker,
+        frame: Option<&Mat>,
+        ts_ms: i64,
+        out: &mut EventOutput,
+    ) {
+        let Some(track) = tracker.get(tid) else {
+            return;
+        };
+        if let Some(frame) = frame {
+            match crop_around(frame, track.best_box) {
+                Ok(thumb) => {
+                    self.thumbs.insert(tid, thumb);
+                }
+                Err(e) => {
+                    tracing::warn!(camera = %self.camera, track_id = tid, error = %e, "snapshot crop failed")
+                }
+            }
+        }
+        if let Some(open) = self.open.get_mut(&tid) {
+            fill_from_track(&mut open.event, track);
+            open.snapshot_dirty = true;
+            if ts_ms - open.last_update_ms >= self.update_interval_ms {
+                open.last_update_ms = ts_ms;
+                out.messages.push(EventMsg {
+                    kind: EventKind::Update,
+                    event: open.event.clone(),
+                });
+            }
+        }
+    }
+
+    /// A track became an event: its start, with a snapshot.
+    fn confirmed(&mut self, tid: u64, tracker: &Tracker, ts_ms: i64, out: &mut EventOutput) {
+        let Some(track) = tracker.get(tid) else {
+            return;
+        };
+        let mut event = Event {
+            id: self.ids.next(),
+            camera: self.camera.clone(),
+            label: track.label.clone(),
+            track_id: tid,
+            start_ms: track.first_seen_ms,
+            end_ms: None,
+            top_score: 0.0,
+            best_box: track.best_box,
+            best_ms: track.best_ms,
+            hits: 0,
+            stationary: false,
+            zones: Vec::new(),
+            crossings: Vec::new(),
+        };
+        fill_from_track(&mut event, track);
+        out.snapshots.extend(self.snapshot(tid, event.id));
+        out.messages.push(EventMsg {
+            kind: EventKind::Start,
+            event: event.clone(),
+        });
+        self.open.insert(
+            tid,
+            OpenEvent {
+                event,
+                last_update_ms: ts_ms,
+                snapshot_dirty: false,
+            },
+        );
+    }
+
+    /// An event's object stopped or moved on: an update at once.
+    fn stationary(&mut self, tid: u64, tracker: &Tracker, ts_ms: i64, out: &mut EventOutput) {
+        let (Some(track), Some(open)) = (tracker.get(tid), self.open.get_mut(&tid)) else {
+            return;
+        };
+        // Told at once, not rate-limited: a client shows it as a state.
+        fill_from_track(&mut open.event, track);
+        open.last_update_ms = ts_ms;
+        out.messages.push(EventMsg {
+            kind: EventKind::Update,
+            event: open.event.clone(),
+        });
+    }
+
+    /// A track ended: its event's end, with a better snapshot if one came since the last.
+    fn ended(&mut self, track: &Track, out: &mut EventOutput) {
+        let Some(mut open) = self.open.remove(&track.id) else {
+            self.thumbs.remove(&track.id);
+            return;
+        };
+        fill_from_track(&mut open.event, track);
+        open.event.end_ms = Some(track.last_seen_ms);
+        if open.snapshot_dirty {
+            out.snapshots.extend(self.snapshot(track.id, open.event.id));
+        }
+        self.thumbs.remove(&track.id);
+        out.messages.push(EventMsg {
+            kind: EventKind::End,
+            event: open.event,
+        });
     }
 
     /// Brings the zones and crossings of open events up to date with what their tracks did

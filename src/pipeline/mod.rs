@@ -399,25 +399,10 @@ impl Pipeline {
         let stats = self.stats.clone();
         let ts = frame.ts_ms;
         self.prev_ts_ms = Some(ts);
-        let mut ran = false;
-        let mut dets = Vec::new();
-        match result {
-            Some(Ok(mut d)) => {
-                if !self.object_masks.is_empty() {
-                    let (w, h) = (frame.mat.cols() as f32, frame.mat.rows() as f32);
-                    d.retain(|det| !in_masks(&self.object_masks, det, w, h));
-                }
-                dets = d;
-                ran = true;
-                self.last_detect_ms = Some(ts);
-                inc(&stats.detector_runs);
-            }
-            Some(Err(e)) => {
-                inc(&stats.detector_errors);
-                tracing::warn!(camera = %self.camera, error = %e, "detector failed on a frame");
-            }
-            None => {}
-        }
+        let (ran, mut dets) = match self.detections_of(frame, result) {
+            Some(d) => (true, d),
+            None => (false, Vec::new()),
+        };
         let t2 = Instant::now();
         // Colour signatures for the confident boxes, which start and continue tracks across
         // crossings; weak boxes only continue a track they overlap by half, on geometry alone,
@@ -454,36 +439,73 @@ impl Pipeline {
         }
 
         if self.sink.wants_detections() {
-            let tracks = seen
-                .iter()
-                .filter_map(|&(tid, bbox)| {
-                    let track = self.tracker.get(tid)?;
-                    Some(TrackedBox {
-                        track_id: tid,
-                        label: track.label.clone(),
-                        score: track.score,
-                        bbox: bbox.rounded(),
-                        confirmed: track.confirmed,
-                        event_id: self.events.event_id(tid),
-                        stationary: track.stationary,
-                        predicted: !ran,
-                        zones: self.zones.current(tid),
-                    })
-                })
-                .collect();
-            let msg = DetectionsMsg {
-                camera: self.camera.clone(),
-                seq: frame.seq,
-                ts_ms: ts,
-                width: frame.mat.cols() as u32,
-                height: frame.mat.rows() as u32,
-                detector_ran: ran,
-                motion: motion.motion,
-                tracks,
-            };
+            let msg = self.detections_msg(frame, ran, motion.motion, &seen);
             self.sink.detections(msg, &dets, &assigned);
         }
         inc(&stats.processed);
+    }
+
+    /// The detector's boxes for `frame`, outside the object masks (`None`: it did not run, or
+    /// failed, which is counted and logged).
+    fn detections_of(
+        &mut self,
+        frame: &Frame,
+        result: Option<Result<Vec<Detection>, DetectError>>,
+    ) -> Option<Vec<Detection>> {
+        match result? {
+            Ok(mut d) => {
+                if !self.object_masks.is_empty() {
+                    let (w, h) = (frame.mat.cols() as f32, frame.mat.rows() as f32);
+                    d.retain(|det| !in_masks(&self.object_masks, det, w, h));
+                }
+                self.last_detect_ms = Some(frame.ts_ms);
+                inc(&self.stats.detector_runs);
+                Some(d)
+            }
+            Err(e) => {
+                inc(&self.stats.detector_errors);
+                tracing::warn!(camera = %self.camera, error = %e, "detector failed on a frame");
+                None
+            }
+        }
+    }
+
+    /// What clients draw over `frame`: the tracks `seen` in it (on their smoothed boxes, or
+    /// predicted when the detector did not run), with their events and zones.
+    fn detections_msg(
+        &self,
+        frame: &Frame,
+        ran: bool,
+        motion: bool,
+        seen: &[(u64, BBox)],
+    ) -> DetectionsMsg {
+        let tracks = seen
+            .iter()
+            .filter_map(|&(tid, bbox)| {
+                let track = self.tracker.get(tid)?;
+                Some(TrackedBox {
+                    track_id: tid,
+                    label: track.label.clone(),
+                    score: track.score,
+                    bbox: bbox.rounded(),
+                    confirmed: track.confirmed,
+                    event_id: self.events.event_id(tid),
+                    stationary: track.stationary,
+                    predicted: !ran,
+                    zones: self.zones.current(tid),
+                })
+            })
+            .collect();
+        DetectionsMsg {
+            camera: self.camera.clone(),
+            seq: frame.seq,
+            ts_ms: frame.ts_ms,
+            width: frame.mat.cols() as u32,
+            height: frame.mat.rows() as u32,
+            detector_ran: ran,
+            motion,
+            tracks,
+        }
     }
 
     /// The tracks in the frame at `ts` with their boxes, in track order. With the detector run

@@ -172,79 +172,15 @@ impl Zones {
                 ..Default::default()
             });
             let (px, py) = b.foot();
-            for (zone, st) in self.zones.iter().zip(&mut rec.zones) {
-                if !applies(&zone.labels, label) {
-                    continue;
-                }
-                let inside = point_in_polygon(&zone.points, (px / w, py / h));
-                if inside {
-                    st.streak_in += 1;
-                    st.streak_out = 0;
-                    st.inside_since.get_or_insert(ts_ms);
-                } else {
-                    st.streak_out += 1;
-                    st.streak_in = 0;
-                    st.inside_since = None;
-                }
-                let stayed = st
-                    .inside_since
-                    .is_some_and(|since| ts_ms - since >= zone.loiter_ms);
-                if !st.inside && st.streak_in >= zone.inertia && stayed {
-                    st.inside = true;
-                    if !rec.entered.contains(&zone.name) {
-                        rec.entered.push(zone.name.clone());
-                    }
-                    out.push((id, ZoneEvent::Entered(zone.name.clone())));
-                } else if st.inside && st.streak_out >= zone.inertia {
-                    st.inside = false;
-                    out.push((id, ZoneEvent::Left(zone.name.clone())));
-                }
-            }
-            // A side counts once the point is a tenth of the box's height (at least 2 px) off
-            // the line: a box jittering on the line never settles on the other side.
-            let margin = (b.h * 0.1).max(2.0);
-            for (line, st) in self.lines.iter().zip(&mut rec.lines) {
-                if !applies(&line.labels, label) {
-                    continue;
-                }
-                let (a, bb) = (
-                    [line.a[0] * w, line.a[1] * h],
-                    [line.b[0] * w, line.b[1] * h],
-                );
-                let p = [px, py];
-                let d = side(a, bb, p);
-                if d.abs() < margin {
-                    continue;
-                }
-                let left = d < 0.0;
-                let Some((from, was_left)) = st.settled else {
-                    st.settled = Some((p, left));
-                    continue;
-                };
-                // Back on its side, or round one of the line's ends (not through it): no
-                // crossing.
-                if was_left == left || !segments_cross(from, p, a, bb) {
-                    st.settled = Some((p, left));
-                    st.crossing_since = None;
-                    continue;
-                }
-                let since = *st.crossing_since.get_or_insert(ts_ms);
-                if ts_ms - since >= SETTLE_MS {
-                    let crossing = Crossing {
-                        line: line.name.clone(),
-                        direction: if left {
-                            Direction::Left
-                        } else {
-                            Direction::Right
-                        },
-                        ms: since,
-                    };
-                    rec.crossings.push(crossing.clone());
-                    out.push((id, ZoneEvent::Crossed(crossing)));
-                    st.settled = Some((p, left));
-                    st.crossing_since = None;
-                }
-            }
+            follow_zones(
+                &self.zones,
+                rec,
+                (id, label),
+                (px / w, py / h),
+                ts_ms,
+                &mut out,
+            );
+            follow_lines(&self.lines, rec, (id, label), &b, (w, h), ts_ms, &mut out);
         }
         out
     }
@@ -305,6 +241,105 @@ fn segments_cross(p1: [f32; 2], p2: [f32; 2], a: [f32; 2], b: [f32; 2]) -> bool 
     let (d1, d2) = (orient(a, b, p1), orient(a, b, p2));
     let (d3, d4) = (orient(p1, p2, a), orient(p1, p2, b));
     (d1 > 0.0) != (d2 > 0.0) && (d3 > 0.0) != (d4 > 0.0)
+}
+
+/// One frame of the object `id` (a `label`) for each zone: inside when its foot (in fractions
+/// of the frame) is, for `inertia` frames and `loitering_s`; entered and left go to `out`.
+fn follow_zones(
+    zones: &[Zone],
+    rec: &mut TrackRecord,
+    (id, label): (u64, &str),
+    foot: (f32, f32),
+    ts_ms: i64,
+    out: &mut Vec<(u64, ZoneEvent)>,
+) {
+    for (zone, st) in zones.iter().zip(&mut rec.zones) {
+        if !applies(&zone.labels, label) {
+            continue;
+        }
+        let inside = point_in_polygon(&zone.points, foot);
+        if inside {
+            st.streak_in += 1;
+            st.streak_out = 0;
+            st.inside_since.get_or_insert(ts_ms);
+        } else {
+            st.streak_out += 1;
+            st.streak_in = 0;
+            st.inside_since = None;
+        }
+        let stayed = st
+            .inside_since
+            .is_some_and(|since| ts_ms - since >= zone.loiter_ms);
+        if !st.inside && st.streak_in >= zone.inertia && stayed {
+            st.inside = true;
+            if !rec.entered.contains(&zone.name) {
+                rec.entered.push(zone.name.clone());
+            }
+            out.push((id, ZoneEvent::Entered(zone.name.clone())));
+        } else if st.inside && st.streak_out >= zone.inertia {
+            st.inside = false;
+            out.push((id, ZoneEvent::Left(zone.name.clone())));
+        }
+    }
+}
+
+/// One frame of the object `id` (a `label`, box `b` in a `w` x `h` frame) for each counting
+/// line: a crossing goes to `out` once the foot has settled on the other side.
+fn follow_lines(
+    lines: &[Line],
+    rec: &mut TrackRecord,
+    (id, label): (u64, &str),
+    b: &BBox,
+    (w, h): (f32, f32),
+    ts_ms: i64,
+    out: &mut Vec<(u64, ZoneEvent)>,
+) {
+    let (px, py) = b.foot();
+    // A side counts once the point is a tenth of the box's height (at least 2 px) off
+    // the line: a box jittering on the line never settles on the other side.
+    let margin = (b.h * 0.1).max(2.0);
+    for (line, st) in lines.iter().zip(&mut rec.lines) {
+        if !applies(&line.labels, label) {
+            continue;
+        }
+        let (a, bb) = (
+            [line.a[0] * w, line.a[1] * h],
+            [line.b[0] * w, line.b[1] * h],
+        );
+        let p = [px, py];
+        let d = side(a, bb, p);
+        if d.abs() < margin {
+            continue;
+        }
+        let left = d < 0.0;
+        let Some((from, was_left)) = st.settled else {
+            st.settled = Some((p, left));
+            continue;
+        };
+        // Back on its side, or round one of the line's ends (not through it): no
+        // crossing.
+        if was_left == left || !segments_cross(from, p, a, bb) {
+            st.settled = Some((p, left));
+            st.crossing_since = None;
+            continue;
+        }
+        let since = *st.crossing_since.get_or_insert(ts_ms);
+        if ts_ms - since >= SETTLE_MS {
+            let crossing = Crossing {
+                line: line.name.clone(),
+                direction: if left {
+                    Direction::Left
+                } else {
+                    Direction::Right
+                },
+                ms: since,
+            };
+            rec.crossings.push(crossing.clone());
+            out.push((id, ZoneEvent::Crossed(crossing)));
+            st.settled = Some((p, left));
+            st.crossing_since = None;
+        }
+    }
 }
 
 #[cfg(test)]

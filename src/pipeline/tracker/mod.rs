@@ -379,46 +379,16 @@ impl Tracker {
             } else {
                 min_iou
             };
-            let reach = reach && !t.left_frame(m.frame);
-            // The object's typical size (the median of its latest boxes), once per track.
-            let typical_area = t.typical_area().max(1.0);
+            let gate = Gate {
+                min_iou,
+                reach: reach && !t.left_frame(m.frame),
+                lost_s,
+                // The object's typical size (the median of its latest boxes), once per track.
+                typical_area: t.typical_area().max(1.0),
+            };
             for (c, &di) in det_idx.iter().enumerate() {
-                let d = &dets[di];
-                if d.class_id != t.class_id {
-                    continue;
-                }
-                // An object does not double or halve its size from one frame to the next: a
-                // person walking past a cone must not take over the cone's track, nor the
-                // reverse. The size is the object's typical one, not the prediction's, which a
-                // few boxes drawn over a neighbour too would swell until the object's own box
-                // no longer fitted.
-                let ratio = d.bbox.area() / typical_area;
-                if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
-                    continue;
-                }
-                // Colours tell apart two people whose boxes overlap as they cross.
-                let colour = match (&t.appearance, &d.appearance) {
-                    (Some(a), Some(b)) => Some(a.distance(b)),
-                    _ => None,
-                };
-                if colour.is_some_and(|c| c > APPEARANCE_GATE) {
-                    continue;
-                }
-                let colour_cost = colour.unwrap_or(0.0);
-                let iou = p.iou(&d.bbox);
-                let cell = &mut cost[r * det_idx.len() + c];
-                // The less the boxes overlap, the more the colours must agree.
-                let colours_agree = colour.is_none_or(|c| c <= APPEARANCE_NEAR);
-                if iou >= min_iou && (iou >= WEAK_IOU || colours_agree) {
-                    *cell = 1.0 - iou + colour_cost;
-                } else if reach && colours_agree {
-                    let (px, py) = p.center();
-                    let (dx, dy) = d.bbox.center();
-                    let dist = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
-                    let limit = 0.5 * p.h.max(p.w) + LOST_REACH_PER_S * lost_s * t.typical_extent();
-                    if dist <= limit {
-                        *cell = 1.0 + dist / limit.max(1.0) + colour_cost;
-                    }
+                if let Some(pair) = pair_cost(t, &p, &dets[di], &gate) {
+                    cost[r * det_idx.len() + c] = pair;
                 }
             }
         }
@@ -481,6 +451,60 @@ impl Tracker {
             }
         }
     }
+}
+
+/// What a track asks of a detection in one association pass.
+struct Gate {
+    /// The overlap that continues it.
+    min_iou: f32,
+    /// Whether a near miss may continue it (a lost track that did not walk out of the picture).
+    reach: bool,
+    /// How long it had been lost when the detector last ran.
+    lost_s: f32,
+    /// Its typical box area.
+    typical_area: f32,
+}
+
+/// The cost of track `t`, predicted at `p`, continuing with detection `d`: 1 - IoU for an
+/// overlap, 1 + distance/reach for a near miss, each plus the colour distance; `None` where a
+/// gate refuses the pair.
+fn pair_cost(t: &Track, p: &BBox, d: &Detection, g: &Gate) -> Option<f32> {
+    if d.class_id != t.class_id {
+        return None;
+    }
+    // An object does not double or halve its size from one frame to the next: a person walking
+    // past a cone must not take over the cone's track, nor the reverse. The size is the
+    // object's typical one, not the prediction's, which a few boxes drawn over a neighbour too
+    // would swell until the object's own box no longer fitted.
+    let ratio = d.bbox.area() / g.typical_area;
+    if !(1.0 / MAX_AREA_RATIO..=MAX_AREA_RATIO).contains(&ratio) {
+        return None;
+    }
+    // Colours tell apart two people whose boxes overlap as they cross.
+    let colour = match (&t.appearance, &d.appearance) {
+        (Some(a), Some(b)) => Some(a.distance(b)),
+        _ => None,
+    };
+    if colour.is_some_and(|c| c > APPEARANCE_GATE) {
+        return None;
+    }
+    let colour_cost = colour.unwrap_or(0.0);
+    let iou = p.iou(&d.bbox);
+    // The less the boxes overlap, the more the colours must agree.
+    let colours_agree = colour.is_none_or(|c| c <= APPEARANCE_NEAR);
+    if iou >= g.min_iou && (iou >= WEAK_IOU || colours_agree) {
+        return Some(1.0 - iou + colour_cost);
+    }
+    if g.reach && colours_agree {
+        let (px, py) = p.center();
+        let (dx, dy) = d.bbox.center();
+        let dist = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
+        let limit = 0.5 * p.h.max(p.w) + LOST_REACH_PER_S * g.lost_s * t.typical_extent();
+        if dist <= limit {
+            return Some(1.0 + dist / limit.max(1.0) + colour_cost);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
