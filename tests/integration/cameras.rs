@@ -2,10 +2,11 @@
 //! and a GStreamer pipeline source decoding H.264 in software (what a Pi's v4l2h264dec or a
 //! Jetson's nvv4l2decoder does in hardware, docs/deployment.md).
 
+use crate::harness;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::daemon::{self as d, metric, DaemonProc};
+use harness::daemon::{self as d, metric, DaemonProc};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -13,7 +14,7 @@ const LONG: Duration = Duration::from_secs(60);
 /// decides when the detector runs.
 fn empty_clip(dir: &Path) -> PathBuf {
     let path = dir.join("empty.avi");
-    crate::harness::grey_clip(&path, 50, 10.0);
+    harness::grey_clip(&path, 50, 10.0);
     path
 }
 
@@ -85,7 +86,7 @@ async fn live_cameras_keep_their_detector_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gstreamer_pipeline_with_a_software_h264_decoder_feeds_a_camera() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = crate::harness::h264_clip(dir.path(), 200);
+    let clip = harness::h264_clip(dir.path(), 200);
     let pipeline = format!(
         "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
          video/x-raw,format=BGR ! appsink drop=true max-buffers=2",

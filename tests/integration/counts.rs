@@ -2,10 +2,11 @@
 //! its counts read back every way a user can (replay's CSV, the database, REST as JSON and CSV,
 //! the WebSocket query) and held to the events' own crossings, zones and starts.
 
+use crate::harness;
 use std::collections::BTreeMap;
 
-use crate::harness::daemon::{connect, get_json, http_get, next_of_type, send, DaemonProc};
-use crate::harness::{events, ocellus, stderr};
+use harness::daemon::{connect, get_json, http_get, next_of_type, send, DaemonProc};
+use harness::{events, ocellus, stderr};
 
 const PLACES: &str = "[[cameras]]
 id = \"street\"
@@ -72,7 +73,7 @@ async fn a_replays_counts_are_its_events_crossings_in_the_csv_the_database_rest_
     let csv_path = dir.path().join("counts.csv");
     let out = ocellus(&[
         "replay",
-        crate::harness::vtest().to_str().unwrap(),
+        harness::vtest().to_str().unwrap(),
         "--config",
         cfg.to_str().unwrap(),
         "--camera",

@@ -1,14 +1,15 @@
 //! `ocellus run` end to end: the real daemon on a free port, real WebSocket clients, real
 //! signals, and a real HTTP camera that goes away and comes back.
 
+use crate::harness;
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::daemon::{
+use futures_util::{SinkExt, StreamExt};
+use harness::daemon::{
     self as d, connect, metric, next_json, next_of_type, send, until_close, DaemonProc, MjpegCamera,
 };
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -548,7 +549,7 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
     use opencv::imgproc;
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("fast.avi");
-    let small: Vec<Mat> = crate::harness::read_frames(&crate::harness::vtest(), 0, 120)
+    let small: Vec<Mat> = harness::read_frames(&harness::vtest(), 0, 120)
         .iter()
         .map(|m| {
             let mut s = Mat::default();
@@ -564,15 +565,15 @@ async fn live_frames_stream_at_the_camera_rate_not_the_detectors() {
             s
         })
         .collect();
-    crate::harness::write_clip(&clip, &small, 240.0);
+    harness::write_clip(&clip, &small, 240.0);
     // FastestDet on OpenCV: a detector slower than the camera, that leaves the cores to the
     // capture and the encoder as it did when it was the default model.
     let dmn = DaemonProc::start(
         &format!(
             "[detector]\nwhen = \"always\"\nruntime = \"opencv\"\nfamily = \"fastestdet\"\n\
              model = {:?}\nlabels = {:?}\ninput_width = 352\ninput_height = 352\n",
-            crate::harness::fastestdet(),
-            crate::harness::asset("models/fastestdet/coco.names")
+            harness::fastestdet(),
+            harness::asset("models/fastestdet/coco.names")
         ),
         &format!("[[cameras]]\nid = \"fast\"\nsource = {:?}\n", clip),
     );
@@ -743,13 +744,13 @@ async fn relative_paths_are_relative_to_the_config_file_not_the_working_director
     let elsewhere = tempfile::tempdir().unwrap();
     let m = cfg_dir.path().join("m");
     std::fs::create_dir(&m).unwrap();
-    std::fs::copy(crate::harness::fastestdet(), m.join("net.onnx")).unwrap();
+    std::fs::copy(harness::fastestdet(), m.join("net.onnx")).unwrap();
     std::fs::copy(
-        crate::harness::asset("models/fastestdet/coco.names"),
+        harness::asset("models/fastestdet/coco.names"),
         m.join("labels.txt"),
     )
     .unwrap();
-    std::fs::copy(crate::harness::vtest(), cfg_dir.path().join("clip.avi")).unwrap();
+    std::fs::copy(harness::vtest(), cfg_dir.path().join("clip.avi")).unwrap();
     let cfg = cfg_dir.path().join("ocellus.toml");
     std::fs::write(
         &cfg,

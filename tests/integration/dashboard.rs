@@ -1,11 +1,12 @@
 //! The dashboard in a real browser (Debian's headless Chromium driven through chromedriver)
 //! against the real daemon playing the street clip.
 
+use crate::harness;
 use std::time::{Duration, Instant};
 
-use crate::harness::browser::{browser, text_of};
-use crate::harness::daemon::DaemonProc;
 use fantoccini::{Client, Locator};
+use harness::browser::{browser, text_of};
+use harness::daemon::DaemonProc;
 use serde_json::json;
 
 async fn probe(c: &Client) -> serde_json::Value {
@@ -86,7 +87,7 @@ async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_resta
         "",
         &format!(
             "[[cameras]]\nid = \"street\"\nsource = {:?}\nobject_masks = [[[0.0, 0.9], [0.1, 0.9], [0.1, 1.0], [0.0, 1.0]]]\n",
-            crate::harness::vtest().to_str().unwrap()
+            harness::vtest().to_str().unwrap()
         ),
     );
     let (_driver, c, _profile) = browser().await;
@@ -173,7 +174,7 @@ async fn dashboard_shows_live_frames_boxes_events_and_stats_and_survives_a_resta
         .unwrap();
 
     let png = c.screenshot().await.unwrap();
-    let out = crate::harness::root().join("target/dashboard.png");
+    let out = harness::root().join("target/dashboard.png");
     std::fs::write(&out, &png).unwrap();
 
     // Restart the daemon under the page: it reconnects by itself and frames flow again.
@@ -207,7 +208,7 @@ async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
             "[[cameras]]\nid = \"street\"\nsource = {:?}\n\
              [[cameras.zones]]\nname = \"right_half\"\npoints = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]\n\
              [[cameras.lines]]\nname = \"middle\"\npoints = [[0.5, 0.0], [0.5, 1.0]]\n",
-            crate::harness::vtest().to_str().unwrap()
+            harness::vtest().to_str().unwrap()
         ),
     );
     let (_driver, c, _profile) = browser().await;
@@ -238,7 +239,7 @@ async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
     // The REST API lists the events by zone.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v = crate::harness::daemon::get_json(&dmn.url("/api/events?zone=right_half")).await;
+        let v = harness::daemon::get_json(&dmn.url("/api/events?zone=right_half")).await;
         let evs = v["events"].as_array().unwrap().clone();
         assert!(evs.iter().all(|e| e["zones"]
             .as_array()
@@ -251,7 +252,7 @@ async fn zones_and_lines_are_drawn_and_a_line_counter_moves() {
         assert!(Instant::now() < deadline, "no event entered the zone");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let none = crate::harness::daemon::get_json(&dmn.url("/api/events?zone=nowhere")).await;
+    let none = harness::daemon::get_json(&dmn.url("/api/events?zone=nowhere")).await;
     assert_eq!(none["events"].as_array().unwrap().len(), 0);
 
     // Off: frames keep coming, zones and lines are no longer drawn.
@@ -286,9 +287,9 @@ async fn the_counts_view_shows_the_databases_totals_and_a_buckets_values_on_hove
     )
     .unwrap();
     let db = dir.path().join("events.db");
-    let out = crate::harness::ocellus(&[
+    let out = harness::ocellus(&[
         "replay",
-        crate::harness::vtest().to_str().unwrap(),
+        harness::vtest().to_str().unwrap(),
         "--config",
         places.to_str().unwrap(),
         "--camera",
@@ -296,7 +297,7 @@ async fn the_counts_view_shows_the_databases_totals_and_a_buckets_values_on_hove
         "--db",
         db.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    assert!(out.status.success(), "{}", harness::stderr(&out));
     // The database's own sums, by SQL.
     let (lines, road): (Vec<(String, i64, i64)>, i64) = {
         let conn = rusqlite::Connection::open(&db).unwrap();
@@ -366,7 +367,7 @@ async fn the_counts_view_shows_the_databases_totals_and_a_buckets_values_on_hove
         assert!(text.contains(&(left + right).to_string()), "{text}");
     }
     // The chart's legend, hovering the bucket of the first minute: its crossings that minute.
-    let first_minute = crate::harness::daemon::get_json(
+    let first_minute = harness::daemon::get_json(
         &dmn.url("/api/counts?camera=street&line=middle&from=0&to=60000&bucket=1m"),
     )
     .await;

@@ -3,6 +3,7 @@
 //! and HOG on the street clip, and broken model files; every DNN case on both runtimes (ONNX
 //! Runtime, which scripts/setup.sh fetches, and OpenCV's DNN).
 
+use crate::harness;
 use opencv::core::{Mat, Scalar, CV_8UC3};
 use opencv::prelude::*;
 
@@ -15,8 +16,8 @@ fn planted_config(family: ModelFamily, model: &str) -> DetectorConfig {
     DetectorConfig {
         kind: DetectorKind::Dnn,
         family,
-        model: crate::harness::fixture(model),
-        labels: crate::harness::fixture("planted.names"),
+        model: harness::fixture(model),
+        labels: harness::fixture("planted.names"),
         input_width: 320,
         input_height: 320,
         min_score: 0.25,
@@ -165,13 +166,13 @@ fn model_of_another_family_is_refused_at_load() {
 fn corrupt_model_file_is_a_load_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.onnx");
-    let mut bytes = std::fs::read(crate::harness::fastestdet()).unwrap();
+    let mut bytes = std::fs::read(harness::fastestdet()).unwrap();
     bytes.truncate(bytes.len() / 3);
     std::fs::write(&bad, &bytes).unwrap();
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
         model: bad,
-        ..crate::harness::fastestdet_config()
+        ..harness::fastestdet_config()
     };
     for rt in RUNTIMES {
         let err = load(&cfg, rt).err().expect("truncated model must fail");
@@ -202,10 +203,10 @@ fn auto_falls_back_to_hog_without_a_model_and_dnn_refuses() {
 
 #[test]
 fn fastestdet_finds_people_on_the_street_clip() {
-    let frame = &crate::harness::read_frames(&crate::harness::vtest(), 100, 101)[0];
+    let frame = &harness::read_frames(&harness::vtest(), 100, 101)[0];
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
-        ..crate::harness::fastestdet_config()
+        ..harness::fastestdet_config()
     };
     let mut all = Vec::new();
     for rt in RUNTIMES {
@@ -239,7 +240,7 @@ fn fastestdet_finds_people_on_the_street_clip() {
 
 #[test]
 fn hog_finds_people_on_the_street_clip() {
-    let frame = &crate::harness::read_frames(&crate::harness::vtest(), 100, 101)[0];
+    let frame = &harness::read_frames(&harness::vtest(), 100, 101)[0];
     let cfg = DetectorConfig {
         kind: DetectorKind::Hog,
         min_score: 0.3,
@@ -258,11 +259,11 @@ fn hog_finds_people_on_the_street_clip() {
 /// others, gets exactly what a detector of its own finds on the same frame.
 #[test]
 fn more_cameras_than_cores_each_get_what_a_detector_of_their_own_finds() {
-    let frames = crate::harness::read_frames(&crate::harness::vtest(), 100, 104);
+    let frames = harness::read_frames(&harness::vtest(), 100, 104);
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
-        model: crate::harness::nanodet(),
-        labels: crate::harness::asset("models/nanodet-g/coco80.names"),
+        model: harness::nanodet(),
+        labels: harness::asset("models/nanodet-g/coco80.names"),
         runtime: DetectorRuntime::Onnxruntime,
         ..Default::default()
     };
@@ -304,11 +305,11 @@ fn more_cameras_than_cores_each_get_what_a_detector_of_their_own_finds() {
 
 #[test]
 fn nanodet_finds_the_people_on_the_street_clip_and_both_runtimes_agree() {
-    let frame = &crate::harness::read_frames(&crate::harness::vtest(), 100, 101)[0];
+    let frame = &harness::read_frames(&harness::vtest(), 100, 101)[0];
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
-        model: crate::harness::nanodet(),
-        labels: crate::harness::asset("models/nanodet-g/coco80.names"),
+        model: harness::nanodet(),
+        labels: harness::asset("models/nanodet-g/coco80.names"),
         ..Default::default()
     };
     let mut all = Vec::new();
@@ -357,7 +358,7 @@ fn nanodet_blob(frame: &Mat, w: i32, h: i32) -> Vec<f32> {
 #[test]
 fn the_converter_gives_the_reference_conversions_outputs_on_real_frames() {
     use ocellus::pipeline::detect::onnxruntime::{self, OrtEngine, Shared};
-    let Some(reference) = crate::harness::nanodet_reference() else {
+    let Some(reference) = harness::nanodet_reference() else {
         eprintln!("skipped: no ../shared/models/nanodet-g/reference-416.onnx on this clone");
         return;
     };
@@ -365,8 +366,8 @@ fn the_converter_gives_the_reference_conversions_outputs_on_real_frames() {
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("nanodet-416.onnx");
     let out = std::process::Command::new("/usr/bin/python3")
-        .arg(crate::harness::asset("models/tfjs2onnx.py"))
-        .arg(crate::harness::asset("models/nanodet-g/nanodet.json"))
+        .arg(harness::asset("models/tfjs2onnx.py"))
+        .arg(harness::asset("models/nanodet-g/nanodet.json"))
         .arg(&ours)
         .args(["--width", "416", "--height", "416"])
         .output()
@@ -389,7 +390,7 @@ fn the_converter_gives_the_reference_conversions_outputs_on_real_frames() {
     let mut worst = 0.0f32;
     // Five frames across the clip: people near and far, in groups and alone.
     for k in [0, 160, 320, 480, 640] {
-        let frame = &crate::harness::read_frames(&crate::harness::vtest(), k, k + 1)[0];
+        let frame = &harness::read_frames(&harness::vtest(), k, k + 1)[0];
         let blob = nanodet_blob(frame, 416, 416);
         let a: Vec<(Vec<i32>, Vec<f32>)> = theirs
             .run([1, 3, 416, 416], &blob)
@@ -423,7 +424,7 @@ fn a_small_far_person_is_found_in_a_region_that_the_full_frame_misses() {
     use opencv::core::{Rect, Size};
     use opencv::imgproc;
     const PLANTED_H: i32 = 56;
-    let frames = crate::harness::read_frames(&crate::harness::vtest(), 0, 1);
+    let frames = harness::read_frames(&harness::vtest(), 0, 1);
     let mut big = Mat::default();
     imgproc::resize(
         &frames[0],
@@ -455,8 +456,8 @@ fn a_small_far_person_is_found_in_a_region_that_the_full_frame_misses() {
 
     let cfg = DetectorConfig {
         kind: DetectorKind::Dnn,
-        model: crate::harness::nanodet(),
-        labels: crate::harness::asset("models/nanodet-g/coco80.names"),
+        model: harness::nanodet(),
+        labels: harness::asset("models/nanodet-g/coco80.names"),
         ..Default::default()
     };
     let mut det = load(&cfg, DetectorRuntime::Onnxruntime).unwrap();

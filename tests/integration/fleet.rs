@@ -3,14 +3,15 @@
 //! offline within the keep-alive and online again after its restart; a fleet view killed with
 //! -9 mid-run misses nothing (its persistent session); and the fleet dashboard in Chromium.
 
+use crate::harness;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::broker::Broker;
-use crate::harness::browser::{browser, text_of};
-use crate::harness::daemon::{connect, get_json, next_of_type, until_close, DaemonProc};
+use harness::broker::Broker;
+use harness::browser::{browser, text_of};
+use harness::daemon::{connect, get_json, next_of_type, until_close, DaemonProc};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 

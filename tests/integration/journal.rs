@@ -3,13 +3,14 @@
 //! machine's own journal is untouched), runs the daemon under it for a few seconds, and runs
 //! every `journalctl` query the doc lists.
 
+use crate::harness;
 use std::collections::BTreeMap;
 use std::process::Command;
 
 /// The `journalctl -u ocellus ...` commands in docs/operations.md's journal table, without
 /// `-f` (it never returns).
 fn documented_queries() -> Vec<String> {
-    let doc = std::fs::read_to_string(crate::harness::root().join("docs/operations.md")).unwrap();
+    let doc = std::fs::read_to_string(harness::root().join("docs/operations.md")).unwrap();
     doc.lines()
         .filter(|l| l.starts_with('|'))
         .filter_map(|l| {
@@ -32,7 +33,7 @@ fn run_under_journald(queries: &[String]) -> BTreeMap<String, String> {
              [[cameras]]\nid = \"front\"\nsource = {:?}\n\
              [[cameras]]\nid = \"gate\"\nsource = \"rtsp://admin:Hunter2Hunter2@127.0.0.1:1/stream\"\n",
             dir.path().join("events.db").to_str().unwrap(),
-            crate::harness::vtest().to_str().unwrap()
+            harness::vtest().to_str().unwrap()
         ),
     )
     .unwrap();
@@ -99,7 +100,7 @@ kill "$journald"
             "--listen",
             "127.0.0.1:0",
         ])
-        .current_dir(crate::harness::root())
+        .current_dir(harness::root())
         .env("QUERIES", &query_file)
         .env_remove("OCELLUS_LOG")
         .env_remove("RUST_LOG")

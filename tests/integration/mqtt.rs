@@ -2,14 +2,15 @@
 //! with their ids, availability and the last will, Home Assistant discovery and entity states,
 //! a 10 s broker outage that loses nothing, and broker problems that leave the daemon serving.
 
+use crate::harness;
 use std::collections::BTreeMap;
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::broker::Broker;
-use crate::harness::daemon::{get_json, DaemonProc};
+use harness::broker::Broker;
+use harness::daemon::{get_json, DaemonProc};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// Every message on `ocellus/#` and `homeassistant/#`, in arrival order: (topic, payload,
@@ -407,7 +408,7 @@ async fn a_10_s_broker_outage_loses_no_event() {
 async fn broker_problems_are_a_clear_state_and_the_daemon_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     // Nobody listens.
-    let closed = crate::harness::free_port();
+    let closed = harness::free_port();
     let dmn = DaemonProc::street(&mqtt_config(&format!("mqtt://127.0.0.1:{closed}"), ""));
     expect_error(&dmn, "connection refused").await;
 
@@ -449,7 +450,7 @@ async fn expect_error(dmn: &DaemonProc, says: &str) {
         let processing = stats["cameras"][0]["processed"].as_u64().unwrap_or(0) > 0;
         if err.contains(says) && processing {
             assert_eq!(stats["mqtt"]["connected"], false);
-            let (code, _) = crate::harness::daemon::http_get(&dmn.url("/healthz"), &[]).await;
+            let (code, _) = harness::daemon::http_get(&dmn.url("/healthz"), &[]).await;
             assert_eq!(code, 200);
             return;
         }
@@ -479,7 +480,7 @@ async fn line_counters_only_grow_across_a_kill_9_and_zones_are_put_right_before_
         "[[cameras]]\nid = \"street\"\nsource = {:?}\n\
          [[cameras.lines]]\nname = \"middle\"\npoints = [[0.5, 0.2], [0.5, 0.9]]\n\
          [[cameras.zones]]\nname = \"road\"\npoints = [[0.0, 0.33], [1.0, 0.33], [1.0, 0.8], [0.0, 0.45]]\n",
-        crate::harness::vtest().to_str().unwrap()
+        harness::vtest().to_str().unwrap()
     );
     let dmn = DaemonProc::start(&mqtt_config(&broker.url(), ""), &cameras);
     let total = |s: &Subscriber, t: &str| -> Vec<u64> {
@@ -558,12 +559,12 @@ async fn line_counters_only_grow_across_a_kill_9_and_zones_are_put_right_before_
 async fn mqtt_over_tls_checks_the_broker_with_the_ca_file_and_presents_the_client_certificate() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let ca = crate::harness::tls::Ca::new(dir.path());
+    let ca = harness::tls::Ca::new(dir.path());
     let server = ca.leaf("localhost");
     let client = ca.leaf("testbox");
     // Mosquitto drops to its own user, which must read its key.
     std::fs::set_permissions(&server.key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let tls_port = crate::harness::free_port();
+    let tls_port = harness::free_port();
     let broker = Broker::start(
         dir.path(),
         &format!(

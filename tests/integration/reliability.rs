@@ -1,6 +1,7 @@
 //! Faults an unattended box meets: the process killed mid-write, a full disk, a camera that
 //! changes or sends garbage, and hostile clients. Each test runs the real daemon.
 
+use crate::harness;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::daemon::{self as d, connect, next_of_type, send, DaemonProc, MjpegCamera};
 use futures_util::{SinkExt, StreamExt};
+use harness::daemon::{self as d, connect, next_of_type, send, DaemonProc, MjpegCamera};
 use ocellus::server::protocol::parse_frame_header;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,7 +90,7 @@ fn sigkill_at_random_moments_loses_nothing_committed() {
             "[storage]\npath = {:?}\n[tracker]\nupdate_interval_ms = 200\nmin_move = 0.0\n\
              [[cameras]]\nid = \"street\"\nsource = {:?}\n",
             db.to_str().unwrap(),
-            crate::harness::vtest().to_str().unwrap()
+            harness::vtest().to_str().unwrap()
         ),
     )
     .unwrap();
@@ -156,7 +157,7 @@ fn start_on_tmpfs(log: &Path) -> (DaemonProc, PathBuf) {
             "[storage]\npath = {:?}\nmax_size_mb = 0\n[tracker]\nupdate_interval_ms = 200\n\
              [[cameras]]\nid = \"street\"\nsource = {:?}\n",
             db.to_str().unwrap(),
-            crate::harness::vtest().to_str().unwrap()
+            harness::vtest().to_str().unwrap()
         ),
     )
     .unwrap();
@@ -656,7 +657,7 @@ fn the_token_is_not_logged() {
              [[cameras]]\nid = \"street\"\nsource = {:?}\n\
              [[cameras]]\nid = \"gate\"\nsource = {gate:?}\n",
             dir.path().join("e.db").to_str().unwrap(),
-            crate::harness::vtest().to_str().unwrap()
+            harness::vtest().to_str().unwrap()
         ),
     )
     .unwrap();
@@ -674,7 +675,7 @@ fn the_token_is_not_logged() {
             "--listen",
             "127.0.0.1:0",
         ])
-        .current_dir(crate::harness::root())
+        .current_dir(harness::root())
         .env("OCELLUS_LOG", "trace")
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -751,7 +752,7 @@ fn check_config_prints_toml_with_the_paths_run_uses() {
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&conf_dir).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
-    std::os::unix::fs::symlink(crate::harness::vtest(), conf_dir.join("clip.avi")).unwrap();
+    std::os::unix::fs::symlink(harness::vtest(), conf_dir.join("clip.avi")).unwrap();
     let cfg = conf_dir.join("ocellus.toml");
     std::fs::write(
         &cfg,
@@ -788,7 +789,7 @@ fn check_config_prints_toml_with_the_paths_run_uses() {
     let model = s("detector", "model");
     assert_eq!(
         PathBuf::from(&model),
-        crate::harness::root().join(ocellus::config::DEFAULT_MODEL)
+        harness::root().join(ocellus::config::DEFAULT_MODEL)
     );
 
     let mut cmd = DaemonProc::command(&cfg, "127.0.0.1:0");

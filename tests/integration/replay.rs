@@ -1,8 +1,9 @@
 //! `ocellus replay` end to end: the real binary on real video with the real model.
 
+use crate::harness;
 use std::path::Path;
 
-use crate::harness::{events, ocellus, stderr, stdout};
+use harness::{events, ocellus, stderr, stdout};
 use opencv::core::{Mat, Rect, Scalar, CV_8UC3};
 use opencv::prelude::*;
 
@@ -13,7 +14,7 @@ const CLIP_MS: i64 = 79_400;
 
 #[test]
 fn street_clip_gives_person_events_and_two_runs_print_identical_events() {
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     let first = ocellus(&["replay", video.to_str().unwrap(), "--json"]);
     assert!(first.status.success(), "{}", stderr(&first));
     let evs = events(&first);
@@ -61,7 +62,7 @@ fn street_clip_gives_person_events_and_two_runs_print_identical_events() {
 /// The first `n` frames of vtest.avi as a short MJPEG clip.
 fn short_clip(dir: &Path, n: usize) -> std::path::PathBuf {
     let path = dir.join("short.avi");
-    crate::harness::write_clip(&path, &crate::harness::read_frames(&crate::harness::vtest(), 0, n), 10.0);
+    harness::write_clip(&path, &harness::read_frames(&harness::vtest(), 0, n), 10.0);
     path
 }
 
@@ -75,10 +76,10 @@ fn detector_workers_change_nothing_but_speed() {
     // 80 frames of the street, then the last one held for 40: motion stops while the people
     // are still tracked, so the pipeline detects those frames itself.
     let clip = dir.path().join("held.avi");
-    let mut frames = crate::harness::read_frames(&crate::harness::vtest(), 0, 80);
+    let mut frames = harness::read_frames(&harness::vtest(), 0, 80);
     let last = frames[79].clone();
     frames.extend(std::iter::repeat_n(last, 40));
-    crate::harness::write_clip(&clip, &frames, 10.0);
+    harness::write_clip(&clip, &frames, 10.0);
     for every_frame in [true, false] {
         let run = |workers: &str| {
             let trace = dir.path().join(format!("trace{workers}.jsonl"));
@@ -178,14 +179,14 @@ fn expect_passes_on_a_recorded_run_and_fails_with_a_diff_on_a_wrong_one() {
 fn two_people_crossing_end_as_exactly_two_tracks() {
     let mut det = ocellus::pipeline::detect::build(&DetectorConfig {
         kind: DetectorKind::Dnn,
-        ..crate::harness::fastestdet_config()
+        ..harness::fastestdet_config()
     })
     .unwrap()
     .unwrap();
     // Two confident, reasonably large people with nobody else inside their crop, from the
     // first frame (of a few) that has them.
     let margin = 4.0;
-    let frames_seen = crate::harness::read_frames(&crate::harness::vtest(), 0, 400);
+    let frames_seen = harness::read_frames(&harness::vtest(), 0, 400);
     let (frame, people) = frames_seen
         .iter()
         .step_by(25)
@@ -245,7 +246,7 @@ fn two_people_crossing_end_as_exactly_two_tracks() {
     }
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("crossing.avi");
-    crate::harness::write_clip(&clip, &frames, 10.0);
+    harness::write_clip(&clip, &frames, 10.0);
 
     let run = ocellus(&["replay", clip.to_str().unwrap(), "--json"]);
     assert!(run.status.success(), "{}", stderr(&run));
@@ -303,7 +304,7 @@ fn file_that_is_not_a_video_is_a_clear_error() {
 
 #[test]
 fn missing_model_is_a_clear_error() {
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     assert_clean_failure(
         &[
             video.to_str().unwrap(),
@@ -319,7 +320,7 @@ fn corrupt_model_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("garbage.onnx");
     std::fs::write(&bad, b"\x08\x07garbage, not protobuf").unwrap();
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     assert_clean_failure(
         &[video.to_str().unwrap(), "--model", bad.to_str().unwrap()],
         "cannot load model",
@@ -329,7 +330,7 @@ fn corrupt_model_is_a_clear_error() {
 #[test]
 fn config_with_unknown_key_or_wrong_type_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     let unknown = dir.path().join("unknown.toml");
     std::fs::write(
         &unknown,
@@ -356,7 +357,7 @@ fn config_with_unknown_key_or_wrong_type_names_the_line() {
 fn truncated_video_keeps_what_it_decoded_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("cut.avi");
-    let bytes = std::fs::read(crate::harness::vtest()).unwrap();
+    let bytes = std::fs::read(harness::vtest()).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 4]).unwrap();
     let db = dir.path().join("cut.db");
     let out = ocellus(&[
@@ -465,7 +466,7 @@ fn mot_rows(text: &str) -> Vec<(u32, u64, ocellus::pipeline::values::BBox, f32)>
 fn street_clip_events_match_the_ground_truth_people() {
     let dir = tempfile::tempdir().unwrap();
     let tracks = dir.path().join("tracks.txt");
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     let out = ocellus(&[
         "replay",
         video.to_str().unwrap(),
@@ -480,7 +481,7 @@ fn street_clip_events_match_the_ground_truth_people() {
         .into_iter()
         .filter(|e| e["label"] == "person")
         .count();
-    let gt = mot_rows(&std::fs::read_to_string(crate::harness::vtest_ground_truth()).unwrap());
+    let gt = mot_rows(&std::fs::read_to_string(harness::vtest_ground_truth()).unwrap());
     let hyp = mot_rows(&std::fs::read_to_string(&tracks).unwrap());
     let people: std::collections::BTreeSet<u64> = gt.iter().map(|r| r.1).collect();
     assert_eq!(people.len(), 19);
@@ -531,7 +532,7 @@ fn street_clip_events_match_the_ground_truth_people() {
 
 #[test]
 fn a_tracks_or_trace_file_that_cannot_be_written_fails_before_the_replay_and_names_its_path() {
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     for flag in ["--tracks", "--trace"] {
         let out = ocellus(&[
             "replay",
@@ -558,7 +559,7 @@ fn config_is_validated_after_command_line_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[detector]\ntiles = 9\n").unwrap();
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     let out = ocellus(&[
         "replay",
         video.to_str().unwrap(),
@@ -593,7 +594,7 @@ fn config_is_validated_after_command_line_overrides() {
 fn replay_keeps_the_detector_rate_on_the_frames_clock() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("empty.avi");
-    crate::harness::grey_clip(&clip, 20, 10.0);
+    harness::grey_clip(&clip, 20, 10.0);
     for (key, extra) in [
         ("fps", &[][..]),
         ("max_fps", &[][..]),
@@ -661,7 +662,7 @@ points = [[0.5, 0.0], [0.5, 1.0]]
     )
     .unwrap();
     let db = dir.path().join("events.db");
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     let out = ocellus(&[
         "replay",
         video.to_str().unwrap(),
@@ -762,14 +763,14 @@ fn without_the_default_model_fastestdet_runs_and_says_why() {
     }
     let models = dir.path().join("models/fastestdet");
     std::fs::create_dir_all(&models).unwrap();
-    std::fs::copy(crate::harness::fastestdet(), models.join("FastestDet.onnx")).unwrap();
+    std::fs::copy(harness::fastestdet(), models.join("FastestDet.onnx")).unwrap();
     std::fs::copy(
-        crate::harness::asset("models/fastestdet/coco.names"),
+        harness::asset("models/fastestdet/coco.names"),
         models.join("coco.names"),
     )
     .unwrap();
     let out = std::process::Command::new(&bin)
-        .args(["replay", crate::harness::vtest().to_str().unwrap()])
+        .args(["replay", harness::vtest().to_str().unwrap()])
         .current_dir(dir.path())
         .env_remove("OCELLUS_LOG")
         .output()

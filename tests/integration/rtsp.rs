@@ -1,13 +1,14 @@
 //! RTSP cameras against a real RTSP server (GStreamer's gst-rtsp-server, started by each test)
 //! serving the street clip as H.264, as an IP camera does.
 
+use crate::harness;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::daemon::{get_json, DaemonProc};
+use harness::daemon::{get_json, DaemonProc};
 
 /// tests/fixtures/rtsp_server.py, running; killed on drop.
 struct RtspServer {
@@ -20,7 +21,7 @@ struct RtspServer {
 impl RtspServer {
     fn start(clip: &Path, port: u16, auth: Option<(&str, &str)>) -> RtspServer {
         let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(crate::harness::fixture("rtsp_server.py"))
+        cmd.arg(harness::fixture("rtsp_server.py"))
             .args(["--port", &port.to_string(), "--file"])
             .arg(clip)
             .stdout(Stdio::piped())
@@ -111,7 +112,7 @@ async fn wait_for(
 }
 
 async fn frames_captured(dmn: &DaemonProc, id: &str) -> f64 {
-    crate::harness::daemon::metric(
+    harness::daemon::metric(
         dmn,
         &format!("ocellus_frames_captured_total{{camera=\"{id}\"}}"),
     )
@@ -121,8 +122,8 @@ async fn frames_captured(dmn: &DaemonProc, id: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtsp_camera_streams_person_events_and_reconnects_after_the_server_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = crate::harness::h264_clip(dir.path(), 300);
-    let port = crate::harness::free_port();
+    let clip = harness::h264_clip(dir.path(), 300);
+    let port = harness::free_port();
     let server = RtspServer::start(&clip, port, None);
     let dmn = DaemonProc::start(
         "",
@@ -199,9 +200,9 @@ async fn rtsp_camera_streams_person_events_and_reconnects_after_the_server_resta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = crate::harness::h264_clip(dir.path(), 300);
-    let open = RtspServer::start(&clip, crate::harness::free_port(), None);
-    let locked = RtspServer::start(&clip, crate::harness::free_port(), Some(("admin", "s3cret")));
+    let clip = harness::h264_clip(dir.path(), 300);
+    let open = RtspServer::start(&clip, harness::free_port(), None);
+    let locked = RtspServer::start(&clip, harness::free_port(), Some(("admin", "s3cret")));
     let secret = "Hunter2Hunter2";
     let dmn = DaemonProc::start_logged(
         "",
@@ -214,7 +215,7 @@ async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
             open.url("", "/wrong"),
             locked.url(&format!("admin:{secret}@"), "/stream"),
             locked.url("", "/stream"),
-            crate::harness::free_port(),
+            harness::free_port(),
             locked.url("admin:s3cret@", "/stream"),
         ),
     );
@@ -235,8 +236,8 @@ async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
     // The password is nowhere a client or the log can see it.
     let cams = get_json(&dmn.url("/api/cameras")).await.to_string();
     let stats = get_json(&dmn.url("/api/stats")).await.to_string();
-    let mut ws = crate::harness::daemon::connect(&dmn).await;
-    let hello = crate::harness::daemon::next_of_type(&mut ws, "hello", Duration::from_secs(10)).await;
+    let mut ws = harness::daemon::connect(&dmn).await;
+    let hello = harness::daemon::next_of_type(&mut ws, "hello", Duration::from_secs(10)).await;
     for (what, text) in [
         ("cameras", &cams),
         ("stats", &stats),
@@ -259,8 +260,8 @@ async fn rtsp_wrong_path_wrong_password_and_refused_port_each_say_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rtsp_cameras_each_use_their_own_transport() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = crate::harness::h264_clip(dir.path(), 300);
-    let server = RtspServer::start(&clip, crate::harness::free_port(), None);
+    let clip = harness::h264_clip(dir.path(), 300);
+    let server = RtspServer::start(&clip, harness::free_port(), None);
     let dmn = DaemonProc::start(
         "",
         &format!(

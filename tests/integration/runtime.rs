@@ -3,13 +3,14 @@
 //! ONNX Runtime library is a clear error with `runtime = "onnxruntime"` and a warning and a
 //! fallback with `auto`, never a crash.
 
+use crate::harness;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::harness::{events, ocellus, stderr};
+use harness::{events, ocellus, stderr};
 
 fn replay_json(runtime: &str) -> Output {
-    let video = crate::harness::vtest();
+    let video = harness::vtest();
     ocellus(&[
         "replay",
         video.to_str().unwrap(),
@@ -51,7 +52,7 @@ fn both_runtimes_give_the_same_events_on_the_street_clip() {
 /// A short clip and a config naming `library` as ONNX Runtime's, in `dir`.
 fn setup(dir: &Path, library: &Path) -> (String, String) {
     let clip = dir.join("short.avi");
-    crate::harness::write_clip(&clip, &crate::harness::read_frames(&crate::harness::vtest(), 0, 30), 10.0);
+    harness::write_clip(&clip, &harness::read_frames(&harness::vtest(), 0, 30), 10.0);
     let cfg = dir.join("ocellus.toml");
     std::fs::write(
         &cfg,
@@ -92,7 +93,7 @@ fn assert_refused(library: &Path, why: &str) {
             && lines[0].contains(why),
         "{err}"
     );
-    assert!(crate::harness::stdout(&out).is_empty());
+    assert!(harness::stdout(&out).is_empty());
 }
 
 /// With `auto` the same library gives a warning naming it, and the replay runs on OpenCV.
@@ -142,11 +143,11 @@ fn a_library_that_is_not_onnxruntime_is_a_clear_error() {
 fn ort_dylib_path_is_where_the_library_is_looked_for() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("short.avi");
-    crate::harness::write_clip(&clip, &crate::harness::read_frames(&crate::harness::vtest(), 0, 10), 10.0);
+    harness::write_clip(&clip, &harness::read_frames(&harness::vtest(), 0, 10), 10.0);
     let run = |path: &str| {
         Command::new(env!("CARGO_BIN_EXE_ocellus"))
             .args(["replay", clip.to_str().unwrap(), "--runtime", "onnxruntime"])
-            .current_dir(crate::harness::root())
+            .current_dir(harness::root())
             .env("ORT_DYLIB_PATH", path)
             .env_remove("OCELLUS_LOG")
             .env_remove("RUST_LOG")
@@ -160,7 +161,7 @@ fn ort_dylib_path_is_where_the_library_is_looked_for() {
         "{}",
         stderr(&bad)
     );
-    let vendored = crate::harness::asset("vendor/onnxruntime/libonnxruntime.so");
+    let vendored = harness::asset("vendor/onnxruntime/libonnxruntime.so");
     let good = run(vendored.to_str().unwrap());
     assert!(good.status.success(), "{}", stderr(&good));
     assert!(

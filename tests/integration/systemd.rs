@@ -2,10 +2,11 @@
 //! port accepts connections, WATCHDOG=1 while frames flow and not while the camera hangs,
 //! STATUS= lines, STOPPING=1 on SIGTERM.
 
+use crate::harness;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use crate::harness::daemon::{self as d, DaemonProc, MjpegCamera};
+use harness::daemon::{self as d, DaemonProc, MjpegCamera};
 
 /// Every datagram received until `until` returns true for one (or the time limit passes).
 fn collect(

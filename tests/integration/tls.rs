@@ -2,12 +2,13 @@
 //! with the CA, a WebSocket over wss, plain HTTP refused, the certificate re-read on SIGHUP
 //! (and a bad pair kept out), and the errors for a missing key and a key that does not match.
 
+use crate::harness;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::daemon::DaemonProc;
-use crate::harness::tls::{self, Ca};
 use futures_util::StreamExt;
+use harness::daemon::DaemonProc;
+use harness::tls::{self, Ca};
 
 const TOKEN: &str = "s3cret-token";
 /// SIGHUP's number on Linux.
@@ -22,7 +23,7 @@ fn tls_daemon(leaf: &tls::Leaf) -> DaemonProc {
         ),
         &format!(
             "[[cameras]]\nid = \"street\"\nsource = {:?}\n",
-            crate::harness::vtest()
+            harness::vtest()
         ),
         &[("OCELLUS_LOG", "info")],
     )
@@ -232,7 +233,7 @@ async fn the_dashboard_works_over_https_and_wss_in_chromium() {
     let dmn = tls_daemon(&leaf);
     let port = dmn.addr.rsplit_once(':').unwrap().1.to_string();
     let (_driver, c, _profile) =
-        crate::harness::browser::browser_with(&[tls::chromium_trusts(&leaf.cert)]).await;
+        harness::browser::browser_with(&[tls::chromium_trusts(&leaf.cert)]).await;
     c.goto(&format!("https://localhost:{port}/?token={TOKEN}"))
         .await
         .unwrap();
