@@ -6,7 +6,7 @@ with the person it belongs to and how far that person really went.
 
 TRACKS.txt is `ocellus replay VIDEO --config LINES.toml --tracks TRACKS.txt`'s output: the boxes
 of every track with an event, which are the tracks `--counts` counts. Both paths go through
-bench/count_truth.py's rule (src/zones.rs's), so the per-line totals here are the ones
+bench/count_truth.py's rule (src/pipeline/zones.rs's), so the per-line totals here are the ones
 count_truth.py reports. A crossing of ours belongs to the ground-truth person its box overlaps
 most (IoU >= 0.3) when it crossed; a ground-truth crossing is matched by one of ours of the same
 person and direction within 1.5 s. For each extra one, the person's foot's range of distances from

@@ -7,7 +7,7 @@ Ocellus counted on the same footage.
 GT.txt is MOTChallenge ground truth (frame,id,x,y,w,h,conf,...; conf-0 rows ignored). LINES.toml
 holds `[[cameras.lines]]` tables (name, points in 0-1), as an Ocellus config does. Each person's
 path is its bottom-centre (where it stands), frame after frame, and a crossing is decided by the
-same rule as src/zones.rs (`Zones::update`): a side counts once the point is a tenth of the box's
+same rule as src/pipeline/zones.rs (`Zones::update`): a side counts once the point is a tenth of the box's
 height (at least 2 px) off the line, and a change of settled side is a crossing when the path
 between the two settled points goes through the segment and the point stays on the new side for
 SETTLE_MS (frame times from FPS). COUNTS.csv is `ocellus replay
@@ -24,7 +24,7 @@ import sys
 import tomllib
 from collections import defaultdict
 
-SETTLE_MS = 200  # src/zones.rs
+SETTLE_MS = 200  # src/pipeline/zones.rs
 
 
 def side(a, b, p):

@@ -49,7 +49,7 @@ count media/vtest.avi "$lines" "$work/vtest.csv"
 echo "## Counting truth: eight lines across the sample clip against its ground truth"
 echo
 echo "\`bench/count_truth.sh\`: the lines of bench/count_lines.toml on media/vtest.avi. Ground truth: each"
-echo "of the 19 people's bottom-centre path in PETS09-S2L1's gt.txt through the rule of src/zones.rs"
+echo "of the 19 people's bottom-centre path in PETS09-S2L1's gt.txt through the rule of src/pipeline/zones.rs"
 echo "(bench/count_truth.py: a side counts a tenth of the box height off the line, a crossing once the"
 echo "point has stayed 200 ms on the other side). Ocellus: \`$bin replay VIDEO --config LINES --counts"
 echo "FILE.csv\` with the default config (NanoDet-g), every crossing of an object with an event."

@@ -79,7 +79,7 @@ def main() -> None:
             continue
         h, w = frame.shape[:2]
         if mode in ("full", "nanodet"):
-            # As src/motion.rs scales down: grey, halved by area while twice the size, the rest
+            # As src/pipeline/motion.rs scales down: grey, halved by area while twice the size, the rest
             # bilinear.
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             while grey.shape[1] >= 2 * 320 and grey.shape[0] >= 2 * (320 * h // w):

@@ -1,5 +1,5 @@
 //! Where the motion stage's time goes, step by step, on real frames, for the motion
-//! detector's recipe (src/motion.rs) at a few working sizes and orders of the steps.
+//! detector's recipe (src/pipeline/motion.rs) at a few working sizes and orders of the steps.
 //!
 //!   cargo run --release --example motion_bench -- media/vtest.avi [FRAMES]
 //!

@@ -55,7 +55,7 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `warn,ocellus::ws=debug`, ... The environment
+    /// A tracing filter: `info`, `debug`, `warn,ocellus::server::ws=debug`, ... The environment
     /// variable `OCELLUS_LOG` overrides it.
     pub level: String,
 }

@@ -34,7 +34,7 @@ pub enum DbCommand {
         width: u32,
         height: u32,
     },
-    /// Additions to a camera's counts over time (src/counts.rs), with the MQTT messages that
+    /// Additions to a camera's counts over time (src/counts/), with the MQTT messages that
     /// announce the lines' new totals: one command, so a counter the broker was told is stored.
     Counts {
         camera: String,

@@ -61,7 +61,7 @@ pub(crate) trait Sink: Send {
     /// and unmatched ones too) with the id of the track each went to (0: none).
     fn detections(&mut self, _msg: DetectionsMsg, _raw: &[Detection], _track_ids: &[u64]) {}
     /// Additions to the counts over time, minutes that closed, and the lines' totals
-    /// (src/counts.rs): every few seconds of the frames' clock, and at the end.
+    /// (src/counts/): every few seconds of the frames' clock, and at the end.
     fn counts(&mut self, _update: CountsUpdate) {}
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Under journald every tracing field becomes a journal field in upper case, with no prefix, so
 //! `tracing::info!(camera = %id, event_id = 7, ...)` can be found with
-//! `journalctl -u ocellus CAMERA=front EVENT_ID=7` (tests/journal.rs runs the documented
+//! `journalctl -u ocellus CAMERA=front EVENT_ID=7` (tests/integration/journal.rs runs the documented
 //! queries against a real journald). No field may be named like journald's own (`MESSAGE`,
 //! `PRIORITY`, `CODE_*`, `SYSLOG_*`, `ERRNO`, `MESSAGE_ID`, anything starting with `_`).
 

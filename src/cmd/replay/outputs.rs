@@ -236,7 +236,7 @@ impl<F: FnMut(&EventMsg) + Send> Sink for ReplaySink<F> {
     }
 }
 
-/// Writes the count buckets as CSV (src/counts.rs's columns), by kind, name and time.
+/// Writes the count buckets as CSV (src/counts/'s columns), by kind, name and time.
 fn write_counts(file: std::fs::File, buckets: CountBuckets, camera: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(file);

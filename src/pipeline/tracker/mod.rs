@@ -54,7 +54,7 @@ const MIN_INTERVALS: usize = 5;
 
 /// Two boxes whose colour signatures differ more than this are not the same object, however
 /// well they overlap: the same person half a second apart stays under it 99 % of the time
-/// (src/appearance.rs has the measurements).
+/// (src/pipeline/appearance.rs has the measurements).
 const APPEARANCE_GATE: f32 = 0.4;
 
 /// A near miss (no overlap, or a lost track found off its prediction) continues a track only
