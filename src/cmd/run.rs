@@ -84,27 +84,7 @@ impl Daemon {
     pub fn start(cfg: &Config) -> Result<Daemon, DaemonError> {
         let tls = ServerCert::from_config(&cfg.server)?;
         let enabled: Vec<_> = cfg.cameras.iter().filter(|c| c.enabled).collect();
-        // Every camera's detector before anything is created: a broken model stops the start.
-        // Built at once, the model is read and checked once and its packed weights shared by
-        // the cameras' sessions; with several cameras, one inference takes one thread (unless
-        // `detector.threads` says otherwise): the cameras are the parallelism, and a pool of
-        // threads per camera competing for the same cores costs more than it gives. With more
-        // cameras than cores, they take turns with a detector per core.
-        let mut detectors: Vec<Option<Box<dyn ObjectDetector>>> =
-            detect::for_cameras(&cfg.detector, enabled.len())
-                .map_err(|source| DaemonError::Detector {
-                    camera: enabled
-                        .iter()
-                        .map(|c| c.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    source,
-                })?
-                .into_iter()
-                .map(Some)
-                .collect();
-        // `kind = "none"`: no detector for any camera.
-        detectors.resize_with(enabled.len(), || None);
+        let detectors = camera_detectors(cfg, &enabled)?;
         let db_path = cfg.storage.path.clone();
         let mut writer_opts = WriterOptions::from_config(&cfg.storage, true);
         writer_opts.outbox = cfg.mqtt.as_ref().map(|m| crate::db::OutboxLimits {
@@ -205,27 +185,10 @@ impl Daemon {
         tracing::info!("stopping: ending capture and open events");
 
         self.pipelines_stop.cancel();
-        let cameras = self.cameras;
-        let db = self.db;
-        tokio::task::spawn_blocking(move || {
-            for c in cameras {
-                for (what, h) in [
-                    ("capture", c.capture),
-                    ("detect", c.detect),
-                    ("encoder", c.encoder),
-                ] {
-                    if h.join().is_err() {
-                        tracing::error!(camera = %c.id, thread = what, "thread panicked");
-                    }
-                }
-            }
-            if let Err(e) = db.flush() {
-                tracing::error!(error = %e, "final database flush failed");
-            }
-            drop(db);
-        })
-        .await
-        .ok();
+        let (cameras, db) = (self.cameras, self.db);
+        tokio::task::spawn_blocking(move || join_and_flush(cameras, db))
+            .await
+            .ok();
         tracing::info!(db = %self.db_path.display(), "events flushed; closing client connections");
         if let Some(mut task) = mqtt_task {
             // It sends what the outbox holds for a few seconds, then says offline.
@@ -273,6 +236,82 @@ struct Peers {
     stop: CancellationToken,
 }
 
+/// Waits for every camera's threads (their pipelines end their open events), then flushes the
+/// writer: every event a client was told about is stored. Blocks.
+fn join_and_flush(cameras: Vec<CameraThreads>, db: DbHandle) {
+    for c in cameras {
+        for (what, h) in [
+            ("capture", c.capture),
+            ("detect", c.detect),
+            ("encoder", c.encoder),
+        ] {
+            if h.join().is_err() {
+                tracing::error!(camera = %c.id, thread = what, "thread panicked");
+            }
+        }
+    }
+    if let Err(e) = db.flush() {
+        tracing::error!(error = %e, "final database flush failed");
+    }
+    drop(db);
+}
+
+/// Every enabled camera's detector (`None` each with `kind = "none"`), built before anything
+/// else so that a broken model stops the start.
+fn camera_detectors(
+    cfg: &Config,
+    enabled: &[&CameraConfig],
+) -> Result<Vec<Option<Box<dyn ObjectDetector>>>, DaemonError> {
+    // Built at once, the model is read and checked once and its packed weights shared by
+    // the cameras' sessions; with several cameras, one inference takes one thread (unless
+    // `detector.threads` says otherwise): the cameras are the parallelism, and a pool of
+    // threads per camera competing for the same cores costs more than it gives. With more
+    // cameras than cores, they take turns with a detector per core.
+    let mut detectors: Vec<Option<Box<dyn ObjectDetector>>> =
+        detect::for_cameras(&cfg.detector, enabled.len())
+            .map_err(|source| DaemonError::Detector {
+                camera: enabled
+                    .iter()
+                    .map(|c| c.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?
+            .into_iter()
+            .map(Some)
+            .collect();
+    // `kind = "none"`: no detector for any camera.
+    detectors.resize_with(enabled.len(), || None);
+    Ok(detectors)
+}
+
+/// The journal line that says which detector a camera has.
+fn log_detector(camera: &str, info: Option<&detect::DetectorInfo>) {
+    match info {
+        Some(info) => {
+            tracing::info!(camera = %camera, runtime = info.runtime, provider = info.provider, "camera {camera} detector: {info}")
+        }
+        None => {
+            tracing::info!(camera = %camera, "camera {camera} has no object detector (detector.kind = \"none\"): motion only")
+        }
+    }
+}
+
+/// A camera's fan-out in the daemon: the database (with the MQTT outbox), the WebSocket feeds,
+/// the typed bus to MQTT, the journal, and the count topics when MQTT is on.
+fn camera_bus(camera: &str, hub: &CameraHub, peers: &Peers) -> Bus {
+    let bus = Bus::new(camera)
+        .database(peers.db.clone(), peers.outbox_topic.clone())
+        .websocket(peers.event_feed.clone(), hub.detections.clone())
+        .counts_feed(peers.counts_feed.clone())
+        .typed(peers.typed.clone())
+        .journal();
+    match &peers.mqtt_topics {
+        Some(topics) => bus.count_topics(topics.clone()),
+        None => bus,
+    }
+}
+
 /// Starts one camera's capture, encoder and detect threads; its hub for the server.
 fn start_camera(
     cfg: &Config,
@@ -285,14 +324,7 @@ fn start_camera(
     let state = Arc::new(SourceState::new(&cam.id, &name));
     let stats = Arc::new(CameraStats::default());
     let info = detector.as_ref().map(|d| d.info());
-    match &info {
-        Some(info) => {
-            tracing::info!(camera = %cam.id, runtime = info.runtime, provider = info.provider, "camera {} detector: {info}", cam.id)
-        }
-        None => {
-            tracing::info!(camera = %cam.id, "camera {} has no object detector (detector.kind = \"none\"): motion only", cam.id)
-        }
-    }
+    log_detector(&cam.id, info.as_ref());
     let hub = Arc::new(CameraHub::new(
         &cam.id,
         state.clone(),
@@ -324,21 +356,12 @@ fn start_camera(
                 live::run_capture(source, opts, slot, state, stats, stop, |f| encoder.offer(f))
             })?
     };
-    let mut bus = Bus::new(&cam.id)
-        .database(peers.db.clone(), peers.outbox_topic.clone())
-        .websocket(peers.event_feed.clone(), hub.detections.clone())
-        .counts_feed(peers.counts_feed.clone())
-        .typed(peers.typed.clone())
-        .journal();
-    if let Some(topics) = &peers.mqtt_topics {
-        bus = bus.count_topics(topics.clone());
-    }
     let mut pipeline = Pipeline::new(
         &cam.id,
         cfg,
         detector,
         peers.ids.clone(),
-        Box::new(bus),
+        Box::new(camera_bus(&cam.id, &hub, peers)),
         stats,
     )?;
     pipeline.continue_totals(line_totals);

@@ -187,35 +187,7 @@ pub fn apply(tx: &Transaction, w: &FleetWrite, now: i64) -> rusqlite::Result<()>
             device,
             kind: _,
             event,
-        } => {
-            let json = serde_json::to_string(event).unwrap_or_default();
-            let zones = serde_json::to_string(&event.zones).unwrap_or_default();
-            // A late copy of an update must not undo an end already stored.
-            tx.execute(
-                "INSERT INTO events (device, id, camera, label, start_ms, end_ms, top_score, zones,
-                     event, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (device, id) DO UPDATE SET
-                     event = CASE WHEN events.end_ms IS NOT NULL AND excluded.end_ms IS NULL
-                         THEN events.event ELSE excluded.event END,
-                     zones = CASE WHEN events.end_ms IS NOT NULL AND excluded.end_ms IS NULL
-                         THEN events.zones ELSE excluded.zones END,
-                     end_ms = COALESCE(excluded.end_ms, events.end_ms),
-                     top_score = MAX(events.top_score, excluded.top_score)",
-                params![
-                    device,
-                    event.id,
-                    event.camera,
-                    event.label,
-                    event.start_ms,
-                    event.end_ms,
-                    f64::from(event.top_score),
-                    zones,
-                    json,
-                    now
-                ],
-            )?;
-        }
+        } => store_event(tx, device, event, now)?,
         FleetWrite::Stats { device, json } => {
             tx.execute(
                 "UPDATE devices SET stats = ?2, stats_ms = ?3 WHERE device = ?1",
@@ -259,6 +231,38 @@ pub fn apply(tx: &Transaction, w: &FleetWrite, now: i64) -> rusqlite::Result<()>
             )?;
         }
     }
+    Ok(())
+}
+
+/// Stores a box's event message, the first copy or a later one: a late copy of an update must
+/// not undo an end already stored, and the top score only grows.
+fn store_event(tx: &Transaction, device: &str, event: &Event, now: i64) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(event).unwrap_or_default();
+    let zones = serde_json::to_string(&event.zones).unwrap_or_default();
+    tx.execute(
+        "INSERT INTO events (device, id, camera, label, start_ms, end_ms, top_score, zones,
+             event, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (device, id) DO UPDATE SET
+             event = CASE WHEN events.end_ms IS NOT NULL AND excluded.end_ms IS NULL
+                 THEN events.event ELSE excluded.event END,
+             zones = CASE WHEN events.end_ms IS NOT NULL AND excluded.end_ms IS NULL
+                 THEN events.zones ELSE excluded.zones END,
+             end_ms = COALESCE(excluded.end_ms, events.end_ms),
+             top_score = MAX(events.top_score, excluded.top_score)",
+        params![
+            device,
+            event.id,
+            event.camera,
+            event.label,
+            event.start_ms,
+            event.end_ms,
+            f64::from(event.top_score),
+            zones,
+            json,
+            now
+        ],
+    )?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod tracker;
 pub mod values;
 pub(crate) mod zones;
 
+mod feed;
 mod pool;
 mod schedule;
 #[cfg(test)]
@@ -19,11 +20,9 @@ use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use opencv::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::live::FrameSlot;
 use crate::capture::Frame;
 use crate::config::{Config, DetectWhen};
 use crate::counts::{Buckets, CountsUpdate, LineTotal};
@@ -38,6 +37,7 @@ use crate::pipeline::values::{BBox, Detection, DetectionsMsg, EventKind, EventMs
 use crate::pipeline::zones::{Direction, Zones};
 use crate::telemetry::live_counts::LiveCounts;
 use crate::telemetry::metrics::{inc, CameraStats};
+pub(crate) use feed::{Feed, Next, Staged};
 pub(crate) use pool::{motion_stage, Detected, DetectorPool};
 use schedule::motion_touches;
 pub(crate) use schedule::DetectRate;
@@ -86,75 +86,6 @@ fn in_masks(masks: &[crate::config::Polygon], det: &Detection, w: f32, h: f32) -
     let (x, y) = det.bbox.foot();
     let p = (x / w, y / h);
     masks.iter().any(|m| crate::config::point_in_polygon(m, p))
-}
-
-/// What reaches the detect stage: a frame (owned, or shared with the live stream) and what the
-/// stages before it have already found.
-pub(crate) enum Staged<F> {
-    /// Straight from capture.
-    Captured(F),
-    /// Through a [`motion_stage`].
-    Moved(F, MotionResult),
-    /// Through a [`DetectorPool`] too (`None`: the detector did not run).
-    Detected(F, MotionResult, Option<Result<Vec<Detection>, DetectError>>),
-}
-
-impl From<Arc<Frame>> for Staged<Arc<Frame>> {
-    fn from(frame: Arc<Frame>) -> Self {
-        Staged::Captured(frame)
-    }
-}
-
-impl From<(Frame, MotionResult)> for Staged<Frame> {
-    fn from((frame, motion): (Frame, MotionResult)) -> Self {
-        Staged::Moved(frame, motion)
-    }
-}
-
-impl From<Detected> for Staged<Frame> {
-    fn from((frame, motion, result): Detected) -> Self {
-        Staged::Detected(frame, motion, result)
-    }
-}
-
-/// What a feed has for the pipeline after a wait.
-pub(crate) enum Next<T> {
-    Item(T),
-    /// Nothing yet.
-    Idle,
-    /// Nothing ever again.
-    Closed,
-}
-
-/// Where a pipeline's input comes from.
-pub(crate) trait Feed {
-    type Item;
-    /// The next item, waiting at most `wait`.
-    fn next(&self, wait: Duration) -> Next<Self::Item>;
-}
-
-/// An in-order channel: nothing is dropped (replay).
-impl<T> Feed for Receiver<T> {
-    type Item = T;
-    fn next(&self, wait: Duration) -> Next<T> {
-        match self.recv_timeout(wait) {
-            Ok(item) => Next::Item(item),
-            Err(RecvTimeoutError::Timeout) => Next::Idle,
-            Err(RecvTimeoutError::Disconnected) => Next::Closed,
-        }
-    }
-}
-
-/// The newest frame, whichever it is (the live daemon); the slot never closes, the pipeline
-/// stops on its cancel token.
-impl Feed for FrameSlot {
-    type Item = Arc<Frame>;
-    fn next(&self, wait: Duration) -> Next<Arc<Frame>> {
-        match self.take(wait) {
-            Some(frame) => Next::Item(frame),
-            None => Next::Idle,
-        }
-    }
 }
 
 pub(crate) struct Pipeline {

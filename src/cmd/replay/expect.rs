@@ -97,34 +97,31 @@ impl Expectation {
             ..Default::default()
         })
     }
+    /// The labels whose event count differs from the expected one: (label, expected, found).
+    fn wrong_counts(&self, actual: &[Event]) -> Vec<(&String, usize, usize)> {
+        let mut counts = BTreeMap::<&str, usize>::new();
+        for a in actual {
+            *counts.entry(a.label.as_str()).or_default() += 1;
+        }
+        self.counts
+            .iter()
+            .map(|(label, want)| {
+                (
+                    label,
+                    *want,
+                    counts.get(label.as_str()).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, want, got)| want != got)
+            .collect()
+    }
 
     /// A summary when `actual` meets the expectation, else the difference.
     pub fn compare(&self, actual: &[Event], default_tolerance_ms: i64) -> Result<String, Mismatch> {
         let tol = self.tolerance_ms.unwrap_or(default_tolerance_ms);
-        let mut used = vec![false; actual.len()];
-        let mut missing = Vec::new();
         let mut expected: Vec<&ExpectedEvent> = self.events.iter().collect();
         expected.sort_by_key(|e| (e.start_ms, e.label.clone()));
-        for exp in &expected {
-            let best = actual
-                .iter()
-                .enumerate()
-                .filter(|(i, a)| {
-                    !used[*i]
-                        && a.label == exp.label
-                        && (a.start_ms - exp.start_ms).abs() <= tol
-                        && match (exp.end_ms, a.end_ms) {
-                            (Some(x), Some(y)) => (x - y).abs() <= tol,
-                            (Some(_), None) => false,
-                            (None, _) => true,
-                        }
-                })
-                .min_by_key(|(i, a)| ((a.start_ms - exp.start_ms).abs(), *i));
-            match best {
-                Some((i, _)) => used[i] = true,
-                None => missing.push(*exp),
-            }
-        }
+        let (used, missing) = match_events(&expected, actual, tol);
         let unexpected: Vec<&Event> = if self.events.is_empty() {
             Vec::new()
         } else {
@@ -135,23 +132,7 @@ impl Expectation {
                 .map(|(a, _)| a)
                 .collect()
         };
-        let mut counts = BTreeMap::<&str, usize>::new();
-        for a in actual {
-            *counts.entry(a.label.as_str()).or_default() += 1;
-        }
-        let wrong_counts: Vec<(&String, usize, usize)> = self
-            .counts
-            .iter()
-            .map(|(label, want)| {
-                (
-                    label,
-                    *want,
-                    counts.get(label.as_str()).copied().unwrap_or(0),
-                )
-            })
-            .filter(|(_, want, got)| want != got)
-            .collect();
-
+        let wrong_counts = self.wrong_counts(actual);
         if missing.is_empty() && unexpected.is_empty() && wrong_counts.is_empty() {
             return Ok(format!(
                 "expectation met: {} expected events matched within {tol} ms{}",
@@ -192,6 +173,38 @@ impl Expectation {
         }
         Err(Mismatch(out))
     }
+}
+
+/// Each of `expected` (in start order) matched to the nearest unused actual event of its label
+/// within `tol` ms: which actual events were used, and the expected ones left unmatched.
+fn match_events<'a>(
+    expected: &[&'a ExpectedEvent],
+    actual: &[Event],
+    tol: i64,
+) -> (Vec<bool>, Vec<&'a ExpectedEvent>) {
+    let mut used = vec![false; actual.len()];
+    let mut missing = Vec::new();
+    for exp in expected {
+        let best = actual
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| {
+                !used[*i]
+                    && a.label == exp.label
+                    && (a.start_ms - exp.start_ms).abs() <= tol
+                    && match (exp.end_ms, a.end_ms) {
+                        (Some(x), Some(y)) => (x - y).abs() <= tol,
+                        (Some(_), None) => false,
+                        (None, _) => true,
+                    }
+            })
+            .min_by_key(|(i, a)| ((a.start_ms - exp.start_ms).abs(), *i));
+        match best {
+            Some((i, _)) => used[i] = true,
+            None => missing.push(*exp),
+        }
+    }
+    (used, missing)
 }
 
 fn span(start: i64, end: Option<i64>) -> String {
