@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
-use super::writer::{DbCommand, OutboxMessage};
+use super::command::{DbCommand, OutboxMessage};
 use crate::counts::{Kind, Values};
 use crate::pipeline::values::Event;
 

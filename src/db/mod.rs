@@ -7,10 +7,10 @@
 //! Writes are batched (one transaction per `batch_ms` or `batch_max` writes), which makes the
 //! fsync per commit cheap and spares flash storage.
 //!
-//! `schema.rs` holds the migrations, `read.rs` the queries (on read-only connections), `outbox.rs`
-//! what the MQTT client reads, `writer.rs` the writer thread, `counts.rs` the count
-//! tables' SQL it runs, `fleet.rs` the fleet view's own database; this file opens the database and
-//! starts the writer.
+//! `schema.rs` holds the migrations, `read.rs` the queries (on read-only connections),
+//! `outbox.rs` what the MQTT client reads, `writer.rs` the writer thread (`command.rs` what it is
+//! sent, `batch.rs` what it gathers, `counts.rs` the count tables' SQL it runs), `fleet.rs` the
+//! fleet view's own database; this file opens the database and starts the writer.
 
 /// The events table's columns, in the order `read::event_from_row` reads them and the writer's
 /// insert binds them: written once.
@@ -21,6 +21,7 @@ macro_rules! event_columns {
 }
 
 mod batch;
+mod command;
 mod counts;
 pub mod fleet;
 mod outbox;
@@ -36,15 +37,14 @@ use rusqlite::Connection;
 
 pub use crate::base::clock::now_ms;
 pub use crate::pipeline::values::EventQuery;
+pub use command::{DbCommand, OutboxMessage};
 pub use outbox::{open_events, read_outbox, OutboxPage, OutboxRow};
 pub use read::{
     count_cameras, get_event, get_snapshot, line_totals, max_event_id, open_reader, query_counts,
     query_events, ReadPool,
 };
 pub use schema::{migrate, SCHEMA_VERSION};
-pub use writer::{
-    spawn_writer, DbCommand, DbHandle, OutboxLimits, OutboxMessage, WriterOptions, WriterStats,
-};
+pub use writer::{spawn_writer, DbHandle, OutboxLimits, WriterOptions, WriterStats};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
