@@ -184,14 +184,32 @@ fn stage_families(state: &AppState) -> [Family; 2] {
 
 /// The box's health: what it has (a figure the box cannot give has no sample).
 fn health_families(h: &Health) -> Vec<Family> {
-    let gauge = |name, help, samples| Family {
+    let mut families = cpu_memory_families(h);
+    families.extend(disk_thermal_families(h));
+    families
+}
+
+/// A gauge family of the box's health.
+fn gauge(name: &'static str, help: &'static str, samples: Vec<(String, f64)>) -> Family {
+    Family {
         name,
         kind: "gauge",
         help,
         samples,
-    };
-    let one = |v: Option<f64>| v.map(|v| (String::new(), v)).into_iter().collect();
-    let bytes = |v: Option<u64>| one(v.map(|v| v as f64));
+    }
+}
+
+/// One unlabelled sample, or none when the value is unknown.
+fn one(v: Option<f64>) -> Vec<(String, f64)> {
+    v.map(|v| (String::new(), v)).into_iter().collect()
+}
+
+fn bytes(v: Option<u64>) -> Vec<(String, f64)> {
+    one(v.map(|v| v as f64))
+}
+
+/// The cores, CPU use, load and memory (the box's and the daemon's).
+fn cpu_memory_families(h: &Health) -> Vec<Family> {
     vec![
         gauge(
             "ocellus_host_cpus",
@@ -236,6 +254,12 @@ fn health_families(h: &Health) -> Vec<Family> {
             "The daemon's resident memory.",
             bytes(h.process_rss_bytes),
         ),
+    ]
+}
+
+/// The database's file system, temperatures and a Pi's throttling flags.
+fn disk_thermal_families(h: &Health) -> Vec<Family> {
+    vec![
         gauge(
             "ocellus_db_disk_free_bytes",
             "Free space on the database's file system.",
