@@ -22,8 +22,7 @@ use rumqttc::{LastWill, MqttOptions, QoS, Transport};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MqttConfig;
-use crate::config::MqttUrlError;
+use crate::config::{MqttConfig, MqttUrlError};
 use crate::db::{DbHandle, ReadPool};
 use crate::pipeline::values::EventMsg;
 use crate::server::stats::StatsSnapshot;

@@ -9,8 +9,7 @@ use crossbeam_channel::Receiver;
 
 use crate::capture::Frame;
 use crate::config::DetectWhen;
-use crate::pipeline::detect::DetectError;
-use crate::pipeline::detect::ObjectDetector;
+use crate::pipeline::detect::{DetectError, ObjectDetector};
 use crate::pipeline::motion::{MotionDetector, MotionResult};
 use crate::pipeline::values::Detection;
 use crate::telemetry::metrics::CameraStats;

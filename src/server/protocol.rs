@@ -4,8 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::values::EventQuery;
-use crate::pipeline::values::{DetectionsMsg, Event, EventKind};
+use crate::pipeline::values::{DetectionsMsg, Event, EventKind, EventQuery};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 

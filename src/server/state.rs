@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
-use crate::db::DbError;
-use crate::db::{self, ReadPool, WriterStats};
+use crate::db::{self, DbError, ReadPool, WriterStats};
 use crate::pipeline::values::EventQuery;
 use crate::server::hub::CameraHub;
 use crate::server::protocol::CameraInfo;

@@ -15,13 +15,11 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::config::MqttUrlError;
+use crate::config::{Config, MqttUrlError};
 use crate::db;
 use crate::db::fleet::FleetWrite;
 use crate::db::DbError;
-use crate::server::tls::ServerCert;
-use crate::server::tls::TlsError;
+use crate::server::tls::{ServerCert, TlsError};
 
 #[derive(Debug, Error)]
 pub enum FleetError {

@@ -15,14 +15,11 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
-use crate::capture::CaptureError;
-use crate::capture::{Frame, ReplayReader};
+use crate::capture::{CaptureError, Frame, ReplayReader};
 use crate::config::{Config, DetectWhen};
-use crate::db::DbError;
-use crate::db::{self, WriterOptions};
+use crate::db::{self, DbError, WriterOptions};
 use crate::encoder::EncoderHandle;
-use crate::pipeline::detect::DetectError;
-use crate::pipeline::detect::{self, ObjectDetector};
+use crate::pipeline::detect::{self, DetectError, ObjectDetector};
 use crate::pipeline::events::EventIds;
 use crate::pipeline::motion::MotionResult;
 use crate::pipeline::values::EventMsg;
