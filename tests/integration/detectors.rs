@@ -163,6 +163,34 @@ fn model_of_another_family_is_refused_at_load() {
 }
 
 #[test]
+fn a_model_with_another_input_size_is_refused_at_load_naming_the_keys() {
+    // A new user's first try: the [detector] names FastestDet.onnx but keeps the default
+    // family and input size (NanoDet-g's 384x288); ONNX Runtime used to fail on the first frame
+    // with "Got invalid dimensions for input".
+    let cfg = DetectorConfig {
+        kind: DetectorKind::Dnn,
+        model: harness::fastestdet(),
+        labels: harness::asset("models/fastestdet/coco.names"),
+        ..Default::default()
+    };
+    let err = load(&cfg, DetectorRuntime::Onnxruntime)
+        .err()
+        .expect("the wrong input size must fail at load");
+    assert!(matches!(err, DetectError::InputSize { .. }), "{err}");
+    let msg = err.to_string();
+    for part in [
+        "takes 352x352 input",
+        "is 384x288",
+        "input_width = 352 and input_height = 352",
+        "models/fastestdet/model.toml",
+    ] {
+        assert!(msg.contains(part), "{part:?} not in: {msg}");
+    }
+    // With the model's own settings it loads.
+    assert!(load(&harness::fastestdet_config(), DetectorRuntime::Onnxruntime).is_ok());
+}
+
+#[test]
 fn corrupt_model_file_is_a_load_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.onnx");
@@ -382,6 +410,8 @@ fn the_converter_gives_the_reference_conversions_outputs_on_real_frames() {
         let cfg = DetectorConfig {
             model: model.to_owned(),
             threads: 1,
+            input_width: 416,
+            input_height: 416,
             ..Default::default()
         };
         OrtEngine::new(&cfg, &Shared::new(model).unwrap()).unwrap()

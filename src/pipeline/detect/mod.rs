@@ -41,6 +41,18 @@ pub enum DetectError {
         shape: Vec<i32>,
         expected: String,
     },
+    /// A model whose input is fixed at another size than the config's: the settings of another
+    /// model (its family, input size, preprocessing) are likely still in place.
+    #[error("model {path} takes {model_w}x{model_h} input, but detector.input_width x input_height is {config_w}x{config_h}: set input_width = {model_w} and input_height = {model_h}, and the family and preprocessing of this model{hint}")]
+    InputSize {
+        path: std::path::PathBuf,
+        model_w: i64,
+        model_h: i64,
+        config_w: u32,
+        config_h: u32,
+        /// Where the model's own settings are, when it has a model.toml beside it.
+        hint: String,
+    },
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
     #[error("ONNX Runtime: {0}")]

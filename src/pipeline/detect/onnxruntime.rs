@@ -256,6 +256,36 @@ pub struct OrtEngine {
     outputs: Vec<Vec<f32>>,
 }
 
+/// Refuses a model whose input is fixed (NCHW) at another size than `cfg`'s, naming the keys to
+/// set and the model's own `model.toml` when there is one: ONNX Runtime would otherwise fail on
+/// the first frame with "Got invalid dimensions for input". A dynamic size (-1) is accepted.
+fn check_input_size(cfg: &DetectorConfig, shape: Option<&[i64]>) -> Result<(), DetectError> {
+    let Some(&[_, _, h, w]) = shape else {
+        return Ok(());
+    };
+    let (cw, ch) = (cfg.input_width, cfg.input_height);
+    if h <= 0 || w <= 0 || (w == i64::from(cw) && h == i64::from(ch)) {
+        return Ok(());
+    }
+    let toml = cfg.model.with_file_name("model.toml");
+    let hint = if toml.exists() {
+        format!(
+            " (all of them are in {}: copy its [detector] table)",
+            toml.display()
+        )
+    } else {
+        String::new()
+    };
+    Err(DetectError::InputSize {
+        path: cfg.model.clone(),
+        model_w: w,
+        model_h: h,
+        config_w: cw,
+        config_h: ch,
+        hint,
+    })
+}
+
 impl OrtEngine {
     pub fn new(cfg: &DetectorConfig, shared: &Shared) -> Result<Self, DetectError> {
         let path = &cfg.model;
@@ -284,11 +314,12 @@ impl OrtEngine {
         let session = builder
             .commit_from_memory(&shared.model)
             .map_err(|e| fail(first_line(&e.to_string())))?;
-        let input = session
+        let first = session
             .inputs()
             .first()
-            .map(|i| i.name().to_string())
             .ok_or_else(|| fail("the model has no input".into()))?;
+        check_input_size(cfg, first.dtype().tensor_shape().map(|s| &s[..]))?;
+        let input = first.name().to_string();
         if session.outputs().is_empty() {
             return Err(fail("the model has no output".into()));
         }
