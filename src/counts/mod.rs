@@ -1,8 +1,8 @@
 //! Counts over time (docs/counts.md): per camera, per-minute buckets of line crossings (per line
 //! and direction), zone occupancy (peak and mean objects, entries) and events started per label,
 //! on the frames' clock. This file holds the values everyone shares; the pipeline gathers them
-//! in [`buckets`], the REST and WebSocket queries are parsed and grouped in [`query`], and
-//! [`csv`] writes them out. What the pipeline hands on are additive deltas ([`CountRow`]s) that
+//! in `buckets.rs`, the REST and WebSocket queries are parsed and grouped in `query.rs`, and
+//! `csv.rs` writes them out. What the pipeline hands on are additive deltas ([`CountRow`]s) that
 //! the writer adds to the stored buckets, so a restart in the middle of a minute adds to that
 //! minute instead of replacing it. Plain data and pure functions: no SQL, JSON framing or time
 //! source here.
@@ -52,7 +52,7 @@ impl Kind {
 /// One bucket's values of one series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Values {
-    /// Crossings of a counting line by objects with an event, each way (see [`Direction`]).
+    /// Crossings of a counting line by objects with an event, each way.
     Line { left: u64, right: u64 },
     /// A zone: events whose object entered it, the most objects (with an event) in it at once,
     /// and object-milliseconds inside over milliseconds watched, whose ratio is the mean.

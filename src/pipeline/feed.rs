@@ -18,9 +18,9 @@ use crate::pipeline::values::Detection;
 pub(crate) enum Staged<F> {
     /// Straight from capture.
     Captured(F),
-    /// Through a [`motion_stage`].
+    /// Through a [`motion_stage`](super::motion_stage).
     Moved(F, MotionResult),
-    /// Through a [`DetectorPool`] too (`None`: the detector did not run).
+    /// Through a [`DetectorPool`](super::DetectorPool) too (`None`: the detector did not run).
     Detected(F, MotionResult, Option<Result<Vec<Detection>, DetectError>>),
 }
 
