@@ -24,6 +24,7 @@ fn event(i: i64) -> Event {
         stationary: false,
         zones: Vec::new(),
         crossings: Vec::new(),
+        clip: None,
     }
 }
 

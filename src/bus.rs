@@ -37,6 +37,8 @@ pub(crate) struct Bus {
     journal: bool,
     /// A consumer in the same thread (replay's collectors), handed everything.
     local: Option<Box<dyn Sink>>,
+    /// The camera's recorder: told of every event, and each event links its clip.
+    recording: Option<Arc<crate::record::Trigger>>,
 }
 
 impl Bus {
@@ -53,6 +55,7 @@ impl Bus {
             typed: None,
             journal: false,
             local: None,
+            recording: None,
         }
     }
 
@@ -100,6 +103,13 @@ impl Bus {
         self
     }
 
+    /// The camera records: its recorder hears of every event (before anyone else, so the
+    /// pre-roll is not lost), and every event message carries its clip's URL.
+    pub(crate) fn recording(mut self, trigger: Arc<crate::record::Trigger>) -> Self {
+        self.recording = Some(trigger);
+        self
+    }
+
     /// Hands everything to `local` too, after the other peers.
     pub(crate) fn local(mut self, local: Box<dyn Sink>) -> Self {
         self.local = Some(local);
@@ -126,7 +136,13 @@ impl Bus {
 }
 
 impl Sink for Bus {
-    fn event(&mut self, msg: EventMsg) {
+    fn event(&mut self, mut msg: EventMsg) {
+        if let Some(trigger) = &self.recording {
+            trigger.event(msg.event.id, msg.event.end_ms);
+            if trigger.records() {
+                msg.event.clip = Some(crate::record::clip_path(msg.event.id));
+            }
+        }
         let wants_json = self.event_feed.is_some() || self.outbox_topic.is_some();
         let json = wants_json.then(|| {
             ServerMsg::Event {
@@ -275,6 +291,7 @@ mod tests {
                 stationary: false,
                 zones: Vec::new(),
                 crossings: Vec::new(),
+                clip: None,
             },
         }
     }

@@ -22,5 +22,6 @@ pub mod db;
 mod encoder;
 mod mqtt;
 pub mod pipeline;
+mod record;
 pub mod server;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use opencv::videoio;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::packets::{Next, PacketMsg, PacketOptions, PacketTx, Session};
 use super::{sleep_unless_cancelled, Frame, Source, SourceOptions};
 use crate::base::clock::now_ms;
 use crate::telemetry::metrics::{inc, CameraStats};
@@ -76,6 +77,24 @@ pub struct CameraStatus {
     pub since_ms: i64,
     pub width: u32,
     pub height: u32,
+    /// What the camera records, when it records (docs/recording.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingStatus>,
+}
+
+/// A camera's recorder, as `GET /api/cameras` and the dashboard show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordingStatus {
+    /// `events` or `continuous`.
+    pub mode: String,
+    /// `connecting`, `idle` (waiting for an event), `recording`, or `error`.
+    pub state: String,
+    /// Why it does not record, while `state` is `error`: a full disk, a stream it cannot record.
+    pub error: Option<String>,
+    /// The recorded stream's codec (`avc1.64001f`) and size, once known.
+    pub codec: Option<String>,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +112,8 @@ pub struct SourceState {
     pub id: String,
     pub name: String,
     inner: Mutex<StateInner>,
+    /// Written by the camera's recorder, when it has one.
+    recording: Mutex<Option<RecordingStatus>>,
 }
 
 impl SourceState {
@@ -108,7 +129,13 @@ impl SourceState {
                 height: 0,
                 retries: 0,
             }),
+            recording: Mutex::new(None),
         }
+    }
+
+    /// The recorder's state, as it changes.
+    pub fn set_recording(&self, status: RecordingStatus) {
+        *self.recording.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
@@ -149,6 +176,11 @@ impl SourceState {
             since_ms: s.since_ms,
             width: s.width,
             height: s.height,
+            recording: self
+                .recording
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -217,10 +249,99 @@ impl Pacer {
     }
 }
 
+/// A source opened for frames: through OpenCV, or through a GStreamer session that hands the
+/// same stream's packets to the recorder (one session per camera stream).
+enum Reader {
+    OpenCv(videoio::VideoCapture),
+    Gst(Session),
+}
+
+/// What reading a frame gave.
+enum Read {
+    Frame(Mat),
+    /// The end of a file.
+    End,
+    /// A failure (a timeout among them), said as the log and the camera's state say it.
+    Failed(String),
+    /// The GStreamer session cannot serve this stream (not H.264/H.265, a missing element):
+    /// OpenCV reads it from now on.
+    Refused(String),
+}
+
+impl Reader {
+    fn fps(&self) -> Option<f64> {
+        match self {
+            Reader::OpenCv(cap) => cap
+                .get(videoio::CAP_PROP_FPS)
+                .ok()
+                .filter(|f| *f > 0.0 && f.is_finite()),
+            Reader::Gst(_) => None,
+        }
+    }
+
+    fn codec(&self) -> String {
+        match self {
+            Reader::OpenCv(cap) => crate::capture::rtsp::codec(cap),
+            Reader::Gst(s) => s
+                .config()
+                .map_or_else(|| "no H.264/H.265 packet yet".into(), |c| c.codec_string()),
+        }
+    }
+
+    fn read(&mut self, timeout: Duration) -> Read {
+        match self {
+            Reader::OpenCv(cap) => {
+                let mut mat = Mat::default();
+                if cap.read(&mut mat).unwrap_or(false) && !mat.empty() {
+                    Read::Frame(mat)
+                } else {
+                    Read::End
+                }
+            }
+            Reader::Gst(session) => match session.next_frame(timeout) {
+                Ok(Next::Item(f)) => Read::Frame(f.mat),
+                Ok(Next::End) => Read::End,
+                Ok(Next::Idle) => Read::Failed(String::new()),
+                Err(e) if e.is_permanent() => Read::Refused(e.to_string()),
+                Err(e) => Read::Failed(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Opens `source` for frames: with `tee` (the camera records this same stream) as one
+/// GStreamer session whose packets go to the recorder, unless GStreamer refused the stream
+/// before; otherwise through OpenCV.
+fn open_reader(
+    source: &Source,
+    opts: &SourceOptions,
+    tee: Option<&PacketTx>,
+) -> Result<Reader, String> {
+    let Some(tee) = tee else {
+        return source
+            .open(opts)
+            .map(Reader::OpenCv)
+            .map_err(|e| e.to_string());
+    };
+    if let Source::Url(u) = source {
+        crate::capture::rtsp::preflight(u, opts.open_timeout).map_err(|e| e.to_string())?;
+    }
+    let options = PacketOptions {
+        rtsp_transport: opts.rtsp_transport,
+        realtime: matches!(source, Source::File(_)),
+    };
+    Session::open(source, options, tee.clone(), true)
+        .map(Reader::Gst)
+        .map_err(|e| e.to_string())
+}
+
 /// The capture thread's body: runs until `cancel`. Files loop forever, paced at their fps;
 /// other sources are read as fast as they deliver. Frames are stamped with the wall clock and
 /// given to `live` (the live stream, which must not block) before they go into `slot`: the
-/// stream shows every frame at once and at the camera's rate, not at the detector's.
+/// stream shows every frame at once and at the camera's rate, not at the detector's. With
+/// `tee`, the camera records this stream: it is read through one GStreamer session whose
+/// packets go to the recorder too.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_capture(
     source: Source,
     opts: SourceOptions,
@@ -228,27 +349,30 @@ pub(crate) fn run_capture(
     state: Arc<SourceState>,
     stats: Arc<CameraStats>,
     cancel: CancellationToken,
+    mut tee: Option<PacketTx>,
     mut live: impl FnMut(&Arc<Frame>),
 ) {
+    if !matches!(&source, Source::File(_))
+        && !matches!(&source, Source::Url(u) if u.starts_with("rtsp://") || u.starts_with("rtsps://"))
+    {
+        tee = None;
+    }
     let mut attempt = 0u32;
     let mut seq = 0u64;
     let name = source.display_name();
     while !cancel.is_cancelled() {
         state.set(SourceStatus::Connecting, None);
-        let mut cap = match source.open(&opts) {
-            Ok(cap) => cap,
+        let mut reader = match open_reader(&source, &opts, tee.as_ref()) {
+            Ok(r) => r,
             Err(e) => {
-                if !wait_to_retry(&state, &name, &e.to_string(), false, &mut attempt, &cancel) {
+                if !wait_to_retry(&state, &name, &e, false, &mut attempt, &cancel) {
                     break;
                 }
                 continue;
             }
         };
         let file_fps = match source {
-            Source::File(_) => cap
-                .get(videoio::CAP_PROP_FPS)
-                .ok()
-                .filter(|f| *f > 0.0 && f.is_finite()),
+            Source::File(_) => reader.fps(),
             _ => None,
         };
         let mut pacer = file_fps.map(Pacer::new);
@@ -258,22 +382,77 @@ pub(crate) fn run_capture(
                 break None;
             }
             let t0 = Instant::now();
-            let mut mat = Mat::default();
-            let ok = cap.read(&mut mat).unwrap_or(false) && !mat.empty();
-            if !ok {
-                if file_fps.is_some() && frames_this_open > 0 {
+            let timeout = if frames_this_open == 0 {
+                opts.open_timeout
+            } else {
+                opts.read_timeout
+            };
+            let mat = match reader.read(timeout) {
+                Read::Frame(mat) => mat,
+                Read::Refused(why) => {
+                    // Recording cannot use this stream; detection goes on through OpenCV.
+                    if let Some(tx) = tee.take() {
+                        tx.send(PacketMsg::Unrecordable(why));
+                    }
+                    match source.open(&opts) {
+                        Ok(cap) => {
+                            reader = Reader::OpenCv(cap);
+                            pacer = match source {
+                                Source::File(_) => reader.fps().map(Pacer::new),
+                                _ => None,
+                            };
+                            continue;
+                        }
+                        Err(e) => break Some(e.to_string()),
+                    }
+                }
+                Read::End if matches!(source, Source::File(_)) && frames_this_open > 0 => {
                     // End of a file source: loop it.
-                    if cap.set(videoio::CAP_PROP_POS_FRAMES, 0.0).unwrap_or(false) {
+                    let rewound = match &mut reader {
+                        Reader::OpenCv(cap) => {
+                            cap.set(videoio::CAP_PROP_POS_FRAMES, 0.0).unwrap_or(false)
+                        }
+                        Reader::Gst(_) => match open_reader(&source, &opts, tee.as_ref()) {
+                            Ok(r) => {
+                                reader = r;
+                                true
+                            }
+                            Err(_) => false,
+                        },
+                    };
+                    if rewound {
                         frames_this_open = 0;
                         continue;
                     }
+                    break Some(read_failure(
+                        &source,
+                        &opts,
+                        &reader.codec(),
+                        frames_this_open,
+                    ));
                 }
-                break Some(read_failure(&source, &opts, &cap, frames_this_open));
-            }
+                Read::End => {
+                    break Some(read_failure(
+                        &source,
+                        &opts,
+                        &reader.codec(),
+                        frames_this_open,
+                    ))
+                }
+                Read::Failed(why) if why.is_empty() => {
+                    break Some(read_failure(
+                        &source,
+                        &opts,
+                        &reader.codec(),
+                        frames_this_open,
+                    ))
+                }
+                Read::Failed(why) => break Some(why),
+            };
             stats.decode.add(t0.elapsed());
             if frames_this_open == 0 {
                 attempt = 0;
-                first_frame(&state, &cap, &mat, &name);
+                first_frame(&state, reader.fps(), &mat, &name);
             }
             frames_this_open += 1;
             inc(&stats.captured);
@@ -306,14 +485,13 @@ pub(crate) fn run_capture(
 fn read_failure(
     source: &Source,
     opts: &SourceOptions,
-    cap: &videoio::VideoCapture,
+    codec: &str,
     frames_this_open: u64,
 ) -> String {
     match (source, frames_this_open) {
         (Source::Url(url), 0) => format!(
-            "connected, but no decodable frame within {} s ({}){}",
+            "connected, but no decodable frame within {} s ({codec}){}",
             opts.read_timeout.as_secs(),
-            crate::capture::rtsp::codec(cap),
             if url.starts_with("rtsp") {
                 format!(
                     "; try rtsp_transport = \"{}\"",
@@ -334,18 +512,16 @@ fn read_failure(
 
 /// The first frame after an open: the camera's size, and `connected` (said once per
 /// connection, not on every loop of a file).
-fn first_frame(state: &SourceState, cap: &videoio::VideoCapture, mat: &Mat, name: &str) {
+fn first_frame(state: &SourceState, fps: Option<f64>, mat: &Mat, name: &str) {
     {
         let mut s = state.lock();
         s.width = mat.cols() as u32;
         s.height = mat.rows() as u32;
     }
     if state.status() != SourceStatus::Connected {
-        let fps = cap.get(videoio::CAP_PROP_FPS).unwrap_or(0.0);
-        let rate = if fps.is_finite() && fps > 0.0 {
-            format!(" @ {fps:.0} fps")
-        } else {
-            String::new()
+        let rate = match fps {
+            Some(fps) => format!(" @ {fps:.0} fps"),
+            None => String::new(),
         };
         tracing::info!(camera = %state.id, source = %name, state = "connected", "camera {} connected ({}x{}{rate})", state.id, mat.cols(), mat.rows());
     }
@@ -395,6 +571,7 @@ mod tests {
                     state,
                     Arc::new(CameraStats::default()),
                     cancel,
+                    None,
                     |_| {},
                 )
             })

@@ -3,6 +3,7 @@
 //! reader.rs reads a recording for replay; rtsp.rs asks an RTSP camera before FFmpeg does.
 
 pub(crate) mod live;
+pub(crate) mod packets;
 mod reader;
 pub(crate) mod rtsp;
 

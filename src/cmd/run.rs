@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::capture::live::{self, FrameSlot, SourceState};
+use crate::capture::packets::PacketTx;
 use crate::capture::Source;
 use crate::config::{CameraConfig, Config};
 use crate::db::{self, DbError, DbHandle, ReadPool, WriterOptions, WriterStats};
@@ -24,6 +25,7 @@ use crate::pipeline::detect::{self, DetectError, ObjectDetector};
 use crate::pipeline::events::EventIds;
 use crate::pipeline::values::EventMsg;
 use crate::pipeline::Pipeline;
+use crate::record::{ClipCamera, Input, RecorderSettings, Recordings};
 use crate::server::hub::{CameraHub, Overlay, MESSAGE_CAPACITY};
 use crate::server::state::AppState;
 use crate::server::stats::{Sources, StatsSnapshot};
@@ -55,6 +57,8 @@ struct CameraThreads {
     capture: JoinHandle<()>,
     detect: JoinHandle<()>,
     encoder: JoinHandle<()>,
+    /// The camera's recorder, when it records.
+    recorder: Option<JoinHandle<()>>,
 }
 
 /// A started daemon: storage open, pipelines running, not yet serving.
@@ -94,6 +98,10 @@ impl Daemon {
         let mqtt = mqtt_client(cfg, &ids)?;
         let storage = db::start(&db_path, writer_opts)?;
         let first_event_id = storage.max_event_id + 1;
+        // The lines' crossing totals continue from the database's (Home Assistant's counters
+        // must not fall back to 0 at a restart).
+        let reader = db::open_reader(&db_path)?;
+        let recordings = open_recordings(cfg, &enabled, &reader, &storage.handle)?;
 
         let (typed_events, mqtt_events) = broadcast::channel::<Arc<EventMsg>>(MESSAGE_CAPACITY);
         let peers = Peers {
@@ -105,18 +113,26 @@ impl Daemon {
             typed: typed_events,
             ids: EventIds::after(storage.max_event_id),
             stop: CancellationToken::new(),
+            recordings: recordings.clone(),
         };
-        // The lines' crossing totals continue from the database's (Home Assistant's counters
-        // must not fall back to 0 at a restart).
-        let reader = db::open_reader(&db_path)?;
         let mut hubs = Vec::new();
         let mut threads = Vec::new();
+        let mut clip_cameras = std::collections::HashMap::new();
         for (cam, detector) in enabled.iter().zip(detectors) {
             let totals = db::line_totals(&reader, &cam.id)?;
-            let (hub, t) = start_camera(cfg, cam, detector, &totals, &peers)?;
+            let (hub, t, clip) = start_camera(cfg, cam, detector, &totals, &peers)?;
             hubs.push(hub);
             threads.push(t);
+            if let Some(clip) = clip {
+                clip_cameras.insert(cam.id.clone(), clip);
+            }
         }
+        let clips = peers.recordings.as_ref().map(|store| {
+            Arc::new(crate::record::ClipSettings {
+                dir: store.dir().to_owned(),
+                cameras: clip_cameras,
+            })
+        });
         if hubs.is_empty() {
             tracing::warn!(
                 "no enabled cameras in the config; serving the API and stored events only"
@@ -126,7 +142,8 @@ impl Daemon {
         let mqtt_stats = mqtt
             .as_ref()
             .map(|(m, _)| (m.stats.clone(), m.cfg.url.clone()));
-        let (state, latest_stats) = app_state(cfg, hubs, &peers, storage.stats, mqtt_stats);
+        let (state, latest_stats) = app_state(cfg, hubs, &peers, storage.stats, mqtt_stats, clips);
+
         Ok(Daemon {
             state,
             cameras: threads,
@@ -232,6 +249,8 @@ struct Peers {
     ids: EventIds,
     /// Stops capture and detection.
     stop: CancellationToken,
+    /// Every camera's recordings, when one records.
+    recordings: Option<Arc<Recordings>>,
 }
 
 /// Waits for every camera's threads (their pipelines end their open events), then flushes the
@@ -242,7 +261,10 @@ fn join_and_flush(cameras: Vec<CameraThreads>, db: DbHandle) {
             ("capture", c.capture),
             ("detect", c.detect),
             ("encoder", c.encoder),
-        ] {
+        ]
+        .into_iter()
+        .chain(c.recorder.map(|h| ("recorder", h)))
+        {
             if h.join().is_err() {
                 tracing::error!(camera = %c.id, thread = what, "thread panicked");
             }
@@ -297,13 +319,21 @@ fn log_detector(camera: &str, info: Option<&detect::DetectorInfo>) {
 
 /// A camera's fan-out in the daemon: the database (with the MQTT outbox), the WebSocket feeds,
 /// the typed bus to MQTT, the journal, and the count topics when MQTT is on.
-fn camera_bus(camera: &str, hub: &CameraHub, peers: &Peers) -> Bus {
-    let bus = Bus::new(camera)
+fn camera_bus(
+    camera: &str,
+    hub: &CameraHub,
+    peers: &Peers,
+    trigger: Option<Arc<crate::record::Trigger>>,
+) -> Bus {
+    let mut bus = Bus::new(camera)
         .database(peers.db.clone(), peers.outbox_topic.clone())
         .websocket(peers.event_feed.clone(), hub.detections.clone())
         .counts_feed(peers.counts_feed.clone())
         .typed(peers.typed.clone())
         .journal();
+    if let Some(trigger) = trigger {
+        bus = bus.recording(trigger);
+    }
     match &peers.mqtt_topics {
         Some(topics) => bus.count_topics(topics.clone()),
         None => bus,
@@ -317,7 +347,7 @@ fn start_camera(
     detector: Option<Box<dyn ObjectDetector>>,
     line_totals: &[crate::counts::LineTotal],
     peers: &Peers,
-) -> Result<(Arc<CameraHub>, CameraThreads), DaemonError> {
+) -> Result<(Arc<CameraHub>, CameraThreads, Option<ClipCamera>), DaemonError> {
     let name = cam.name.clone().unwrap_or_else(|| cam.id.clone());
     let state = Arc::new(SourceState::new(&cam.id, &name));
     let stats = Arc::new(CameraStats::default());
@@ -337,6 +367,42 @@ fn start_camera(
         stats.clone(),
         cfg.server.stream_quality,
     )?;
+    // The recorder, when the camera records: fed by its own session on `record_source`, or
+    // by the capture session's tee (one session per camera stream).
+    let mut tee = None;
+    let recorder = match (&peers.recordings, RecorderSettings::for_camera(cam)) {
+        (Some(store), Some(settings)) => {
+            let trigger = Arc::new(crate::record::Trigger::default());
+            tracing::info!(camera = %cam.id, "camera {} records ({}; {} s before and {} s after an event)", cam.id, if settings.continuous { "continuous" } else { "events" }, cam.record.pre_s, cam.record.post_s);
+            let input = match settings.own_source.clone() {
+                Some(source) => Input::Own(source, settings.options),
+                None => {
+                    let (tx, rx) = PacketTx::bounded(crate::record::PACKET_CHANNEL);
+                    tee = Some(tx);
+                    Input::Shared(rx)
+                }
+            };
+            let clip = ClipCamera {
+                pre_ms: settings.pre_ms,
+                post_ms: settings.post_ms,
+                trigger: trigger.clone(),
+            };
+            let thread = crate::record::spawn_recorder(
+                settings,
+                input,
+                store.clone(),
+                trigger.clone(),
+                state.clone(),
+                peers.stop.clone(),
+            )?;
+            Some((trigger, thread, clip))
+        }
+        _ => None,
+    };
+    let (trigger, recorder, clip) = match recorder {
+        Some((t, r, c)) => (Some(t), Some(r), Some(c)),
+        None => (None, None, None),
+    };
     let capture = {
         let opts = crate::capture::SourceOptions::from_camera(cam);
         let (source, slot, state, stats, stop) = (
@@ -351,7 +417,9 @@ fn start_camera(
         std::thread::Builder::new()
             .name(format!("cam-{}", cam.id))
             .spawn(move || {
-                live::run_capture(source, opts, slot, state, stats, stop, |f| encoder.offer(f))
+                live::run_capture(source, opts, slot, state, stats, stop, tee, |f| {
+                    encoder.offer(f)
+                })
             })?
     };
     let mut pipeline = Pipeline::new(
@@ -359,7 +427,7 @@ fn start_camera(
         cfg,
         detector,
         peers.ids.clone(),
-        Box::new(camera_bus(&cam.id, &hub, peers)),
+        Box::new(camera_bus(&cam.id, &hub, peers, trigger)),
         stats,
     )?;
     pipeline.continue_totals(line_totals);
@@ -376,8 +444,45 @@ fn start_camera(
         capture,
         detect,
         encoder: encoder_join,
+        recorder,
     };
-    Ok((hub, threads))
+    Ok((hub, threads, clip))
+}
+
+/// Every camera's recordings, opened (and what a crash left repaired) before any recorder
+/// starts; `None` when no camera records.
+fn open_recordings(
+    cfg: &Config,
+    enabled: &[&CameraConfig],
+    reader: &rusqlite::Connection,
+    db: &DbHandle,
+) -> Result<Option<Arc<Recordings>>, DaemonError> {
+    if !enabled
+        .iter()
+        .any(|c| RecorderSettings::for_camera(c).is_some())
+    {
+        return Ok(None);
+    }
+    let dir = crate::record::recordings_dir(cfg);
+    let known = db::all_segments(reader)?;
+    let store = Recordings::open(
+        &dir,
+        crate::record::Limits::from_config(&cfg.recordings),
+        known,
+        Some(db.clone()),
+    )
+    .map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("recordings directory {}: {e}", dir.display()),
+        )
+    })?;
+    tracing::info!(
+        "recordings in {} ({} bytes held)",
+        dir.display(),
+        store.total_bytes()
+    );
+    Ok(Some(Arc::new(store)))
 }
 
 /// The MQTT client of `[mqtt]`, reporting the configured labels of `cameras`.
@@ -417,6 +522,7 @@ fn app_state(
     peers: &Peers,
     writer: Arc<WriterStats>,
     mqtt: Option<(Arc<MqttStats>, String)>,
+    clips: Option<Arc<crate::record::ClipSettings>>,
 ) -> (Arc<AppState>, watch::Sender<Arc<StatsSnapshot>>) {
     let sources = Arc::new(Sources {
         cameras,
@@ -439,6 +545,7 @@ fn app_state(
         readers: Arc::new(ReadPool::new(&cfg.storage.path, 4)),
         shutdown: CancellationToken::new(),
         clients: TaskTracker::new(),
+        clips,
     });
     (state, latest_stats)
 }

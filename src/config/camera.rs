@@ -54,6 +54,13 @@ pub struct CameraConfig {
     /// with its direction, and the stats count them (docs/zones.md).
     #[serde(default)]
     pub lines: Vec<LineConfig>,
+    /// The camera's main stream, recorded (and never decoded) while `source`, its substream,
+    /// is decoded for detection; unset: `source` serves both. Serialised without its password.
+    #[serde(default, serialize_with = "optional_source_without_password")]
+    pub record_source: Option<String>,
+    /// What this camera records (docs/recording.md).
+    #[serde(default)]
+    pub record: super::record::RecordConfig,
 }
 
 /// A polygon of points `[x, y]`, each in 0-1 of the frame's width and height.
@@ -236,6 +243,16 @@ fn source_without_password<S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(source.as_ref()))
+}
+
+fn optional_source_without_password<S: Serializer>(
+    source: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match source {
+        Some(u) => s.serialize_some(&redact_url(u)),
+        None => s.serialize_none(),
+    }
 }
 
 fn yes() -> bool {

@@ -11,6 +11,7 @@ mod camera;
 mod detector;
 mod mqtt;
 mod paths;
+mod record;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub use detector::{
 };
 pub use mqtt::{MqttConfig, MqttEndpoint};
 pub use paths::{checkout_dirs, find_data, INSTALLED_DATA};
+pub use record::{RecordConfig, RecordMode, RecordingsConfig};
 pub use validate::valid_camera_id;
 
 /// The whole configuration file.
@@ -49,6 +51,8 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     /// Publishing to an MQTT broker (none without an `[mqtt]` section; docs/mqtt.md).
     pub mqtt: Option<MqttConfig>,
+    /// Where recordings go and how long they stay (docs/recording.md).
+    pub recordings: RecordingsConfig,
 }
 
 /// `[log]`

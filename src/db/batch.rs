@@ -5,6 +5,7 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use super::command::{DbCommand, OutboxMessage};
+use super::recordings::SegmentRow;
 use crate::counts::{Kind, Values};
 use crate::pipeline::values::Event;
 
@@ -29,6 +30,8 @@ pub(super) struct Batch {
     pub(super) sent: Vec<i64>,
     /// Additions to count buckets, per (camera, kind, name, minute), merged.
     pub(super) counts: std::collections::BTreeMap<(String, Kind, String, i64), Values>,
+    /// Recording segments by path: the newest row, or `None` when the file was deleted.
+    pub(super) segments: std::collections::BTreeMap<String, Option<SegmentRow>>,
 }
 
 impl Batch {
@@ -95,6 +98,14 @@ impl Batch {
             }
             DbCommand::Flush(w) => self.waiters.push(w),
             DbCommand::Outbox(m) => self.add_outbox(m),
+            DbCommand::Segment(row) => {
+                self.segments.insert(row.path.clone(), Some(row));
+                self.writes += 1;
+            }
+            DbCommand::SegmentGone(path) => {
+                self.segments.insert(path, None);
+                self.writes += 1;
+            }
             DbCommand::OutboxSent(seqs) => {
                 self.sent.extend(seqs);
                 self.writes += 1;
@@ -117,6 +128,7 @@ impl Batch {
             + self.outbox.len()
             + self.sent.len()
             + self.counts.len()
+            + self.segments.len()
     }
 
     /// No writes in it (there may be waiters).
@@ -126,6 +138,7 @@ impl Batch {
             && self.outbox.is_empty()
             && self.sent.is_empty()
             && self.counts.is_empty()
+            && self.segments.is_empty()
     }
 
     pub(super) fn is_empty(&self) -> bool {

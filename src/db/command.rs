@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
+use super::recordings::SegmentRow;
 use crate::base::clock::now_ms;
 use crate::counts::CountRow;
 use crate::pipeline::values::Event;
@@ -38,6 +39,10 @@ pub enum DbCommand {
     Outbox(OutboxMessage),
     /// Outbox messages the broker acknowledged (their `seq`s).
     OutboxSent(Vec<i64>),
+    /// A recording segment written (its file synced first) or grown.
+    Segment(SegmentRow),
+    /// A recording segment whose file retention deleted (by path).
+    SegmentGone(String),
 }
 
 impl DbCommand {

@@ -517,6 +517,7 @@ mod tests {
             stationary: false,
             zones: vec!["door".into()],
             crossings: Vec::new(),
+            clip: None,
         }
     }
 

@@ -26,6 +26,7 @@ mod counts;
 pub mod fleet;
 mod outbox;
 mod read;
+mod recordings;
 mod schema;
 mod writer;
 
@@ -43,6 +44,7 @@ pub use read::{
     count_cameras, get_event, get_snapshot, line_totals, max_event_id, open_reader, query_counts,
     query_events, ReadPool,
 };
+pub use recordings::{all_segments, segments_between, SegmentRow};
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use writer::{spawn_writer, DbHandle, OutboxLimits, WriterOptions, WriterStats};
 

@@ -96,6 +96,7 @@ fn event_from_row(r: &rusqlite::Row) -> rusqlite::Result<Event> {
         // no zones rather than failing the whole query.
         zones: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
         crossings: serde_json::from_str(&r.get::<_, String>(15)?).unwrap_or_default(),
+        clip: None,
     })
 }
 

@@ -10,8 +10,9 @@ use crate::db::DbError;
 /// Schema upgrades, in order: entry `i` takes the schema from version `i` to `i + 1`. Each runs
 /// in its own transaction together with the `user_version` bump, so a crash leaves the database
 /// at one version or the next, never in between.
-const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] =
-    &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
+const MIGRATIONS: &[fn(&Transaction) -> rusqlite::Result<()>] = &[
+    v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6, v6_to_v7,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -126,6 +127,22 @@ fn v5_to_v6(tx: &Transaction) -> rusqlite::Result<()> {
             crossed_right INTEGER NOT NULL,
             PRIMARY KEY (camera, line)
         ) WITHOUT ROWID;",
+    )
+}
+
+/// Recordings (docs/recording.md): one row per segment file, by path relative to the
+/// recordings directory; `open` while the recorder writes it.
+fn v6_to_v7(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE recordings (
+            path TEXT PRIMARY KEY,
+            camera TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            open INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX recordings_by_camera ON recordings (camera, start_ms);",
     )
 }
 

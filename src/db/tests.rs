@@ -20,6 +20,7 @@ pub(crate) fn event(id: i64, camera: &str, label: &str, start_ms: i64) -> Event 
         stationary: false,
         zones: Vec::new(),
         crossings: Vec::new(),
+        clip: None,
     }
 }
 

@@ -13,6 +13,7 @@ use rusqlite::{params, Connection};
 use super::batch::Batch;
 use super::command::DbCommand;
 use super::counts;
+use super::recordings;
 use crate::base::clock::now_ms;
 use crate::counts::{HOUR_MS, MINUTE_MS};
 use crate::db::DbError;
@@ -334,6 +335,12 @@ impl Writer {
             }
             for ((camera, _, name, start_ms), values) in &batch.counts {
                 counts::add(&tx, camera, name, *start_ms, MINUTE_MS, values)?;
+            }
+            for (path, row) in &batch.segments {
+                match row {
+                    Some(row) => recordings::upsert(&tx, row)?,
+                    None => recordings::delete(&tx, path)?,
+                }
             }
         }
         if !batch.outbox.is_empty() {

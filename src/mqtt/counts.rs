@@ -88,6 +88,7 @@ mod tests {
                 stationary: false,
                 zones: Vec::new(),
                 crossings: Vec::new(),
+                clip: None,
             },
         }
     }

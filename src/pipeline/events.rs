@@ -230,6 +230,7 @@ impl EventBuilder {
             stationary: false,
             zones: Vec::new(),
             crossings: Vec::new(),
+            clip: None,
         };
         fill_from_track(&mut event, track);
         out.snapshots.extend(self.snapshot(tid, event.id));

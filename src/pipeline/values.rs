@@ -59,6 +59,10 @@ pub struct Event {
     /// The camera's counting lines the object crossed, with direction and time.
     #[serde(default)]
     pub crossings: Vec<crate::pipeline::zones::Crossing>,
+    /// Where the event's video is (`/api/events/{id}/clip.mp4`), when its camera records; set
+    /// by whoever shows the event (the fan-out, the API), never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
 }
 
 impl Event {
@@ -194,6 +198,7 @@ mod tests {
             stationary: false,
             zones: Vec::new(),
             crossings: Vec::new(),
+            clip: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["box"]["w"], 3.0);

@@ -2,6 +2,7 @@
 //! prometheus.rs, `/ws` in ws.rs, the dashboard in dashboard.rs), the token check in front of
 //! them, and the accept loop that bounds connections and slow request heads.
 
+mod clips;
 pub(crate) mod dashboard;
 pub(crate) mod extract;
 pub(crate) mod hub;
@@ -36,6 +37,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let guarded = Router::new()
         .merge(crate::server::ws::routes())
         .merge(crate::server::rest::routes())
+        .merge(crate::server::clips::routes())
         .route("/metrics", get(crate::server::prometheus::metrics))
         .route_layer(middleware::from_fn_with_state(
             TokenGuard(state.cfg.token.clone().map(Arc::new)),

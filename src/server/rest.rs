@@ -89,7 +89,10 @@ async fn get_event(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
     match state.readers.run(move |c| db::get_event(c, id)).await? {
-        Some(e) => Ok(Json(e).into_response()),
+        Some(mut e) => {
+            state.link_clip(&mut e);
+            Ok(Json(e).into_response())
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -41,9 +41,23 @@ pub struct AppState {
     /// The WebSocket clients' tasks: shutdown waits for them to send their close frames, which
     /// a task still running when the runtime ends never does.
     pub clients: TaskTracker,
+    /// Where clips are cut from, when a camera records.
+    pub(crate) clips: Option<Arc<crate::record::ClipSettings>>,
 }
 
 impl AppState {
+    /// Sets the event's `clip` when its camera records.
+    pub(crate) fn link_clip(&self, e: &mut crate::pipeline::values::Event) {
+        if self
+            .clips
+            .as_ref()
+            .and_then(|c| c.cameras.get(&e.camera))
+            .is_some_and(|c| c.trigger.records())
+        {
+            e.clip = Some(crate::record::clip_path(e.id));
+        }
+    }
+
     /// The stats task's latest snapshot.
     pub fn latest_stats(&self) -> Arc<StatsSnapshot> {
         self.latest_stats.borrow().clone()
@@ -81,10 +95,11 @@ impl AppState {
     ) -> Result<(Vec<crate::pipeline::values::Event>, Option<i64>), DbError> {
         let max = self.cfg.query_max_limit;
         let limit = q.limit.unwrap_or(100).min(max) as usize;
-        let events = self
+        let mut events = self
             .readers
             .run(move |conn| db::query_events(conn, &q, max))
             .await?;
+        events.iter_mut().for_each(|e| self.link_clip(e));
         let next = (events.len() == limit && limit > 0)
             .then(|| events.last().map(|e| e.id))
             .flatten();

@@ -238,6 +238,7 @@ mod tests {
             stationary: false,
             zones: Vec::new(),
             crossings: Vec::new(),
+            clip: None,
         }
     }
 

@@ -1,0 +1,607 @@
+//! The packet path: a camera's compressed stream as it arrives (H.264 or H.265 access units with
+//! their timestamps and key-frame flags), demuxed and parsed by GStreamer, from ONE session per
+//! stream: `source ! parsebin ! h26xparse ! tee`, one branch handing the packets on (never
+//! decoded) and, when the same stream feeds detection, a second one decoding to BGR frames
+//! (`decodebin`, which picks a board's hardware decoder where it has one). docs/design.md
+//! ("Recording: the packet path") says why GStreamer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use opencv::core::{Mat, CV_8UC3};
+use opencv::prelude::*;
+
+use super::Source;
+use crate::config::RtspTransport;
+
+/// The video codecs a stream can be recorded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Codec {
+    H264,
+    H265,
+}
+
+/// What a decoder needs before the first packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CodecConfig {
+    pub(crate) codec: Codec,
+    pub(crate) width: u16,
+    pub(crate) height: u16,
+    /// The `avcC` / `hvcC` record (GStreamer's `codec_data`).
+    pub(crate) record: Bytes,
+}
+
+impl CodecConfig {
+    /// The RFC 6381 string (`avc1.PPCCLL`, read from the `avcC` record) a browser's
+    /// `MediaSource.isTypeSupported` takes; `hvc1` alone for H.265.
+    pub(crate) fn codec_string(&self) -> String {
+        match self.codec {
+            Codec::H264 if self.record.len() >= 4 => format!(
+                "avc1.{:02x}{:02x}{:02x}",
+                self.record[1], self.record[2], self.record[3]
+            ),
+            Codec::H264 => "avc1".to_string(),
+            Codec::H265 => "hvc1".to_string(),
+        }
+    }
+}
+
+/// One access unit (a coded picture), as the camera sent it.
+#[derive(Clone, Debug)]
+pub(crate) struct Packet {
+    /// Decode time on the wall clock, in 90 kHz ticks since the Unix epoch: the stream's own
+    /// timestamps, anchored to the wall clock at its first packet.
+    pub(crate) dts90: i64,
+    /// Presentation minus decode time, 90 kHz (non-zero with B-frames).
+    pub(crate) cto: i32,
+    pub(crate) key: bool,
+    /// Length-prefixed NAL units (`avc` / `hvc1` stream format).
+    pub(crate) data: Bytes,
+}
+
+impl Packet {
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn wall_ms(&self) -> i64 {
+        self.dts90.div_euclid(90)
+    }
+}
+
+/// A packet stream that failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PacketError {
+    #[error("GStreamer could not start: {0}")]
+    Init(String),
+    #[error("{source_name}: {what}")]
+    Stream { source_name: String, what: String },
+    #[error("{source_name}: cannot record: the stream is {caps}, not H.264 or H.265")]
+    NotRecordable { source_name: String, caps: String },
+    #[error("{source_name}: GStreamer lacks an element: {what} (install gstreamer1.0-plugins-base, -good, -bad and gstreamer1.0-libav)")]
+    Missing { source_name: String, what: String },
+}
+
+impl PacketError {
+    /// Whether trying again can help (a network or file error) or not (the stream's codec).
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PacketError::NotRecordable { .. } | PacketError::Init(_)
+        )
+    }
+}
+
+fn init() -> Result<(), PacketError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(PacketError::Init)
+}
+
+/// How a session is opened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PacketOptions {
+    pub(crate) rtsp_transport: RtspTransport,
+    /// Deliver at the stream's own pace (a file played as if it were a camera), or as fast as
+    /// it is read.
+    pub(crate) realtime: bool,
+}
+
+/// What a session hands its packet receiver.
+#[derive(Clone, Debug)]
+pub(crate) enum PacketMsg {
+    /// A new session began: a new clock, and nothing before it continues into it.
+    Started,
+    Packet(Packet, Arc<CodecConfig>),
+    /// The stream cannot be recorded (not H.264/H.265, say why); no packet will come.
+    Unrecordable(String),
+}
+
+/// The packets' receiving end: bounded, never waited on by the session (a full channel drops
+/// the packet and counts it).
+#[derive(Clone)]
+pub(crate) struct PacketTx {
+    pub(crate) tx: crossbeam_channel::Sender<PacketMsg>,
+    pub(crate) dropped: Arc<AtomicU64>,
+}
+
+impl PacketTx {
+    /// A channel of `capacity` packets.
+    pub(crate) fn bounded(capacity: usize) -> (PacketTx, crossbeam_channel::Receiver<PacketMsg>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        (
+            PacketTx {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    pub(crate) fn send(&self, msg: PacketMsg) {
+        if self.tx.try_send(msg).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A decoded frame and its size.
+pub(crate) struct DecodedFrame {
+    pub(crate) mat: Mat,
+}
+
+/// One GStreamer session on a camera stream. Packets go to the `PacketTx` from GStreamer's
+/// own thread as they are parsed; decoded frames (when asked for) are pulled by the caller.
+pub(crate) struct Session {
+    name: String,
+    pipeline: gst::Pipeline,
+    frames: Option<gst_app::AppSink>,
+    /// The codec, once the first packet came (shared with the packet callback).
+    config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>>,
+    ended: bool,
+}
+
+/// What waiting on a session gave.
+pub(crate) enum Next<T> {
+    Item(T),
+    /// Nothing within the timeout.
+    Idle,
+    /// The end of a file.
+    End,
+}
+
+impl Session {
+    /// Starts reading `source` (a file or an RTSP URL), packets to `packets`, and, with
+    /// `decode`, BGR frames for [`Session::next_frame`].
+    pub(crate) fn open(
+        source: &Source,
+        opts: PacketOptions,
+        packets: PacketTx,
+        decode: bool,
+    ) -> Result<Self, PacketError> {
+        init()?;
+        let name = source.display_name();
+        let stream_err = |what: String| PacketError::Stream {
+            source_name: name.clone(),
+            what,
+        };
+        let make = |factory: &str| {
+            gst::ElementFactory::make(factory)
+                .build()
+                .map_err(|_| PacketError::Missing {
+                    source_name: name.clone(),
+                    what: factory.to_string(),
+                })
+        };
+        let pipeline = gst::Pipeline::new();
+        let src = match source {
+            Source::File(path) => {
+                if !path.exists() {
+                    return Err(stream_err("video file does not exist".into()));
+                }
+                let src = make("filesrc")?;
+                src.set_property("location", path.to_string_lossy().to_string());
+                src
+            }
+            Source::Url(url) if url.starts_with("rtsp://") || url.starts_with("rtsps://") => {
+                let src = make("rtspsrc")?;
+                src.set_property("location", url);
+                src.set_property("latency", 200u32);
+                src.set_property_from_str(
+                    "protocols",
+                    match opts.rtsp_transport {
+                        RtspTransport::Tcp => "tcp",
+                        RtspTransport::Udp => "udp",
+                    },
+                );
+                src
+            }
+            other => {
+                return Err(PacketError::NotRecordable {
+                    source_name: other.display_name(),
+                    caps: "not a file or an RTSP stream".into(),
+                })
+            }
+        };
+        let parsebin = make("parsebin")?;
+        let tee = make("tee")?;
+        let packet_queue = make("queue")?;
+        let packet_sink = gst_app::AppSink::builder()
+            .sync(opts.realtime)
+            .max_buffers(64)
+            .drop(false)
+            .build();
+        pipeline
+            .add_many([
+                &src,
+                &parsebin,
+                &tee,
+                &packet_queue,
+                packet_sink.upcast_ref(),
+            ])
+            .map_err(|e| stream_err(e.to_string()))?;
+        gst::Element::link_many([&tee, &packet_queue, packet_sink.upcast_ref()])
+            .map_err(|e| stream_err(e.to_string()))?;
+        let frames = if decode {
+            let queue = make("queue")?;
+            let decoder = make("decodebin")?;
+            let convert = make("videoconvert")?;
+            let filter = make("capsfilter")?;
+            filter.set_property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "BGR")
+                    .build(),
+            );
+            let sink = gst_app::AppSink::builder()
+                .sync(opts.realtime)
+                .max_buffers(2)
+                .drop(true)
+                .build();
+            pipeline
+                .add_many([&queue, &decoder, &convert, &filter, sink.upcast_ref()])
+                .map_err(|e| stream_err(e.to_string()))?;
+            gst::Element::link_many([&tee, &queue, &decoder])
+                .map_err(|e| stream_err(e.to_string()))?;
+            gst::Element::link_many([&convert, &filter, sink.upcast_ref()])
+                .map_err(|e| stream_err(e.to_string()))?;
+            let convert_weak = convert.downgrade();
+            decoder.connect_pad_added(move |_, pad| {
+                let Some(convert) = convert_weak.upgrade() else {
+                    return;
+                };
+                if let Some(sinkpad) = convert.static_pad("sink") {
+                    if !sinkpad.is_linked() {
+                        let _ = pad.link(&sinkpad);
+                    }
+                }
+            });
+            Some(sink)
+        } else {
+            None
+        };
+        if matches!(source, Source::File(_)) {
+            src.link(&parsebin).map_err(|e| stream_err(e.to_string()))?;
+        } else {
+            // rtspsrc's pads come as the session is set up.
+            let parsebin = parsebin.downgrade();
+            src.connect_pad_added(move |_, pad| {
+                let Some(parsebin) = parsebin.upgrade() else {
+                    return;
+                };
+                if let Some(sinkpad) = parsebin.static_pad("sink") {
+                    if !sinkpad.is_linked() {
+                        let _ = pad.link(&sinkpad);
+                    }
+                }
+            });
+        }
+        link_parsed_streams(&pipeline, &parsebin, &tee);
+        let config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>> = Arc::default();
+        packets.send(PacketMsg::Started);
+        packet_sink.set_callbacks(packet_callbacks(name.clone(), packets, config.clone()));
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| stream_err(format!("cannot start: {e}")))?;
+        Ok(Self {
+            name,
+            pipeline,
+            frames,
+            config,
+            ended: false,
+        })
+    }
+
+    /// The stream's codec, once its first packet has come.
+    pub(crate) fn config(&self) -> Option<Arc<CodecConfig>> {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The next decoded frame, waiting up to `timeout`.
+    pub(crate) fn next_frame(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Next<DecodedFrame>, PacketError> {
+        let Some(sink) = self.frames.clone() else {
+            return self.wait(timeout).map(|n| match n {
+                Next::End => Next::End,
+                _ => Next::Idle,
+            });
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_bus()?;
+            if self.ended || sink.is_eos() {
+                return Ok(Next::End);
+            }
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            if let Some(sample) =
+                sink.try_pull_sample(gst::ClockTime::from_nseconds(slice.as_nanos() as u64))
+            {
+                return self.frame(&sample).map(Next::Item);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Next::Idle);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the session to end or fail (a packet-only session: its
+    /// packets go to the channel).
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<Next<()>, PacketError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_bus()?;
+            if self.ended {
+                return Ok(Next::End);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Next::Idle);
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    fn frame(&self, sample: &gst::Sample) -> Result<DecodedFrame, PacketError> {
+        let err = |what: String| PacketError::Stream {
+            source_name: self.name.clone(),
+            what,
+        };
+        let caps = sample
+            .caps()
+            .ok_or_else(|| err("frame without caps".into()))?;
+        let s = caps.structure(0).ok_or_else(|| err("empty caps".into()))?;
+        let (w, h) = (
+            s.get::<i32>("width").unwrap_or(0),
+            s.get::<i32>("height").unwrap_or(0),
+        );
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| err("frame without data".into()))?;
+        let map = buffer
+            .map_readable()
+            .map_err(|e| err(format!("unreadable frame: {e}")))?;
+        let data = map.as_slice();
+        let row = w as usize * 3;
+        if w <= 0 || h <= 0 || data.len() < row * h as usize {
+            return Err(err(format!("a {w}x{h} frame of {} bytes", data.len())));
+        }
+        // Rows may be padded (GStreamer aligns them to 4 bytes).
+        let stride = data.len() / h as usize;
+        let mut mat = Mat::new_rows_cols_with_default(h, w, CV_8UC3, 0.into())
+            .map_err(|e| err(e.to_string()))?;
+        let out = mat.data_bytes_mut().map_err(|e| err(e.to_string()))?;
+        for y in 0..h as usize {
+            out[y * row..(y + 1) * row].copy_from_slice(&data[y * stride..y * stride + row]);
+        }
+        Ok(DecodedFrame { mat })
+    }
+
+    fn check_bus(&mut self) -> Result<(), PacketError> {
+        let Some(bus) = self.pipeline.bus() else {
+            return Ok(());
+        };
+        while let Some(msg) = bus.pop() {
+            match msg.view() {
+                gst::MessageView::Eos(_) => self.ended = true,
+                gst::MessageView::Error(e) => {
+                    let mut what = e.error().to_string();
+                    if let Some(debug) = e.debug() {
+                        if let Some(line) = debug.lines().last() {
+                            what = format!("{what} ({})", line.trim());
+                        }
+                    }
+                    if what.contains("missing a plug-in") {
+                        return Err(PacketError::Missing {
+                            source_name: self.name.clone(),
+                            what,
+                        });
+                    }
+                    return Err(PacketError::Stream {
+                        source_name: self.name.clone(),
+                        what,
+                    });
+                }
+                gst::MessageView::Element(e) => {
+                    if let Some(s) = e.structure() {
+                        if s.name() == "ocellus-not-recordable" {
+                            let caps = s.get::<String>("caps").unwrap_or_default();
+                            return Err(PacketError::NotRecordable {
+                                source_name: self.name.clone(),
+                                caps,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// parsebin's pads come as it finds the streams: the first H.264/H.265 one is linked through a
+/// parser that emits access units with the codec record in the caps, to `tee`; any other video
+/// stream is reported (the bus message `ocellus-not-recordable`); audio and the rest go to a
+/// fakesink.
+fn link_parsed_streams(pipeline: &gst::Pipeline, parsebin: &gst::Element, tee: &gst::Element) {
+    let pipe_weak = pipeline.downgrade();
+    let tee_weak = tee.downgrade();
+    parsebin.connect_pad_added(move |_, pad| {
+        let (Some(pipeline), Some(tee)) = (pipe_weak.upgrade(), tee_weak.upgrade()) else {
+            return;
+        };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(s) = caps.structure(0) else { return };
+        let linked = tee.static_pad("sink").is_some_and(|p| p.is_linked());
+        let (parser, format) = match s.name().as_str() {
+            "video/x-h264" if !linked => {
+                ("h264parse", "video/x-h264,stream-format=avc,alignment=au")
+            }
+            "video/x-h265" if !linked => {
+                ("h265parse", "video/x-h265,stream-format=hvc1,alignment=au")
+            }
+            other => {
+                if other.starts_with("video/") && !linked {
+                    let msg = gst::message::Element::builder(
+                        gst::Structure::builder("ocellus-not-recordable")
+                            .field("caps", other)
+                            .build(),
+                    )
+                    .build();
+                    let _ = pipeline.post_message(msg);
+                }
+                if let Ok(fake) = gst::ElementFactory::make("fakesink").build() {
+                    fake.set_property("sync", false);
+                    let _ = pipeline.add(&fake);
+                    let _ = fake.sync_state_with_parent();
+                    if let Some(p) = fake.static_pad("sink") {
+                        let _ = pad.link(&p);
+                    }
+                }
+                return;
+            }
+        };
+        let (Ok(parse), Ok(filter)) = (
+            gst::ElementFactory::make(parser).build(),
+            gst::ElementFactory::make("capsfilter").build(),
+        ) else {
+            return;
+        };
+        if let Ok(caps) = format.parse::<gst::Caps>() {
+            filter.set_property("caps", caps);
+        }
+        if pipeline.add_many([&parse, &filter]).is_err()
+            || gst::Element::link_many([&parse, &filter, &tee]).is_err()
+        {
+            return;
+        }
+        let _ = parse.sync_state_with_parent();
+        let _ = filter.sync_state_with_parent();
+        if let Some(p) = parse.static_pad("sink") {
+            let _ = pad.link(&p);
+        }
+    });
+}
+
+/// The packet sink's callback: each parsed access unit, stamped on the wall clock (the first
+/// packet's arrival anchors the stream's own timestamps), to `packets`.
+fn packet_callbacks(
+    name: String,
+    packets: PacketTx,
+    config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>>,
+) -> gst_app::AppSinkCallbacks {
+    let mut anchor: Option<(i64, i64)> = None;
+    let mut current: Option<Arc<CodecConfig>> = None;
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            let Some(buffer) = sample.buffer() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            if current.is_none() {
+                match codec_config(&name, &sample) {
+                    Ok(c) => {
+                        let c = Arc::new(c);
+                        *config.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+                        current = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        return Err(gst::FlowError::NotNegotiated);
+                    }
+                }
+            }
+            let Some(pts) = buffer.pts().or(buffer.dts()) else {
+                return Ok(gst::FlowSuccess::Ok); // a packet with no time cannot be placed
+            };
+            let dts = buffer.dts().unwrap_or(pts);
+            let to90 = |t: gst::ClockTime| (t.nseconds() as i128 * 90 / 1_000_000) as i64;
+            let (dts, pts) = (to90(dts), to90(pts));
+            let (stream0, wall0) =
+                *anchor.get_or_insert_with(|| (dts, crate::base::clock::now_ms() * 90));
+            let Ok(data) = buffer.map_readable() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let packet = Packet {
+                dts90: wall0 + (dts - stream0),
+                cto: (pts - dts).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                data: Bytes::copy_from_slice(data.as_slice()),
+            };
+            if let Some(c) = &current {
+                packets.send(PacketMsg::Packet(packet, c.clone()));
+            }
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
+}
+
+fn codec_config(name: &str, sample: &gst::Sample) -> Result<CodecConfig, PacketError> {
+    let err = |what: &str| PacketError::Stream {
+        source_name: name.to_string(),
+        what: what.to_string(),
+    };
+    let caps = sample.caps().ok_or_else(|| err("packets without caps"))?;
+    let s = caps.structure(0).ok_or_else(|| err("empty caps"))?;
+    let codec = match s.name().as_str() {
+        "video/x-h264" => Codec::H264,
+        "video/x-h265" => Codec::H265,
+        other => {
+            return Err(PacketError::NotRecordable {
+                source_name: name.to_string(),
+                caps: other.to_string(),
+            })
+        }
+    };
+    let record = s
+        .get::<gst::Buffer>("codec_data")
+        .map_err(|_| err("the stream's parameter sets (codec_data) are missing"))?;
+    let record = record
+        .map_readable()
+        .map_err(|_| err("unreadable codec_data"))?;
+    Ok(CodecConfig {
+        codec,
+        width: s.get::<i32>("width").unwrap_or(0).clamp(0, u16::MAX as i32) as u16,
+        height: s
+            .get::<i32>("height")
+            .unwrap_or(0)
+            .clamp(0, u16::MAX as i32) as u16,
+        record: Bytes::copy_from_slice(record.as_slice()),
+    })
+}
