@@ -88,7 +88,9 @@ impl Recorder {
         let want =
             self.settings.continuous || self.trigger.wants(p.wall_ms(), self.settings.post_ms);
         if let Some(seg) = &self.segment {
-            let rotate = p.key && seg.span_ms() >= SEGMENT_MS;
+            let rotate = p.key
+                && (seg.span_ms() >= SEGMENT_MS
+                    || seg.row().bytes >= self.store.segment_max_bytes());
             if !want || seg.config() != config || rotate {
                 self.close_segment();
             }
@@ -114,6 +116,11 @@ impl Recorder {
             .cloned()
             .collect();
         let Some(first) = fresh.first() else { return };
+        let init_len = super::mp4::init_segment(config).len() as u64;
+        if let Err(e) = self.store.make_room(init_len) {
+            self.failed(WriteError::NoRoom(e));
+            return;
+        }
         match SegmentWriter::create(self.store.dir(), &self.settings.camera, first, config) {
             Ok(seg) => {
                 self.store.update(seg.row());

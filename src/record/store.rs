@@ -103,6 +103,16 @@ impl Recordings {
         &self.dir
     }
 
+    /// A segment is closed at its next key frame once it holds this many bytes: with
+    /// `max_bytes` set, a quarter of it (at least 256 KiB), so that retention always has a
+    /// finished segment to delete before the limit is reached.
+    pub(crate) fn segment_max_bytes(&self) -> u64 {
+        match self.limits.max_bytes {
+            0 => u64::MAX,
+            m => (m / 4).max(256 << 10),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(i64, String), SegmentRow>> {
         self.segments.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -13,6 +13,7 @@ mod detectors;
 mod fleet;
 mod journal;
 mod mqtt;
+mod recording;
 mod reliability;
 mod replay;
 mod rtsp;

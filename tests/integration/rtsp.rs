@@ -2,82 +2,11 @@
 //! serving the street clip as H.264, as an IP camera does.
 
 use crate::harness;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::daemon::{get_json, DaemonProc};
-
-/// tests/fixtures/rtsp_server.py, running; killed on drop.
-struct RtspServer {
-    child: Child,
-    port: u16,
-    /// Every line it printed ("ready", "setup PATH tcp|udp").
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl RtspServer {
-    fn start(clip: &Path, port: u16, auth: Option<(&str, &str)>) -> RtspServer {
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(harness::fixture("rtsp_server.py"))
-            .args(["--port", &port.to_string(), "--file"])
-            .arg(clip)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some((user, password)) = auth {
-            cmd.args(["--user", user, "--password", password]);
-        }
-        let mut child = cmd
-            .spawn()
-            .expect("python3-gi (scripts/setup.sh installs it)");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line == "ready" {
-                        let _ = ready_tx.send(());
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        ready_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the RTSP server did not start");
-        RtspServer { child, port, lines }
-    }
-
-    fn url(&self, cred: &str, path: &str) -> String {
-        format!("rtsp://{cred}127.0.0.1:{}{path}", self.port)
-    }
-
-    fn setups(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with("setup "))
-            .cloned()
-            .collect()
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RtspServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use harness::rtsp::RtspServer;
 
 /// Camera `id`'s entry in /api/cameras.
 async fn camera(dmn: &DaemonProc, id: &str) -> serde_json::Value {

@@ -237,6 +237,12 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 
 /// A minimal HTTP/1.1 GET over a TCP socket: (status, body). Enough for our own server.
 pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let (status, _, body) = http_get_head(url, headers).await;
+    (status, body)
+}
+
+/// As `http_get`, with the response's head (status line and headers) as text.
+pub async fn http_get_head(url: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
@@ -259,7 +265,7 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
     {
         body = dechunk(&body);
     }
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

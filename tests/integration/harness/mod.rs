@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod browser;
 pub mod daemon;
+pub mod rtsp;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,423 @@
+//! Recording against real parts: a gst-rtsp-server camera with a main stream and a substream,
+//! file cameras, ffprobe and ffmpeg reading what was written, SIGKILL in the middle of a write.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness;
+use harness::daemon::{get_json, http_get, http_get_head, DaemonProc};
+use harness::rtsp::RtspServer;
+
+const TOKEN: &str = "clip-test-token";
+
+/// The street clip as a camera encodes it: H.264 at `w`x`h`, 10 fps, a key frame every 2 s, no
+/// B-frames; `extra` adds encoder options.
+fn camera_clip(dir: &Path, name: &str, w: u32, h: u32, frames: u32, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(harness::vtest())
+        .args([
+            "-frames:v",
+            &frames.to_string(),
+            "-vf",
+            &format!("scale={w}:{h}"),
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-g", "20", "-bf", "0",
+        ])
+        .args(extra)
+        .args(["-pix_fmt", "yuv420p", "-an"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(status.success());
+    out
+}
+
+/// ffprobe's JSON about `path`'s video stream and format; panics with its stderr on an error.
+fn probe(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_format",
+            "-select_streams",
+            "v",
+        ])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_frames:format=duration",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "ffprobe {path:?}: {stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Whether the first decoded frame of `path` is a key frame.
+fn first_frame_is_key(path: &Path) -> bool {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-read_intervals",
+            "%+#1",
+        ])
+        .args(["-show_entries", "frame=key_frame", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    // A line is `key_frame[,side data...]`.
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned);
+    first.is_some_and(|l| l.split(',').next() == Some("1"))
+}
+
+/// The MD5 of each video packet, as stored (`-c copy`: nothing decoded), without the
+/// parameter sets (SPS, PPS) and access-unit delimiters an RTSP server repeats in-band.
+fn packet_hashes(path: &Path) -> Vec<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-i"])
+        .arg(path)
+        .args([
+            "-map",
+            "0:v",
+            "-c",
+            "copy",
+            "-bsf:v",
+            "filter_units=remove_types=7|8|9",
+        ])
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+const AUTH: (&str, &str) = ("Authorization", "Bearer clip-test-token");
+
+/// The camera's `recording` object in /api/cameras.
+async fn recording_state(dmn: &DaemonProc, camera: &str, auth: bool) -> serde_json::Value {
+    let headers: &[(&str, &str)] = if auth { &[AUTH] } else { &[] };
+    let (status, body) = http_get(&dmn.url("/api/cameras"), headers).await;
+    assert_eq!(status, 200);
+    let cams: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    cams.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == camera)
+        .map(|c| c["recording"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+async fn wait_recording(dmn: &DaemonProc, camera: &str, auth: bool, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let r = recording_state(dmn, camera, auth).await;
+        if r["state"] == "recording" {
+            return;
+        }
+        assert!(t0.elapsed() < limit, "{camera} never recorded: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The segment files of `camera` under the daemon's recordings directory, by name.
+fn segments(dmn: &DaemonProc, camera: &str) -> Vec<(String, u64)> {
+    let dir = dmn.dir.path().join("recordings").join(camera);
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|f| {
+                    let len = f.metadata().ok()?.len();
+                    Some((f.file_name().to_string_lossy().to_string(), len))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort_by_key(|(name, _)| start_of(name));
+    files
+}
+
+fn start_of(name: &str) -> i64 {
+    name.trim_end_matches(".mp4")
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// An RTSP camera whose substream is detected and whose main stream is recorded: an event's
+/// clip is the main stream at its own size, starts on a key frame, covers the event with its
+/// pre- and post-roll, and holds the camera's own packets; it is served with Range and only
+/// with the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_clip_is_the_main_stream_copied_packet_for_packet_with_range_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = camera_clip(dir.path(), "main.mp4", 1280, 720, 500, &[]);
+    let sub = camera_clip(dir.path(), "sub.mp4", 640, 360, 500, &[]);
+    let main_srv = RtspServer::start(&main, harness::free_port(), None);
+    let sub_srv = RtspServer::start(&sub, harness::free_port(), None);
+    let (pre_s, post_s) = (2.0, 2.0);
+    let dmn = DaemonProc::start(
+        &format!("[server]\ntoken = {TOKEN:?}\n"),
+        &format!(
+            "[[cameras]]\nid = \"door\"\nsource = \"{}\"\nrecord_source = \"{}\"\n\
+             [cameras.record]\npre_s = {pre_s}\npost_s = {post_s}\n",
+            sub_srv.url("", "/stream"),
+            main_srv.url("", "/stream")
+        ),
+    );
+    // An event that ended, its post-roll recorded (a fragment closes within a second).
+    let t0 = Instant::now();
+    let event = loop {
+        let (status, body) = http_get(&dmn.url("/api/events?limit=100"), &[AUTH]).await;
+        assert_eq!(status, 200);
+        let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let done = page["events"].as_array().unwrap().iter().find(|e| {
+            e["end_ms"]
+                .as_i64()
+                .is_some_and(|end| end + (post_s * 1000.0) as i64 + 2500 < now_ms())
+        });
+        if let Some(e) = done {
+            break e.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no event ended: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let id = event["id"].as_i64().unwrap();
+    let path = format!("/api/events/{id}/clip.mp4");
+    assert_eq!(event["clip"], path.as_str(), "{event}");
+
+    let (status, _) = http_get(&dmn.url(&path), &[]).await;
+    assert_eq!(status, 401, "a clip without the token");
+    let (status, head, clip) = http_get_head(&dmn.url(&path), &[AUTH]).await;
+    assert_eq!(status, 200, "{head}");
+    let file = dir.path().join("clip.mp4");
+    std::fs::write(&file, &clip).unwrap();
+
+    let info = probe(&file);
+    let stream = &info["streams"][0];
+    assert_eq!(stream["codec_name"], "h264");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    assert!(first_frame_is_key(&file), "the clip starts on a key frame");
+    let duration: f64 = info["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let span = (event["end_ms"].as_i64().unwrap() - event["start_ms"].as_i64().unwrap()) as f64
+        / 1000.0
+        + pre_s
+        + post_s;
+    // From the key frame at or before start - pre (GOP 2 s) to end + post; the main stream's
+    // session started within a moment of the substream's.
+    assert!(
+        duration >= span - 0.6 && duration <= span + 2.6,
+        "clip of {duration} s for an event with its rolls of {span} s"
+    );
+    let source: HashSet<String> = packet_hashes(&main).into_iter().collect();
+    let hashes = packet_hashes(&file);
+    let same = hashes.iter().filter(|h| source.contains(*h)).count();
+    assert!(
+        same * 100 >= hashes.len() * 95,
+        "only {same} of the clip's {} packets are the camera's own",
+        hashes.len()
+    );
+    eprintln!(
+        "clip: {} packets ({same} byte-identical to the camera's), {duration:.1} s for {span:.1} s",
+        hashes.len()
+    );
+
+    // A range: exactly the bytes asked for.
+    let (status, head, part) =
+        http_get_head(&dmn.url(&path), &[AUTH, ("Range", "bytes=1000-1999")]).await;
+    assert_eq!(status, 206, "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-length: 1000"), "{head}");
+    assert!(
+        head.contains(&format!("content-range: bytes 1000-1999/{}", clip.len())),
+        "{head}"
+    );
+    assert_eq!(part, clip[1000..2000]);
+    let (status, head, _) = http_get_head(
+        &dmn.url(&path),
+        &[AUTH, ("Range", &format!("bytes={}-", clip.len()))],
+    )
+    .await;
+    assert_eq!(status, 416, "{head}");
+    drop((main_srv, sub_srv));
+}
+
+/// SIGKILL in the middle of a recording: the database passes its integrity check, the segment
+/// left open plays to within a fragment of the kill once the daemon is back, and recording
+/// goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recording_killed_mid_write_plays_to_its_last_fragment_and_recording_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = camera_clip(dir.path(), "cam.mp4", 640, 360, 400, &[]);
+    let mut dmn = DaemonProc::start(
+        "",
+        &format!(
+            "[[cameras]]\nid = \"yard\"\nsource = {:?}\n[cameras.record]\nmode = \"continuous\"\n",
+            clip.to_str().unwrap()
+        ),
+    );
+    wait_recording(&dmn, "yard", false, Duration::from_secs(30)).await;
+    // A few fragments in.
+    let t0 = Instant::now();
+    while segments(&dmn, "yard").last().map_or(0, |s| s.1) < 150_000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the segment does not grow"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed_ms = now_ms();
+    dmn.kill_9();
+    let conn = rusqlite::Connection::open(&dmn.db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+    let (name, _) = segments(&dmn, "yard").pop().unwrap();
+    let dmn = dmn.start_again();
+    wait_recording(&dmn, "yard", false, Duration::from_secs(30)).await;
+
+    let file = dmn.dir.path().join("recordings/yard").join(&name);
+    let info = probe(&file);
+    assert!(first_frame_is_key(&file));
+    let duration: f64 = info["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let recorded_until = start_of(&name) + (duration * 1000.0) as i64;
+    // Fragments close every second at the latest (and at each 2 s key frame).
+    assert!(
+        recorded_until >= killed_ms - 1600,
+        "the repaired segment ends {} ms before the kill",
+        killed_ms - recorded_until
+    );
+    let conn = rusqlite::Connection::open(&dmn.db).unwrap();
+    let t0 = Instant::now();
+    let (end_ms, open): (i64, bool) = loop {
+        let row: rusqlite::Result<(i64, bool)> = conn.query_row(
+            "SELECT end_ms, open FROM recordings WHERE path = ?1",
+            [format!("yard/{name}")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        );
+        match row {
+            Ok(row) if !row.1 => break row,
+            _ => {}
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the repaired segment is not indexed: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!open);
+    assert!(
+        (end_ms - recorded_until).abs() <= 200,
+        "index {end_ms} file {recorded_until}"
+    );
+    // Recording resumed in a new segment.
+    assert!(segments(&dmn, "yard")
+        .iter()
+        .any(|(n, _)| start_of(n) > start_of(&name)));
+}
+
+/// Continuous recording under a `max_bytes` of 2 MB: the files on disk never pass it, and the
+/// oldest go first.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_recordings_under_max_bytes_deleting_the_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 2 Mbit/s, a key frame every second: segments of max_bytes / 4 close often.
+    let clip = camera_clip(
+        dir.path(),
+        "cam.mp4",
+        1280,
+        720,
+        300,
+        &["-b:v", "2M", "-g", "10"],
+    );
+    let max_bytes = 2_000_000u64;
+    let dmn = DaemonProc::start(
+        &format!("[recordings]\nmax_bytes = {max_bytes}\nmin_free_bytes = 0\n"),
+        &format!(
+            "[[cameras]]\nid = \"lot\"\nsource = {:?}\n[cameras.record]\nmode = \"continuous\"\n",
+            clip.to_str().unwrap()
+        ),
+    );
+    wait_recording(&dmn, "lot", false, Duration::from_secs(30)).await;
+    let mut seen = BTreeSet::new();
+    let mut peak = 0u64;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        let now = segments(&dmn, "lot");
+        let total: u64 = now.iter().map(|(_, len)| len).sum();
+        peak = peak.max(total);
+        assert!(total <= max_bytes, "{total} bytes on disk: {now:?}");
+        let present: BTreeSet<i64> = now.iter().map(|(n, _)| start_of(n)).collect();
+        seen.extend(present.iter().copied());
+        // Whatever is gone is older than whatever is left.
+        let gone: Vec<i64> = seen.difference(&present).copied().collect();
+        if let (Some(newest_gone), Some(oldest_left)) = (gone.last(), present.first()) {
+            assert!(
+                newest_gone < oldest_left,
+                "deleted {gone:?}, kept {present:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = segments(&dmn, "lot").len();
+    assert!(
+        seen.len() >= kept + 3,
+        "retention deleted {} segments in 30 s",
+        seen.len() - kept
+    );
+    eprintln!(
+        "retention: {} segments written, {kept} kept, peak {peak} bytes",
+        seen.len()
+    );
+    let cams = get_json(&dmn.url("/api/cameras")).await;
+    assert_eq!(cams[0]["recording"]["state"], "recording", "{cams}");
+}
