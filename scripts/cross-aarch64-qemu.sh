@@ -37,19 +37,21 @@ if [ ${#need[@]} -gt 0 ] || [ -n "${need_update:-}" ]; then
 fi
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 
-# 2. Sysroot: libopencv-dev:arm64 and its whole dependency closure, unpacked (not installed).
-if [ ! -f "$sysroot/.complete" ]; then
+# 2. Sysroot: libopencv-dev:arm64 and the GStreamer headers (the packet path), with their whole
+# dependency closure, unpacked (not installed).
+if [ ! -f "$sysroot/.complete-gst" ]; then
     log "downloading arm64 OpenCV and its dependencies"
     mkdir -p "$debs/partial" "$sysroot"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --download-only --no-install-recommends \
-        -o Dir::Cache::archives="$debs" libopencv-dev:arm64 >/dev/null
+        -o Dir::Cache::archives="$debs" libopencv-dev:arm64 libgstreamer1.0-dev:arm64 \
+        libgstreamer-plugins-base1.0-dev:arm64 >/dev/null
     log "unpacking $(ls "$debs"/*.deb | wc -l) packages"
     for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
     # Absolute symlinks inside the sysroot must point into it.
     find "$sysroot" -type l -lname '/*' | while read -r l; do
         ln -sfn "$sysroot$(readlink "$l")" "$l"
     done
-    touch "$sysroot/.complete"
+    touch "$sysroot/.complete-gst"
 fi
 
 lib=$sysroot/usr/lib/aarch64-linux-gnu
@@ -73,6 +75,10 @@ log "building for aarch64"
     printf '#!/bin/sh\nexec clang --target=aarch64-linux-gnu "$@"\n' > "$work/bin/clang"
     chmod +x "$work/bin/clang"
     export CLANG_PATH=$work/bin/clang
+    # gstreamer-sys finds GStreamer with pkg-config: the sysroot's .pc files, paths inside it.
+    export PKG_CONFIG_ALLOW_CROSS=1
+    export PKG_CONFIG_SYSROOT_DIR=$sysroot
+    export PKG_CONFIG_LIBDIR=$lib/pkgconfig:$sysroot/usr/share/pkgconfig
     export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
     export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

@@ -15,7 +15,13 @@ cd "$root"
 
 # unzip: ONNX Runtime's library comes out of its Python wheel (scripts/fetch-onnxruntime.sh).
 # python3-onnx: models/fetch.sh converts the default model, NanoDet-g, from TF.js to ONNX.
-packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates unzip python3-onnx)
+# GStreamer: the packet path (recording) reads each camera's compressed stream through it: the
+# headers to build, and at run time parsebin/appsink/decodebin (base), rtspsrc and the MP4
+# demuxer (good), h264parse (bad), a software decoder (libav). ffmpeg makes the demo's H.264 copy
+# of the sample clip.
+packages=(libopencv-dev clang libclang-dev pkg-config curl ca-certificates unzip python3-onnx
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav ffmpeg)
 # The dashboard's browser test drives Debian's headless Chromium; the RTSP tests run GStreamer's
 # RTSP server (through python3-gi) on an H.264 clip that ffmpeg encodes; the journal test runs
 # systemd-journald and journalctl (package systemd; the checks use systemd-analyze too) and
@@ -59,6 +65,21 @@ install_assets() {
         https://raw.githubusercontent.com/gonzalocarreteroh/MASA-OA/ff2036cf4ddee289aec4d9e5cc03bdd734580b7a/benchmarks/MOT15/PETS09-S2L1/gt/gt.txt
     models/fetch.sh
     scripts/fetch-onnxruntime.sh
+    demo_h264
+}
+
+# The demo camera records: an H.264 copy of the sample clip as a camera would send it (a key
+# frame every 2 s, no B-frames), made once with Debian's ffmpeg.
+demo_h264() {
+    local out=media/vtest-h264.mp4
+    [ -s "$out" ] && return 0
+    if ! command -v ffmpeg >/dev/null 2>&1; then
+        echo "setup: ffmpeg missing; $out not made (run scripts/setup.sh without --assets)" >&2
+        return 0
+    fi
+    ffmpeg -loglevel error -y -i media/vtest.avi -c:v libx264 -preset medium -crf 23 -g 20 -bf 0 \
+        -pix_fmt yuv420p -an -movflags +faststart -f mp4 "$out.part"
+    mv "$out.part" "$out"
 }
 
 if [ "${1:-}" != "--assets" ]; then

@@ -300,6 +300,13 @@ function openViewer(id) {
   $("#viewer").showModal();
 }
 
+$("#detail").addEventListener("close", () => {
+  // Stop the clip's download and playback with the dialog.
+  const video = $("#detail-video");
+  video.pause();
+  video.removeAttribute("src");
+  video.load();
+});
 $("#viewer").addEventListener("close", () => {
   if (viewerCam) send({ op: "subscribe", topic: "frames", camera: viewerCam, width: 640 });
   viewerCam = null;
@@ -406,8 +413,26 @@ function renderEvent(e, isNew) {
 function openDetail(id) {
   const e = events.get(id);
   $("#detail-title").textContent = `${e.label} on ${e.camera}`;
-  $("#detail-img").src = withToken(`/api/events/${id}/snapshot.jpg`);
-  $("#detail-img").alt = `Best view of the ${e.label}`;
+  const snapshot = withToken(`/api/events/${id}/snapshot.jpg`);
+  const video = $("#detail-video");
+  // With a recording, the event's clip plays (the snapshot as its poster); without, the snapshot.
+  if (e.clip) {
+    const clip = withToken(e.clip);
+    video.poster = snapshot;
+    video.src = clip;
+    video.setAttribute("aria-label", `Video of the ${e.label}`);
+    $("#detail-clip-link").href = clip;
+    $("#detail-img").hidden = true;
+    video.hidden = false;
+    $("#detail-clip").hidden = false;
+  } else {
+    video.removeAttribute("src");
+    video.hidden = true;
+    $("#detail-clip").hidden = true;
+    $("#detail-img").hidden = false;
+    $("#detail-img").src = snapshot;
+    $("#detail-img").alt = `Best view of the ${e.label}`;
+  }
   const rows = [
     ["Event", `#${e.id} (track ${e.track_id})`],
     ["Started", new Date(e.start_ms).toLocaleString()],
@@ -442,6 +467,19 @@ function onStats(s) {
     }
     tr.dataset.camera = c.id;
     body.append(tr);
+    // The recorder: what it records, or why it does not (a full disk, a stream it cannot keep).
+    if (c.recording) {
+      const r = c.recording;
+      const rr = document.createElement("tr");
+      rr.className = "count" + (r.state === "error" ? " error" : "");
+      rr.dataset.recording = r.state;
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      const what = r.codec ? ` (${r.codec}, ${r.width}×${r.height})` : "";
+      td.textContent = r.error ? `recording ${r.state}: ${r.error}` : `recording ${r.mode}: ${r.state}${what}`;
+      rr.append(td);
+      body.append(rr);
+    }
     // Per camera: objects in each zone now, crossings per line (since start, last hour).
     for (const z of c.zones || []) {
       const zr = document.createElement("tr");

@@ -477,14 +477,8 @@ fn link_parsed_streams(pipeline: &gst::Pipeline, parsebin: &gst::Element, tee: &
                 ("h265parse", "video/x-h265,stream-format=hvc1,alignment=au")
             }
             other => {
-                if other.starts_with("video/") && !linked {
-                    let msg = gst::message::Element::builder(
-                        gst::Structure::builder("ocellus-not-recordable")
-                            .field("caps", other)
-                            .build(),
-                    )
-                    .build();
-                    let _ = pipeline.post_message(msg);
+                if (other.starts_with("video/") || other.starts_with("image/")) && !linked {
+                    not_recordable(&pipeline, other);
                 }
                 if let Ok(fake) = gst::ElementFactory::make("fakesink").build() {
                     fake.set_property("sync", false);
@@ -517,6 +511,28 @@ fn link_parsed_streams(pipeline: &gst::Pipeline, parsebin: &gst::Element, tee: &
             let _ = pad.link(&p);
         }
     });
+    // Every stream found and none of them H.264/H.265 (an audio-only file, say).
+    let pipe_weak = pipeline.downgrade();
+    let tee_weak = tee.downgrade();
+    parsebin.connect_no_more_pads(move |_| {
+        let (Some(pipeline), Some(tee)) = (pipe_weak.upgrade(), tee_weak.upgrade()) else {
+            return;
+        };
+        if !tee.static_pad("sink").is_some_and(|p| p.is_linked()) {
+            not_recordable(&pipeline, "a stream with no H.264 or H.265 video");
+        }
+    });
+}
+
+/// Tells the session's reader (on the bus) that the stream cannot be recorded.
+fn not_recordable(pipeline: &gst::Pipeline, caps: &str) {
+    let msg = gst::message::Element::builder(
+        gst::Structure::builder("ocellus-not-recordable")
+            .field("caps", caps)
+            .build(),
+    )
+    .build();
+    let _ = pipeline.post_message(msg);
 }
 
 /// The packet sink's callback: each parsed access unit, stamped on the wall clock (the first

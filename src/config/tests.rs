@@ -35,6 +35,26 @@ fn example_config_loads_and_matches_the_defaults_it_claims() {
         (d.detector.input_width, d.detector.input_height)
     );
     assert_eq!(c.detector.preprocess(), d.detector.preprocess());
+    let (rec, drec) = (&c.cameras[1].record, RecordConfig::default());
+    assert_eq!(
+        (rec.mode, rec.pre_s, rec.post_s),
+        (drec.mode, drec.pre_s, drec.post_s)
+    );
+    let r = &c.recordings;
+    assert_eq!(
+        (
+            r.path.as_ref(),
+            r.max_bytes,
+            r.max_age_days,
+            r.min_free_bytes
+        ),
+        (
+            None,
+            d.recordings.max_bytes,
+            d.recordings.max_age_days,
+            d.recordings.min_free_bytes
+        )
+    );
 }
 
 #[test]
@@ -86,6 +106,27 @@ fn network_listen_without_a_token_is_refused_unless_allowed() {
     assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\ntoken = \"0123456789\"\n").is_ok());
     assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\nallow_no_token = true\n").is_ok());
     assert!(parse("[server]\nlisten = \"[::1]:8080\"\n").is_ok());
+}
+
+#[test]
+fn recording_a_raw_frame_source_is_refused_at_config_check_unless_it_has_a_record_source() {
+    let cam = |extra: &str| {
+        parse(&format!(
+            "[[cameras]]\nid = \"usb\"\nsource = \"/dev/video0\"\n{extra}[cameras.record]\nmode = \"events\"\n"
+        ))
+    };
+    let err = cam("").unwrap_err().to_string();
+    assert!(
+        err.contains("cameras[0].record.mode") && err.contains("record_source"),
+        "{err}"
+    );
+    assert!(cam("record_source = \"rtsp://10.0.0.2/main\"\n").is_ok());
+    // Unset (auto), a raw source simply does not record.
+    assert!(parse("[[cameras]]\nid = \"usb\"\nsource = \"/dev/video0\"\n").is_ok());
+    let err = parse("[[cameras]]\nid = \"c\"\nsource = \"a.mp4\"\n[cameras.record]\npre_s = -1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cameras[0].record.pre_s"), "{err}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::RecordMode;
 use super::{Config, MqttConfig, Polygon, MAX_TILES};
 use crate::config::ConfigError;
 
@@ -175,6 +176,25 @@ impl Config {
                         format!("{v} is not between 1 and 600 seconds"),
                     ));
                 }
+            }
+            for (name, v) in [("pre_s", cam.record.pre_s), ("post_s", cam.record.post_s)] {
+                if !(0.0..=300.0).contains(&v) {
+                    return Err(problem(
+                        format!("cameras[{i}].record.{name}"),
+                        format!("{v} is not between 0 and 300 seconds"),
+                    ));
+                }
+            }
+            let recorded = cam.record_source.as_deref().unwrap_or(&cam.source).trim();
+            let raw = recorded.starts_with("/dev/video")
+                || recorded.parse::<u32>().is_ok()
+                || (recorded.contains('!') && recorded.contains("appsink"));
+            let wants = matches!(cam.record.mode, RecordMode::Events | RecordMode::Continuous);
+            if raw && wants {
+                return Err(problem(
+                    format!("cameras[{i}].record.mode"),
+                    format!("{recorded:?} gives raw frames, with no compressed stream to record; set record_source to the camera's H.264 stream (an RTSP URL), or record.mode = \"off\" (docs/recording.md)"),
+                ));
             }
             if let Some(what) = cam.detector_fps.and_then(rate_problem) {
                 return Err(problem(format!("cameras[{i}].detector_fps"), what));

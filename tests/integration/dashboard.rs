@@ -409,3 +409,74 @@ async fn the_counts_view_shows_the_databases_totals_and_a_buckets_values_on_hove
         Some(road.to_string())
     );
 }
+
+/// An event of a recording camera opens with its clip, which Chromium plays: the video's time
+/// advances and its size is the stream's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_events_clip_plays_in_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = harness::h264_clip(dir.path(), 400);
+    let dmn = DaemonProc::start(
+        "",
+        &format!(
+            "[[cameras]]\nid = \"street\"\nsource = {:?}\n[cameras.record]\npre_s = 1.0\npost_s = 1.0\n",
+            clip.to_str().unwrap()
+        ),
+    );
+    // An event that ended, its post-roll recorded.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let id = loop {
+        let page = harness::daemon::get_json(&dmn.url("/api/events?limit=100")).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let done = page["events"].as_array().unwrap().iter().find(|e| {
+            e["clip"].is_string() && e["end_ms"].as_i64().is_some_and(|end| end + 3500 < now)
+        });
+        if let Some(e) = done {
+            break e["id"].as_i64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ended event with a clip: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (_driver, c, _profile) = browser().await;
+    c.goto(&dmn.url("/")).await.unwrap();
+    click(&c, &format!("#ev-{id} button")).await;
+    // Muted, as a page may start a video without a click.
+    c.execute(
+        "const v = document.querySelector('#detail-video'); v.muted = true; v.play(); return 0",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = c
+            .execute(
+                "const v = document.querySelector('#detail-video');
+                 return {hidden: v.hidden, t: v.currentTime, w: v.videoWidth, h: v.videoHeight,
+                         err: v.error ? v.error.code : null,
+                         img: document.querySelector('#detail-img').hidden}",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(v["err"], serde_json::Value::Null, "the video failed: {v}");
+        assert_eq!(v["hidden"], false, "{v}");
+        if v["t"].as_f64().unwrap_or(0.0) > 1.0 {
+            assert_eq!(
+                (v["w"].as_u64(), v["h"].as_u64()),
+                (Some(768), Some(576)),
+                "{v}"
+            );
+            assert_eq!(v["img"], true, "the snapshot gives way to the video");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the clip does not play: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -12,7 +12,8 @@ LIC_FILES_CHKSUM = " \
     file://web/vendor/uplot/LICENSE;md5=e6317ce4dbbe5c9f1c6946e3aba62296 \
 "
 
-DEPENDS += "clang-native opencv"
+# GStreamer reads the cameras' compressed streams for recording (one session per stream).
+DEPENDS += "clang-native opencv gstreamer1.0 gstreamer1.0-plugins-base"
 
 PV = "0.1.0+git"
 SRC_URI = "git://github.com/ocellus-dev/ocellus.git;protocol=https;branch=main"
@@ -54,4 +55,16 @@ CONFFILES:${PN} = "${sysconfdir}/ocellus/ocellus.toml"
 # or a vendor BSP's), the detector runs about 3.5x faster than on OpenCV's DNN module; without it
 # Ocellus says so in the journal and uses OpenCV. The `onnxruntime` name below is the usual
 # recipe's; a BAD_RECOMMENDATIONS entry, or a layer without it, leaves it out.
+# The GStreamer elements of the packet path (src/capture/packets.rs): parsebin, tee, queue,
+# appsink, decodebin and videoconvert; rtspsrc and its RTP depayloaders; the MP4 and Matroska
+# demuxers for file cameras; h264parse/h265parse; a software H.264/H.265 decoder where the
+# board has no hardware one.
+RDEPENDS:${PN} += " \
+    gstreamer1.0-plugins-base-playback gstreamer1.0-plugins-base-app \
+    gstreamer1.0-plugins-base-videoconvertscale gstreamer1.0-plugins-base-typefindfunctions \
+    gstreamer1.0-plugins-good-rtsp gstreamer1.0-plugins-good-rtp \
+    gstreamer1.0-plugins-good-rtpmanager gstreamer1.0-plugins-good-udp \
+    gstreamer1.0-plugins-good-isomp4 gstreamer1.0-plugins-good-matroska \
+    gstreamer1.0-plugins-bad-videoparsersbad gstreamer1.0-libav \
+"
 RRECOMMENDS:${PN} = "ocellus-model-nanodet-g ocellus-model-fastestdet onnxruntime"
