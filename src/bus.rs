@@ -147,6 +147,7 @@ impl Sink for Bus {
         let json = wants_json.then(|| {
             ServerMsg::Event {
                 kind: msg.kind,
+                rev: msg.rev,
                 event: &msg.event,
             }
             .to_json()
@@ -277,6 +278,7 @@ mod tests {
     fn msg(id: i64, kind: EventKind) -> EventMsg {
         EventMsg {
             kind,
+            rev: 0,
             event: Event {
                 id,
                 camera: "front".into(),

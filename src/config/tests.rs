@@ -95,7 +95,9 @@ fn demo_config_loads() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"));
     let c = Config::load(path).unwrap();
     // Relative to the file: the clip setup.sh puts in media/.
-    assert!(c.cameras[0].source.ends_with("config/../media/vtest.avi"));
+    assert!(c.cameras[0]
+        .source
+        .ends_with("config/../media/vtest-h264.mp4"));
     assert!(c.storage.path.ends_with("config/../ocellus-demo.db"));
 }
 

@@ -74,6 +74,7 @@ mod tests {
     fn msg(id: i64, label: &str, kind: EventKind) -> EventMsg {
         EventMsg {
             kind,
+            rev: 0,
             event: Event {
                 id,
                 camera: "front".into(),

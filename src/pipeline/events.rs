@@ -108,6 +108,8 @@ struct Thumb {
 
 struct OpenEvent {
     event: Event,
+    /// Messages sent about the event so far, less one: the `rev` of the last.
+    rev: u32,
     last_update_ms: i64,
     /// A better snapshot than the one stored exists.
     snapshot_dirty: bool,
@@ -203,8 +205,10 @@ impl EventBuilder {
             open.snapshot_dirty = true;
             if ts_ms - open.last_update_ms >= self.update_interval_ms {
                 open.last_update_ms = ts_ms;
+                open.rev += 1;
                 out.messages.push(EventMsg {
                     kind: EventKind::Update,
+                    rev: open.rev,
                     event: open.event.clone(),
                 });
             }
@@ -236,12 +240,14 @@ impl EventBuilder {
         out.snapshots.extend(self.snapshot(tid, event.id));
         out.messages.push(EventMsg {
             kind: EventKind::Start,
+            rev: 0,
             event: event.clone(),
         });
         self.open.insert(
             tid,
             OpenEvent {
                 event,
+                rev: 0,
                 last_update_ms: ts_ms,
                 snapshot_dirty: false,
             },
@@ -256,8 +262,10 @@ impl EventBuilder {
         // Told at once, not rate-limited: a client shows it as a state.
         fill_from_track(&mut open.event, track);
         open.last_update_ms = ts_ms;
+        open.rev += 1;
         out.messages.push(EventMsg {
             kind: EventKind::Update,
+            rev: open.rev,
             event: open.event.clone(),
         });
     }
@@ -276,6 +284,7 @@ impl EventBuilder {
         self.thumbs.remove(&track.id);
         out.messages.push(EventMsg {
             kind: EventKind::End,
+            rev: open.rev + 1,
             event: open.event,
         });
     }
@@ -325,8 +334,10 @@ impl EventBuilder {
             {
                 Some(start) => start.event = open.event.clone(),
                 None => {
+                    open.rev += 1;
                     out.messages.push(EventMsg {
                         kind: EventKind::Update,
+                        rev: open.rev,
                         event: open.event.clone(),
                     });
                 }

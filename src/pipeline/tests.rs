@@ -225,6 +225,21 @@ fn between_detections_tracks_move_with_their_prediction_and_zones_still_count() 
     };
     assert_eq!(crossings(&every.1), (vec!["right".to_string()], 1));
     assert_eq!(crossings(&fifth.1), (vec!["right".to_string()], 1));
+
+    // Each message of the event has its own `rev`: 0 for the start, one more each time, the
+    // end last (the MQTT de-duplication key is (id, rev)).
+    let events = every.1.events.lock().unwrap();
+    let revs: Vec<(EventKind, u32)> = events.iter().map(|m| (m.kind, m.rev)).collect();
+    assert!(revs.len() >= 3, "{revs:?}");
+    for (i, (kind, rev)) in revs.iter().enumerate() {
+        assert_eq!(*rev as usize, i, "{revs:?}");
+        let want = match i {
+            0 => EventKind::Start,
+            i if i == revs.len() - 1 => EventKind::End,
+            _ => EventKind::Update,
+        };
+        assert_eq!(*kind, want, "{revs:?}");
+    }
 }
 
 /// A car drives in and parks. While nothing moves the detector is not run at all (only a

@@ -117,6 +117,10 @@ impl EventKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventMsg {
     pub kind: EventKind,
+    /// The message's place among its event's messages: 0 for the start, one more for each
+    /// update, the end last. (`id`, `rev`) names one change: what MQTT consumers deduplicate on.
+    #[serde(default)]
+    pub rev: u32,
     pub event: Event,
 }
 

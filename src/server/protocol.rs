@@ -278,6 +278,8 @@ pub enum ServerMsg<'a> {
     },
     Event {
         kind: EventKind,
+        /// One more for each message about the event (docs/mqtt.md: the de-duplication key).
+        rev: u32,
         event: &'a Event,
     },
     Detections(&'a DetectionsMsg),
