@@ -123,6 +123,9 @@ impl Recorder {
         }
         match SegmentWriter::create(self.store.dir(), &self.settings.camera, first, config) {
             Ok(seg) => {
+                if self.paused_until.is_some() {
+                    tracing::info!(camera = %self.settings.camera, "recording resumed");
+                }
                 self.store.update(seg.row());
                 self.segment = Some(seg);
                 self.paused_until = None;

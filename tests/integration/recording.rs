@@ -421,3 +421,87 @@ async fn retention_keeps_recordings_under_max_bytes_deleting_the_oldest_first() 
     let cams = get_json(&dmn.url("/api/cameras")).await;
     assert_eq!(cams[0]["recording"]["state"], "recording", "{cams}");
 }
+
+/// Fills the file system holding `dir` with a ballast file until it refuses more.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0xa5u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+/// Recordings on a 24 MiB tmpfs (the daemon in its own user and mount namespace, as the
+/// reliability tests run it) filled by something else: the recorder says the disk is full in
+/// /api/cameras and the journal, events go on being stored, and recording resumes by itself
+/// once space is freed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_stops_recording_loudly_and_nothing_else_until_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = camera_clip(dir.path(), "cam.mp4", 1280, 720, 300, &["-b:v", "2M"]);
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let db = dir.path().join("events.db");
+    let cfg = dir.path().join("ocellus.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\npath = {:?}\n[recordings]\npath = {:?}\nmin_free_bytes = 0\n\
+             [[cameras]]\nid = \"street\"\nsource = {:?}\n[cameras.record]\nmode = \"continuous\"\n",
+            db.to_str().unwrap(),
+            disk.join("rec").to_str().unwrap(),
+            clip.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=24m tmpfs "$1" && shift 2 && OCELLUS_LOG=info exec "$@" 2>"$LOG""#)
+        .args(["sh", disk.to_str().unwrap(), "--"])
+        .arg(env!("CARGO_BIN_EXE_ocellus"))
+        .args(["run", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("LOG", &log);
+    let dmn = DaemonProc::spawn(cmd, tempfile::tempdir().unwrap(), db.clone());
+    let inside =
+        PathBuf::from(format!("/proc/{}/root", dmn.pid())).join(disk.strip_prefix("/").unwrap());
+    wait_recording(&dmn, "street", false, Duration::from_secs(30)).await;
+
+    let ballast = fill(&inside);
+    let t0 = Instant::now();
+    let error = loop {
+        let r = recording_state(&dmn, "street", false).await;
+        if r["state"] == "error" {
+            break r["error"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never said the disk is full: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.contains("disk full") || error.contains("No space left"),
+        "{error}"
+    );
+    // Detection and the database go on: a new event is stored while recording cannot.
+    let newest = |page: serde_json::Value| page["events"][0]["id"].as_i64().unwrap_or(0);
+    let before = newest(get_json(&dmn.url("/api/events?limit=1")).await);
+    let t0 = Instant::now();
+    while newest(get_json(&dmn.url("/api/events?limit=1")).await) <= before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no event stored while the disk is full"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::remove_file(&ballast).unwrap();
+    wait_recording(&dmn, "street", false, Duration::from_secs(30)).await;
+    let journal = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        journal.contains("recording stopped") && journal.contains("recording resumed"),
+        "{journal}"
+    );
+}
