@@ -137,6 +137,20 @@ fn mdia(cfg: &CodecConfig, duration: u64, tables: &[u8]) -> Vec<u8> {
     )
 }
 
+/// An `edts` whose one edit starts the media at `media_time` (90 kHz), or nothing when it
+/// starts at 0.
+fn edit_list(media_time: i64, duration_ms: u64) -> Vec<u8> {
+    if media_time <= 0 {
+        return Vec::new();
+    }
+    let mut b = Vec::new();
+    b.put_u32(1);
+    b.put_u32(duration_ms.min(u32::MAX as u64) as u32);
+    b.put_i32(media_time.min(i32::MAX as i64) as i32);
+    b.put_u32(0x10000); // media_rate 1.0
+    mp4_box(b"edts", &full_box(b"elst", 0, 0, &b))
+}
+
 /// The init segment of a fragmented file: `ftyp` + `moov` with an empty sample table and `mvex`.
 pub(crate) fn init_segment(cfg: &CodecConfig) -> Vec<u8> {
     let empty = [
@@ -549,6 +563,14 @@ pub(crate) fn build_clip(clip: &ClipSamples) -> VirtualFile {
     let large = data_len + 8 > u32::MAX as u64;
     let mdat_header = if large { 16 } else { 8 };
     let duration_ms = duration * 1000 / TIMESCALE as u64;
+    // With B-frames the first picture is presented after the first decode time: an edit list
+    // starts the clip there, so that its time 0 is a picture.
+    let mut dts = 0i64;
+    let mut first_pts = i64::MAX;
+    for (_, s) in samples {
+        first_pts = first_pts.min(dts + s.cto as i64);
+        dts += s.duration as i64;
+    }
     // The chunk offset depends on the moov's size, which depends on the offset box's kind: a
     // 64-bit offset is used whenever the file could pass 4 GiB.
     let build_moov = |chunk_offset: u64| {
@@ -572,6 +594,7 @@ pub(crate) fn build_clip(clip: &ClipSamples) -> VirtualFile {
             b"trak",
             &[
                 tkhd(clip.config, duration_ms),
+                edit_list(first_pts, duration_ms),
                 mdia(clip.config, duration, &stbl),
             ]
             .concat(),
@@ -713,6 +736,54 @@ mod tests {
         let stco = child(stbl, b"stco").unwrap();
         let offset = u32::from_be_bytes(stco[8..12].try_into().unwrap()) as usize;
         assert!(bytes[offset..offset + 101].iter().all(|b| *b == 1));
+    }
+
+    #[test]
+    fn a_clip_with_b_frames_starts_at_its_first_picture() {
+        let mut file = init_segment(&config());
+        let mut a = [
+            sample(0, true, 1),
+            sample(3600, false, 2),
+            sample(7200, false, 3),
+        ];
+        // I P B in decode order, shown I B P: the I frame at 7200, the B at 10800.
+        a[0].cto = 7200;
+        a[1].cto = 10800;
+        a[2].cto = 0;
+        file.extend(fragment(1, &a));
+        let index = index_segment(&file).unwrap();
+        let path = Path::new("/nonexistent");
+        let clip = build_clip(&ClipSamples {
+            config: &index.config,
+            samples: index.samples.iter().map(|s| (path, *s)).collect(),
+        });
+        let Part::Bytes(head) = &clip.parts[0] else {
+            panic!("the head comes first")
+        };
+        let moov = child(head, b"moov").unwrap();
+        let elst = child(
+            child(child(moov, b"trak").unwrap(), b"edts").unwrap(),
+            b"elst",
+        )
+        .unwrap();
+        let media_time = i32::from_be_bytes(elst[12..16].try_into().unwrap());
+        assert_eq!(media_time, 7200);
+        // Without B-frames there is no edit list.
+        let plain = build_clip(&ClipSamples {
+            config: &index.config,
+            samples: vec![(
+                path,
+                StoredSample {
+                    cto: 0,
+                    ..index.samples[0]
+                },
+            )],
+        });
+        let Part::Bytes(head) = &plain.parts[0] else {
+            panic!()
+        };
+        let trak = child(child(head, b"moov").unwrap(), b"trak").unwrap();
+        assert!(child(trak, b"edts").is_none());
     }
 
     #[test]

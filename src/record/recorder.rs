@@ -83,6 +83,7 @@ impl Recorder {
             self.status.codec = Some(config.codec_string());
             self.status.width = config.width as u32;
             self.status.height = config.height as u32;
+            self.state.set_recording(self.status.clone());
         }
         self.ring.push(p.clone());
         let want =

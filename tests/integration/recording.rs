@@ -420,6 +420,42 @@ async fn retention_keeps_recordings_under_max_bytes_deleting_the_oldest_first() 
     );
     let cams = get_json(&dmn.url("/api/cameras")).await;
     assert_eq!(cams[0]["recording"]["state"], "recording", "{cams}");
+
+    // Any recorded range, as one MP4: four seconds that ended two seconds ago (GOP 1 s).
+    let now = now_ms();
+    let range = format!(
+        "/api/cameras/lot/recording.mp4?from={}&to={}",
+        now - 6000,
+        now - 2000
+    );
+    let (status, head, body) = http_get_head(&dmn.url(&range), &[]).await;
+    assert_eq!(status, 200, "{head}");
+    let file = dir.path().join("range.mp4");
+    std::fs::write(&file, &body).unwrap();
+    let info = probe(&file);
+    assert_eq!(info["streams"][0]["width"], 1280);
+    let duration: f64 = info["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (3.5..=5.5).contains(&duration),
+        "{duration} s for 4 s asked"
+    );
+    assert!(first_frame_is_key(&file));
+    // Long gone (deleted by retention, or never recorded): 404 saying so.
+    let (status, body) = http_get(
+        &dmn.url(&format!(
+            "/api/cameras/lot/recording.mp4?from={}&to={}",
+            now - 120_000,
+            now - 110_000
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("not_recorded"));
 }
 
 /// Fills the file system holding `dir` with a ballast file until it refuses more.
