@@ -59,7 +59,7 @@ CONFFILES:${PN} = "${sysconfdir}/ocellus/ocellus.toml"
 # appsink, decodebin and videoconvert; rtspsrc and its RTP depayloaders; the MP4 and Matroska
 # demuxers for file cameras; h264parse/h265parse; a software H.264/H.265 decoder where the
 # board has no hardware one.
-RDEPENDS:${PN} += " \
+RDEPENDS:${PN} += "\
     gstreamer1.0-plugins-base-playback gstreamer1.0-plugins-base-app \
     gstreamer1.0-plugins-base-videoconvertscale gstreamer1.0-plugins-base-typefindfunctions \
     gstreamer1.0-plugins-good-rtsp gstreamer1.0-plugins-good-rtp \
