@@ -72,6 +72,27 @@ grep -q "detector nanodet /usr/share/ocellus/models/nanodet-g/nanodet-g-384x288.
 if grep -q ' WARN ' "$tmp/summary"; then fail "the replay warned: $(grep ' WARN ' "$tmp/summary")"; fi
 grep -q "person" "$tmp/summary" || fail "no person events: $(cat "$tmp/summary")"
 
+# The packaged daemon records with the GStreamer plugins the package depends on: a file camera
+# (the demo's H.264 copy, continuous) for a few seconds, stopped with SIGTERM, leaves a segment
+# that ffprobe reads as H.264.
+cat > "$tmp/rec.toml" <<EOF
+[storage]
+path = "$tmp/rec.db"
+[detector]
+kind = "none"
+[[cameras]]
+id = "file"
+source = "$root/media/vtest-h264.mp4"
+[cameras.record]
+mode = "continuous"
+EOF
+(cd "$tmp" && timeout -s TERM 8 /usr/bin/ocellus run --config "$tmp/rec.toml" --listen 127.0.0.1:0 \
+    >/dev/null 2>"$tmp/rec.log") || true
+seg=$(ls "$tmp"/recordings/file/*.mp4 2>/dev/null | head -1)
+[ -n "$seg" ] || fail "the packaged daemon recorded nothing: $(tail -5 "$tmp/rec.log")"
+[ "$(ffprobe -v error -select_streams v -show_entries stream=codec_name -of csv=p=0 "$seg")" = h264 ] ||
+    fail "the recording $seg does not read as H.264: $(tail -5 "$tmp/rec.log")"
+
 # An upgrade (the same package again) keeps the edited config and the data.
 echo "# edited by check-deb" | $sudo tee -a /etc/ocellus/ocellus.toml >/dev/null
 $sudo mkdir -p /var/lib/ocellus && echo data | $sudo tee /var/lib/ocellus/kept >/dev/null
@@ -88,4 +109,4 @@ for f in /usr/bin/ocellus /etc/ocellus /var/lib/ocellus /usr/share/ocellus /usr/
     /etc/systemd/system/multi-user.target.wants/ocellus.service /usr/share/doc/ocellus; do
     [ ! -e "$f" ] && [ ! -L "$f" ] || fail "dpkg -P left $f"
 done
-echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1), $profile build$([ "$build" = no ] && echo ", the one the tests ran")): lintian clean of errors, installs, replays with the packaged NanoDet-g on the packaged ONNX Runtime, keeps an edited config over a reinstall, removes and purges cleanly"
+echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1), $profile build$([ "$build" = no ] && echo ", the one the tests ran")): lintian clean of errors, installs, replays with the packaged NanoDet-g on the packaged ONNX Runtime, records an H.264 file camera, keeps an edited config over a reinstall, removes and purges cleanly"

@@ -471,9 +471,32 @@ impl Session {
     }
 }
 
+/// Pipelines being torn down, for the journal when one never finishes.
+static TEARING_DOWN: AtomicU64 = AtomicU64::new(0);
+
 impl Drop for Session {
+    /// The pipeline is stopped on a thread of its own: rtspsrc's change to NULL can deadlock
+    /// with its own task after the server vanished mid-stream (seen with GStreamer 1.22 under
+    /// load: the capture thread stuck in gst_element_change_state, the camera never
+    /// reconnecting). A camera must reconnect whatever its old session does; a teardown that
+    /// never ends is said in the journal and costs that session's memory, not the camera.
     fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        let pipeline = self.pipeline.clone();
+        let name = self.name.clone();
+        let stuck = TEARING_DOWN.fetch_add(1, Ordering::Relaxed);
+        if stuck >= 4 {
+            tracing::warn!(source = %name, "{stuck} GStreamer sessions are still being torn down");
+        }
+        let spawned = std::thread::Builder::new()
+            .name("gst-teardown".into())
+            .spawn(move || {
+                let _ = pipeline.set_state(gst::State::Null);
+                TEARING_DOWN.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            let _ = self.pipeline.set_state(gst::State::Null);
+            TEARING_DOWN.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
