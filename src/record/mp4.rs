@@ -377,58 +377,115 @@ fn fragment_samples(moof: &[u8], moof_at: u64, out: &mut Vec<StoredSample>) -> O
 
 /// Reads a segment file's index: its codec and every sample of its whole fragments.
 pub(crate) fn read_segment(path: &Path) -> Result<SegmentIndex, Mp4Error> {
-    let bytes = std::fs::read(path).map_err(|source| Mp4Error::Io {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |source| Mp4Error::Io {
         path: path.to_owned(),
         source,
-    })?;
-    index_segment(&bytes).ok_or_else(|| Mp4Error::Format {
+    };
+    // Only the boxes that index the samples are read; the media data is skipped, so that a
+    // clip (asked for once per Range request) reads kilobytes of each segment, not megabytes.
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut boxes = Vec::new();
+    let mut at = 0u64;
+    while at + 8 <= len {
+        let mut head = [0u8; 8];
+        f.seek(SeekFrom::Start(at)).map_err(io)?;
+        f.read_exact(&mut head).map_err(io)?;
+        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
+        let kind = [head[4], head[5], head[6], head[7]];
+        if size < 8 || at + size > len {
+            break; // cut here: the box in flight when the writer stopped
+        }
+        let mut body = Vec::new();
+        if &kind != b"mdat" {
+            body.resize((size - 8) as usize, 0);
+            f.read_exact(&mut body).map_err(io)?;
+        }
+        boxes.push(TopBox {
+            at,
+            size,
+            kind,
+            body,
+        });
+        at += size;
+    }
+    index_boxes(&boxes).ok_or_else(|| Mp4Error::Format {
         path: path.to_owned(),
         what: "no H.264/H.265 init segment".into(),
     })
 }
 
+/// A top-level box of a segment file: where it is, and its body (empty for `mdat`, which is not
+/// read).
+struct TopBox {
+    at: u64,
+    size: u64,
+    kind: [u8; 4],
+    body: Vec<u8>,
+}
+
 /// [`read_segment`] on bytes in memory.
 pub(crate) fn index_segment(bytes: &[u8]) -> Option<SegmentIndex> {
-    let mut config = None;
-    let mut samples = Vec::new();
-    let mut complete_len = 0u64;
+    let mut boxes = Vec::new();
     let mut at = 0usize;
-    let mut pending_moof: Option<(usize, usize)> = None;
     while at + 8 <= bytes.len() {
         let size = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
-        let kind = &bytes[at + 4..at + 8];
+        let kind: [u8; 4] = bytes[at + 4..at + 8].try_into().ok()?;
         if size < 8 || at + size > bytes.len() {
             break; // cut here: the box in flight when the writer stopped
         }
-        let body = &bytes[at + 8..at + size];
-        match kind {
+        let body = if &kind == b"mdat" {
+            Vec::new()
+        } else {
+            bytes[at + 8..at + size].to_vec()
+        };
+        boxes.push(TopBox {
+            at: at as u64,
+            size: size as u64,
+            kind,
+            body,
+        });
+        at += size;
+    }
+    index_boxes(&boxes)
+}
+
+/// The index of a segment from its whole top-level boxes, in order: a fragment counts when its
+/// `moof` is followed by its whole `mdat`.
+fn index_boxes(boxes: &[TopBox]) -> Option<SegmentIndex> {
+    let mut config = None;
+    let mut samples = Vec::new();
+    let mut complete_len = 0u64;
+    let mut pending_moof: Option<&TopBox> = None;
+    for b in boxes {
+        let end = b.at + b.size;
+        match &b.kind {
             b"moov" => {
-                config = codec_from_moov(body);
-                complete_len = (at + size) as u64;
+                config = codec_from_moov(&b.body);
+                complete_len = end;
             }
-            b"moof" => pending_moof = Some((at, size)),
+            b"moof" => pending_moof = Some(b),
             b"mdat" => {
-                if let Some((moof_at, moof_size)) = pending_moof.take() {
+                if let Some(moof) = pending_moof.take() {
                     let before = samples.len();
-                    let moof = &bytes[moof_at + 8..moof_at + moof_size];
-                    if fragment_samples(moof, moof_at as u64, &mut samples).is_none()
+                    if fragment_samples(&moof.body, moof.at, &mut samples).is_none()
                         || samples[before..]
                             .iter()
-                            .any(|s| s.offset + s.size as u64 > (at + size) as u64)
+                            .any(|s| s.offset + s.size as u64 > end)
                     {
                         samples.truncate(before);
                         break;
                     }
-                    complete_len = (at + size) as u64;
+                    complete_len = end;
                 }
             }
             _ => {
-                if complete_len == at as u64 {
-                    complete_len = (at + size) as u64;
+                if complete_len == b.at {
+                    complete_len = end;
                 }
             }
         }
-        at += size;
     }
     Some(SegmentIndex {
         config: config?,
@@ -696,6 +753,15 @@ mod tests {
             let index = index_segment(&file[..cut]).unwrap();
             assert_eq!(index.samples.len(), 1, "cut at {cut}");
             assert_eq!(index.complete_len, whole as u64);
+            // Read from a file (media data skipped), the index is the same.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("cut.mp4");
+            std::fs::write(&path, &file[..cut]).unwrap();
+            let read = read_segment(&path).unwrap();
+            assert_eq!(
+                (read.samples, read.complete_len),
+                (index.samples, index.complete_len)
+            );
         }
     }
 
