@@ -352,9 +352,7 @@ pub(crate) fn run_capture(
     mut tee: Option<PacketTx>,
     mut live: impl FnMut(&Arc<Frame>),
 ) {
-    if !matches!(&source, Source::File(_))
-        && !matches!(&source, Source::Url(u) if u.starts_with("rtsp://") || u.starts_with("rtsps://"))
-    {
+    if !source.carries_packets() {
         tee = None;
     }
     let mut attempt = 0u32;

@@ -81,6 +81,17 @@ impl Source {
         }
     }
 
+    /// Whether the source hands over a compressed stream the packet path can read (and so
+    /// record): a file or an RTSP camera. A V4L2 device, an HTTP/MJPEG stream or a GStreamer
+    /// pipeline ending in appsink gives decoded frames only.
+    pub(crate) fn carries_packets(&self) -> bool {
+        match self {
+            Source::File(_) => true,
+            Source::Url(u) => u.starts_with("rtsp://") || u.starts_with("rtsps://"),
+            Source::Device(_) | Source::Gstreamer(_) => false,
+        }
+    }
+
     /// A name for logs and errors; URLs lose any password.
     pub(crate) fn display_name(&self) -> String {
         match self {
@@ -193,7 +204,7 @@ impl Default for SourceOptions {
 }
 
 /// Sleeps `d`, waking early when cancelled. Returns false when cancelled.
-fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
+pub(crate) fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
     let end = Instant::now() + d;
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         if cancel.is_cancelled() {

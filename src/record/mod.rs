@@ -61,8 +61,7 @@ impl RecorderSettings {
     /// compressed stream to keep (a raw V4L2 device, a GStreamer pipeline that decodes).
     pub(crate) fn for_camera(cam: &CameraConfig) -> Option<RecorderSettings> {
         let source = Source::parse(cam.record_source.as_deref().unwrap_or(&cam.source));
-        let recordable = matches!(&source, Source::File(_))
-            || matches!(&source, Source::Url(u) if u.starts_with("rtsp://") || u.starts_with("rtsps://"));
+        let recordable = source.carries_packets();
         let continuous = match cam.record.mode {
             RecordMode::Off => return None,
             RecordMode::Auto if !recordable => return None,

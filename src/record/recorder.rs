@@ -14,7 +14,7 @@ use crate::capture::live::{backoff, RecordingStatus, SourceState};
 use crate::capture::packets::{
     CodecConfig, Next, Packet, PacketError, PacketMsg, PacketOptions, PacketTx, Session,
 };
-use crate::capture::Source;
+use crate::capture::{sleep_unless_cancelled, Source};
 
 /// A segment is closed at the first key frame after this long, so that retention can free
 /// space a minute at a time and a crash-repair reads little.
@@ -314,32 +314,18 @@ impl Recorder {
             let what = e.to_string();
             if e.is_permanent() {
                 self.on_msg(PacketMsg::Unrecordable(what));
-                cancel_wait(cancel, None);
+                // Nothing to record on this stream: wait for the stop.
+                while sleep_unless_cancelled(Duration::from_secs(1), cancel) {}
                 return;
             }
             let wait = backoff(attempt);
             attempt = attempt.saturating_add(1);
             tracing::warn!(camera = %self.settings.camera, source = %name, "recording stream lost, retrying in {} ms: {what}", wait.as_millis());
             self.publish("error", Some(what));
-            if !cancel_wait(cancel, Some(wait)) {
+            if !sleep_unless_cancelled(wait, cancel) {
                 return;
             }
         }
-    }
-}
-
-/// Waits for `cancel`, at most `d` (forever with `None`); false when cancelled.
-fn cancel_wait(cancel: &CancellationToken, d: Option<Duration>) -> bool {
-    let end = d.map(|d| Instant::now() + d);
-    loop {
-        if cancel.is_cancelled() {
-            return false;
-        }
-        let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) {
-            return true;
-        }
-        std::thread::sleep(left.unwrap_or(Duration::MAX).min(Duration::from_millis(50)));
     }
 }
 

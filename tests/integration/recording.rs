@@ -15,26 +15,10 @@ const TOKEN: &str = "clip-test-token";
 /// The street clip as a camera encodes it: H.264 at `w`x`h`, 10 fps, a key frame every 2 s, no
 /// B-frames; `extra` adds encoder options.
 fn camera_clip(dir: &Path, name: &str, w: u32, h: u32, frames: u32, extra: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-i"])
-        .arg(harness::vtest())
-        .args([
-            "-frames:v",
-            &frames.to_string(),
-            "-vf",
-            &format!("scale={w}:{h}"),
-        ])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-g", "20", "-bf", "0",
-        ])
-        .args(extra)
-        .args(["-pix_fmt", "yuv420p", "-an"])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg (scripts/setup.sh installs it)");
-    assert!(status.success());
-    out
+    let scale = format!("scale={w}:{h}");
+    let mut args = vec!["-vf", &scale, "-preset", "veryfast", "-g", "20", "-bf", "0"];
+    args.extend_from_slice(extra);
+    harness::x264_clip(dir, name, frames, &args)
 }
 
 /// ffprobe's JSON about `path`'s video stream and format; panics with its stderr on an error.

@@ -146,18 +146,18 @@ pub fn grey_clip(path: &Path, n: usize, fps: f64) {
 /// The first `frames` frames of the street clip as H.264 in `dir`/street.mp4 (libx264, a key
 /// frame every 20 frames, B-frames on: what a camera's main stream looks like).
 pub fn h264_clip(dir: &Path, frames: u32) -> PathBuf {
-    let out = dir.join("street.mp4");
+    x264_clip(dir, "street.mp4", frames, &["-g", "20"])
+}
+
+/// The first `frames` frames of the street clip encoded by libx264 into `dir`/`name`, with
+/// `args` (size, key-frame interval, bitrate) for the encoder.
+pub fn x264_clip(dir: &Path, name: &str, frames: u32, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
     let status = Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-i"])
         .arg(vtest())
-        .args([
-            "-frames:v",
-            &frames.to_string(),
-            "-c:v",
-            "libx264",
-            "-g",
-            "20",
-        ])
+        .args(["-frames:v", &frames.to_string(), "-c:v", "libx264"])
+        .args(args)
         .args(["-pix_fmt", "yuv420p", "-an"])
         .arg(&out)
         .status()
