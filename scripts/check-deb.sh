@@ -88,7 +88,7 @@ mode = "continuous"
 EOF
 (cd "$tmp" && timeout -s TERM 8 /usr/bin/ocellus run --config "$tmp/rec.toml" --listen 127.0.0.1:0 \
     >/dev/null 2>"$tmp/rec.log") || true
-seg=$(ls "$tmp"/recordings/file/*.mp4 2>/dev/null | head -1)
+seg=$(find "$tmp/recordings/file" -name "*.mp4" 2>/dev/null | head -1 || true)
 [ -n "$seg" ] || fail "the packaged daemon recorded nothing: $(tail -5 "$tmp/rec.log")"
 [ "$(ffprobe -v error -select_streams v -show_entries stream=codec_name -of csv=p=0 "$seg")" = h264 ] ||
     fail "the recording $seg does not read as H.264: $(tail -5 "$tmp/rec.log")"
