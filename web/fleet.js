@@ -151,6 +151,16 @@ function eventItem(e) {
   const dur = e.end_ms != null ? `${Math.round((e.end_ms - e.start_ms) / 1000)} s` : "ongoing";
   l2.textContent = `${fmtTime(e.start_ms)} · ${dur}` + (e.zones && e.zones.length ? ` · ${e.zones.join(", ")}` : "");
   text.append(l1, l2);
+  if (e.clip_url) {
+    // The clip is served by the box itself (its token, if it has one, is asked there).
+    const a = document.createElement("a");
+    a.className = "clip";
+    a.href = e.clip_url;
+    a.textContent = "clip";
+    a.target = "_blank";
+    a.rel = "noopener";
+    text.append(a);
+  }
   li.append(text);
   return li;
 }

@@ -400,6 +400,21 @@ pub struct FleetEvent {
     #[serde(flatten)]
     pub event: serde_json::Value,
     pub has_snapshot: bool,
+    /// The event's clip on its box: the box's `dashboard_url` joined with the event's `clip`,
+    /// when the box records that camera and says where it is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_url: Option<String>,
+}
+
+/// `clip` (a path on the box, `/api/events/{id}/clip.mp4`) under the box's dashboard URL,
+/// which may carry a path of its own behind a reverse proxy (`https://gw/garage/`).
+fn clip_url(dashboard_url: Option<&str>, clip: Option<&str>) -> Option<String> {
+    let base = dashboard_url?
+        .split(['?', '#'])
+        .next()?
+        .trim_end_matches('/');
+    let clip = clip?;
+    (!base.is_empty() && clip.starts_with('/')).then(|| format!("{base}{clip}"))
 }
 
 pub fn events(conn: &Connection, q: &FleetEventQuery) -> Result<Vec<FleetEvent>, DbError> {
@@ -410,8 +425,10 @@ pub fn events(conn: &Connection, q: &FleetEventQuery) -> Result<Vec<FleetEvent>,
         .as_ref()
         .map(|z| format!("%{}%", serde_json::to_string(z).unwrap_or_default()));
     let mut st = conn.prepare(
-        "SELECT e.device, e.event, s.id IS NOT NULL FROM events e
+        "SELECT e.device, e.event, s.id IS NOT NULL, json_extract(d.info, '$.dashboard_url')
+         FROM events e
          LEFT JOIN snapshots s ON s.device = e.device AND s.id = e.id
+         LEFT JOIN devices d ON d.device = e.device
          WHERE (?1 IS NULL OR e.device = ?1) AND (?2 IS NULL OR e.camera = ?2)
            AND (?3 IS NULL OR e.label = ?3) AND (?4 IS NULL OR e.zones LIKE ?4)
            AND (?5 IS NULL OR e.start_ms >= ?5) AND (?6 IS NULL OR e.start_ms < ?6)
@@ -431,9 +448,13 @@ pub fn events(conn: &Connection, q: &FleetEventQuery) -> Result<Vec<FleetEvent>,
         ],
         |r| {
             let text: String = r.get(1)?;
+            let event: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            let base: Option<String> = r.get(3)?;
             Ok(FleetEvent {
                 device: r.get(0)?,
-                event: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                clip_url: clip_url(base.as_deref(), event["clip"].as_str()),
+                event,
                 has_snapshot: r.get(2)?,
             })
         },
@@ -501,6 +522,7 @@ pub fn label_counts(
 mod tests {
     use super::*;
     use crate::pipeline::values::BBox;
+    use std::collections::BTreeMap;
 
     fn event(id: i64, end: Option<i64>, score: f32) -> Event {
         Event {
@@ -628,6 +650,51 @@ mod tests {
         );
         assert_eq!(snapshot(&conn, "pi-1", 2).unwrap(), Some(vec![0xff, 0xd8]));
         assert_eq!(snapshot(&conn, "pi-1", 1).unwrap(), None);
+    }
+
+    #[test]
+    fn an_event_with_a_clip_links_it_on_its_box_and_one_without_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("fleet.db")).unwrap();
+        let info = |device: &str, url: &str| FleetWrite::Info {
+            device: device.into(),
+            json: serde_json::json!({"version": "0.1.0", "dashboard_url": url}).to_string(),
+        };
+        let ev = |device: &str, id, clip: bool| FleetWrite::Event {
+            device: device.into(),
+            kind: EventKind::Start,
+            event: Event {
+                clip: clip.then(|| format!("/api/events/{id}/clip.mp4")),
+                ..event(id, None, 0.5)
+            },
+        };
+        write(
+            &mut conn,
+            &[
+                info("pi-1", "https://gw.example/garage/?x=1"),
+                ev("pi-1", 1, true),
+                ev("pi-1", 2, false),
+                // A box that does not say where it is served: no link to give.
+                ev("pi-2", 3, true),
+            ],
+            100,
+        );
+        let links: BTreeMap<i64, Option<String>> = events(&conn, &FleetEventQuery::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event["id"].as_i64().unwrap(), e.clip_url))
+            .collect();
+        assert_eq!(
+            links,
+            BTreeMap::from([
+                (
+                    1,
+                    Some("https://gw.example/garage/api/events/1/clip.mp4".into())
+                ),
+                (2, None),
+                (3, None),
+            ])
+        );
     }
 
     #[test]

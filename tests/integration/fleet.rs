@@ -277,15 +277,20 @@ fn shown(probe: &Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fleet_dashboard_shows_devices_health_the_feed_its_filters_and_snapshots() {
+async fn the_fleet_dashboard_shows_devices_health_the_feed_its_filters_snapshots_and_clip_links() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), "allow_anonymous true");
     let fleet_dir = tempfile::tempdir().unwrap();
     let fleet = start_fleet(fleet_dir.path(), &broker, "127.0.0.1:0");
-    let _boxes: Vec<DaemonProc> = ["north", "south"]
-        .iter()
-        .map(|d| DaemonProc::street(&box_config(&broker, d)))
-        .collect();
+    // South's camera sends H.264 and records: its events link their clips on the box.
+    let south_camera = format!(
+        "[[cameras]]\nid = \"street\"\nsource = {:?}\n",
+        harness::vtest_h264().to_str().unwrap()
+    );
+    let _boxes = [
+        DaemonProc::street(&box_config(&broker, "north")),
+        DaemonProc::start(&box_config(&broker, "south"), &south_camera),
+    ];
     let (_driver, c, _profile) = browser().await;
     c.goto(&fleet.url("/")).await.unwrap();
     let probe = |c: &fantoccini::Client| {
@@ -331,6 +336,24 @@ async fn the_fleet_dashboard_shows_devices_health_the_feed_its_filters_and_snaps
         .unwrap();
     assert_eq!(link, "http://north.local:8080/");
 
+    // South's events link their clips on south; north's camera (MPEG-4) records nothing.
+    let clips = until("a clip link in the feed", Duration::from_secs(60), || async {
+        let v = c
+            .execute(
+                "return [...document.querySelectorAll('#event-list li')].map(li => [li.dataset.device, li.dataset.id, li.querySelector('a.clip') ? li.querySelector('a.clip').href : null])",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let rows: Vec<(String, String, Option<String>)> = serde_json::from_value(v).unwrap();
+        rows.iter().any(|r| r.2.is_some()).then_some(rows)
+    })
+    .await;
+    for (device, id, href) in &clips {
+        let want = (device == "south")
+            .then(|| format!("http://south.local:8080/api/events/{id}/clip.mp4"));
+        assert_eq!(href, &want, "{device} event {id}");
+    }
     // The device filter: only south's events are listed.
     c.execute(
         "const s = document.querySelector('#f-device'); s.value = 'south'; s.dispatchEvent(new Event('change'));",

@@ -34,6 +34,12 @@ pub fn vtest() -> PathBuf {
     asset("media/vtest.avi")
 }
 
+/// The street clip as H.264 (a key frame every 2 s, no B-frames), made by scripts/setup.sh:
+/// a camera that records.
+pub fn vtest_h264() -> PathBuf {
+    asset("media/vtest-h264.mp4")
+}
+
 /// The public ground truth of vtest.avi (PETS09-S2L1, MOTChallenge format).
 pub fn vtest_ground_truth() -> PathBuf {
     asset("media/pets09-s2l1/gt.txt")
