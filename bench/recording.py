@@ -16,15 +16,24 @@ interleaved rounds, median (min-max).
   continuous  the same, every packet written to fragmented-MP4 segments, synced once a fragment
 
 usage: bench/recording.py CLIP.mp4 [SECONDS] [ROUNDS]
+
+How soon a clip can be served: `bench/recording.py --clip-latency CLIP.mp4 [EVENTS]` runs the
+daemon with its default detector on the camera (CLIP: the street clip as H.264,
+media/vtest-h264.mp4) recording events, and for each of EVENTS ended events polls its clip every
+50 ms (the index, by Range) until the clip stops growing. The clip is servable whole from the
+first poll that saw its final length; that moment is measured from the event's end + post-roll
+(its last picture is then on the camera) and from the event's end message.
 """
 import json
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -107,7 +116,89 @@ def run_mode(url, mode, secs):
             p.wait(10)
 
 
+def mp4_duration_s(data):
+    """The movie's duration from the `mvhd` in the first bytes of an MP4 (the index is first)."""
+    i = data.find(b"mvhd")
+    if i < 4:
+        return None
+    version = data[i + 4]
+    if version == 1:
+        timescale, duration = struct.unpack(">IQ", data[i + 24:i + 36])
+    else:
+        timescale, duration = struct.unpack(">II", data[i + 16:i + 24])
+    return duration / timescale
+
+
+def clip_head(url):
+    req = urllib.request.Request(url, headers={"Range": "bytes=0-262143"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read()
+    except urllib.error.HTTPError:
+        return b""
+
+
+def clip_latency(clip, want):
+    port = free_port()
+    srv = subprocess.Popen([PY, SERVER, "--port", str(port), "--file", clip],
+                           stdout=subprocess.PIPE, text=True)
+    d = tempfile.TemporaryDirectory()
+    p = None
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        cfg = os.path.join(d.name, "ocellus.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[storage]\npath = "{d.name}/events.db"\n'
+                    f'[[cameras]]\nid = "cam"\nsource = "rtsp://127.0.0.1:{port}/stream"\n'
+                    '[cameras.record]\nmode = "events"\n')
+        p = subprocess.Popen([BIN, "run", "--config", cfg, "--listen", "127.0.0.1:0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        base = p.stdout.readline().split()[-1].rstrip("/")
+        post_s = 5.0
+        seen, rows = set(), []
+        t_start = time.time()
+        while len(rows) < want:
+            if time.time() - t_start > 60 * want:
+                raise SystemExit(f"only {len(rows)} events ended in time")
+            events = json.loads(get(base + "/api/events?limit=20"))
+            ended = [e for e in events if e.get("end_ms") and e.get("clip") and e["id"] not in seen]
+            if not ended:
+                time.sleep(0.2)
+                continue
+            e = min(ended, key=lambda e: e["id"])
+            seen.add(e["id"])
+            t_msg = time.time()  # within 0.2 s of the end message
+            due = e["end_ms"] / 1000 + post_s
+            url = base + e["clip"]
+            history = []
+            while True:
+                dur = mp4_duration_s(clip_head(url))
+                now = time.time()
+                history.append((now, dur))
+                # Final: unchanged for 3 s once the post-roll is past.
+                if now > due + 3 and all(h[1] == dur for h in history if h[0] >= now - 3):
+                    break
+                time.sleep(0.05)
+            final = history[-1][1]
+            t_ok = next(t for t, dur in history if dur == final)
+            rows.append((e["id"], final, t_ok - due, t_ok - max(t_msg, due)))
+            print(f"event {e['id']}: clip {final:.1f} s, servable {t_ok - due:+.2f} s after end + post-roll",
+                  file=sys.stderr)
+        lat = [r[2] for r in rows]
+        print(f"| events | clip servable after end + post-roll, s: median (min-max) |")
+        print("|---|---|")
+        print(f"| {len(rows)} | {statistics.median(lat):.2f} ({min(lat):.2f}-{max(lat):.2f}) |")
+    finally:
+        if p:
+            p.terminate()
+            p.wait(10)
+        srv.kill()
+        d.cleanup()
+
+
 def main():
+    if sys.argv[1] == "--clip-latency":
+        return clip_latency(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 10)
     clip = sys.argv[1]
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 30
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3

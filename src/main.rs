@@ -110,6 +110,11 @@ struct ReplayArgs {
     /// Camera id recorded in the events.
     #[arg(long, default_value = "replay")]
     camera: String,
+    /// Record the video's own packets (H.264 or H.265, never re-encoded) into DIR, a new or
+    /// empty directory, as its camera records (`[cameras.record]` of --camera; events mode
+    /// unless continuous), and write each event's clip to DIR/clips/<event id>.mp4.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
     /// Also JPEG-encode every frame, as a live viewer would cost (benchmarks).
     #[arg(long)]
     encode_frames: bool,
@@ -460,6 +465,7 @@ fn replay_options(args: &ReplayArgs) -> ReplayOptions {
         tracks: args.tracks.clone(),
         tracks_labels: args.tracks_label.clone(),
         counts: args.counts.clone(),
+        record: args.record.clone(),
         detect_workers: args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4))),

@@ -11,7 +11,7 @@ use opencv::videoio;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::packets::{Next, PacketMsg, PacketOptions, PacketTx, Session};
+use super::packets::{Next, PacketClock, PacketMsg, PacketOptions, PacketTx, Session};
 use super::{sleep_unless_cancelled, Frame, Source, SourceOptions};
 use crate::base::clock::now_ms;
 use crate::telemetry::metrics::{inc, CameraStats};
@@ -329,6 +329,7 @@ fn open_reader(
     let options = PacketOptions {
         rtsp_transport: opts.rtsp_transport,
         realtime: matches!(source, Source::File(_)),
+        clock: PacketClock::Wall,
     };
     Session::open(source, options, tee.clone(), true)
         .map(Reader::Gst)

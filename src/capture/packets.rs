@@ -108,6 +108,16 @@ pub(crate) struct PacketOptions {
     /// Deliver at the stream's own pace (a file played as if it were a camera), or as fast as
     /// it is read.
     pub(crate) realtime: bool,
+    pub(crate) clock: PacketClock,
+}
+
+/// Where a session's packet times are anchored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PacketClock {
+    /// The first packet is stamped with the wall clock when it arrives (a camera).
+    Wall,
+    /// The first picture is shown at 0 (replay: the video's own clock, as the frames').
+    Stream,
 }
 
 /// What a session hands its packet receiver.
@@ -126,6 +136,9 @@ pub(crate) enum PacketMsg {
 pub(crate) struct PacketTx {
     pub(crate) tx: crossbeam_channel::Sender<PacketMsg>,
     pub(crate) dropped: Arc<AtomicU64>,
+    /// Wait for room instead of dropping (replay, where nothing may be lost and the stream
+    /// waits for its reader).
+    lossless: bool,
 }
 
 impl PacketTx {
@@ -136,13 +149,26 @@ impl PacketTx {
             PacketTx {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
+                lossless: false,
             },
             rx,
         )
     }
 
+    /// A channel of `capacity` packets whose sender waits when it is full.
+    pub(crate) fn lossless(capacity: usize) -> (PacketTx, crossbeam_channel::Receiver<PacketMsg>) {
+        let (mut tx, rx) = Self::bounded(capacity);
+        tx.lossless = true;
+        (tx, rx)
+    }
+
     pub(crate) fn send(&self, msg: PacketMsg) {
-        if self.tx.try_send(msg).is_err() {
+        let sent = if self.lossless {
+            self.tx.send(msg).is_ok()
+        } else {
+            self.tx.try_send(msg).is_ok()
+        };
+        if !sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -302,7 +328,12 @@ impl Session {
         link_parsed_streams(&pipeline, &parsebin, &tee);
         let config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>> = Arc::default();
         packets.send(PacketMsg::Started);
-        packet_sink.set_callbacks(packet_callbacks(name.clone(), packets, config.clone()));
+        packet_sink.set_callbacks(packet_callbacks(
+            name.clone(),
+            packets,
+            config.clone(),
+            opts.clock,
+        ));
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| stream_err(format!("cannot start: {e}")))?;
@@ -580,12 +611,13 @@ fn not_recordable(pipeline: &gst::Pipeline, caps: &str) {
     let _ = pipeline.post_message(msg);
 }
 
-/// The packet sink's callback: each parsed access unit, stamped on the wall clock (the first
-/// packet's arrival anchors the stream's own timestamps), to `packets`.
+/// The packet sink's callback: each parsed access unit, stamped on `clock` (the first
+/// packet anchors the stream's own timestamps), to `packets`.
 fn packet_callbacks(
     name: String,
     packets: PacketTx,
     config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>>,
+    clock: PacketClock,
 ) -> gst_app::AppSinkCallbacks {
     let mut anchor: Option<(i64, i64)> = None;
     let mut current: Option<Arc<CodecConfig>> = None;
@@ -614,8 +646,12 @@ fn packet_callbacks(
             let dts = buffer.dts().unwrap_or(pts);
             let to90 = |t: gst::ClockTime| (t.nseconds() as i128 * 90 / 1_000_000) as i64;
             let (dts, pts) = (to90(dts), to90(pts));
-            let (stream0, wall0) =
-                *anchor.get_or_insert_with(|| (dts, crate::base::clock::now_ms() * 90));
+            let (stream0, wall0) = *anchor.get_or_insert_with(|| match clock {
+                PacketClock::Wall => (dts, crate::base::clock::now_ms() * 90),
+                // The first picture (the first packet is a key frame: parsebin waits for one)
+                // shows at 0.
+                PacketClock::Stream => (dts, dts - pts),
+            });
             let Ok(data) = buffer.map_readable() else {
                 return Ok(gst::FlowSuccess::Ok);
             };
@@ -672,15 +708,15 @@ mod tests {
     use super::*;
     use opencv::prelude::*;
 
-    /// An H.264 file of the sample clip's first second (ffmpeg, as setup installs it).
-    fn h264_clip(dir: &std::path::Path) -> std::path::PathBuf {
+    /// An H.264 file of the sample clip's first 12 frames, a key frame every 5 (ffmpeg, as
+    /// setup installs it), with `bframes` B-frames at most in a row.
+    fn h264_clip(dir: &std::path::Path, bframes: u32) -> std::path::PathBuf {
         let out = dir.join("clip.mp4");
         let vtest = concat!(env!("CARGO_MANIFEST_DIR"), "/media/vtest.avi");
         let status = std::process::Command::new("ffmpeg")
             .args(["-loglevel", "error", "-y", "-i", vtest, "-frames:v", "12"])
-            .args([
-                "-c:v", "libx264", "-g", "5", "-bf", "0", "-pix_fmt", "yuv420p",
-            ])
+            .args(["-c:v", "libx264", "-g", "5", "-bf", &bframes.to_string()])
+            .args(["-pix_fmt", "yuv420p"])
             .arg(&out)
             .status()
             .expect("ffmpeg (scripts/setup.sh installs it)");
@@ -693,11 +729,12 @@ mod tests {
     #[test]
     fn one_session_gives_the_packets_and_frames_that_match_opencvs() {
         let dir = tempfile::tempdir().unwrap();
-        let clip = h264_clip(dir.path());
+        let clip = h264_clip(dir.path(), 0);
         let (tx, rx) = PacketTx::bounded(64);
         let opts = PacketOptions {
             rtsp_transport: RtspTransport::Tcp,
             realtime: false,
+            clock: PacketClock::Wall,
         };
         let mut session = Session::open(&Source::File(clip.clone()), opts, tx, true).unwrap();
         let mut frames = Vec::new();
@@ -747,5 +784,39 @@ mod tests {
                 "frame {i}: mean difference {diff:.2} per channel"
             );
         }
+    }
+
+    /// Replay's session: on the stream clock the first picture shows at 0 and the rest at the
+    /// file's frame times (B-frames reorder them), and a lossless channel far smaller than the
+    /// file loses nothing: the stream waits for its reader.
+    #[test]
+    fn on_the_stream_clock_pictures_show_at_the_frame_times_and_nothing_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let clip = h264_clip(dir.path(), 2);
+        let (tx, rx) = PacketTx::lossless(2);
+        let dropped = tx.dropped.clone();
+        let opts = PacketOptions {
+            rtsp_transport: RtspTransport::Tcp,
+            realtime: false,
+            clock: PacketClock::Stream,
+        };
+        let mut session = Session::open(&Source::File(clip), opts, tx, false).unwrap();
+        let mut packets = Vec::new();
+        while !matches!(session.wait(Duration::ZERO).unwrap(), Next::End) {
+            if let Ok(PacketMsg::Packet(p, _)) = rx.recv_timeout(Duration::from_millis(50)) {
+                packets.push(p);
+            }
+        }
+        drop(session);
+        packets.extend(rx.try_iter().filter_map(|m| match m {
+            PacketMsg::Packet(p, _) => Some(p),
+            _ => None,
+        }));
+        assert_eq!(packets.len(), 12, "every picture of the file");
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+        assert!(packets.iter().any(|p| p.cto != 0), "the clip has B-frames");
+        let mut shown: Vec<i64> = packets.iter().map(|p| p.dts90 + i64::from(p.cto)).collect();
+        shown.sort_unstable();
+        assert_eq!(shown, (0..12).map(|i| i * 9000).collect::<Vec<i64>>());
     }
 }

@@ -9,6 +9,7 @@
 mod clip;
 pub(crate) mod mp4;
 mod recorder;
+pub(crate) mod replay;
 mod ring;
 mod segment;
 mod store;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::capture::packets::PacketOptions;
+use crate::capture::packets::{PacketClock, PacketOptions};
 use crate::capture::Source;
 use crate::config::{CameraConfig, Config, RecordMode};
 
@@ -74,6 +75,7 @@ impl RecorderSettings {
             options: PacketOptions {
                 rtsp_transport: cam.rtsp_transport,
                 realtime: true,
+                clock: PacketClock::Wall,
             },
             explicit: cam.record.mode != RecordMode::Auto,
             continuous,

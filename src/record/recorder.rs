@@ -329,6 +329,64 @@ impl Recorder {
     }
 }
 
+/// Records a whole file on the stream clock, as fast as it is read and losing nothing: the
+/// recorder of `ocellus replay --record`. `before` is called with each packet's time (ms)
+/// before the packet is handled (replay opens and ends its events there). Returns the
+/// recording's last status (an `error` state says why it stopped).
+pub(crate) fn record_file(
+    settings: RecorderSettings,
+    source: &Source,
+    store: Arc<Recordings>,
+    trigger: Arc<Trigger>,
+    mut before: impl FnMut(i64),
+) -> Result<RecordingStatus, PacketError> {
+    let state = Arc::new(SourceState::new(&settings.camera, &source.display_name()));
+    let mut rec = Recorder {
+        ring: PreRoll::new(settings.pre_ms + DECLARE_LAG_MS, RING_MAX_BYTES),
+        status: RecordingStatus {
+            mode: settings.mode().to_string(),
+            state: "connecting".into(),
+            error: None,
+            codec: None,
+            width: 0,
+            height: 0,
+        },
+        settings,
+        store,
+        trigger,
+        state,
+        segment: None,
+        written_until90: i64::MIN,
+        paused_until: None,
+    };
+    let (tx, rx) = PacketTx::lossless(PACKET_CHANNEL);
+    let mut session = Session::open(source, rec.settings.options, tx, false)?;
+    let mut handle = |rec: &mut Recorder, msg: PacketMsg| {
+        if let PacketMsg::Packet(p, _) = &msg {
+            before(p.wall_ms());
+        }
+        rec.on_msg(msg);
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(msg) => handle(&mut rec, msg),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            // The end is only believed once every packet sent before it was handled.
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if let Next::End = session.wait(Duration::ZERO)? {
+                    break;
+                }
+            }
+        }
+    }
+    drop(session);
+    for msg in rx.try_iter() {
+        handle(&mut rec, msg);
+    }
+    rec.close_segment();
+    Ok(rec.status)
+}
+
 /// Starts a camera's recorder on a thread named `rec-<camera>`.
 pub(crate) fn spawn_recorder(
     settings: RecorderSettings,

@@ -35,8 +35,30 @@ pub(crate) struct Recordings {
     dir: PathBuf,
     limits: Limits,
     db: Option<DbHandle>,
-    /// By (start_ms, path): oldest first.
-    segments: Mutex<BTreeMap<(i64, String), SegmentRow>>,
+    segments: Mutex<Index>,
+}
+
+/// The segments by (start_ms, path), oldest first, and their bytes in all (kept as they change:
+/// retention asks before every fragment).
+#[derive(Default)]
+struct Index {
+    rows: BTreeMap<(i64, String), SegmentRow>,
+    total: u64,
+}
+
+impl Index {
+    fn insert(&mut self, row: SegmentRow) {
+        self.total += row.bytes;
+        if let Some(old) = self.rows.insert((row.start_ms, row.path.clone()), row) {
+            self.total -= old.bytes;
+        }
+    }
+
+    fn remove(&mut self, row: &SegmentRow) {
+        if let Some(old) = self.rows.remove(&(row.start_ms, row.path.clone())) {
+            self.total -= old.bytes;
+        }
+    }
 }
 
 impl Recordings {
@@ -49,7 +71,7 @@ impl Recordings {
         db: Option<DbHandle>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut segments = BTreeMap::new();
+        let mut segments = Index::default();
         let mut closed = std::collections::HashSet::new();
         let send = |cmd| {
             if let Some(db) = &db {
@@ -59,7 +81,7 @@ impl Recordings {
         for row in known {
             if !row.open && dir.join(&row.path).exists() {
                 closed.insert(row.path.clone());
-                segments.insert((row.start_ms, row.path.clone()), row);
+                segments.insert(row);
             } else if !dir.join(&row.path).exists() {
                 send(DbCommand::SegmentGone(row.path));
             }
@@ -79,7 +101,7 @@ impl Recordings {
                     Ok(Repaired::Kept(row)) => {
                         tracing::warn!(camera = %camera, "recording {rel} was left open (the daemon stopped without closing it); kept up to its last whole fragment, {} bytes", row.bytes);
                         send(DbCommand::Segment(row.clone()));
-                        segments.insert((row.start_ms, rel), row);
+                        segments.insert(row);
                     }
                     Ok(Repaired::Deleted) => {
                         tracing::warn!(camera = %camera, "recording {rel} held no whole fragment; deleted");
@@ -113,14 +135,13 @@ impl Recordings {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(i64, String), SegmentRow>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.segments.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A segment written or grown: indexed here and in the database.
     pub(crate) fn update(&self, row: &SegmentRow) {
-        self.lock()
-            .insert((row.start_ms, row.path.clone()), row.clone());
+        self.lock().insert(row.clone());
         if let Some(db) = &self.db {
             let _ = db.send(DbCommand::Segment(row.clone()));
         }
@@ -128,7 +149,12 @@ impl Recordings {
 
     /// Bytes of every segment.
     pub(crate) fn total_bytes(&self) -> u64 {
-        self.lock().values().map(|r| r.bytes).sum()
+        self.lock().total
+    }
+
+    /// Segments, finished or being written.
+    pub(crate) fn segment_count(&self) -> usize {
+        self.lock().rows.len()
     }
 
     /// Free bytes on the recordings' file system.
@@ -144,9 +170,8 @@ impl Recordings {
         loop {
             let (total, oldest) = {
                 let segs = self.lock();
-                let total: u64 = segs.values().map(|r| r.bytes).sum();
-                let oldest = segs.values().find(|r| !r.open).cloned();
-                (total, oldest)
+                let oldest = segs.rows.values().find(|r| !r.open).cloned();
+                (segs.total, oldest)
             };
             let too_old =
                 |r: &SegmentRow| self.limits.max_age_ms.is_some_and(|a| r.end_ms < now - a);
@@ -187,7 +212,7 @@ impl Recordings {
             }
         }
         tracing::debug!(camera = %row.camera, "retention deleted recording {} ({} bytes)", row.path, row.bytes);
-        self.lock().remove(&(row.start_ms, row.path.clone()));
+        self.lock().remove(row);
         if let Some(db) = &self.db {
             let _ = db.send(DbCommand::SegmentGone(row.path.clone()));
         }

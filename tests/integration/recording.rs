@@ -526,3 +526,122 @@ async fn a_full_disk_stops_recording_loudly_and_nothing_else_until_space_returns
         "{journal}"
     );
 }
+
+/// `ocellus replay --record`: the video's own packets recorded on its clock and every event's
+/// clip cut from them, the same files on two runs; what cannot be recorded is refused before
+/// the replay starts.
+#[test]
+fn replay_record_writes_the_same_clips_on_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // 30 s of the street, a key frame every 2 s and B-frames, as a camera's main stream.
+    let video = harness::h264_clip(dir.path(), 300);
+    let run = |name: &str| {
+        let out_dir = dir.path().join(name);
+        let out = harness::ocellus(&[
+            "replay",
+            video.to_str().unwrap(),
+            "--json",
+            "--record",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", harness::stderr(&out));
+        (out_dir, harness::events(&out), harness::stderr(&out))
+    };
+    let (a, events, summary) = run("a");
+    let (b, _, _) = run("b");
+    assert!(!events.is_empty(), "no event to clip: {summary}");
+    assert!(
+        summary.contains(&format!("{} clips in", events.len())),
+        "{summary}"
+    );
+
+    // Both runs wrote the same files, byte for byte: segments and clips.
+    let files = |root: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for sub in ["segments/replay", "clips"] {
+            let mut names: Vec<_> = std::fs::read_dir(root.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            names.sort();
+            for n in names {
+                out.push((
+                    format!("{sub}/{n}"),
+                    std::fs::read(root.join(sub).join(&n)).unwrap(),
+                ));
+            }
+        }
+        out
+    };
+    let (fa, fb) = (files(&a), files(&b));
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&fa), names(&fb));
+    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+        assert!(x == y, "{name} differs between two runs");
+    }
+    let clips: Vec<&String> = fa
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("clips/"))
+        .collect();
+    assert_eq!(clips.len(), events.len());
+
+    // Each clip is the source's packets, from a key frame, covering the event and its pre- and
+    // post-roll (5 s each) within one GOP, cut to the video's own length.
+    let source = packet_hashes(&video);
+    for e in &events {
+        let clip = a.join("clips").join(format!("{}.mp4", e["id"]));
+        let info = probe(&clip);
+        assert_eq!(info["streams"][0]["codec_name"], "h264", "{info}");
+        assert_eq!(info["streams"][0]["width"], 768);
+        assert!(first_frame_is_key(&clip), "{clip:?}");
+        let hashes = packet_hashes(&clip);
+        assert!(
+            source.windows(hashes.len()).any(|w| w == hashes.as_slice()),
+            "{clip:?}: its packets are not a run of the source's"
+        );
+        let (start, end) = (
+            e["start_ms"].as_i64().unwrap(),
+            e["end_ms"].as_i64().unwrap(),
+        );
+        let want_s = ((end + 5000).min(30_000) - (start - 5000).max(0)) as f64 / 1000.0;
+        let got_s: f64 = info["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            got_s >= want_s - 0.2 && got_s <= want_s + 2.2,
+            "event {e}: clip of {got_s} s, {want_s} s wanted"
+        );
+    }
+
+    // The sample clip is MPEG-4: refused at once, naming why; so is a directory in use.
+    let refused = harness::ocellus(&[
+        "replay",
+        harness::vtest().to_str().unwrap(),
+        "--record",
+        dir.path().join("c").to_str().unwrap(),
+    ]);
+    let why = harness::stderr(&refused);
+    assert!(!refused.status.success());
+    assert!(
+        why.contains("--record") && why.contains("not H.264 or H.265"),
+        "{why}"
+    );
+    assert!(
+        !why.contains("frames "),
+        "the replay ran before the refusal: {why}"
+    );
+    let in_use = harness::ocellus(&[
+        "replay",
+        video.to_str().unwrap(),
+        "--record",
+        a.to_str().unwrap(),
+    ]);
+    assert!(
+        harness::stderr(&in_use).contains("is not empty"),
+        "{}",
+        harness::stderr(&in_use)
+    );
+}

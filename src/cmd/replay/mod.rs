@@ -24,6 +24,8 @@ use crate::pipeline::events::EventIds;
 use crate::pipeline::motion::MotionResult;
 use crate::pipeline::values::EventMsg;
 use crate::pipeline::{DetectRate, Detected, DetectorPool, Pipeline};
+pub use crate::record::replay::{RecordReplayError, ReplayRecording};
+use crate::record::replay::{ReplayEvent, ReplayRecorder};
 use crate::telemetry::metrics::{get, CameraStats};
 use outputs::{Outputs, Trace};
 pub use report::ReplayReport;
@@ -46,6 +48,8 @@ pub enum ReplayError {
     },
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
+    #[error(transparent)]
+    Record(#[from] RecordReplayError),
     #[error("a pipeline thread panicked")]
     Panicked,
 }
@@ -73,6 +77,10 @@ pub struct ReplayOptions {
     /// Detectors working on consecutive frames at once when the detector runs on every frame
     /// (`detector.when = "always"`); the results are the same for any number.
     pub detect_workers: usize,
+    /// Record the video's own packets into this (new or empty) directory as its camera would
+    /// (the camera's `[cameras.record]` settings, events mode unless it says continuous), and
+    /// write each event's clip: `segments/`, `clips/<event id>.mp4`.
+    pub record: Option<PathBuf>,
 }
 
 /// The detectors of a replay: with several workers, a pool detects frames ahead of the tracker:
@@ -274,6 +282,11 @@ pub fn run(
         opts.detect_workers.max(1)
     };
     let detectors = Detectors::build(cfg, workers)?;
+    let recorder = opts
+        .record
+        .as_ref()
+        .map(|dir| ReplayRecorder::prepare(cfg, &opts.camera, &opts.video, dir))
+        .transpose()?;
 
     let temp_dir;
     let db_path: PathBuf = match &opts.db {
@@ -316,15 +329,37 @@ pub fn run(
     let trace = outputs.trace();
     let stages = Stages::start(reader, pipeline, detectors.pool, cfg, opts, &stats, trace)?;
     let frames = stages.join(|| on_progress(get(&stats.processed), announced));
+    let events = match &frames {
+        Ok(_) => outputs.finish(&opts.tracks_labels, &opts.camera),
+        Err(_) => Ok(Vec::new()),
+    };
+    let elapsed = started.elapsed();
+    // The recording follows the replay: it knows every event, and writes its index through
+    // the same database writer.
+    let recording = match (recorder, &frames, &events) {
+        (Some(recorder), Ok(_), Ok(events)) => {
+            let events: Vec<ReplayEvent> = events
+                .iter()
+                .map(|e| ReplayEvent {
+                    id: e.id,
+                    start_ms: e.start_ms,
+                    end_ms: e.end_ms.unwrap_or(e.start_ms),
+                })
+                .collect();
+            Some(recorder.record(&events, &db_handle, &db_path))
+        }
+        _ => None,
+    };
     let flushed = db_handle.flush();
     drop(db_handle);
     let writer_ok = writer.join().is_ok();
-    let elapsed = started.elapsed();
     let frames = frames?;
     if !writer_ok {
         return Err(ReplayError::Panicked);
     }
     flushed?;
+    let events = events?;
+    let recording = recording.transpose()?;
     on_progress(get(&stats.processed), announced);
 
     Ok(ReplayReport {
@@ -333,7 +368,8 @@ pub fn run(
         height,
         fps,
         elapsed,
-        events: outputs.finish(&opts.tracks_labels, &opts.camera)?,
+        events,
+        recording,
         detector: detectors.name,
         stats,
         writer: writer_stats,

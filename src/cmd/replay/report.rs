@@ -23,6 +23,8 @@ pub struct ReplayReport {
     pub writer: Arc<WriterStats>,
     /// Set when the file decoded fewer frames than its header announced.
     pub truncated: Option<CaptureError>,
+    /// With `--record`: what was recorded.
+    pub recording: Option<super::ReplayRecording>,
 }
 
 impl ReplayReport {
@@ -82,6 +84,21 @@ impl ReplayReport {
             self.events.len(),
             labels
         ) + &self.zone_summary()
+            + &self.recording_summary()
+    }
+
+    fn recording_summary(&self) -> String {
+        let Some(r) = &self.recording else {
+            return String::new();
+        };
+        format!(
+            "\nrecorded {} segments, {} bytes, in {}; {} clips in {}",
+            r.segments,
+            r.bytes,
+            r.dir.join("segments").display(),
+            r.clips.len(),
+            r.dir.join("clips").display()
+        )
     }
 
     /// Per zone, the events that entered it; per line, the crossings each way (empty without
