@@ -160,7 +160,7 @@ def clip_latency(clip, want):
         while len(rows) < want:
             if time.time() - t_start > 60 * want:
                 raise SystemExit(f"only {len(rows)} events ended in time")
-            events = json.loads(get(base + "/api/events?limit=20"))
+            events = json.loads(get(base + "/api/events?limit=20"))["events"]
             ended = [e for e in events if e.get("end_ms") and e.get("clip") and e["id"] not in seen]
             if not ended:
                 time.sleep(0.2)

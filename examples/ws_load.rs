@@ -5,7 +5,11 @@
 //! subscribe to the camera's detections and report their capture-to-client latency ("boxes"):
 //! frames are streamed from capture, detections follow when the detector is done.
 //!
-//! cargo run --release --example ws_load -- ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID] [--detections]
+//! With `--video` they subscribe to the camera's live video instead of its JPEG frames
+//! (a media segment per picture; latency from the picture's time, which is the packet's
+//! arrival on the daemon's clock) and the daemon's CPU is also given per delivered picture.
+//!
+//! cargo run --release --example ws_load -- ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID] [--detections] [--video]
 
 use std::time::{Duration, Instant};
 
@@ -63,7 +67,8 @@ fn now_ms() -> i64 {
 async fn main() {
     let mut args: Vec<String> = std::env::args().collect();
     let detections = args.iter().any(|a| a == "--detections");
-    args.retain(|a| a != "--detections");
+    let video = args.iter().any(|a| a == "--video");
+    args.retain(|a| a != "--detections" && a != "--video");
     if args.len() < 5 {
         eprintln!("usage: ws_load ADDR CAMERA CLIENTS SECONDS [WIDTH] [DAEMON_PID] [--detections]");
         std::process::exit(2);
@@ -88,7 +93,11 @@ async fn main() {
                 .await
                 .unwrap_or_else(|e| panic!("connecting to ws://{addr}/ws: {e}"));
             drop(permit);
-            let sub = serde_json::json!({"op": "subscribe", "topic": "frames", "camera": camera, "width": width});
+            let sub = if video {
+                serde_json::json!({"op": "subscribe", "topic": "video", "camera": camera})
+            } else {
+                serde_json::json!({"op": "subscribe", "topic": "frames", "camera": camera, "width": width})
+            };
             ws.send(Message::Text(sub.to_string().into())).await.unwrap();
             ws.send(Message::Text(r#"{"op":"subscribe","topic":"events"}"#.into())).await.unwrap();
             if detections {
@@ -100,8 +109,19 @@ async fn main() {
             let (mut frames, mut bytes, mut lagged) = (0u64, 0u64, 0u64);
             let (mut lat, mut box_lat) = (Vec::new(), Vec::new());
             let (mut first_seq, mut last_seq) = (None, 0u64);
+            let mut pts: Vec<i64> = Vec::new();
             while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(end, ws.next()).await {
                 match msg {
+                    Message::Binary(b) if video => {
+                        let h = ocellus::server::protocol::parse_video_message(&b).unwrap();
+                        if h.flags & ocellus::server::protocol::VIDEO_FLAG_INIT != 0 {
+                            continue;
+                        }
+                        lat.push((now_ms() - h.pts_ms) as f64);
+                        pts.push(h.pts_ms);
+                        frames += 1;
+                        bytes += b.len() as u64;
+                    }
                     Message::Binary(b) => {
                         let h = ocellus::server::protocol::parse_frame_header(&b).unwrap();
                         lat.push((now_ms() - h.ts_ms) as f64);
@@ -118,7 +138,18 @@ async fn main() {
                     _ => {}
                 }
             }
-            let span = first_seq.map(|f| last_seq - f + 1).unwrap_or(0);
+            // Pictures there were between the first and the last received: by sequence for
+            // frames, by time (the median interval) for video.
+            let span = if video {
+                let mut gaps: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
+                gaps.sort_unstable();
+                match (gaps.get(gaps.len() / 2), pts.first(), pts.last()) {
+                    (Some(&g), Some(a), Some(b)) => ((b - a) as f64 / g as f64).round() as u64 + 1,
+                    _ => frames,
+                }
+            } else {
+                first_seq.map(|f| last_seq - f + 1).unwrap_or(0)
+            };
             (frames, bytes, lagged, span, lat, box_lat)
         }));
     }
@@ -173,6 +204,14 @@ async fn main() {
     let frame_kib = results.iter().map(|r| r.1).sum::<u64>() as f64
         / results.iter().map(|r| r.0).sum::<u64>().max(1) as f64
         / 1024.0;
+    let delivered: u64 = results.iter().map(|r| r.0).sum();
+    let per_frame = cpu.map(|c| c / 100.0 * elapsed / delivered.max(1) as f64 * 1e6);
+    let kib_s = results.iter().map(|r| r.1).sum::<u64>() as f64 / 1024.0 / elapsed / clients as f64;
+    println!(
+        "{}  KiB/s per viewer {kib_s:.0}  daemon cpu per delivered picture {} us",
+        if video { "video" } else { "jpeg" },
+        per_frame.map(|u| format!("{u:.1}")).unwrap_or("-".into())
+    );
     println!(
         "clients {clients}  width {}  {:.1}s  fps/client mean {:.2} min {:.2}  delivered share min {:.1}%  frame {:.0} KiB  latency p50 {:.0} ms p99 {:.0} ms{boxes}  lagged msgs {}  daemon cpu {}  workers cpu {}  rss {}",
         if width == 0 { "full".to_string() } else { width.to_string() },

@@ -9,7 +9,9 @@ const token = tokenStore("ocellus.token");
 const withToken = token.withToken;
 
 // Counters the browser test reads; each is bumped where the thing really happens.
-const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, masksDrawn: 0, zonesDrawn: 0, linesDrawn: 0, eventsShown: 0, connects: 0 });
+const probe = (window.ocellus = { framesDrawn: 0, boxesDrawn: 0, masksDrawn: 0, zonesDrawn: 0, linesDrawn: 0, eventsShown: 0, connects: 0, feeds: {}, boxesOn: {} });
+// Media Source Extensions: iOS Safari has only ManagedMediaSource.
+const MSE = window.ManagedMediaSource || window.MediaSource || null;
 // Zones and counting lines on the live view: on unless the user turned them off.
 let showZones = localStorage.getItem("ocellus.zones") !== "off";
 
@@ -86,7 +88,9 @@ function onText(msg) {
       if (r) { replies.delete(msg.id); r(msg); }
       return;
     }
-    case "lagged": return; // the newest frame follows; nothing to do
+    case "video": return onVideoStart(msg);
+    case "video_unavailable": return useJpeg(cams.get(msg.camera), msg.reason);
+    case "lagged": return; // the newest frame, or the next key frame of the video, follows
   }
 }
 
@@ -97,7 +101,8 @@ function onHello(msg) {
     cam.info = info;
     updateTile(cam, info);
     send({ op: "subscribe", topic: "detections", camera: info.id });
-    send({ op: "subscribe", topic: "frames", camera: info.id, width: viewerCam === info.id ? 0 : 640 });
+    if (MSE && !cam.jpegWhy) subscribeVideo(cam);
+    else subscribeFrames(cam);
   }
   send({ op: "subscribe", topic: "events" });
   send({ op: "subscribe", topic: "stats" });
@@ -120,7 +125,7 @@ function makeTile(info) {
   fig.setAttribute("role", "button");
   fig.setAttribute("aria-label", `${info.name}: open the large view`);
   fig.innerHTML = `<canvas width="640" height="480" aria-hidden="true"></canvas>
-    <figcaption><span class="name"></span><span class="fps"></span><span class="state"></span></figcaption>
+    <figcaption><span class="name"></span><span class="fps"></span><span class="feed"></span><span class="state"></span></figcaption>
     <div class="err" hidden></div>`;
   fig.querySelector(".name").textContent = info.name;
   fig.addEventListener("click", () => openViewer(info.id));
@@ -129,7 +134,7 @@ function makeTile(info) {
   const opt = document.createElement("option");
   opt.value = opt.textContent = info.id;
   $("#f-camera").append(opt);
-  const cam = { info, tile: fig, canvas: fig.querySelector("canvas"), dets: new Map(), pending: null, decoding: false, last: null };
+  const cam = { info, tile: fig, canvas: fig.querySelector("canvas"), dets: new Map(), pending: null, decoding: false, last: null, feed: null, jpegWhy: null, video: null };
   cams.set(info.id, cam);
   return cam;
 }
@@ -155,6 +160,7 @@ function parseFrame(buf) {
 }
 
 function onFrame(buf) {
+  if (new DataView(buf).getUint8(0) === 2) return onVideoData(buf);
   const f = parseFrame(buf);
   const cam = f && cams.get(f.camera);
   if (!cam) return;
@@ -169,7 +175,7 @@ async function decodeNext(cam) {
   cam.decoding = true;
   try {
     const bmp = await createImageBitmap(f.jpeg);
-    if (cam.last) cam.last.bmp.close();
+    if (cam.last && cam.last.bmp.close) cam.last.bmp.close();
     cam.last = { bmp, f };
     probe.framesDrawn++;
     redraw(cam);
@@ -180,6 +186,139 @@ async function decodeNext(cam) {
   if (cam.pending) decodeNext(cam);
 }
 
+// --- live video (H.264 through Media Source Extensions) ----------------------------------
+// The camera's own stream, never re-encoded (docs/protocol.md, "Live video"): a `video`
+// message with the codec, the init segment, then a media segment per picture. Kept at most
+// about a second behind the newest picture; the boxes are drawn over it from the detections
+// whose time is the picture's. Where MSE or the codec is missing, the JPEG frames, as before.
+
+/// The feed the tile says it uses, and why.
+function setFeed(cam, feed, why) {
+  cam.feed = feed;
+  const label = cam.tile.querySelector(".feed");
+  label.textContent = feed === "video" ? "H.264 video" : "JPEG";
+  label.title = why || "";
+  probe.feeds[cam.info.id] = { feed, why: why || null };
+}
+
+function subscribeFrames(cam) {
+  setFeed(cam, "jpeg", cam.jpegWhy || (MSE ? "" : "this browser has no Media Source Extensions"));
+  send({ op: "subscribe", topic: "frames", camera: cam.info.id, width: viewerCam === cam.info.id ? 0 : 640 });
+}
+
+function subscribeVideo(cam) {
+  send({ op: "subscribe", topic: "video", camera: cam.info.id });
+}
+
+/// Gives up the video of `cam` for its JPEG frames, saying why.
+function useJpeg(cam, why) {
+  if (!cam) return;
+  cam.jpegWhy = why;
+  stopVideo(cam);
+  send({ op: "unsubscribe", topic: "video", camera: cam.info.id });
+  subscribeFrames(cam);
+}
+
+function stopVideo(cam) {
+  const v = cam.video;
+  if (!v) return;
+  cam.video = null;
+  v.el.pause();
+  v.el.removeAttribute("src");
+  v.el.load();
+  v.el.remove();
+  URL.revokeObjectURL(v.url);
+}
+
+function onVideoStart(msg) {
+  const cam = cams.get(msg.camera);
+  if (!cam) return;
+  if (!MSE || !MSE.isTypeSupported(msg.mime)) {
+    return useJpeg(cam, `this browser cannot play ${msg.mime.replace(/^.*codecs="?([^"]*)"?.*$/, "$1")}; the camera's JPEG frames instead`);
+  }
+  stopVideo(cam); // a new stream (the camera reconnected, or changed its codec or size)
+  const el = document.createElement("video");
+  el.muted = true;
+  el.playsInline = true;
+  el.disableRemotePlayback = true; // ManagedMediaSource needs it
+  el.className = "live-video";
+  const ms = new MSE();
+  const url = URL.createObjectURL(ms);
+  el.src = url;
+  cam.tile.append(el);
+  const v = { el, ms, url, sb: null, queue: [], origin: msg.origin_ms, newest: null, width: msg.width, height: msg.height, lastTime: -1 };
+  cam.video = v;
+  ms.addEventListener("sourceopen", () => {
+    v.sb = ms.addSourceBuffer(msg.mime);
+    v.sb.addEventListener("updateend", () => { keepLive(v); appendNext(v); });
+    appendNext(v);
+  }, { once: true });
+  setFeed(cam, "video", msg.mime);
+  if (!cam.videoLoop) videoLoop(cam);
+}
+
+function onVideoData(buf) {
+  const dv = new DataView(buf);
+  const idLen = dv.getUint8(1);
+  const cam = cams.get(new TextDecoder().decode(new Uint8Array(buf, 12, idLen)));
+  if (!cam || !cam.video) return;
+  const v = cam.video;
+  if (!(dv.getUint8(2) & 1)) v.newest = Number(dv.getBigInt64(4, true));
+  v.queue.push(new Uint8Array(buf, 12 + idLen));
+  appendNext(v);
+}
+
+function appendNext(v) {
+  if (!v.sb || v.sb.updating || !v.queue.length) return;
+  // Everything waiting in one append.
+  const parts = v.queue.splice(0);
+  const len = parts.reduce((n, p) => n + p.byteLength, 0);
+  const all = new Uint8Array(len);
+  let at = 0;
+  for (const p of parts) { all.set(p, at); at += p.byteLength; }
+  try {
+    v.sb.appendBuffer(all);
+  } catch (e) {
+    // QuotaExceededError: drop what was played and try again with the next segment.
+    console.warn("video append failed", e);
+    if (v.el.currentTime > 2 && !v.sb.updating) v.sb.remove(0, v.el.currentTime - 1);
+  }
+}
+
+/// At most about a second behind the newest picture: further behind, jump to it; keep ten
+/// seconds of what was played.
+function keepLive(v) {
+  const b = v.sb.buffered;
+  if (!b.length) return;
+  const last = b.length - 1, end = b.end(last), t = v.el.currentTime;
+  // Before the newest range (a gap after a skip to a key frame, or the start): go to it; over
+  // a second behind: jump to the newest picture.
+  if (t < b.start(last) && !(last > 0 && t >= b.start(last - 1) && t < b.end(last - 1) - 0.05)) v.el.currentTime = b.start(last);
+  else if (end - t > 1.0) v.el.currentTime = end - 0.2;
+  if (v.el.paused) v.el.play().catch(() => {});
+  if (!v.sb.updating && b.start(0) < t - 15) v.sb.remove(0, t - 10);
+}
+
+/// Draws the video's picture, when it moved on, with the boxes of its time.
+function videoLoop(cam) {
+  cam.videoLoop = true;
+  const tick = () => {
+    const v = cam.video;
+    if (cam.feed !== "video") { cam.videoLoop = false; return; }
+    if (v && v.el.readyState >= 2 && v.el.currentTime !== v.lastTime) {
+      v.lastTime = v.el.currentTime;
+      const ts = v.origin + v.el.currentTime * 1000;
+      const el = v.el;
+      cam.last = { bmp: { width: el.videoWidth, height: el.videoHeight, source: el }, f: { ts, seq: Infinity, byTime: true } };
+      probe.framesDrawn++;
+      probe.feeds[cam.info.id] = { feed: "video", why: null, currentTime: el.currentTime, behindMs: v.newest == null ? null : v.newest - ts, width: el.videoWidth, height: el.videoHeight };
+      redraw(cam);
+    }
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}
+
 function onDetections(d) {
   const cam = cams.get(d.camera);
   if (!cam) return;
@@ -188,13 +327,19 @@ function onDetections(d) {
   for (const seq of cam.dets.keys()) { if (seq < d.seq - 50) cam.dets.delete(seq); else break; }
   // Frames are streamed straight from capture and arrive before the detector is done with them:
   // the frame on screen was drawn with the previous boxes; draw it again with its own.
-  if (cam.last && cam.last.f.seq === d.seq) redraw(cam);
+  if (cam.last && cam.last.f.seq === d.seq && cam.feed !== "video") redraw(cam);
 }
 
 /// The detections of the frame or, until they come, the newest of an earlier frame (a busy
 /// detector skips frames); none older than a second.
 function detsFor(cam, f) {
   let best = null;
+  if (f.byTime) {
+    // A video picture: the detections of its frame (same time, to the ms), or the newest
+    // before it.
+    for (const d of cam.dets.values()) { if (d.ts_ms <= f.ts + 1 && f.ts - d.ts_ms <= 1000) best = d; }
+    return best;
+  }
   for (const [seq, d] of cam.dets) { if (seq <= f.seq && f.ts - d.ts_ms <= 1000) best = d; }
   return best;
 }
@@ -208,9 +353,10 @@ const COLORS = { person: "#4cc2ff", car: "#ffb84d", truck: "#ffb84d", bus: "#ffb
 
 function draw(cam, canvas) {
   const { bmp, f } = cam.last;
+  if (!bmp.width || !bmp.height) return;
   if (canvas.width !== bmp.width || canvas.height !== bmp.height) { canvas.width = bmp.width; canvas.height = bmp.height; }
   const ctx = canvas.getContext("2d");
-  ctx.drawImage(bmp, 0, 0);
+  ctx.drawImage(bmp.source || bmp, 0, 0, bmp.width, bmp.height);
   drawMasks(ctx, cam.info, bmp.width, bmp.height);
   if (showZones) drawZones(ctx, cam.info, bmp.width, bmp.height);
   const d = detsFor(cam, f);
@@ -233,6 +379,8 @@ function draw(cam, canvas) {
     ctx.fillStyle = "#000";
     ctx.fillText(text, x + 3 - lw / 2, y - 2);
     probe.boxesDrawn++;
+    const on = `${cam.info.id}:${cam.feed}`;
+    probe.boxesOn[on] = (probe.boxesOn[on] || 0) + 1;
   }
   ctx.setLineDash([]);
 }
@@ -295,7 +443,8 @@ function openViewer(id) {
   const cam = cams.get(id);
   viewerCam = id;
   $("#viewer-title").textContent = cam.info.name;
-  send({ op: "subscribe", topic: "frames", camera: id, width: 0 });
+  // The video is the camera's own picture already; JPEG frames come full size for the viewer.
+  if (cam.feed === "jpeg") send({ op: "subscribe", topic: "frames", camera: id, width: 0 });
   if (cam.last) draw(cam, $("#viewer-canvas"));
   $("#viewer").showModal();
 }
@@ -308,7 +457,8 @@ $("#detail").addEventListener("close", () => {
   video.load();
 });
 $("#viewer").addEventListener("close", () => {
-  if (viewerCam) send({ op: "subscribe", topic: "frames", camera: viewerCam, width: 640 });
+  const cam = viewerCam && cams.get(viewerCam);
+  if (cam && cam.feed === "jpeg") send({ op: "subscribe", topic: "frames", camera: viewerCam, width: 640 });
   viewerCam = null;
 });
 

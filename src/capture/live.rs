@@ -258,7 +258,8 @@ enum Reader {
 
 /// What reading a frame gave.
 enum Read {
-    Frame(Mat),
+    /// A picture, with its time on the packets' clock when it has one.
+    Frame(Mat, Option<i64>),
     /// The end of a file.
     End,
     /// A failure (a timeout among them), said as the log and the camera's state say it.
@@ -293,13 +294,13 @@ impl Reader {
             Reader::OpenCv(cap) => {
                 let mut mat = Mat::default();
                 if cap.read(&mut mat).unwrap_or(false) && !mat.empty() {
-                    Read::Frame(mat)
+                    Read::Frame(mat, None)
                 } else {
                     Read::End
                 }
             }
             Reader::Gst(session) => match session.next_frame(timeout) {
-                Ok(Next::Item(f)) => Read::Frame(f.mat),
+                Ok(Next::Item(f)) => Read::Frame(f.mat, f.ts_ms),
                 Ok(Next::End) => Read::End,
                 Ok(Next::Idle) => Read::Failed(String::new()),
                 Err(e) if e.is_permanent() => Read::Refused(e.to_string()),
@@ -386,8 +387,8 @@ pub(crate) fn run_capture(
             } else {
                 opts.read_timeout
             };
-            let mat = match reader.read(timeout) {
-                Read::Frame(mat) => mat,
+            let (mat, ts) = match reader.read(timeout) {
+                Read::Frame(mat, ts) => (mat, ts),
                 Read::Refused(why) => {
                     // Recording cannot use this stream; detection goes on through OpenCV.
                     if let Some(tx) = tee.take() {
@@ -455,9 +456,11 @@ pub(crate) fn run_capture(
             }
             frames_this_open += 1;
             inc(&stats.captured);
+            // On the packets' clock when the frame came through GStreamer: the live video's
+            // pictures and the recordings carry the same times as the frame's detections.
             let frame = Arc::new(Frame {
                 seq,
-                ts_ms: now_ms(),
+                ts_ms: ts.unwrap_or_else(now_ms),
                 mat,
             });
             live(&frame);

@@ -101,6 +101,11 @@ fn init() -> Result<(), PacketError> {
         .map_err(PacketError::Init)
 }
 
+/// GStreamer's time in 90 kHz ticks.
+fn to90(t: gst::ClockTime) -> i64 {
+    (t.nseconds() as i128 * 90 / 1_000_000) as i64
+}
+
 /// How a session is opened.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PacketOptions {
@@ -130,15 +135,22 @@ pub(crate) enum PacketMsg {
     Unrecordable(String),
 }
 
-/// The packets' receiving end: bounded, never waited on by the session (a full channel drops
-/// the packet and counts it).
+/// Told of every packet on GStreamer's streaming thread, as it is parsed (the live video):
+/// must not block.
+pub(crate) trait PacketListener: Send + Sync {
+    fn on_msg(&self, msg: &PacketMsg);
+}
+
+/// Where a session's packets go: a channel (the recorder: bounded, never waited on by the
+/// session, a full channel drops the packet and counts it) and a listener (the live video).
 #[derive(Clone)]
 pub(crate) struct PacketTx {
-    pub(crate) tx: crossbeam_channel::Sender<PacketMsg>,
+    tx: Option<crossbeam_channel::Sender<PacketMsg>>,
     pub(crate) dropped: Arc<AtomicU64>,
     /// Wait for room instead of dropping (replay, where nothing may be lost and the stream
     /// waits for its reader).
     lossless: bool,
+    listener: Option<Arc<dyn PacketListener>>,
 }
 
 impl PacketTx {
@@ -147,9 +159,10 @@ impl PacketTx {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         (
             PacketTx {
-                tx,
+                tx: Some(tx),
                 dropped: Arc::new(AtomicU64::new(0)),
                 lossless: false,
+                listener: None,
             },
             rx,
         )
@@ -162,11 +175,31 @@ impl PacketTx {
         (tx, rx)
     }
 
+    /// Packets to `listener` only.
+    pub(crate) fn listener(listener: Arc<dyn PacketListener>) -> PacketTx {
+        PacketTx {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+            lossless: false,
+            listener: Some(listener),
+        }
+    }
+
+    /// These packets to `listener` too.
+    pub(crate) fn with_listener(mut self, listener: Arc<dyn PacketListener>) -> PacketTx {
+        self.listener = Some(listener);
+        self
+    }
+
     pub(crate) fn send(&self, msg: PacketMsg) {
+        if let Some(l) = &self.listener {
+            l.on_msg(&msg);
+        }
+        let Some(tx) = &self.tx else { return };
         let sent = if self.lossless {
-            self.tx.send(msg).is_ok()
+            tx.send(msg).is_ok()
         } else {
-            self.tx.try_send(msg).is_ok()
+            tx.try_send(msg).is_ok()
         };
         if !sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +210,13 @@ impl PacketTx {
 /// A decoded frame and its size.
 pub(crate) struct DecodedFrame {
     pub(crate) mat: Mat,
+    /// When the picture is shown, Unix ms on the packets' clock (so a frame, its detections and
+    /// the live video's picture carry the same time); `None` before the first packet.
+    pub(crate) ts_ms: Option<i64>,
 }
+
+/// A session's clock: (stream ticks, clock ticks) of its first packet, 90 kHz.
+type Anchor = Arc<std::sync::Mutex<Option<(i64, i64)>>>;
 
 /// One GStreamer session on a camera stream. Packets go to the `PacketTx` from GStreamer's
 /// own thread as they are parsed; decoded frames (when asked for) are pulled by the caller.
@@ -187,6 +226,7 @@ pub(crate) struct Session {
     frames: Option<gst_app::AppSink>,
     /// The codec, once the first packet came (shared with the packet callback).
     config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>>,
+    anchor: Anchor,
     ended: bool,
 }
 
@@ -328,11 +368,12 @@ impl Session {
         link_parsed_streams(&pipeline, &parsebin, &tee);
         let config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>> = Arc::default();
         packets.send(PacketMsg::Started);
+        let anchor = Anchor::default();
         packet_sink.set_callbacks(packet_callbacks(
             name.clone(),
             packets,
             config.clone(),
-            opts.clock,
+            (opts.clock, anchor.clone()),
         ));
         pipeline
             .set_state(gst::State::Playing)
@@ -342,6 +383,7 @@ impl Session {
             pipeline,
             frames,
             config,
+            anchor,
             ended: false,
         })
     }
@@ -456,7 +498,11 @@ impl Session {
         let mut mat = Mat::default();
         opencv::imgproc::cvt_color(&src, &mut mat, opencv::imgproc::COLOR_YUV2BGR_I420, 0)
             .map_err(|e| err(e.to_string()))?;
-        Ok(DecodedFrame { mat })
+        let ts_ms = sample.buffer().and_then(|b| b.pts()).and_then(|pts| {
+            let (stream0, clock0) = (*self.anchor.lock().unwrap_or_else(|p| p.into_inner()))?;
+            Some((clock0 + (to90(pts) - stream0)).div_euclid(90))
+        });
+        Ok(DecodedFrame { mat, ts_ms })
     }
 
     fn check_bus(&mut self) -> Result<(), PacketError> {
@@ -617,9 +663,8 @@ fn packet_callbacks(
     name: String,
     packets: PacketTx,
     config: Arc<std::sync::Mutex<Option<Arc<CodecConfig>>>>,
-    clock: PacketClock,
+    (clock, anchor): (PacketClock, Anchor),
 ) -> gst_app::AppSinkCallbacks {
-    let mut anchor: Option<(i64, i64)> = None;
     let mut current: Option<Arc<CodecConfig>> = None;
     gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
@@ -644,14 +689,16 @@ fn packet_callbacks(
                 return Ok(gst::FlowSuccess::Ok); // a packet with no time cannot be placed
             };
             let dts = buffer.dts().unwrap_or(pts);
-            let to90 = |t: gst::ClockTime| (t.nseconds() as i128 * 90 / 1_000_000) as i64;
             let (dts, pts) = (to90(dts), to90(pts));
-            let (stream0, wall0) = *anchor.get_or_insert_with(|| match clock {
-                PacketClock::Wall => (dts, crate::base::clock::now_ms() * 90),
-                // The first picture (the first packet is a key frame: parsebin waits for one)
-                // shows at 0.
-                PacketClock::Stream => (dts, dts - pts),
-            });
+            let (stream0, wall0) = *anchor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| match clock {
+                    PacketClock::Wall => (dts, crate::base::clock::now_ms() * 90),
+                    // The first picture (the first packet is a key frame: parsebin waits for one)
+                    // shows at 0.
+                    PacketClock::Stream => (dts, dts - pts),
+                });
             let Ok(data) = buffer.map_readable() else {
                 return Ok(gst::FlowSuccess::Ok);
             };

@@ -30,6 +30,7 @@ use crate::server::hub::{CameraHub, Overlay, MESSAGE_CAPACITY};
 use crate::server::state::AppState;
 use crate::server::stats::{Sources, StatsSnapshot};
 use crate::server::tls::ServerCert;
+use crate::server::video::LiveVideo;
 use crate::telemetry::metrics::{CameraStats, MqttStats, ServerMetrics};
 
 #[derive(Debug, Error)]
@@ -353,13 +354,21 @@ fn start_camera(
     let stats = Arc::new(CameraStats::default());
     let info = detector.as_ref().map(|d| d.info());
     log_detector(&cam.id, info.as_ref());
-    let hub = Arc::new(CameraHub::new(
-        &cam.id,
-        state.clone(),
-        Overlay::of(cam),
-        stats.clone(),
-        info,
-    ));
+    // The live video: the capture session's packets (the stream detection decodes), when the
+    // source sends compressed packets at all.
+    let video = Source::parse(&cam.source)
+        .carries_packets()
+        .then(|| Arc::new(LiveVideo::new(&cam.id)));
+    let hub = Arc::new(
+        CameraHub::new(
+            &cam.id,
+            state.clone(),
+            Overlay::of(cam),
+            stats.clone(),
+            info,
+        )
+        .with_video(video.clone()),
+    );
     let slot = Arc::new(FrameSlot::default());
     let (encoder, encoder_join) = crate::encoder::spawn(
         &cam.id,
@@ -399,6 +408,12 @@ fn start_camera(
         }
         _ => None,
     };
+    if let Some(video) = video {
+        tee = Some(match tee {
+            Some(tx) => tx.with_listener(video),
+            None => PacketTx::listener(video),
+        });
+    }
     let (trigger, recorder, clip) = match recorder {
         Some((t, r, c)) => (Some(t), Some(r), Some(c)),
         None => (None, None, None),

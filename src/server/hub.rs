@@ -53,6 +53,9 @@ pub struct CameraHub {
     pub detections: broadcast::Sender<Utf8Bytes>,
     /// One channel per entry of [`STREAM_WIDTHS`].
     pub frames: Vec<(u32, broadcast::Sender<Bytes>)>,
+    /// The camera's own compressed stream, when its source has one (a file or RTSP camera);
+    /// `None` for a source of decoded pictures (V4L2, a GStreamer pipeline).
+    pub(crate) video: Option<Arc<crate::server::video::LiveVideo>>,
 }
 
 impl CameraHub {
@@ -74,7 +77,17 @@ impl CameraHub {
                 .iter()
                 .map(|&w| (w, broadcast::channel(FRAME_CAPACITY).0))
                 .collect(),
+            video: None,
         }
+    }
+
+    /// The camera's live video.
+    pub(crate) fn with_video(
+        mut self,
+        video: Option<Arc<crate::server::video::LiveVideo>>,
+    ) -> Self {
+        self.video = video;
+        self
     }
 
     /// As announced to clients: the source's state with the overlay.

@@ -12,6 +12,7 @@ pub(crate) mod rest;
 pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod tls;
+pub(crate) mod video;
 pub(crate) mod ws;
 
 use std::sync::atomic::Ordering;

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::values::{DetectionsMsg, Event, EventKind, EventQuery};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: the `video` topic (live H.264/H.265 as fragmented MP4).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Version byte of the binary frame header.
 pub const FRAME_HEADER_VERSION: u8 = 1;
@@ -135,7 +136,7 @@ fn parse_topic(op: &str, rest: serde_json::Value) -> Result<Topic, String> {
     // serde does not refuse extra fields on the field-less topics, so check them all here.
     let allowed: &[&str] = match t {
         Topic::Events | Topic::Stats | Topic::Counts => &["topic"],
-        Topic::Detections { .. } => &["topic", "camera"],
+        Topic::Detections { .. } | Topic::Video { .. } => &["topic", "camera"],
         Topic::Frames { .. } => &["topic", "camera", "max_fps", "width"],
     };
     match fields.iter().find(|f| !allowed.contains(&f.as_str())) {
@@ -189,6 +190,9 @@ pub enum Topic {
         #[serde(default)]
         width: Option<u32>,
     },
+    /// The camera's own compressed stream as fragmented MP4, for Media Source Extensions: a
+    /// `video` message, the init segment, then a media segment per picture from a key frame.
+    Video { camera: String },
 }
 
 impl Topic {
@@ -201,6 +205,7 @@ impl Topic {
             Topic::Counts => "counts".into(),
             Topic::Detections { camera } => format!("detections:{camera}"),
             Topic::Frames { camera, .. } => format!("frames:{camera}"),
+            Topic::Video { camera } => format!("video:{camera}"),
         }
     }
 }
@@ -283,6 +288,23 @@ pub enum ServerMsg<'a> {
         event: &'a Event,
     },
     Detections(&'a DetectionsMsg),
+    /// A camera's live video starts (or starts again): the binary init segment follows.
+    Video {
+        camera: &'a str,
+        /// For `MediaSource.isTypeSupported`: `video/mp4; codecs="avc1.640028"`.
+        mime: &'a str,
+        width: u32,
+        height: u32,
+        /// Unix ms of media time 0: a picture at `currentTime` t was taken at
+        /// `origin_ms + 1000 t`, the `ts_ms` of its detections.
+        origin_ms: f64,
+    },
+    /// The camera's video cannot be sent (not H.264/H.265, or no compressed stream at all):
+    /// use its `frames`.
+    VideoUnavailable {
+        camera: &'a str,
+        reason: &'a str,
+    },
     Lagged {
         topic: &'a str,
         missed: u64,
@@ -476,4 +498,48 @@ mod tests {
         assert_eq!(stream_width(Some(100)), 320);
         assert_eq!(stream_width(Some(5000)), 1280);
     }
+}
+
+/// Kind byte of a live-video binary message (a JPEG frame's header starts with
+/// [`FRAME_HEADER_VERSION`], 1).
+pub const VIDEO_KIND: u8 = 2;
+/// Flags of a live-video message: the init segment; a key frame.
+pub const VIDEO_FLAG_INIT: u8 = 1;
+pub const VIDEO_FLAG_KEY: u8 = 2;
+
+/// A live-video binary message: kind, camera id length L, flags, 0, the picture's time (Unix
+/// ms, i64 LE), the camera id, then the MP4 bytes (docs/protocol.md).
+#[derive(Debug, PartialEq, Eq)]
+pub struct VideoHeader<'a> {
+    pub flags: u8,
+    pub pts_ms: i64,
+    pub camera: &'a str,
+    pub mp4: &'a [u8],
+}
+
+/// Builds a live-video message.
+pub fn video_message(flags: u8, pts_ms: i64, camera: &str, mp4: &[u8]) -> Bytes {
+    let id = camera.as_bytes();
+    let mut b = BytesMut::with_capacity(12 + id.len() + mp4.len());
+    b.put_u8(VIDEO_KIND);
+    b.put_u8(id.len() as u8);
+    b.put_u8(flags);
+    b.put_u8(0);
+    b.put_i64_le(pts_ms);
+    b.put_slice(id);
+    b.put_slice(mp4);
+    b.freeze()
+}
+
+pub fn parse_video_message(b: &[u8]) -> Option<VideoHeader<'_>> {
+    if b.len() < 12 || b[0] != VIDEO_KIND {
+        return None;
+    }
+    let len = usize::from(b[1]);
+    Some(VideoHeader {
+        flags: b[2],
+        pts_ms: i64::from_le_bytes(b[4..12].try_into().ok()?),
+        camera: std::str::from_utf8(b.get(12..12 + len)?).ok()?,
+        mp4: &b[12 + len..],
+    })
 }

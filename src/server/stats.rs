@@ -88,6 +88,10 @@ pub struct CameraSnapshot {
     pub detector: Option<crate::pipeline::detect::DetectorInfo>,
     pub events_started: u64,
     pub stream_encodes: u64,
+    /// Viewers of the live video and of the live JPEG frames now.
+    pub viewers: ByKind,
+    /// Bytes sent to them since start.
+    pub bytes_sent: ByKind,
     /// Objects with an event in each of the camera's zones now.
     pub zones: Vec<crate::telemetry::live_counts::ZoneCount>,
     /// Crossings of each of the camera's lines, each way, since start and in the last hour.
@@ -95,6 +99,13 @@ pub struct CameraSnapshot {
     /// Every per-camera counter, under its Prometheus name (the fields above are some of them).
     #[serde(skip)]
     pub counters: Vec<Counter>,
+}
+
+/// A figure for each kind of live picture.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ByKind {
+    pub video: u64,
+    pub jpeg: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -250,7 +261,25 @@ impl StatsSnapshot {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let counters: Vec<Counter> = c.stats.counters().into();
+                let mut counters: Vec<Counter> = c.stats.counters().into();
+                let viewers = ByKind {
+                    video: c.video.as_ref().map_or(0, |v| v.viewers() as u64),
+                    jpeg: c
+                        .frames
+                        .iter()
+                        .map(|(_, f)| f.receiver_count() as u64)
+                        .sum(),
+                };
+                counters.push(Counter {
+                    name: "ocellus_video_viewers",
+                    help: "Viewers of the camera's live video now.",
+                    value: viewers.video,
+                });
+                counters.push(Counter {
+                    name: "ocellus_jpeg_viewers",
+                    help: "Viewers of the camera's live JPEG frames now.",
+                    value: viewers.jpeg,
+                });
                 let (zones, lines) = {
                     let counts = c.stats.zones.lock().unwrap_or_else(|p| p.into_inner());
                     (counts.zones.clone(), counts.lines.clone())
@@ -266,6 +295,11 @@ impl StatsSnapshot {
                     detector: c.detector.clone(),
                     events_started: get(&c.stats.events_started),
                     stream_encodes: get(&c.stats.stream_encodes),
+                    viewers,
+                    bytes_sent: ByKind {
+                        video: get(&c.stats.video_bytes_sent),
+                        jpeg: get(&c.stats.jpeg_bytes_sent),
+                    },
                     zones,
                     lines,
                     counters,

@@ -141,6 +141,9 @@ pub struct CameraStats {
     pub stream_encodes: AtomicU64,
     /// Frames not encoded for the live stream because the encoder was still busy.
     pub stream_skipped: AtomicU64,
+    /// Bytes of live video (fragmented MP4) and of live JPEG frames handed to viewers' sockets.
+    pub video_bytes_sent: AtomicU64,
+    pub jpeg_bytes_sent: AtomicU64,
     pub decode: StageTime,
     pub motion: StageTime,
     pub detect: StageTime,
@@ -173,7 +176,7 @@ impl CameraStats {
         ]
     }
 
-    pub fn counters(&self) -> [Counter; 11] {
+    pub fn counters(&self) -> [Counter; 13] {
         let CameraStats {
             captured,
             processed,
@@ -186,6 +189,8 @@ impl CameraStats {
             snapshot_encodes,
             stream_encodes,
             stream_skipped,
+            video_bytes_sent,
+            jpeg_bytes_sent,
             decode: _,
             motion: _,
             detect: _,
@@ -250,6 +255,16 @@ impl CameraStats {
                 "ocellus_stream_frames_skipped_total",
                 "Frames not encoded because the encoder was busy.",
                 stream_skipped,
+            ),
+            c(
+                "ocellus_video_bytes_sent_total",
+                "Live video (fragmented MP4) bytes sent to viewers.",
+                video_bytes_sent,
+            ),
+            c(
+                "ocellus_jpeg_bytes_sent_total",
+                "Live JPEG frame bytes sent to viewers.",
+                jpeg_bytes_sent,
             ),
         ]
     }

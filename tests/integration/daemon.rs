@@ -24,7 +24,7 @@ async fn subscriber_gets_event_json_and_decodable_frames_of_the_announced_size()
     let mut ws = connect(&dmn).await;
     let hello = next_json(&mut ws, LONG).await;
     assert_eq!(hello["type"], "hello");
-    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["protocol"], 2);
     assert_eq!(hello["cameras"][0]["id"], "street");
     send(
         &mut ws,

@@ -480,3 +480,73 @@ async fn an_events_clip_plays_in_the_dashboard() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An H.264 camera plays as video through Media Source Extensions, near the live edge, at the
+/// stream's size, with its boxes drawn over it; an H.265 camera, which Chromium cannot play,
+/// shows its JPEG frames and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_h264_plays_as_video_with_boxes_and_h265_falls_back_to_jpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let h265 = harness::x264_clip(
+        dir.path(),
+        "h265.mp4",
+        200,
+        &[
+            "-c:v",
+            "libx265",
+            "-tag:v",
+            "hvc1",
+            "-x265-params",
+            "log-level=error",
+        ],
+    );
+    let dmn = DaemonProc::start(
+        "",
+        &format!(
+            "[[cameras]]\nid = \"avc\"\nsource = {:?}\n[[cameras]]\nid = \"hevc\"\nsource = {:?}\n",
+            harness::vtest_h264().to_str().unwrap(),
+            h265.to_str().unwrap()
+        ),
+    );
+    let (_driver, c, _profile) = browser().await;
+    c.goto(&dmn.url("/")).await.unwrap();
+    let p = until(&c, "the H.264 camera playing as video with boxes", |p| {
+        let f = &p["feeds"]["avc"];
+        f["feed"] == "video"
+            && f["currentTime"].as_f64().unwrap_or(0.0) > 1.0
+            && p["boxesOn"]["avc:video"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let f = &p["feeds"]["avc"];
+    assert_eq!(
+        (f["width"].as_u64(), f["height"].as_u64()),
+        (Some(768), Some(576)),
+        "{p}"
+    );
+    // It plays on, near the newest picture the daemon sent.
+    let t0 = f["currentTime"].as_f64().unwrap();
+    let p = until(&c, "the video's time advancing", |p| {
+        p["feeds"]["avc"]["currentTime"].as_f64().unwrap_or(0.0) > t0 + 1.0
+    })
+    .await;
+    let behind = p["feeds"]["avc"]["behindMs"].as_f64().unwrap();
+    assert!(
+        behind <= 2000.0,
+        "{behind} ms behind the newest picture: {p}"
+    );
+    // The H.265 camera: its JPEG frames, and the reason.
+    let p = until(&c, "the H.265 camera on JPEG, saying why", |p| {
+        p["feeds"]["hevc"]["feed"] == "jpeg" && p["feeds"]["hevc"]["why"].is_string()
+    })
+    .await;
+    let why = p["feeds"]["hevc"]["why"].as_str().unwrap_or("");
+    assert!(why.contains("cannot play hvc1"), "{p}");
+    let caption = text_of(&c, ".tile:nth-child(2) figcaption")
+        .await
+        .unwrap_or_default();
+    assert!(caption.contains("JPEG"), "{caption}");
+    let caption = text_of(&c, ".tile:nth-child(1) figcaption")
+        .await
+        .unwrap_or_default();
+    assert!(caption.contains("H.264 video"), "{caption}");
+}

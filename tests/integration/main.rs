@@ -20,3 +20,4 @@ mod rtsp;
 mod runtime;
 mod systemd;
 mod tls;
+mod video;

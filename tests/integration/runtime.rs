@@ -9,8 +9,7 @@ use std::process::{Command, Output};
 
 use harness::{events, ocellus, stderr};
 
-fn replay_json(runtime: &str) -> Output {
-    let video = harness::vtest();
+fn replay_json(video: &Path, runtime: &str) -> Output {
     ocellus(&[
         "replay",
         video.to_str().unwrap(),
@@ -20,22 +19,30 @@ fn replay_json(runtime: &str) -> Output {
     ])
 }
 
-/// The default config on the whole street clip, once per runtime: the same events (labels,
-/// counts, times within one frame, scores within 1e-3).
+/// The default config on the street clip's first 30 s (a dozen people come and go), once per
+/// runtime: the same events (labels, counts, times within one frame, scores within 1e-3). The
+/// whole clip took 81 s of the suite for no more evidence.
 #[test]
 fn both_runtimes_give_the_same_events_on_the_street_clip() {
-    let ort = replay_json("onnxruntime");
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("street.avi");
+    harness::write_clip(
+        &video,
+        &harness::read_frames(&harness::vtest(), 0, 300),
+        10.0,
+    );
+    let ort = replay_json(&video, "onnxruntime");
     assert!(ort.status.success(), "{}", stderr(&ort));
     assert!(
         stderr(&ort).contains("on onnxruntime 1."),
         "{}",
         stderr(&ort)
     );
-    let cv = replay_json("opencv");
+    let cv = replay_json(&video, "opencv");
     assert!(cv.status.success(), "{}", stderr(&cv));
     assert!(stderr(&cv).contains("on opencv 4."), "{}", stderr(&cv));
     let (a, b) = (events(&ort), events(&cv));
-    assert!(a.len() >= 10, "{} events", a.len());
+    assert!(a.len() >= 8, "{} events", a.len());
     assert_eq!(a.len(), b.len(), "onnxruntime {a:?}\nopencv {b:?}");
     let frame_ms = 100;
     for (x, y) in a.iter().zip(&b) {

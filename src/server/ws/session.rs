@@ -1,7 +1,7 @@
 //! One WebSocket client's session: its subscriptions, requests, heartbeats and back-pressure,
 //! until it leaves, stalls or the daemon stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -27,11 +27,14 @@ use crate::server::protocol::{
     parse_request, stream_width, Request, ServerMsg, Topic, PROTOCOL_VERSION, STREAM_WIDTHS,
 };
 use crate::server::state::{AppState, CountsError};
+use crate::server::video::VideoItem;
+use crate::telemetry::metrics::CameraStats;
 
 /// What a subscription yields.
 enum Item {
     Text(Utf8Bytes),
     Frame(Bytes),
+    Video(VideoItem),
     Lagged(u64),
 }
 
@@ -49,6 +52,16 @@ fn frame_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Sub {
         Ok(b) => Item::Frame(b),
         Err(BroadcastStreamRecvError::Lagged(n)) => Item::Lagged(n),
     }))
+}
+
+/// A camera's live video: what a viewer who joins needs first (the init segment and the GOP
+/// so far), then the stream.
+fn video_stream(first: Vec<VideoItem>, rx: tokio::sync::broadcast::Receiver<VideoItem>) -> Sub {
+    let live = BroadcastStream::new(rx).map(|r| match r {
+        Ok(v) => Item::Video(v),
+        Err(BroadcastStreamRecvError::Lagged(n)) => Item::Lagged(n),
+    });
+    Box::pin(futures_util::stream::iter(first.into_iter().map(Item::Video)).chain(live))
 }
 
 /// Most messages forwarded in one go before flushing the socket.
@@ -93,6 +106,10 @@ pub(super) struct Client {
     /// Per frames subscription with a `max_fps`: minimum interval between frames (ms) and the
     /// last sent timestamp.
     frame_pacing: HashMap<String, (i64, Option<i64>)>,
+    /// Per live frames or video subscription: the camera's counters (bytes sent).
+    picture_stats: HashMap<String, Arc<CameraStats>>,
+    /// Video subscriptions that lost segments: nothing is sent until the next key frame.
+    video_waiting_key: HashSet<String>,
     queries: TokenBucket,
     /// Messages waiting for the next flush, payloads shared with the broadcast.
     out: Vec<(Opcode, Bytes)>,
@@ -118,6 +135,8 @@ impl Client {
             addr,
             subs: StreamMap::new(),
             frame_pacing: HashMap::new(),
+            picture_stats: HashMap::new(),
+            video_waiting_key: HashSet::new(),
             queries: TokenBucket::new(qps),
             out: Vec::new(),
         }
@@ -251,12 +270,22 @@ impl Client {
                     }
                     *last = Some(ts);
                 }
+                if let Some(stats) = self.picture_stats.get(key) {
+                    stats
+                        .jpeg_bytes_sent
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
                 self.out.push((Opcode::Binary, b));
             }
+            Item::Video(v) => self.forward_video(key, v),
             Item::Lagged(n) => {
                 let m = &self.state.metrics();
-                if key.starts_with("frames:") {
+                if key.starts_with("frames:") || key.starts_with("video:") {
                     m.frames_dropped.fetch_add(n, Ordering::Relaxed);
+                    // The segments after a gap depend on what was missed: wait for a key frame.
+                    if key.starts_with("video:") {
+                        self.video_waiting_key.insert(key.to_string());
+                    }
                 } else {
                     m.messages_dropped.fetch_add(n, Ordering::Relaxed);
                 }
@@ -266,6 +295,49 @@ impl Client {
                 });
             }
         }
+    }
+
+    fn forward_video(&mut self, key: &str, item: VideoItem) {
+        let camera = key.strip_prefix("video:").unwrap_or(key);
+        match item {
+            VideoItem::Init(init) => {
+                self.video_waiting_key.remove(key);
+                self.push(ServerMsg::Video {
+                    camera,
+                    mime: &init.mime,
+                    width: init.width,
+                    height: init.height,
+                    origin_ms: init.origin_ms,
+                });
+                self.send_video(key, init.message.clone());
+            }
+            VideoItem::Segment(seg) => {
+                if self.video_waiting_key.contains(key) {
+                    if !seg.key {
+                        self.state
+                            .metrics()
+                            .frames_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    self.video_waiting_key.remove(key);
+                }
+                self.send_video(key, seg.message);
+            }
+            VideoItem::Unavailable(reason) => self.push(ServerMsg::VideoUnavailable {
+                camera,
+                reason: &reason,
+            }),
+        }
+    }
+
+    fn send_video(&mut self, key: &str, message: Bytes) {
+        if let Some(stats) = self.picture_stats.get(key) {
+            stats
+                .video_bytes_sent
+                .fetch_add(message.len() as u64, Ordering::Relaxed);
+        }
+        self.out.push((Opcode::Binary, message));
     }
 
     async fn on_message(&mut self, msg: Message) -> Flow {
@@ -322,6 +394,8 @@ impl Client {
                 let key = topic.key();
                 self.subs.remove(&key);
                 self.frame_pacing.remove(&key);
+                self.picture_stats.remove(&key);
+                self.video_waiting_key.remove(&key);
                 self.reply(id, "unsubscribe");
             }
             Request::Query(q) => {
@@ -380,7 +454,9 @@ impl Client {
                 max_fps,
                 width,
             } => {
-                let rx = hub(camera)?.frames_for(stream_width(*width)).subscribe();
+                let hub = hub(camera)?;
+                let rx = hub.frames_for(stream_width(*width)).subscribe();
+                self.picture_stats.insert(key.clone(), hub.stats.clone());
                 let min_ms = match max_fps {
                     Some(f) if *f > 0.0 => (1000.0 / f.min(1000.0)) as i64,
                     _ => 0,
@@ -392,6 +468,24 @@ impl Client {
                     self.frame_pacing.remove(&key);
                 }
                 frame_stream(rx)
+            }
+            Topic::Video { camera } => {
+                let hub = hub(camera)?;
+                self.picture_stats.insert(key.clone(), hub.stats.clone());
+                self.video_waiting_key.remove(&key);
+                match &hub.video {
+                    Some(video) => {
+                        let (first, rx) = video.subscribe();
+                        video_stream(first, rx)
+                    }
+                    None => video_stream(
+                        vec![VideoItem::Unavailable(
+                            "the camera's source gives decoded pictures only (a V4L2 device or a GStreamer pipeline): no compressed stream to send; its `frames` show it"
+                                .into(),
+                        )],
+                        tokio::sync::broadcast::channel(1).1,
+                    ),
+                }
             }
         };
         // Subscribing again replaces the old subscription (a new width or fps, say).
