@@ -336,7 +336,9 @@ fn run_cmd(args: RunArgs) -> ExitCode {
     service.serve(daemon.scheme(), |listener, stop| daemon.run(listener, stop))
 }
 
-/// The first SIGTERM or SIGINT starts a clean stop; a second one exits at once.
+/// The first SIGTERM or SIGINT starts a clean stop; a second one exits at once. One that comes
+/// within a second of the first is the same signal sent twice (`timeout`, and a shell killing a
+/// process group, send it to the process and to its group): the stop goes on.
 async fn watch_signals(stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -348,7 +350,13 @@ async fn watch_signals(stop: CancellationToken) {
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     stop.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    let first = tokio::time::Instant::now();
+    loop {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        if first.elapsed() >= std::time::Duration::from_secs(1) {
+            break;
+        }
+    }
     eprintln!("second signal: exiting now");
     std::process::exit(130);
 }

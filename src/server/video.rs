@@ -61,7 +61,9 @@ struct State {
     config: Option<Arc<CodecConfig>>,
     origin90: i64,
     sequence: u32,
-    /// From the newest key frame on; empty while waiting for one.
+    /// A key frame came since the init segment: what follows can be decoded.
+    keyed: bool,
+    /// From the newest key frame on; empty while waiting for one (or past its bound).
     gop: Vec<VideoSegment>,
     gop_bytes: usize,
     last_dts: Option<i64>,
@@ -162,10 +164,11 @@ impl PacketListener for LiveVideo {
                     };
                     self.send(VideoItem::Init(init));
                 }
-                if s.gop.is_empty() && !p.key {
-                    // Nothing before a key frame can be decoded.
+                if !s.keyed && !p.key {
+                    // Nothing before the first key frame can be decoded.
                     return;
                 }
+                s.keyed = true;
                 if let Some(last) = s.last_dts {
                     // The picture's duration is not known until the next one comes: the
                     // previous interval stands for it (exact at a steady rate).
@@ -273,6 +276,36 @@ mod tests {
         v.on_msg(&PacketMsg::Packet(packet(9, true), c));
         assert!(matches!(rx.try_recv(), Ok(VideoItem::Init(_))));
         assert!(matches!(rx.try_recv(), Ok(VideoItem::Segment(s)) if s.key));
+    }
+
+    /// A GOP past the kept bound is no longer kept for joiners, but its pictures still go to
+    /// the viewers there are.
+    #[test]
+    fn pictures_past_the_kept_gop_still_reach_viewers() {
+        let v = LiveVideo::new("cam");
+        let c = config();
+        let big = |i: i64, key: bool| Packet {
+            data: Bytes::from(vec![0u8; GOP_MAX_BYTES / 2 + 1]),
+            ..packet(i, key)
+        };
+        let (_, mut rx) = v.subscribe();
+        for (i, key) in [(0, true), (1, false), (2, false), (3, false)] {
+            v.on_msg(&PacketMsg::Packet(big(i, key), c.clone()));
+        }
+        let mut got = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            got.push(item);
+        }
+        assert_eq!(
+            keys(&got),
+            [None, Some(true), Some(false), Some(false), Some(false)]
+        );
+        let (first, _) = v.subscribe();
+        assert_eq!(
+            keys(&first),
+            [None],
+            "a joiner waits for the next key frame"
+        );
     }
 
     #[test]

@@ -723,7 +723,7 @@ async fn every_counter_in_the_stats_appears_in_metrics() {
         }
     }
     let counters = ocellus::telemetry::metrics::CameraStats::default().counters();
-    assert_eq!(counters.len(), 11);
+    assert_eq!(counters.len(), 13);
     for c in counters {
         assert!(
             text.contains(&format!("# TYPE {} counter", c.name))

@@ -165,7 +165,8 @@ fn every_documented_journal_query_finds_what_the_doc_says() {
     assert!(one.contains("person event 1 started on front"), "{one}");
     assert!(
         one.contains("person event 1 ended on front after "),
-        "{one}\nall:\n{}",
+        "{one}\nthe daemon's exit status: {}\nall:\n{}",
+        out["daemon exit"].trim(),
         out["all"]
     );
     // The unreachable camera: warnings with its id and the reason, no password.

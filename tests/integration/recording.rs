@@ -182,16 +182,22 @@ async fn an_event_clip_is_the_main_stream_copied_packet_for_packet_with_range_an
             main_srv.url("", "/stream")
         ),
     );
-    // An event that ended, its post-roll recorded (a fragment closes within a second).
+    // An event that ended, its post-roll recorded (a fragment closes within a second), and
+    // that began after the main stream's recording could hold its pre-roll: each RTSP session
+    // of the test server plays the file from its start, so the main stream has nothing from
+    // before its own session began (a camera's streams run all the time).
     let t0 = Instant::now();
     let event = loop {
         let (status, body) = http_get(&dmn.url("/api/events?limit=100"), &[AUTH]).await;
         assert_eq!(status, 200);
         let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let recorded_from = segments(&dmn, "door").first().map(|(n, _)| start_of(n));
         let done = page["events"].as_array().unwrap().iter().find(|e| {
-            e["end_ms"]
-                .as_i64()
-                .is_some_and(|end| end + (post_s * 1000.0) as i64 + 2500 < now_ms())
+            let (start, end) = (e["start_ms"].as_i64(), e["end_ms"].as_i64());
+            end.is_some_and(|end| end + (post_s * 1000.0) as i64 + 2500 < now_ms())
+                && recorded_from
+                    .zip(start)
+                    .is_some_and(|(from, start)| start - (pre_s * 1000.0) as i64 >= from + 2000)
         });
         if let Some(e) = done {
             break e.clone();

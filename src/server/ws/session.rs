@@ -301,7 +301,9 @@ impl Client {
         let camera = key.strip_prefix("video:").unwrap_or(key);
         match item {
             VideoItem::Init(init) => {
-                self.video_waiting_key.remove(key);
+                // A stream starts at a key frame: what comes before one (a joiner when the
+                // kept GOP outgrew its bound) cannot be decoded.
+                self.video_waiting_key.insert(key.to_string());
                 self.push(ServerMsg::Video {
                     camera,
                     mime: &init.mime,
