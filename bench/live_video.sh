@@ -56,27 +56,37 @@ echo "off; \`target/release/examples/ws_load ADDR cam CLIENTS $secs 0 PID [--vid
 echo "run of $secs s, JPEG and video interleaved on the same daemon. Bytes per second per viewer; the"
 echo "daemon's CPU per delivered picture = its CPU time / pictures delivered to all viewers;"
 echo "latency p99 from the picture's capture (JPEG) or the packet's arrival (video) to the client;"
-echo "delivered: the least share of pictures any viewer got."
+echo "delivered: the least share of pictures any viewer got. \"beyond decoding\": the same CPU less what"
+echo "the daemon spends with no viewer at all (reading and decoding the camera for detection, which"
+echo "both feeds pay), measured on the same daemon just before. Pictures taken before a viewer's"
+echo "measurement began (the GOP a joiner is sent first) are left out."
 echo
-echo "| camera | viewers | feed | KiB/s per viewer | daemon µs per delivered picture | p99 ms | delivered |"
-echo "|---|---|---|---|---|---|---|"
+echo "| camera | viewers | feed | KiB/s per viewer | daemon µs per delivered picture | beyond decoding | p99 ms | delivered |"
+echo "|---|---|---|---|---|---|---|---|"
 for camera in "street clip H.264 file, 768x576 10 fps|$PWD/media/vtest-h264.mp4" "RTSP 1280x720 25 fps|rtsp://127.0.0.1:$port/stream"; do
     label=${camera%%|*}
     daemon "d$RANDOM" "${camera#*|}"
+    # CPU with no viewer, % of a core
+    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); sleep "$secs"; t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    idle=$(python3 -c "print(($t1 - $t0) / $(getconf CLK_TCK) / $secs * 100)")
+    echo "$label: no viewer $idle % of a core" >&2
     for n in 1 10 100; do
         for kind in jpeg video; do
             flag=""
             [ "$kind" = video ] && flag=--video
             out=$(target/release/examples/ws_load "$addr" cam "$n" "$secs" 0 "$pid" $flag)
             echo "$label $kind $n: $out" >&2
-            python3 - "$label" "$n" "$kind" "$out" <<'PY'
+            python3 - "$label" "$n" "$kind" "$out" "$idle" "$secs" <<'PY'
 import re, sys
-label, n, kind, out = sys.argv[1:]
+label, n, kind, out, idle, secs = sys.argv[1:]
 kib = re.search(r"KiB/s per viewer (\d+)", out)[1]
 us = re.search(r"per delivered picture ([0-9.]+) us", out)[1]
 p99 = re.search(r"p99 (-?\d+) ms", out)[1]
 share = re.search(r"delivered share min ([0-9.]+)%", out)[1]
-print(f"| {label} | {n} | {kind} | {kib} | {float(us):.0f} | {p99} | {share} % |")
+cpu = float(re.search(r"daemon cpu ([0-9.]+)%", out)[1])
+fps = float(re.search(r"fps/client mean ([0-9.]+)", out)[1])
+beyond = (cpu - float(idle)) / 100 * 1e6 / (int(n) * fps)
+print(f"| {label} | {n} | {kind} | {kib} | {float(us):.0f} | {beyond:.0f} | {p99} | {share} % |")
 PY
         done
     done

@@ -105,6 +105,9 @@ async fn main() {
                 ws.send(Message::Text(sub.to_string().into())).await.unwrap();
             }
             gate.wait().await;
+            // Pictures taken before the measurement began (a joiner's kept GOP) are not
+            // deliveries of the run: their latency is the GOP's age.
+            let since = now_ms();
             let end = tokio::time::Instant::now() + Duration::from_secs(secs);
             let (mut frames, mut bytes, mut lagged) = (0u64, 0u64, 0u64);
             let (mut lat, mut box_lat) = (Vec::new(), Vec::new());
@@ -114,7 +117,9 @@ async fn main() {
                 match msg {
                     Message::Binary(b) if video => {
                         let h = ocellus::server::protocol::parse_video_message(&b).unwrap();
-                        if h.flags & ocellus::server::protocol::VIDEO_FLAG_INIT != 0 {
+                        if h.flags & ocellus::server::protocol::VIDEO_FLAG_INIT != 0
+                            || h.pts_ms < since
+                        {
                             continue;
                         }
                         lat.push((now_ms() - h.pts_ms) as f64);
