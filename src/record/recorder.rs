@@ -69,6 +69,35 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder waiting for its stream ("connecting" in the camera's state).
+    fn new(
+        settings: RecorderSettings,
+        store: Arc<Recordings>,
+        trigger: Arc<Trigger>,
+        state: Arc<SourceState>,
+    ) -> Self {
+        let status = RecordingStatus {
+            mode: settings.mode().to_string(),
+            state: "connecting".into(),
+            error: None,
+            codec: None,
+            width: 0,
+            height: 0,
+        };
+        state.set_recording(status.clone());
+        Recorder {
+            ring: PreRoll::new(settings.pre_ms + DECLARE_LAG_MS, RING_MAX_BYTES),
+            settings,
+            store,
+            trigger,
+            state,
+            segment: None,
+            written_until90: i64::MIN,
+            paused_until: None,
+            status,
+        }
+    }
+
     fn publish(&mut self, state: &str, error: Option<String>) {
         if self.status.state == state && self.status.error == error {
             return;
@@ -204,27 +233,7 @@ pub(crate) fn run_recorder(
     state: Arc<SourceState>,
     cancel: CancellationToken,
 ) {
-    let status = RecordingStatus {
-        mode: settings.mode().to_string(),
-        state: "connecting".into(),
-        error: None,
-        codec: None,
-        width: 0,
-        height: 0,
-    };
-    state.set_recording(status.clone());
-    let ring_ms = settings.pre_ms + DECLARE_LAG_MS;
-    let mut rec = Recorder {
-        ring: PreRoll::new(ring_ms, RING_MAX_BYTES),
-        settings,
-        store,
-        trigger,
-        state,
-        segment: None,
-        written_until90: i64::MIN,
-        paused_until: None,
-        status,
-    };
+    let mut rec = Recorder::new(settings, store, trigger, state);
     match input {
         Input::Shared(rx) => {
             while !cancel.is_cancelled() {
@@ -341,24 +350,7 @@ pub(crate) fn record_file(
     mut before: impl FnMut(i64),
 ) -> Result<RecordingStatus, PacketError> {
     let state = Arc::new(SourceState::new(&settings.camera, &source.display_name()));
-    let mut rec = Recorder {
-        ring: PreRoll::new(settings.pre_ms + DECLARE_LAG_MS, RING_MAX_BYTES),
-        status: RecordingStatus {
-            mode: settings.mode().to_string(),
-            state: "connecting".into(),
-            error: None,
-            codec: None,
-            width: 0,
-            height: 0,
-        },
-        settings,
-        store,
-        trigger,
-        state,
-        segment: None,
-        written_until90: i64::MIN,
-        paused_until: None,
-    };
+    let mut rec = Recorder::new(settings, store, trigger, state);
     let (tx, rx) = PacketTx::lossless(PACKET_CHANNEL);
     let mut session = Session::open(source, rec.settings.options, tx, false)?;
     let mut handle = |rec: &mut Recorder, msg: PacketMsg| {
