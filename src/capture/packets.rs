@@ -427,6 +427,40 @@ impl Session {
         }
     }
 
+    /// Hands each message of this packet-only session, from `rx` (the receiver of the
+    /// `PacketTx` it was opened with), to `f` until the stream ends or `f` returns false. The
+    /// end is believed only once the channel has been empty for a moment, so every packet sent
+    /// before it is handed on. Returns whether `f` stopped it.
+    pub(crate) fn read_to_end(
+        self,
+        rx: &crossbeam_channel::Receiver<PacketMsg>,
+        mut f: impl FnMut(PacketMsg) -> bool,
+    ) -> Result<bool, PacketError> {
+        let mut session = self;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(msg) => {
+                    if !f(msg) {
+                        return Ok(true);
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if let Next::End = session.wait(Duration::ZERO)? {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(session);
+        for msg in rx.try_iter() {
+            if !f(msg) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Waits up to `timeout` for the session to end or fail (a packet-only session: its
     /// packets go to the channel).
     pub(crate) fn wait(&mut self, timeout: Duration) -> Result<Next<()>, PacketError> {
@@ -847,18 +881,16 @@ mod tests {
             realtime: false,
             clock: PacketClock::Stream,
         };
-        let mut session = Session::open(&Source::File(clip), opts, tx, false).unwrap();
+        let session = Session::open(&Source::File(clip), opts, tx, false).unwrap();
         let mut packets = Vec::new();
-        while !matches!(session.wait(Duration::ZERO).unwrap(), Next::End) {
-            if let Ok(PacketMsg::Packet(p, _)) = rx.recv_timeout(Duration::from_millis(50)) {
-                packets.push(p);
-            }
-        }
-        drop(session);
-        packets.extend(rx.try_iter().filter_map(|m| match m {
-            PacketMsg::Packet(p, _) => Some(p),
-            _ => None,
-        }));
+        session
+            .read_to_end(&rx, |m| {
+                if let PacketMsg::Packet(p, _) = m {
+                    packets.push(p);
+                }
+                true
+            })
+            .unwrap();
         assert_eq!(packets.len(), 12, "every picture of the file");
         assert_eq!(dropped.load(Ordering::Relaxed), 0);
         assert!(packets.iter().any(|p| p.cto != 0), "the clip has B-frames");

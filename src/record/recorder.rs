@@ -352,29 +352,14 @@ pub(crate) fn record_file(
     let state = Arc::new(SourceState::new(&settings.camera, &source.display_name()));
     let mut rec = Recorder::new(settings, store, trigger, state);
     let (tx, rx) = PacketTx::lossless(PACKET_CHANNEL);
-    let mut session = Session::open(source, rec.settings.options, tx, false)?;
-    let mut handle = |rec: &mut Recorder, msg: PacketMsg| {
+    let session = Session::open(source, rec.settings.options, tx, false)?;
+    session.read_to_end(&rx, |msg| {
         if let PacketMsg::Packet(p, _) = &msg {
             before(p.wall_ms());
         }
         rec.on_msg(msg);
-    };
-    loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(msg) => handle(&mut rec, msg),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            // The end is only believed once every packet sent before it was handled.
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if let Next::End = session.wait(Duration::ZERO)? {
-                    break;
-                }
-            }
-        }
-    }
-    drop(session);
-    for msg in rx.try_iter() {
-        handle(&mut rec, msg);
-    }
+        true
+    })?;
     rec.close_segment();
     Ok(rec.status)
 }

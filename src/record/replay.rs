@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::recorder::record_file;
 use super::{build_range_clip, Limits, RecorderSettings, Recordings, Trigger};
 use crate::capture::packets::{
-    Next, PacketClock, PacketError, PacketMsg, PacketOptions, PacketTx, Session,
+    PacketClock, PacketError, PacketMsg, PacketOptions, PacketTx, Session,
 };
 use crate::capture::Source;
 use crate::config::{Config, RecordConfig, RecordMode, RtspTransport};
@@ -212,20 +212,20 @@ fn stream(e: PacketError) -> RecordReplayError {
 /// H.265, not a video).
 fn first_packet(source: &Source, options: PacketOptions) -> Result<(), RecordReplayError> {
     let (tx, rx) = PacketTx::lossless(4);
-    let mut session = Session::open(source, options, tx, false).map_err(stream)?;
-    loop {
-        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(PacketMsg::Packet(..)) => return Ok(()),
-            Ok(PacketMsg::Unrecordable(why)) => return Err(RecordReplayError::Stopped(why)),
-            Ok(PacketMsg::Started) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return Err(RecordReplayError::Empty)
+    let session = Session::open(source, options, tx, false).map_err(stream)?;
+    let mut found = Err(RecordReplayError::Empty);
+    session
+        .read_to_end(&rx, |msg| match msg {
+            PacketMsg::Packet(..) => {
+                found = Ok(());
+                false
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if let Next::End = session.wait(std::time::Duration::ZERO).map_err(stream)? {
-                    return Err(RecordReplayError::Empty);
-                }
+            PacketMsg::Unrecordable(why) => {
+                found = Err(RecordReplayError::Stopped(why));
+                false
             }
-        }
-    }
+            PacketMsg::Started => true,
+        })
+        .map_err(stream)?;
+    found
 }
