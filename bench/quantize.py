@@ -4,11 +4,14 @@ weights), calibrated on pictures the benchmark never scores: scikit-image's samp
 (a person, animals, objects, textures), each also flipped and cropped, through NanoDet's
 own preprocessing.
 
-    python bench/quantize.py IN.onnx OUT.onnx WIDTH HEIGHT
+    python bench/quantize.py IN.onnx OUT.onnx WIDTH HEIGHT [--table TABLE.json]
+
+With --table it also writes the calibration table models/qdq.py reads (the scale and zero point
+of every activation it quantised): how models/nanodet-g/calibration-*.json were made.
 
 Needs onnxruntime, numpy < 2, opencv-python-headless and scikit-image (bench/models.sh makes a
-venv with them). A benchmark tool, not part of setup: the int8 model is not shipped (BENCHMARKS.md
-says why).
+venv with them). A tool run once per input size, not part of setup: setup builds the shipped int8
+model with models/qdq.py from the fp32 graph and the committed table.
 """
 import os
 import sys
@@ -53,8 +56,30 @@ class Reader(CalibrationDataReader):
         return next(self.items, None)
 
 
+def write_table(quantized, path, what):
+    """The activations' scale and zero point, as the quantiser chose them, by tensor name."""
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(quantized)
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    acts = {}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in consts:
+            acts[n.input[0]] = [float(consts[n.input[1]]), int(consts[n.input[2]])]
+    about = (f"uint8 activations of NanoDet-g ({what}): [scale, zero point] as ONNX Runtime's "
+             f"MinMax calibration chose them in bench/quantize.py on {len(PICTURES) * 4} pictures "
+             "from scikit-image's samples; read by models/qdq.py")
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(acts.items())]
+    with open(path, "w") as f:
+        f.write('{\n "about": ' + json.dumps(about) + ',\n "activations": {\n')
+        f.write(",\n".join(lines) + "\n }\n}\n")
+
+
 def main():
     src, dst, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    table = sys.argv[6] if len(sys.argv) == 7 and sys.argv[5] == "--table" else None
     import onnx
     from onnx import version_converter
     # Per-channel QDQ needs opset 13 (DequantizeLinear's axis); the converter writes opset 11
@@ -82,6 +107,8 @@ def main():
                     nodes_to_exclude=keep_float)
     os.remove(up)
     os.remove(pre)
+    if table:
+        write_table(dst, table, f"{src} at {width}x{height}")
     print(f"quantize: {dst} from {src}, calibrated on {len(PICTURES) * 4} pictures", file=sys.stderr)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the models into DEST (default: models/ beside this script), from ../shared when it is
 # there, else from upstream; checks sha256 either way: FastestDet (BSD-3-Clause), the smallest,
-# and NanoDet-g (Apache-2.0), the default, converted to ONNX here.
+# and NanoDet-g (Apache-2.0), converted to ONNX here and quantised to int8 (the default).
 #   models/fetch.sh [DEST]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -95,3 +95,26 @@ convert() { # WIDTH HEIGHT SHA256
 # 384x288 keeps a 4:3 camera's aspect (docs/deployment.md has the other sizes' cost and accuracy;
 # any multiple of 32 converts: models/tfjs2onnx.py --width W --height H).
 convert 384 288 99b92a6d9846822996b74e68c81843f67954a581690d5d829eceb40740bccf3b
+
+# The int8 model, the default where ONNX Runtime runs (OpenCV's DNN module runs the fp32 one):
+# written by models/qdq.py from the fp32 graph and the committed calibration table
+# (models/nanodet-g/calibration-WxH.json, made once by bench/quantize.py). Same sha256 rule.
+quantize() { # WIDTH HEIGHT SHA256
+    local src="$nd/nanodet-g-$1x$2.onnx" out="$nd/nanodet-g-$1x$2-int8.onnx"
+    if [ -f "$out" ] && echo "$3  $out" | sha256sum -c --status; then
+        return 0
+    fi
+    /usr/bin/python3 "$here/qdq.py" "$src" "$here/nanodet-g/calibration-$1x$2.json" "$out.part" || {
+        rm -f "$out.part"
+        exit 1
+    }
+    if ! echo "$3  $out.part" | sha256sum -c --status; then
+        echo "fetch: $out: the quantisation's sha256 is $(sha256sum "$out.part" | cut -d' ' -f1), wanted $3; not installed" >&2
+        rm -f "$out.part"
+        exit 1
+    fi
+    chmod 644 "$out.part"
+    mv "$out.part" "$out"
+    echo "fetch: $out ok (quantised)"
+}
+quantize 384 288 4f99e86c95a2679ccfdb2f8e717100d7703995856b281d6eaa101093d8ccd47d

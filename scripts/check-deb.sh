@@ -49,6 +49,7 @@ lintian --fail-on error "$deb" || fail "lintian found errors"
 trap '$sudo dpkg -P ocellus >/dev/null 2>&1 || true' EXIT
 $sudo dpkg -i "$deb" >/dev/null || fail "dpkg -i failed"
 for f in /usr/bin/ocellus /etc/ocellus/ocellus.toml /usr/lib/systemd/system/ocellus.service \
+    /usr/share/ocellus/models/nanodet-g/nanodet-g-384x288-int8.onnx \
     /usr/share/ocellus/models/nanodet-g/nanodet-g-384x288.onnx \
     /usr/share/ocellus/models/nanodet-g/LICENSE.nanodet /usr/share/ocellus/models/nanodet-g/LICENSE.human-models \
     /usr/share/ocellus/models/fastestdet/FastestDet.onnx /usr/share/ocellus/models/fastestdet/LICENSE \
@@ -67,7 +68,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; $sudo dpkg -P ocellus >/dev/null 2>&1 || true' EXIT
 (cd "$tmp" && env -u ORT_DYLIB_PATH /usr/bin/ocellus replay "$root/media/vtest.avi" > "$tmp/events" 2> "$tmp/summary") ||
     fail "replay failed: $(cat "$tmp/summary")"
-grep -q "detector nanodet /usr/share/ocellus/models/nanodet-g/nanodet-g-384x288.onnx 384x288 on onnxruntime 1.32.0" "$tmp/summary" ||
+grep -q "detector nanodet /usr/share/ocellus/models/nanodet-g/nanodet-g-384x288-int8.onnx 384x288 on onnxruntime 1.32.0" "$tmp/summary" ||
     fail "the replay did not use the packaged model on the packaged ONNX Runtime: $(grep detector "$tmp/summary")"
 if grep -q ' WARN ' "$tmp/summary"; then fail "the replay warned: $(grep ' WARN ' "$tmp/summary")"; fi
 grep -q "person" "$tmp/summary" || fail "no person events: $(cat "$tmp/summary")"

@@ -296,8 +296,9 @@ impl Default for DetectorConfig {
 /// (event truth at 10 fps against 5 fps detection; the cameras a box can carry).
 pub(super) const DEFAULT_FPS: f32 = 5.0;
 
-/// The default model: NanoDet-g, made by models/fetch.sh (paths relative to where the data is).
-pub const DEFAULT_MODEL: &str = "models/nanodet-g/nanodet-g-384x288.onnx";
+/// The default model: NanoDet-g quantised to int8, made by models/fetch.sh (paths relative to
+/// where the data is); its fp32 original is installed beside it.
+pub const DEFAULT_MODEL: &str = "models/nanodet-g/nanodet-g-384x288-int8.onnx";
 /// The smallest model, and the fallback when the default is not installed.
 pub const FASTESTDET_MODEL: &str = "models/fastestdet/FastestDet.onnx";
 
@@ -337,6 +338,16 @@ impl DetectorConfig {
             }
         }
         Some(f)
+    }
+
+    /// The fp32 model an int8 one was made from (`NAME-int8.onnx` -> `NAME.onnx`), when it is
+    /// installed beside it: what OpenCV's DNN module runs (it cannot run the quantised graph),
+    /// and what runs when the int8 file is missing.
+    pub fn float_model(&self) -> Option<PathBuf> {
+        let name = self.model.file_name()?.to_str()?;
+        let stem = name.strip_suffix("-int8.onnx")?;
+        let p = self.model.with_file_name(format!("{stem}.onnx"));
+        p.exists().then_some(p)
     }
 
     /// The input tensor's recipe: the family's, with what the config sets instead.

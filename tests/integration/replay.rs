@@ -778,7 +778,10 @@ fn without_the_default_model_fastestdet_runs_and_says_why() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("the default model, NanoDet-g (models/nanodet-g/nanodet-g-384x288.onnx), is not installed: using FastestDet"),
+        err.contains(&format!(
+            "the default model, NanoDet-g ({}), is not installed: using FastestDet",
+            ocellus::config::DEFAULT_MODEL
+        )),
         "{err}"
     );
     assert!(err.contains("detector fastestdet "), "{err}");

@@ -201,6 +201,18 @@ pub fn build_many(
             if cfg.model.exists() {
                 return build_dnn(cfg, n);
             }
+            if let Some(float) = cfg.float_model() {
+                let warning = format!(
+                    "the int8 model {} is not installed: running its fp32 original, about 1.8x slower; run models/fetch.sh or install the package",
+                    cfg.model.display()
+                );
+                tracing::warn!(model = %cfg.model.display(), fallback = %float.display(), "{warning}");
+                let float_cfg = DetectorConfig {
+                    model: float,
+                    ..cfg.clone()
+                };
+                return Ok(with_warning(build_dnn(&float_cfg, n)?, &warning));
+            }
             if let Some(smaller) = cfg.fastestdet_fallback() {
                 let warning = format!(
                     "the default model, NanoDet-g ({}), is not installed: using FastestDet, which also takes cones, signs and pairs of people for people (about one person box in three is right, against more than eight in ten); run models/fetch.sh (it needs python3-onnx) or install the package",
@@ -264,6 +276,15 @@ fn build_dnn(cfg: &DetectorConfig, n: usize) -> Result<Vec<Box<dyn ObjectDetecto
         return Err(DetectError::ModelMissing(cfg.model.clone()));
     }
     let opencv = |n| -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
+        // OpenCV 4.6 cannot run an int8 (QDQ) graph: its fp32 original, where it is installed.
+        let float_cfg = cfg.float_model().map(|float| {
+            tracing::warn!(model = %cfg.model.display(), fallback = %float.display(), "OpenCV's DNN module cannot run the int8 model: running its fp32 original");
+            DetectorConfig {
+                model: float,
+                ..cfg.clone()
+            }
+        });
+        let cfg = float_cfg.as_ref().unwrap_or(cfg);
         (0..n)
             .map(|_| {
                 let engine = dnn::Engine::opencv(cfg)?;

@@ -58,8 +58,13 @@ pub fn fastestdet_config() -> ocellus::config::DetectorConfig {
     }
 }
 
-/// The default model, NanoDet-g at 384x288, as models/fetch.sh converts it.
+/// The default model, NanoDet-g at 384x288 quantised to int8, as models/fetch.sh makes it.
 pub fn nanodet() -> PathBuf {
+    asset(ocellus::config::DEFAULT_MODEL)
+}
+
+/// The fp32 NanoDet-g at 384x288 the int8 model is made from (what OpenCV's DNN module runs).
+pub fn nanodet_fp32() -> PathBuf {
     asset("models/nanodet-g/nanodet-g-384x288.onnx")
 }
 

