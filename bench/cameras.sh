@@ -8,7 +8,7 @@
 #
 # BINARY: target/release/ocellus; SECS: 20 s measured per N after 10 s of warm-up; MODEL_TOML:
 # the default model, or the [detector] of e.g. models/fastestdet/model.toml; DETECTOR_LINES:
-# more [detector] settings (e.g. "fps = 0"). Per N: the slowest camera's processed fps, the
+# more [detector] settings (e.g. "fps = 0"). CAMERAS="4 16" runs those N only. Per N: the slowest camera's processed fps, the
 # box's CPU (all threads, % of one core), CPU per camera-frame, the stages' wall time per frame
 # (ocellus_stage_seconds_total: time on a core or waiting for one, so they add up to more than
 # the CPU under load), the share of frames the detector ran on, RSS per camera.
@@ -90,7 +90,7 @@ PY
 
 echo "| cameras | slowest camera, fps | box CPU (of $((cores * 100)) %) | CPU ms per camera-frame | wall ms per frame: decode / motion / detect / track | frames detected | RSS MiB per camera |"
 echo "|---|---|---|---|---|---|---|"
-for n in 1 2 4 6 8 10 12 14 16 20 24 32; do
+for n in ${CAMERAS:-1 2 4 6 8 10 12 14 16 20 24 32}; do
     if ! run "$n" 2>"$work/stop"; then
         cat "$work/live.out" >&2
         exit 1

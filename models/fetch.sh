@@ -71,26 +71,33 @@ if [ ! -f "$nd/LICENSE.nanodet" ]; then
     fi
 fi
 
-# The ONNX file for an input size. The conversion must give exactly these bytes: a different sum
-# means a different input or converter, and nothing is installed.
-convert() { # WIDTH HEIGHT SHA256
-    local out="$nd/nanodet-g-$1x$2.onnx"
-    if [ -f "$out" ] && echo "$3  $out" | sha256sum -c --status; then
-        return 0
-    fi
-    /usr/bin/python3 "$here/tfjs2onnx.py" "$nd/nanodet.json" "$out.part" --width "$1" --height "$2" || {
-        echo "fetch: converting NanoDet-g needs Debian's python3-onnx (apt install python3-onnx)" >&2
-        rm -f "$out.part"
-        exit 1
-    }
-    if ! echo "$3  $out.part" | sha256sum -c --status; then
-        echo "fetch: $out: the conversion's sha256 is $(sha256sum "$out.part" | cut -d' ' -f1), wanted $3; not installed" >&2
+# A file made here (converted, quantised) must have exactly these bytes: a different sum means a
+# different input or tool, and nothing is installed.
+made() { # OUT SHA256 -> whether OUT is in place and intact
+    [ -f "$1" ] && echo "$2  $1" | sha256sum -c --status
+}
+install_made() { # OUT SHA256 WHAT: OUT.part checked and moved to OUT
+    local out=$1 sum=$2 what=$3
+    if ! echo "$sum  $out.part" | sha256sum -c --status; then
+        echo "fetch: $out: the $what's sha256 is $(sha256sum "$out.part" | cut -d' ' -f1), wanted $sum; not installed" >&2
         rm -f "$out.part"
         exit 1
     fi
     chmod 644 "$out.part"
     mv "$out.part" "$out"
-    echo "fetch: $out ok (converted)"
+    echo "fetch: $out ok ($what)"
+}
+
+# The ONNX file for an input size.
+convert() { # WIDTH HEIGHT SHA256
+    local out="$nd/nanodet-g-$1x$2.onnx"
+    made "$out" "$3" && return 0
+    /usr/bin/python3 "$here/tfjs2onnx.py" "$nd/nanodet.json" "$out.part" --width "$1" --height "$2" || {
+        echo "fetch: converting NanoDet-g needs Debian's python3-onnx (apt install python3-onnx)" >&2
+        rm -f "$out.part"
+        exit 1
+    }
+    install_made "$out" "$3" conversion
 }
 # 384x288 keeps a 4:3 camera's aspect (docs/deployment.md has the other sizes' cost and accuracy;
 # any multiple of 32 converts: models/tfjs2onnx.py --width W --height H).
@@ -98,23 +105,14 @@ convert 384 288 99b92a6d9846822996b74e68c81843f67954a581690d5d829eceb40740bccf3b
 
 # The int8 model, the default where ONNX Runtime runs (OpenCV's DNN module runs the fp32 one):
 # written by models/qdq.py from the fp32 graph and the committed calibration table
-# (models/nanodet-g/calibration-WxH.json, made once by bench/quantize.py). Same sha256 rule.
+# (models/nanodet-g/calibration-WxH.json, made once by bench/quantize.py).
 quantize() { # WIDTH HEIGHT SHA256
-    local src="$nd/nanodet-g-$1x$2.onnx" out="$nd/nanodet-g-$1x$2-int8.onnx"
-    if [ -f "$out" ] && echo "$3  $out" | sha256sum -c --status; then
-        return 0
-    fi
-    /usr/bin/python3 "$here/qdq.py" "$src" "$here/nanodet-g/calibration-$1x$2.json" "$out.part" || {
+    local out="$nd/nanodet-g-$1x$2-int8.onnx"
+    made "$out" "$3" && return 0
+    /usr/bin/python3 "$here/qdq.py" "$nd/nanodet-g-$1x$2.onnx" "$here/nanodet-g/calibration-$1x$2.json" "$out.part" || {
         rm -f "$out.part"
         exit 1
     }
-    if ! echo "$3  $out.part" | sha256sum -c --status; then
-        echo "fetch: $out: the quantisation's sha256 is $(sha256sum "$out.part" | cut -d' ' -f1), wanted $3; not installed" >&2
-        rm -f "$out.part"
-        exit 1
-    fi
-    chmod 644 "$out.part"
-    mv "$out.part" "$out"
-    echo "fetch: $out ok (quantised)"
+    install_made "$out" "$3" quantisation
 }
 quantize 384 288 4f99e86c95a2679ccfdb2f8e717100d7703995856b281d6eaa101093d8ccd47d
