@@ -229,6 +229,47 @@ fn auto_falls_back_to_hog_without_a_model_and_dnn_refuses() {
     ));
 }
 
+/// An int8 model whose file is missing, with its fp32 original beside where it should be (an
+/// old models directory): `auto` runs the fp32 file and says so; a file of another name has no
+/// such fallback.
+#[test]
+fn auto_runs_the_fp32_original_when_the_int8_file_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        harness::nanodet_fp32(),
+        dir.path().join("nanodet-g-384x288.onnx"),
+    )
+    .unwrap();
+    let cfg = DetectorConfig {
+        model: dir.path().join("nanodet-g-384x288-int8.onnx"),
+        labels: harness::asset("models/nanodet-g/coco80.names"),
+        runtime: DetectorRuntime::Onnxruntime,
+        ..Default::default()
+    };
+    let det = detect::build(&cfg).unwrap().unwrap();
+    let info = det.info();
+    assert_eq!(
+        info.model.as_deref(),
+        dir.path().join("nanodet-g-384x288.onnx").to_str(),
+        "{info:?}"
+    );
+    assert!(
+        info.warning
+            .as_deref()
+            .is_some_and(|w| w.contains("is not installed: running its fp32 original")),
+        "{info:?}"
+    );
+    let other = DetectorConfig {
+        model: dir.path().join("mine.onnx"),
+        ..cfg
+    };
+    assert!(detect::build(&other)
+        .unwrap()
+        .unwrap()
+        .describe()
+        .starts_with("hog"));
+}
+
 #[test]
 fn fastestdet_finds_people_on_the_street_clip() {
     let frame = &harness::read_frames(&harness::vtest(), 100, 101)[0];
