@@ -118,29 +118,28 @@ def quantize(model, table):
         ]
         dq_of[t] = dq_out
 
+    def dequantized(name, q, scale, zero_dtype):
+        """Constant `name` stored quantised (`q`, per-channel `scale`, zero point 0): its
+        DequantizeLinear node and that node's output."""
+        inits.append(numpy_helper.from_array(q, name + "_quantized"))
+        s = scalar(name + "_scale", scale, np.float32)
+        z = scalar(name + "_zero_point", np.zeros(len(scale), zero_dtype), zero_dtype)
+        node = helper.make_node("DequantizeLinear", [name + "_quantized", s, z],
+                                [name + "_dequantized"], name=name + "_DequantizeLinear", axis=0)
+        return node, name + "_dequantized"
+
     weight_nodes = {}
     for n in convs:
         if len(n.input) < 2 or n.input[1] not in consts:
             raise QdqError(f"{n.name}: the weights are not a constant")
-        w = consts[n.input[1]].astype(np.float32)
-        qw, ws = quantize_weight(w)
-        wq = n.input[1] + "_quantized"
-        inits.append(numpy_helper.from_array(qw, wq))
-        wsn = scalar(n.input[1] + "_scale", ws, np.float32)
-        wzn = scalar(n.input[1] + "_zero_point", np.zeros(len(ws), np.int8), np.int8)
-        nodes = [helper.make_node("DequantizeLinear", [wq, wsn, wzn], [n.input[1] + "_dequantized"],
-                                  name=n.input[1] + "_DequantizeLinear", axis=0)]
-        new_inputs = [dq_of[n.input[0]], n.input[1] + "_dequantized"]
+        qw, ws = quantize_weight(consts[n.input[1]].astype(np.float32))
+        node, w = dequantized(n.input[1], qw, ws, np.int8)
+        nodes, new_inputs = [node], [dq_of[n.input[0]], w]
         if len(n.input) > 2 and n.input[2]:
             qb, bs = quantize_bias(consts[n.input[2]], acts[n.input[0]][0], ws)
-            bq = n.input[2] + "_quantized"
-            inits.append(numpy_helper.from_array(qb, bq))
-            bsn = scalar(n.input[2] + "_scale", bs, np.float32)
-            bzn = scalar(n.input[2] + "_zero_point", np.zeros(len(bs), np.int32), np.int32)
-            nodes.append(helper.make_node("DequantizeLinear", [bq, bsn, bzn],
-                                          [n.input[2] + "_dequantized"],
-                                          name=n.input[2] + "_DequantizeLinear", axis=0))
-            new_inputs.append(n.input[2] + "_dequantized")
+            node, b = dequantized(n.input[2], qb, bs, np.int32)
+            nodes.append(node)
+            new_inputs.append(b)
         weight_nodes[n.name] = (nodes, new_inputs)
 
     # Every reader of a quantised tensor reads its DequantizeLinear (the graph's outputs, which

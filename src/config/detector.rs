@@ -340,14 +340,17 @@ impl DetectorConfig {
         Some(f)
     }
 
-    /// The fp32 model an int8 one was made from (`NAME-int8.onnx` -> `NAME.onnx`), when it is
-    /// installed beside it: what OpenCV's DNN module runs (it cannot run the quantised graph),
-    /// and what runs when the int8 file is missing.
-    pub fn float_model(&self) -> Option<PathBuf> {
+    /// `self` with the fp32 model an int8 one was made from (`NAME-int8.onnx` -> `NAME.onnx`),
+    /// when that is installed beside it: what OpenCV's DNN module runs (it cannot run the
+    /// quantised graph), and what runs when the int8 file is missing.
+    pub fn float_fallback(&self) -> Option<DetectorConfig> {
         let name = self.model.file_name()?.to_str()?;
         let stem = name.strip_suffix("-int8.onnx")?;
-        let p = self.model.with_file_name(format!("{stem}.onnx"));
-        p.exists().then_some(p)
+        let model = self.model.with_file_name(format!("{stem}.onnx"));
+        model.exists().then(|| DetectorConfig {
+            model,
+            ..self.clone()
+        })
     }
 
     /// The input tensor's recipe: the family's, with what the config sets instead.

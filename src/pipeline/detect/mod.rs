@@ -201,17 +201,13 @@ pub fn build_many(
             if cfg.model.exists() {
                 return build_dnn(cfg, n);
             }
-            if let Some(float) = cfg.float_model() {
+            if let Some(float) = cfg.float_fallback() {
                 let warning = format!(
                     "the int8 model {} is not installed: running its fp32 original, about 1.8x slower; run models/fetch.sh or install the package",
                     cfg.model.display()
                 );
-                tracing::warn!(model = %cfg.model.display(), fallback = %float.display(), "{warning}");
-                let float_cfg = DetectorConfig {
-                    model: float,
-                    ..cfg.clone()
-                };
-                return Ok(with_warning(build_dnn(&float_cfg, n)?, &warning));
+                tracing::warn!(model = %cfg.model.display(), fallback = %float.model.display(), "{warning}");
+                return Ok(with_warning(build_dnn(&float, n)?, &warning));
             }
             if let Some(smaller) = cfg.fastestdet_fallback() {
                 let warning = format!(
@@ -277,12 +273,8 @@ fn build_dnn(cfg: &DetectorConfig, n: usize) -> Result<Vec<Box<dyn ObjectDetecto
     }
     let opencv = |n| -> Result<Vec<Box<dyn ObjectDetector>>, DetectError> {
         // OpenCV 4.6 cannot run an int8 (QDQ) graph: its fp32 original, where it is installed.
-        let float_cfg = cfg.float_model().map(|float| {
-            tracing::warn!(model = %cfg.model.display(), fallback = %float.display(), "OpenCV's DNN module cannot run the int8 model: running its fp32 original");
-            DetectorConfig {
-                model: float,
-                ..cfg.clone()
-            }
+        let float_cfg = cfg.float_fallback().inspect(|float| {
+            tracing::warn!(model = %cfg.model.display(), fallback = %float.model.display(), "OpenCV's DNN module cannot run the int8 model: running its fp32 original");
         });
         let cfg = float_cfg.as_ref().unwrap_or(cfg);
         (0..n)
