@@ -8,8 +8,9 @@
 #
 # BINARY: target/release/ocellus; SECS: 20 s measured per N after 10 s of warm-up; MODEL_TOML:
 # the default model, or the [detector] of e.g. models/fastestdet/model.toml; DETECTOR_LINES:
-# more [detector] settings (e.g. "fps = 0"). CAMERAS="4 16" runs those N only. Per N: the slowest camera's processed fps, the
-# box's CPU (all threads, % of one core), CPU per camera-frame, the stages' wall time per frame
+# more [detector] settings (e.g. "fps = 0"); CAMERAS="4 16" runs those N only. Per N: the
+# slowest camera's processed fps, the box's CPU (all threads, % of one core), CPU per
+# camera-frame, the stages' wall time per frame
 # (ocellus_stage_seconds_total: time on a core or waiting for one, so they add up to more than
 # the CPU under load), the share of frames the detector ran on, RSS per camera.
 set -euo pipefail

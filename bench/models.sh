@@ -5,16 +5,17 @@
 #
 #   bench/models.sh [path/to/ocellus [MODEL...]]
 #
-# MODELs (all unless named) are fastestdet, nanodet-384x288, nanodet-320x256, nanodet-384x288-int8,
-# nanodet-320x256-int8: e.g. `bench/models.sh target/release/ocellus nanodet-384x288-int8` for the
-# default model alone (~4 minutes), to compare two builds' trackers on the same detections.
+# MODELs (all unless named) are fastestdet, nanodet-384x288, nanodet-320x256,
+# nanodet-384x288-int8, nanodet-320x256-int8: e.g. `bench/models.sh target/release/ocellus
+# nanodet-384x288-int8` for the default model alone (~4 minutes), to compare two builds'
+# trackers on the same detections.
 #
 # Models: FastestDet 352x352; NanoDet-g fp32 at 384x288 and 320x256; NanoDet-g int8 at 384x288
 # (the default, as models/fetch.sh makes it with models/qdq.py from the committed calibration
 # table) and 320x256 (bench/quantize.py: ONNX Runtime's static quantiser, calibrated on
-# scikit-image's sample photographs, never on the clip, as the table was). Per model: per-frame person recall and
-# precision at IoU 0.5 for the confident detections (bench/detection_truth.py), boxes over two
-# people, detector milliseconds per frame at 1 and 2 threads (examples/detector_bench, ONNX
+# scikit-image's sample photographs, never on the clip, as the table was). Per model: per-frame
+# person recall and precision at IoU 0.5 for the confident detections
+# (bench/detection_truth.py), boxes over two people, detector milliseconds per frame at 1 and 2 threads (examples/detector_bench, ONNX
 # Runtime), and per clip the event-level figures of Ocellus' tracker and, on the same
 # detections, Frigate's (bench/frigate_tracker.py), scored by bench/mot_eval.py.
 #

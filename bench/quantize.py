@@ -78,8 +78,10 @@ def write_table(quantized, path, what):
 
 
 def main():
+    if len(sys.argv) not in (5, 7) or (len(sys.argv) == 7 and sys.argv[5] != "--table"):
+        sys.exit("usage: bench/quantize.py IN.onnx OUT.onnx WIDTH HEIGHT [--table TABLE.json]")
     src, dst, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    table = sys.argv[6] if len(sys.argv) == 7 and sys.argv[5] == "--table" else None
+    table = sys.argv[6] if len(sys.argv) == 7 else None
     import onnx
     from onnx import version_converter
     # Per-channel QDQ needs opset 13 (DequantizeLinear's axis); the converter writes opset 11
